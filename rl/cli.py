@@ -1,0 +1,61 @@
+"""The `rl` console command: argument parsing and dispatch only.
+
+Each subcommand lives in its own module exposing `register(subparsers)`, which adds a parser with
+`set_defaults(func=...)`. Heavy imports (torch, transformers) happen inside those funcs, so
+`rl --help` stays fast. A `UserError` anywhere becomes one `error: ...` line and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+# Order = order in `rl --help`.
+SUBCOMMAND_MODULES = ["rl.data.cli", "rl.train", "rl.slurm"]
+
+EPILOG = """examples:
+  rl data rpt --corpus builtin:champ --output runs/champ-rpt      # RPT tasks from a corpus
+  rl train --config recipes/rpt_smollm2_cpu.yaml                  # train with TRL GRPO + RPT reward
+  rl train --config recipes/rpt_smollm2_cpu.yaml --learning_rate 1e-6 --max_steps 10
+  rl submit --config recipes/rpt_smollm2_cpu.yaml --nodes 2 --gpus-per-node 8 --dry-run
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rl",
+        description="entropy-rl: RL for language models from next-token entropy (RPT reward, forking-token mask).",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in SUBCOMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from rl.errors import UserError
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        return int(args.func(args) or 0)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""`rl data ...` subcommands (argument parsing only; the work is in rl/data/rpt.py)."""
+
+from __future__ import annotations
+
+import argparse
+
+from rl.config import DEFAULT_RPT_PROMPT
+
+RPT_EXAMPLES = """examples:
+  rl data rpt --corpus builtin:champ --proxy-model builtin:smollm2-135m-instruct --output runs/champ-rpt
+  rl data rpt --corpus notes/ --proxy-model Qwen/Qwen3-1.7B --entropy full --min-entropy 1.0 --jsonl
+  rl data rpt --corpus wiki.jsonl --proxy-model ./my-proxy --max-documents 1000 --max-per-doc 4
+"""
+
+
+def register(subparsers) -> None:
+    data = subparsers.add_parser("data", help="build training data (rl data rpt --help)")
+    data_sub = data.add_subparsers(dest="data_command", metavar="{rpt}")
+    data_sub.required = True
+    p = data_sub.add_parser(
+        "rpt",
+        help="corpus -> next-token-prediction RL tasks at high-entropy positions",
+        description="Build a Reinforcement Pre-Training dataset (arXiv 2506.08007): the proxy model scores "
+        "every position of every document in batched windows; positions with high next-token entropy become "
+        "tasks (prompt, context, continuation, boundaries, entropy, doc_id, position).",
+        epilog=RPT_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--corpus", required=True, help="builtin:champ, .txt file/dir, .jsonl/.parquet (text column), HF dataset dir")
+    p.add_argument("--proxy-model", "--model", dest="proxy_model", default="builtin:smollm2-135m-instruct",
+                   help="model whose next-token entropy picks positions (builtin:, hub id or local dir)")
+    p.add_argument("--output", "-o", required=True, help="output dir (datasets.save_to_disk format)")
+    p.add_argument("--entropy", choices=["topk", "full"], default="topk",
+                   help="topk: entropy of the top-k probabilities RENORMALISED to sum to 1 (paper: top-16); "
+                   "full: entropy of the whole softmax")
+    p.add_argument("--top-k", type=int, default=16, help="k for --entropy topk (default 16)")
+    p.add_argument("--min-entropy", type=float, default=0.5, help="keep positions with entropy >= this (nats)")
+    p.add_argument("--max-per-doc", type=int, default=8, help="sample at most this many positions per document")
+    p.add_argument("--continuation-tokens", type=int, default=8, help="ground-truth tokens after each position")
+    p.add_argument("--max-context-tokens", type=int, default=512, help="keep only the most recent N context tokens")
+    p.add_argument("--min-context-tokens", type=int, default=16, help="skip positions with less context than this")
+    p.add_argument("--window-tokens", type=int, default=1024, help="proxy forward window; windows overlap by half")
+    p.add_argument("--batch-size", type=int, default=4, help="windows per proxy forward pass")
+    p.add_argument("--max-documents", type=int, default=None, help="read at most N documents")
+    p.add_argument("--prompt-template-file", default=None, help="file with the instruction; must contain {context}")
+    p.add_argument("--chat", choices=["auto", "yes", "no"], default="auto",
+                   help="wrap prompts as chat messages (auto: when the tokenizer has a chat template)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--jsonl", action="store_true", help="also write OUTPUT.jsonl")
+    p.set_defaults(func=run_rpt)
+
+
+def run_rpt(args) -> int:
+    from pathlib import Path
+
+    from rl.data.rpt import RPTBuildConfig, build_rpt_dataset
+    from rl.errors import UserError
+
+    template = DEFAULT_RPT_PROMPT
+    if args.prompt_template_file:
+        try:
+            template = Path(args.prompt_template_file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UserError(f"{args.prompt_template_file}: cannot read prompt template ({exc.__class__.__name__})")
+    cfg = RPTBuildConfig(
+        corpus=args.corpus, proxy_model=args.proxy_model, entropy=args.entropy, top_k=args.top_k,
+        min_entropy=args.min_entropy, max_per_doc=args.max_per_doc, continuation_tokens=args.continuation_tokens,
+        max_context_tokens=args.max_context_tokens, min_context_tokens=args.min_context_tokens,
+        window_tokens=args.window_tokens, batch_size=args.batch_size, max_documents=args.max_documents,
+        prompt_template=template, seed=args.seed, chat=args.chat,
+    )
+    dataset, summary = build_rpt_dataset(cfg, args.output, jsonl=args.jsonl)
+    print(summary.format())
+    print(f"saved {len(dataset)} rows to {args.output}")
+    return 0

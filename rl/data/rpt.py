@@ -1,0 +1,324 @@
+"""`rl data rpt`: turn a text corpus into Reinforcement Pre-Training tasks (arXiv 2506.08007).
+
+Each document is tokenized once with the proxy model's tokenizer. The proxy model runs over the
+document in overlapping windows (one batched forward pass per window, never one per position) and
+gives the next-token entropy at every position. Positions whose entropy is at least
+`min_entropy` are candidates ("hard" tokens carry the signal); up to `max_per_doc` are sampled per
+document. Each kept position becomes one row:
+
+    prompt · context · continuation · boundaries · entropy · doc_id · position
+
+`context` ends exactly where the target token begins (so a leading-space token keeps its space in
+the continuation), `continuation` is the next `continuation_tokens` tokens cut back to a whole
+character, and `boundaries` are the byte offsets where those ground-truth tokens end
+(rl/data/boundaries.py), which is what `rewards.rpt.rpt_reward` scores against.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import zlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from rl.errors import UserError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RPTBuildConfig:
+    """Everything that decides which RPT rows a corpus yields (saved next to the dataset)."""
+
+    corpus: str
+    proxy_model: str
+    entropy: str = "topk"
+    top_k: int = 16
+    min_entropy: float = 0.5
+    max_per_doc: int = 8
+    continuation_tokens: int = 8
+    max_context_tokens: int = 512
+    min_context_tokens: int = 16
+    window_tokens: int = 1024
+    batch_size: int = 4
+    max_documents: int | None = None
+    prompt_template: str = ""
+    seed: int = 0
+    chat: str = "auto"  # auto | yes | no: wrap prompts as chat messages
+    extra: dict = field(default_factory=dict)
+
+    def validate(self) -> None:
+        if self.entropy not in ("topk", "full"):
+            raise UserError(f"entropy: expected `topk` or `full`, got {self.entropy!r}")
+        positive = ("top_k", "max_per_doc", "continuation_tokens", "max_context_tokens", "window_tokens", "batch_size")
+        for name in positive:
+            if int(getattr(self, name)) < 1:
+                raise UserError(f"{name}: must be at least 1, got {getattr(self, name)}")
+        if self.window_tokens < 2:
+            raise UserError("window_tokens: must be at least 2")
+        if self.min_context_tokens < 1:
+            raise UserError(f"min_context_tokens: must be at least 1, got {self.min_context_tokens}")
+        if "{context}" not in self.prompt_template:
+            raise UserError("prompt_template: must contain the placeholder {context}")
+        if self.chat not in ("auto", "yes", "no"):
+            raise UserError(f"chat: expected auto, yes or no, got {self.chat!r}")
+
+
+@dataclass
+class BuildSummary:
+    documents: int = 0
+    documents_too_short: int = 0
+    tokens: int = 0
+    candidate_positions: int = 0
+    positions_above_threshold: int = 0
+    positions_kept: int = 0
+    entropy_percentiles: dict = field(default_factory=dict)
+    corpus_summary: str = ""
+
+    def format(self) -> str:
+        pct = ", ".join(f"p{k}={v:.3f}" for k, v in self.entropy_percentiles.items())
+        return (
+            f"documents: {self.documents} read, {self.documents_too_short} too short for one task\n"
+            f"tokens: {self.tokens}; positions scored: {self.candidate_positions}; "
+            f"at/above min entropy: {self.positions_above_threshold}; kept: {self.positions_kept}\n"
+            f"entropy percentiles (nats): {pct or 'n/a'}\n"
+            f"corpus: {self.corpus_summary}"
+        )
+
+
+def format_prompt(template: str, context: str) -> str:
+    """Fill `{context}` (plain replace: contexts are full of braces, str.format would break)."""
+    return template.replace("{context}", context)
+
+
+def window_plan(n_tokens: int, window: int) -> list[tuple[int, int, int, int]]:
+    """Overlapping windows over a document of `n_tokens` tokens.
+
+    Returns (start, end, own_from, own_to): the window covers tokens [start, end) and is
+    responsible for the entropies of predicted positions [own_from, own_to) (position p is the
+    distribution over token p given tokens < p, read from the logits at p - 1). Windows after the
+    first overlap the previous by half, so every owned position sees at least half a window of
+    context; the owned ranges tile [1, n_tokens) exactly once.
+    """
+    if n_tokens < 2:
+        return []
+    stride = max(1, window // 2)
+    plans = [(0, min(n_tokens, window), 1, min(n_tokens, window))]
+    start = stride
+    while plans[-1][1] < n_tokens:
+        end = min(n_tokens, start + window)
+        own_from = plans[-1][3]
+        plans.append((start, end, own_from, end))
+        start += stride
+    return plans
+
+
+def _forward_entropies(model, batch_ids: list[list[int]], pad_id: int, cfg: RPTBuildConfig):
+    """One batched no-grad forward over windows; returns per-window float32 entropy lists.
+
+    Entropy at window index j is for the distribution predicting window token j + 1. The LM head is
+    applied row by row over the backbone's hidden states so the full (batch x window x vocab)
+    logits tensor never exists at once.
+    """
+    import torch
+
+    from rl.entropy import token_entropy, topk_entropy
+
+    longest = max(len(ids) for ids in batch_ids)
+    input_ids = torch.full((len(batch_ids), longest), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(batch_ids), longest), dtype=torch.long)
+    for row, ids in enumerate(batch_ids):
+        input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+        attention[row, : len(ids)] = 1
+    device = next(model.parameters()).device
+    input_ids, attention = input_ids.to(device), attention.to(device)
+    head = model.get_output_embeddings()
+    backbone = getattr(model, model.base_model_prefix, None)
+    softcap = getattr(model.config, "final_logit_softcapping", None)
+    results = []
+    with torch.no_grad():
+        if backbone is not None and head is not None and not softcap:
+            hidden = backbone(input_ids=input_ids, attention_mask=attention).last_hidden_state
+            rows = [head(hidden[row : row + 1]).float()[0] for row in range(len(batch_ids))]
+        else:  # models with logit post-processing: use their own forward
+            logits = model(input_ids=input_ids, attention_mask=attention).logits.float()
+            rows = [logits[row] for row in range(len(batch_ids))]
+        for row, ids in enumerate(batch_ids):
+            logits = rows[row][: len(ids) - 1]
+            if cfg.entropy == "topk":
+                ent = topk_entropy(logits, k=cfg.top_k)
+            else:
+                ent = token_entropy(logits)
+            results.append(ent.float().cpu().tolist())
+    return results
+
+
+def _percentiles(values: list[float]) -> dict:
+    if not values:
+        return {}
+    ordered = sorted(values)
+    out = {}
+    for q in (10, 50, 80, 90, 99):
+        out[q] = ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+    return out
+
+
+def iter_rpt_rows(cfg: RPTBuildConfig, model, tokenizer, documents, summary: BuildSummary) -> Iterator[dict]:
+    """Yield RPT rows for `documents` (an iterable of rl.data.corpus.Document)."""
+    from tqdm.auto import tqdm
+
+    from rl.data.boundaries import split_at_token
+
+    use_chat = cfg.chat == "yes" or (cfg.chat == "auto" and bool(getattr(tokenizer, "chat_template", None)))
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+    all_entropies: list[float] = []
+    pending: dict[int, dict[str, Any]] = {}
+    queue: list[tuple[int, int, list[int], int]] = []  # (doc_key, window idx, ids, offset)
+
+    def finish_doc(key: int) -> Iterator[dict]:
+        doc = pending.pop(key)
+        entropy = doc["entropy"]  # entropy[p] for predicted position p (index 0 unused)
+        ids, offsets, text = doc["ids"], doc["offsets"], doc["text"]
+        n = len(ids)
+        candidates = []
+        for p in range(max(1, cfg.min_context_tokens), n):
+            summary.candidate_positions += 1
+            all_entropies.append(entropy[p])
+            if entropy[p] >= cfg.min_entropy:
+                candidates.append(p)
+        summary.positions_above_threshold += len(candidates)
+        rng = random.Random(cfg.seed * 1_000_003 + zlib.crc32(doc["doc_id"].encode("utf-8")))
+        rng.shuffle(candidates)
+        chosen = []
+        for p in candidates:
+            if len(chosen) >= cfg.max_per_doc:
+                break
+            cut = split_at_token(text, offsets, p, cfg.continuation_tokens, cfg.max_context_tokens)
+            if cut is not None and cut.context.strip():
+                chosen.append((p, cut))
+        for p, cut in sorted(chosen, key=lambda item: item[0]):
+            summary.positions_kept += 1
+            content = format_prompt(cfg.prompt_template, cut.context)
+            prompt: Any = [{"role": "user", "content": content}] if use_chat else content
+            yield {
+                "prompt": prompt,
+                "context": cut.context,
+                "continuation": cut.continuation,
+                "boundaries": list(cut.boundaries),
+                "entropy": float(entropy[p]),
+                "doc_id": doc["doc_id"],
+                "position": int(p),
+            }
+
+    def flush() -> Iterator[dict]:
+        if not queue:
+            return
+        ents = _forward_entropies(model, [item[2] for item in queue], pad_id, cfg)
+        for (key, _, _ids, start), ent in zip(queue, ents):
+            doc = pending[key]
+            own_from, own_to = doc["plans_owned"].pop(start)
+            for p in range(own_from, own_to):
+                doc["entropy"][p] = ent[p - start - 1]
+            doc["windows_left"] -= 1
+        queue.clear()
+        for key in [k for k, d in pending.items() if d["windows_left"] == 0]:
+            yield from finish_doc(key)
+
+    min_tokens = cfg.min_context_tokens + 1
+    progress = tqdm(documents, desc="rpt data", unit="doc", total=cfg.max_documents)
+    for key, doc in enumerate(progress):
+        if cfg.max_documents is not None and key >= cfg.max_documents:
+            break
+        summary.documents += 1
+        enc = tokenizer(doc.text, return_offsets_mapping=True, add_special_tokens=False)
+        ids, offsets = list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
+        summary.tokens += len(ids)
+        if len(ids) < min_tokens:
+            summary.documents_too_short += 1
+            continue
+        plans = window_plan(len(ids), cfg.window_tokens)
+        pending[key] = {
+            "doc_id": doc.doc_id,
+            "text": doc.text,
+            "ids": ids,
+            "offsets": offsets,
+            "entropy": [0.0] * len(ids),
+            "windows_left": len(plans),
+            "plans_owned": {start: (own_from, own_to) for start, _, own_from, own_to in plans},
+        }
+        for idx, (start, end, _, _) in enumerate(plans):
+            queue.append((key, idx, ids[start:end], start))
+            if len(queue) >= cfg.batch_size:
+                yield from flush()
+        progress.set_postfix(kept=summary.positions_kept)
+    yield from flush()
+    summary.entropy_percentiles = _percentiles(all_entropies)
+
+
+def load_proxy(model_name_or_path: str, device: str | None = None):
+    """Load the proxy model (eval mode, fp32 on CPU) and its fast tokenizer."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from rl.assets import resolve_model
+
+    path = resolve_model(model_name_or_path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except OSError as exc:
+        raise UserError(f"proxy model {model_name_or_path!r}: cannot load its tokenizer ({str(exc).splitlines()[0]})")
+    if not getattr(tokenizer, "is_fast", False):
+        raise UserError(f"proxy model {model_name_or_path!r}: needs a fast tokenizer (offsets are used for boundaries)")
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
+    except OSError as exc:
+        raise UserError(f"proxy model {model_name_or_path!r}: cannot load weights ({str(exc).splitlines()[0]})")
+    return model, tokenizer
+
+
+def build_rpt_dataset(cfg: RPTBuildConfig, output_dir: str | Path, jsonl: bool = False, chat_tokenizer=None):
+    """Build and save the RPT dataset; returns (datasets.Dataset, BuildSummary).
+
+    `chat_tokenizer`: the policy's tokenizer, which decides (with `cfg.chat == "auto"`) whether
+    prompts are chat messages; default the proxy's.
+    """
+    from datasets import Dataset
+
+    from rl.data.corpus import CorpusStats, read_corpus
+
+    cfg.validate()
+    output_dir = Path(output_dir)
+    model, tokenizer = load_proxy(cfg.proxy_model)
+    if chat_tokenizer is not None and cfg.chat == "auto":
+        cfg.chat = "yes" if getattr(chat_tokenizer, "chat_template", None) else "no"
+    stats = CorpusStats()
+    summary = BuildSummary()
+    rows = list(iter_rpt_rows(cfg, model, tokenizer, read_corpus(cfg.corpus, stats=stats), summary))
+    summary.corpus_summary = stats.summary()
+    if not rows:
+        raise UserError(
+            f"{cfg.corpus}: no RPT positions kept ({summary.documents} documents, {summary.tokens} tokens); "
+            f"lower min_entropy (now {cfg.min_entropy}) or min_context_tokens (now {cfg.min_context_tokens})"
+        )
+    dataset = Dataset.from_list(rows)
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output_dir.with_name(output_dir.name + ".tmp")
+    dataset.save_to_disk(str(tmp))
+    (tmp / "rpt_build.json").write_text(
+        json.dumps({"config": asdict(cfg), "summary": asdict(summary)}, indent=2, default=str)
+    )
+    if output_dir.exists():
+        import shutil
+
+        shutil.rmtree(output_dir)
+    tmp.rename(output_dir)
+    if jsonl:
+        with open(output_dir.with_suffix(".jsonl"), "w", encoding="utf-8") as handle:
+            for row in rows:
+                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return dataset, summary

@@ -1,0 +1,277 @@
+"""`rl train --config RECIPE.yaml [--field value ...]`: one GRPO run with entropy-rl's rewards.
+
+The recipe is parsed TRL-style (rl/config.py), the model name resolved (`builtin:` names convert
+once into the cache), the dataset loaded or built from a corpus (main process first, the others
+reuse it), and `EntropyGRPOTrainer` (a thin TRL GRPOTrainer subclass) trains. Resuming accepts
+`--resume_from_checkpoint auto|PATH`; a preempted run exits with status 75 (EX_TEMPFAIL) after
+saving a complete checkpoint so the Slurm script can requeue it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import logging
+import os
+import zlib
+from pathlib import Path
+
+from rl.errors import UserError
+
+logger = logging.getLogger(__name__)
+
+EXIT_PREEMPTED = 75  # EX_TEMPFAIL: checkpoint saved, please requeue
+
+TRAIN_EXAMPLES = """examples:
+  rl train --config recipes/rpt_smollm2_cpu.yaml
+  rl train --config recipes/rpt_smollm2_cpu.yaml --max_steps 2 --report_to none
+  rl train --config recipes/rpt_smollm2_cpu.yaml --resume_from_checkpoint auto
+  accelerate launch --config_file recipes/accelerate/zero2.yaml -m rl.cli train --config RECIPE.yaml
+
+Any field of the recipe (TRL's GRPOConfig, ModelConfig, entropy-rl's ScriptArguments) can be
+overridden on the command line with --<field> <value>, exactly as in TRL's own scripts.
+"""
+
+# Parameters of TRL's reward-function signature that are not dataset columns.
+_NON_COLUMN_PARAMS = {"prompts", "completions", "completion_ids", "trainer_state", "log_extra", "log_metric"}
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "train",
+        help="train with TRL GRPO and entropy-rl rewards (rl train --help)",
+        description="Run GRPO training from a TRL-style YAML recipe. Fields: see the recipe files in recipes/.",
+        epilog=TRAIN_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        add_help=False,
+    )
+    p.add_argument("-h", "--help", action="store_true", help="show this help (and all recipe fields with --help-fields)")
+    p.add_argument("--help-fields", action="store_true", help="list every recipe field with its help text")
+    p.add_argument("recipe_args", nargs=argparse.REMAINDER, help="--config RECIPE.yaml and --field value overrides")
+    p.set_defaults(func=run_train_cli, _train_parser=p)
+
+
+def run_train_cli(args) -> int:
+    if args.help_fields:
+        from rl.config import make_parser
+
+        make_parser().print_help()
+        return 0
+    if args.help or not args.recipe_args:
+        args._train_parser.print_help()
+        return 0
+    return train(args.recipe_args)
+
+
+def required_columns(reward_funcs) -> dict[str, list[str]]:
+    """Dataset columns each reward function needs: its named parameters beyond TRL's own."""
+    needed = {}
+    for func in reward_funcs:
+        try:
+            params = inspect.signature(func).parameters.values()
+        except (TypeError, ValueError):
+            continue
+        cols = [
+            p.name
+            for p in params
+            if p.name not in _NON_COLUMN_PARAMS
+            and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+            and p.default is inspect.Parameter.empty
+        ]
+        needed[getattr(func, "__name__", repr(func))] = cols
+    return needed
+
+
+def load_dataset_path(path: str):
+    """Load a train (and optional eval) split from a save_to_disk dir, .jsonl or .parquet file."""
+    from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
+
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"dataset_path: {path} does not exist (build one with `rl data rpt`)")
+    try:
+        if p.is_dir():
+            data = load_from_disk(str(p))
+        elif p.suffix == ".jsonl" or p.suffix == ".json":
+            data = load_dataset("json", data_files=str(p), split="train")
+        elif p.suffix == ".parquet":
+            data = load_dataset("parquet", data_files=str(p), split="train")
+        else:
+            raise UserError(f"dataset_path: {path}: expected a save_to_disk dir, .jsonl or .parquet file")
+    except UserError:
+        raise
+    except Exception as exc:  # datasets raises many types for unreadable data
+        raise UserError(f"dataset_path: {path}: cannot be read ({exc.__class__.__name__}: {str(exc).splitlines()[0]})")
+    if isinstance(data, DatasetDict):
+        train = data["train"] if "train" in data else data[list(data)[0]]
+        evaluation = data.get("test") or data.get("validation")
+        return train, evaluation
+    assert isinstance(data, Dataset)
+    return data, None
+
+
+def split_by_document(dataset, fraction: float, seed: int):
+    """Hold out whole documents (by `doc_id` hash) so eval positions never share a document with train."""
+    if fraction <= 0:
+        return dataset, None
+    if "doc_id" not in dataset.column_names:
+        parts = dataset.train_test_split(test_size=fraction, seed=seed)
+        return parts["train"], parts["test"]
+    bucket = [zlib.crc32(f"{seed}:{d}".encode()) % 10_000 < fraction * 10_000 for d in dataset["doc_id"]]
+    train = dataset.select([i for i, b in enumerate(bucket) if not b])
+    evaluation = dataset.select([i for i, b in enumerate(bucket) if b])
+    return train, (evaluation if len(evaluation) else None)
+
+
+def prepare_dataset(script_args, training_args, model_path: str, tokenizer):
+    """The train/eval datasets of the run: `dataset_path`, or built from `corpus` (main process first)."""
+    from accelerate import PartialState
+
+    if script_args.dataset_path:
+        train_ds, eval_ds = load_dataset_path(script_args.dataset_path)
+    elif script_args.corpus:
+        out = Path(training_args.output_dir) / "rpt-data"
+        with PartialState().main_process_first():
+            if not (out / "dataset_info.json").exists():
+                from rl.data.rpt import RPTBuildConfig, build_rpt_dataset
+
+                cfg = RPTBuildConfig(
+                    corpus=script_args.corpus,
+                    proxy_model=script_args.proxy_model or model_path,
+                    entropy=script_args.rpt_entropy,
+                    top_k=script_args.rpt_top_k,
+                    min_entropy=script_args.rpt_min_entropy,
+                    max_per_doc=script_args.rpt_max_per_doc,
+                    continuation_tokens=script_args.rpt_continuation_tokens,
+                    max_context_tokens=script_args.rpt_max_context_tokens,
+                    min_context_tokens=script_args.rpt_min_context_tokens,
+                    window_tokens=script_args.rpt_window_tokens,
+                    batch_size=script_args.rpt_proxy_batch_size,
+                    max_documents=script_args.rpt_max_documents,
+                    prompt_template=script_args.rpt_prompt_template,
+                    seed=script_args.rpt_seed,
+                )
+                _, summary = build_rpt_dataset(cfg, out, chat_tokenizer=tokenizer)
+                logger.info("RPT data built in %s\n%s", out, summary.format())
+            else:
+                logger.info("reusing RPT data in %s", out)
+        train_ds, eval_ds = load_dataset_path(str(out))
+    else:
+        raise UserError("recipe: set `dataset_path` (a dataset from `rl data rpt`) or `corpus` (to build one)")
+    if eval_ds is None and script_args.eval_fraction > 0:
+        train_ds, eval_ds = split_by_document(train_ds, script_args.eval_fraction, script_args.rpt_seed)
+    if len(train_ds) == 0:
+        raise UserError(f"dataset: the train split is empty ({script_args.dataset_path or script_args.corpus})")
+    return _fit_prompts_to_tokenizer(train_ds, tokenizer), (
+        _fit_prompts_to_tokenizer(eval_ds, tokenizer) if eval_ds is not None else None
+    )
+
+
+def _fit_prompts_to_tokenizer(dataset, tokenizer):
+    """Chat-message prompts with a tokenizer that has no chat template: fall back to plain text, once, loudly."""
+    if "prompt" not in dataset.column_names or len(dataset) == 0:
+        return dataset
+    if isinstance(dataset[0]["prompt"], list) and not getattr(tokenizer, "chat_template", None):
+        logger.warning(
+            "the dataset's prompts are chat messages but the tokenizer has no chat template: "
+            "using the message text as a plain-text prompt"
+        )
+        return dataset.map(lambda row: {"prompt": "\n\n".join(m["content"] for m in row["prompt"])})
+    return dataset
+
+
+def check_columns(dataset, reward_funcs, where: str) -> None:
+    cols = set(dataset.column_names)
+    if "prompt" not in cols:
+        raise UserError(f"{where}: dataset has no `prompt` column (columns: {sorted(cols)})")
+    for name, needed in required_columns(reward_funcs).items():
+        missing = [c for c in needed if c not in cols]
+        if missing:
+            raise UserError(
+                f"{where}: reward `{name}` needs column(s) {missing}, the dataset has {sorted(cols)}"
+            )
+
+
+def load_tokenizer(model_path: str, model_args):
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(
+            model_path, revision=model_args.model_revision, trust_remote_code=model_args.trust_remote_code
+        )
+    except OSError as exc:
+        raise UserError(f"model_name_or_path: cannot load a tokenizer from {model_path!r} ({str(exc).splitlines()[0]})")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def build_trainer(script_args, training_args, model_args, callbacks=()):
+    """Resolve model, tokenizer, rewards and data, and construct the trainer (no training)."""
+    from trl import get_peft_config
+
+    from rewards import get_reward_funcs
+    from rl.assets import resolve_model
+    from rl.trainer import EntropyGRPOTrainer
+
+    if not model_args.model_name_or_path:
+        raise UserError("recipe: set `model_name_or_path` (builtin:smollm2-135m-instruct, a hub id or a local dir)")
+    model_path = resolve_model(model_args.model_name_or_path)
+    tokenizer = load_tokenizer(model_path, model_args)
+    reward_funcs = get_reward_funcs(script_args.reward_funcs)
+    train_ds, eval_ds = prepare_dataset(script_args, training_args, model_path, tokenizer)
+    check_columns(train_ds, reward_funcs, script_args.dataset_path or "rpt-data")
+    init_kwargs = dict(training_args.model_init_kwargs or {})
+    if model_args.dtype is not None:
+        init_kwargs.setdefault("dtype", model_args.dtype)
+    if model_args.attn_implementation is not None:
+        init_kwargs.setdefault("attn_implementation", model_args.attn_implementation)
+    training_args.model_init_kwargs = init_kwargs
+    return EntropyGRPOTrainer(
+        model=model_path,
+        reward_funcs=reward_funcs,
+        args=training_args,
+        train_dataset=train_ds,
+        eval_dataset=eval_ds,
+        processing_class=tokenizer,
+        peft_config=get_peft_config(model_args),
+        callbacks=list(callbacks),
+    )
+
+
+def reward_summary(log_history: list[dict]) -> tuple[float | None, float | None]:
+    """Mean reward of the first and last logged training steps."""
+    rewards = [entry["reward"] for entry in log_history if "reward" in entry and "train_runtime" not in entry]
+    if not rewards:
+        return None, None
+    return rewards[0], rewards[-1]
+
+
+def train(argv: list[str]) -> int:
+    from rl.config import parse_recipe
+
+    script_args, training_args, model_args = parse_recipe(argv)
+    if training_args.report_to and "wandb" in training_args.report_to:
+        os.environ.setdefault("WANDB_DIR", str(Path(training_args.output_dir)))
+        Path(training_args.output_dir).mkdir(parents=True, exist_ok=True)
+    resume = training_args.resume_from_checkpoint
+    if resume == "auto":
+        last = _latest_checkpoint(training_args.output_dir)
+        resume = last
+    trainer = build_trainer(script_args, training_args, model_args)
+    trainer.train(resume_from_checkpoint=resume)
+    trainer.save_model(training_args.output_dir)
+    first, last = reward_summary(trainer.state.log_history)
+    if trainer.is_world_process_zero():
+        print(f"output dir: {training_args.output_dir}")
+        if first is not None:
+            print(f"mean reward: first step {first:.4f}, last step {last:.4f}")
+    return 0
+
+
+def _latest_checkpoint(output_dir: str) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if not os.path.isdir(output_dir):
+        return None
+    return get_last_checkpoint(output_dir)
