@@ -57,7 +57,6 @@ def test_rows_follow_the_contract(tmp_path, tiny_model_dir):
     assert len(ds) == summary.positions_kept > 0
     assert summary.documents == 3 and summary.documents_too_short == 1
     assert set(ds.column_names) == {"prompt", "context", "continuation", "boundaries", "entropy", "doc_id", "position"}
-    docs = {f"corpus.jsonl:{i + 1}": d for i, d in enumerate(CORPUS)}
     for row in ds:
         b = row["continuation"].encode("utf-8")
         assert row["boundaries"] == sorted(set(row["boundaries"])) and 0 < row["boundaries"][-1] <= len(b)
@@ -71,7 +70,6 @@ def test_rows_follow_the_contract(tmp_path, tiny_model_dir):
         assert prefix_match_reward(first, row["continuation"], row["boundaries"]) == 1.0
     assert (out / "rpt_build.json").exists() and out.with_suffix(".jsonl").exists()
     assert len(out.with_suffix(".jsonl").read_text().splitlines()) == len(ds)
-    assert docs  # doc ids are reader-defined; rows refer to them consistently
     assert len(set(ds["doc_id"])) == 2
 
 

@@ -1,0 +1,221 @@
+"""Reinforcement Pre-Training (RPT) reward: prefix matching on token boundaries.
+
+RPT (Dong et al., arXiv 2506.08007) turns next-token prediction into an RL task: the policy
+reads a context, reasons, and writes its guess for what comes next inside `\\boxed{...}`.
+Eq. 3 of the paper rewards the guess with 1 iff its bytes are a prefix of the ground-truth
+continuation *and* that prefix ends exactly where one of the ground-truth tokens ends:
+
+    r = 1  if  bytes(y) == bytes(continuation)[:len(bytes(y))]  and  len(bytes(y)) in boundaries
+    r = 0  otherwise
+
+`boundaries` are cumulative UTF-8 byte offsets of the ground-truth token ends (built by
+rl/data/boundaries.py from the document's own tokenization), so predicting one token, or several
+whole tokens, is rewarded, while stopping inside a token is not. Bytes are compared verbatim:
+nothing is stripped, so a leading space is part of a token (`" para"` is not `"para"`).
+
+This module is pure Python on purpose (no torch, nothing from rl.trainer): it is imported by the
+trainer, by the data tools and by tests, and must stay cheap and side-effect free.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from numbers import Integral
+from typing import Any
+
+from rl.errors import UserError
+
+__all__ = ["extract_prediction", "prefix_match_reward", "rpt_reward"]
+
+_THINK_END = "</think>"
+_BOX_OPEN = "\\boxed{"
+# One scan finds box openings and every brace; the box's own "{" is the last char of its match.
+_BOX_OR_BRACE = re.compile(r"\\boxed\{|[{}]")
+
+
+def _utf8(text: str) -> bytes:
+    """UTF-8 bytes of `text`; lone surrogates (possible in JSON data) are encoded, never raised on."""
+    return text.encode("utf-8", "surrogatepass")
+
+
+def extract_prediction(text: str) -> str | None:
+    """Return the content of the model's final `\\boxed{...}` answer, or None when there is none.
+
+    Rule, exactly:
+    1. Only the text after the last `</think>` counts; with no `</think>`, the whole text counts.
+       (A box inside the reasoning is a draft, not the answer.)
+    2. A box opens with the literal characters `\\boxed{` (no space: `\\boxed {x}` is not a box)
+       and closes at the brace that balances its `{`. Braces are counted raw, as LaTeX groups:
+       `\\boxed{\\frac{1}{2}}` gives `\\frac{1}{2}`. Escaped braces (`\\{`) are counted too, so an
+       unbalanced brace can't be expressed inside a box (same as common math answer extractors).
+       Braces are matched like parentheses: an extra `}` with nothing open is plain text.
+    3. Among the complete (balanced) boxes, the answer is the one whose closing brace comes last.
+       That box is never inside another complete box, so this is "the last top-level box":
+       `\\boxed{a\\boxed{b}}` gives `a\\boxed{b}`, `\\boxed{a} then \\boxed{b}` gives `b`.
+       A box that never closes (a truncated answer) is ignored and doesn't hide anything:
+       `\\boxed{a} \\boxed{b` gives `a`, and `\\boxed{b \\boxed{c}` gives `c`.
+    4. The content is returned verbatim: nothing is stripped (`\\boxed{ para}` gives `" para"`).
+       An empty box gives `""` (which `prefix_match_reward` scores 0).
+
+    Runs in one regex pass plus one step per brace after the first box (linear time, no
+    recursion), so huge, unbalanced or deeply nested inputs are fine.
+    """
+    if not isinstance(text, str):
+        return None
+    start = text.rfind(_THINK_END)
+    start = 0 if start < 0 else start + len(_THINK_END)
+    first = text.find(_BOX_OPEN, start)
+    if first < 0:
+        return None
+    # Braces before the first box cannot change how later braces pair up (a stack match of a
+    # later "{" only depends on what follows it), so scanning starts at the first box.
+    stack: list[int] = []  # content start of each open brace; -1 marks a plain (non-box) brace
+    best: tuple[int, int] | None = None
+    for match in _BOX_OR_BRACE.finditer(text, first):
+        token = match.group()
+        if token == "}":
+            if stack:
+                content_start = stack.pop()
+                if content_start >= 0:
+                    best = (content_start, match.start())  # closes later than any earlier box
+        elif token == "{":
+            stack.append(-1)
+        else:
+            stack.append(match.end())
+    if best is None:
+        return None
+    return text[best[0] : best[1]]
+
+
+def prefix_match_reward(prediction: str | None, continuation: str, boundaries: Sequence[int]) -> float:
+    """RPT Eq. 3 for one sample: 1.0 iff the prediction's bytes are a non-empty prefix of the
+    continuation's bytes ending exactly on a ground-truth token boundary, else 0.0.
+
+    `boundaries` are cumulative UTF-8 byte offsets into `continuation` where ground-truth tokens
+    end. A None prediction (no box) scores 0.0.
+    """
+    if prediction is None:
+        return 0.0
+    predicted = _utf8(prediction)
+    size = len(predicted)
+    if size < 1 or size not in boundaries:
+        return 0.0
+    return 1.0 if _utf8(continuation).startswith(predicted) else 0.0
+
+
+def _completion_text(completion: Any) -> str | None:
+    """The text to score from one TRL completion: a plain string, or the last assistant message
+    of a conversational completion (`[{"role": "assistant", "content": ...}]`), whose content may
+    be a string or a list of parts (`[{"type": "text", "text": ...}]`, text parts concatenated)."""
+    if isinstance(completion, str):
+        return completion
+    if isinstance(completion, dict):
+        completion = [completion]
+    if not isinstance(completion, (list, tuple)):
+        return None
+    messages = [m for m in completion if isinstance(m, dict)]
+    assistant = [m for m in messages if m.get("role") == "assistant"]
+    if not assistant:
+        return None
+    content = assistant[-1].get("content")
+    if isinstance(content, str):
+        return content
+    if isinstance(content, (list, tuple)):
+        parts = []
+        for part in content:
+            if isinstance(part, str):
+                parts.append(part)
+            elif isinstance(part, dict) and part.get("type", "text") == "text" and isinstance(part.get("text"), str):
+                parts.append(part["text"])
+        return "".join(parts)
+    return None
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    """repr of a bad value, cut to keep error messages on one short line."""
+    text = repr(value).replace("\n", "\\n")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+_FIX = "rebuild the data with `rl data rpt` or fix the row"
+
+
+def _check_row(index: int, continuation: Any, boundaries: Any) -> None:
+    """Raise UserError (one line naming the row and the fix) when an RPT row is malformed."""
+    where = f"rpt_reward: row {index}"
+    if not isinstance(continuation, str):
+        raise UserError(f"{where}: `continuation` must be a string, got {_short(continuation)}; {_FIX}")
+    if not isinstance(boundaries, (list, tuple)) or not boundaries:
+        raise UserError(
+            f"{where}: `boundaries` must be a non-empty list of byte offsets, got {_short(boundaries)}; {_FIX}"
+        )
+    previous = 0
+    for value in boundaries:
+        if isinstance(value, bool) or not isinstance(value, Integral) or value <= previous:
+            raise UserError(
+                f"{where}: `boundaries` must be strictly increasing positive integers, got {_short(boundaries)}; {_FIX}"
+            )
+        previous = value
+    size = len(_utf8(continuation))
+    if previous > size:
+        raise UserError(
+            f"{where}: last boundary {previous} is past the end of `continuation` ({size} UTF-8 bytes); {_FIX}"
+        )
+
+
+def _column(name: str, values: Any, count: int) -> list:
+    """Check that a dataset column arrived as a list aligned with the completions."""
+    if values is None:
+        raise UserError(
+            f"rpt_reward: the dataset has no `{name}` column; train `rpt` on data built by `rl data rpt` "
+            "(columns prompt, continuation, boundaries)"
+        )
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
+        raise UserError(f"rpt_reward: `{name}` must be a list with one entry per completion, got {_short(values)}")
+    if len(values) != count:
+        raise UserError(
+            f"rpt_reward: `{name}` has {len(values)} entries but there are {count} completions; "
+            "pass one entry per completion"
+        )
+    return list(values)
+
+
+def rpt_reward(
+    completions: Sequence[Any],
+    continuation: Sequence[str] | None = None,
+    boundaries: Sequence[Sequence[int]] | None = None,
+    **kwargs: Any,
+) -> list[float | None]:
+    """TRL reward function for RPT: `prefix_match_reward(extract_prediction(c), ...)` per completion.
+
+    TRL calls it as `rpt_reward(prompts=..., completions=..., completion_ids=..., **columns,
+    trainer_state=...)`; `continuation` and `boundaries` are dataset columns, one entry per
+    completion. Completions may be plain strings or conversational message lists (the last
+    assistant message is scored). A completion with no complete box scores 0.0.
+
+    A row whose `continuation` and `boundaries` are both None is not an RPT row (e.g. a math
+    problem in a mixed dataset); it gets None, which TRL reads as "this reward doesn't apply".
+    Any other malformed row raises `rl.errors.UserError` naming the row and the fix, before
+    anything is scored.
+    """
+    completions = list(completions)
+    count = len(completions)
+    continuations = _column("continuation", continuation, count)
+    boundary_lists = _column("boundaries", boundaries, count)
+    for index, (cont, bounds) in enumerate(zip(continuations, boundary_lists)):
+        if cont is None and bounds is None:
+            continue
+        _check_row(index, cont, bounds)
+    rewards: list[float | None] = []
+    for completion, cont, bounds in zip(completions, continuations, boundary_lists):
+        if cont is None and bounds is None:
+            rewards.append(None)
+            continue
+        text = _completion_text(completion)
+        prediction = extract_prediction(text) if text is not None else None
+        rewards.append(prefix_match_reward(prediction, cont, bounds))
+    return rewards
+
+
+rpt_reward.__name__ = "rpt_reward"  # TRL logs each reward under its function's __name__
