@@ -47,8 +47,8 @@ def register(subparsers) -> None:
     )
     p.add_argument("-h", "--help", action="store_true", help="show this help (and all recipe fields with --help-fields)")
     p.add_argument("--help-fields", action="store_true", help="list every recipe field with its help text")
-    p.add_argument("recipe_args", nargs=argparse.REMAINDER, help="--config RECIPE.yaml and --field value overrides")
-    p.set_defaults(func=run_train_cli, _train_parser=p)
+    p.add_argument("--config", help="the recipe (YAML); any other --field value overrides it")
+    p.set_defaults(func=run_train_cli, _train_parser=p, accepts_extra=True)
 
 
 def run_train_cli(args) -> int:
@@ -57,10 +57,10 @@ def run_train_cli(args) -> int:
 
         make_parser().print_help()
         return 0
-    if args.help or not args.recipe_args:
+    if args.help or not (args.config or args.extra):
         args._train_parser.print_help()
         return 0
-    return train(args.recipe_args)
+    return train((["--config", args.config] if args.config else []) + list(args.extra))
 
 
 def required_columns(reward_funcs) -> dict[str, list[str]]:
@@ -192,12 +192,12 @@ def check_columns(dataset, reward_funcs, where: str) -> None:
             )
 
 
-def load_tokenizer(model_path: str, model_args):
+def load_tokenizer(model_path: str, model_args, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(
-            model_path, revision=model_args.model_revision, trust_remote_code=model_args.trust_remote_code
+            model_path, revision=model_args.model_revision, trust_remote_code=trust_remote_code
         )
     except OSError as exc:
         raise UserError(f"model_name_or_path: cannot load a tokenizer from {model_path!r} ({str(exc).splitlines()[0]})")
@@ -217,7 +217,7 @@ def build_trainer(script_args, training_args, model_args, callbacks=()):
     if not model_args.model_name_or_path:
         raise UserError("recipe: set `model_name_or_path` (builtin:smollm2-135m-instruct, a hub id or a local dir)")
     model_path = resolve_model(model_args.model_name_or_path)
-    tokenizer = load_tokenizer(model_path, model_args)
+    tokenizer = load_tokenizer(model_path, model_args, training_args.trust_remote_code)
     reward_funcs = get_reward_funcs(script_args.reward_funcs)
     train_ds, eval_ds = prepare_dataset(script_args, training_args, model_path, tokenizer)
     check_columns(train_ds, reward_funcs, script_args.dataset_path or "rpt-data")
@@ -250,10 +250,24 @@ def reward_summary(log_history: list[dict]) -> tuple[float | None, float | None]
 def train(argv: list[str]) -> int:
     from rl.config import parse_recipe
 
+    user_wandb_dir = os.environ.get("WANDB_DIR")
     script_args, training_args, model_args = parse_recipe(argv)
     if training_args.report_to and "wandb" in training_args.report_to:
-        os.environ.setdefault("WANDB_DIR", str(Path(training_args.output_dir)))
+        # The W&B run lives with the run's outputs unless the user chose a place (env or recipe `env:`).
+        if not os.environ.get("WANDB_DIR"):
+            os.environ["WANDB_DIR"] = str(Path(training_args.output_dir))
         Path(training_args.output_dir).mkdir(parents=True, exist_ok=True)
+    try:
+        return _train(script_args, training_args, model_args)
+    finally:
+        _finish_wandb()
+        if user_wandb_dir is None:
+            os.environ.pop("WANDB_DIR", None)
+        else:
+            os.environ["WANDB_DIR"] = user_wandb_dir
+
+
+def _train(script_args, training_args, model_args) -> int:
     resume = training_args.resume_from_checkpoint
     if resume == "auto":
         last = _latest_checkpoint(training_args.output_dir)
@@ -267,6 +281,17 @@ def train(argv: list[str]) -> int:
         if first is not None:
             print(f"mean reward: first step {first:.4f}, last step {last:.4f}")
     return 0
+
+
+def _finish_wandb() -> None:
+    """Close this run's W&B run, so a second `train()` in the same process starts its own."""
+    import sys
+
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.finish()
+    if wandb is not None and hasattr(wandb, "teardown"):
+        wandb.teardown()  # drop the cached settings (run dir) so the next run's WANDB_DIR applies
 
 
 def _latest_checkpoint(output_dir: str) -> str | None:
