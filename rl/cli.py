@@ -13,7 +13,7 @@ import logging
 import sys
 
 # Order = order in `rl --help`.
-SUBCOMMAND_MODULES = ["rl.data.cli", "rl.train", "rl.slurm"]
+SUBCOMMAND_MODULES = ["rl.data.cli", "rl.train", "rl.eval_cli", "rl.slurm"]
 
 EPILOG = """examples:
   rl data rpt --corpus builtin:champ --output runs/champ-rpt      # RPT tasks from a corpus
