@@ -12,6 +12,8 @@ import difflib
 import importlib
 from collections.abc import Callable
 
+from rewards.format import boxed_format_reward
+from rewards.math import math_reward
 from rewards.rpt import rpt_reward
 from rl.errors import UserError
 
@@ -21,6 +23,8 @@ RewardFunc = Callable[..., list]
 
 REWARD_FUNCS: dict[str, RewardFunc] = {
     "rpt": rpt_reward,
+    "math": math_reward,
+    "boxed_format": boxed_format_reward,
 }
 
 

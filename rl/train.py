@@ -3,8 +3,9 @@
 The recipe is parsed TRL-style (rl/config.py), the model name resolved (`builtin:` names convert
 once into the cache), the dataset loaded or built from a corpus (main process first, the others
 reuse it), and `EntropyGRPOTrainer` (a thin TRL GRPOTrainer subclass) trains. Resuming accepts
-`--resume_from_checkpoint auto|PATH`; a preempted run exits with status 75 (EX_TEMPFAIL) after
-saving a complete checkpoint so the Slurm script can requeue it.
+`--resume_from_checkpoint auto|PATH` (auto: the newest checkpoint with a COMPLETE marker). On
+SIGUSR1/SIGTERM the run finishes the current optimizer step, saves a complete checkpoint and stops;
+under Slurm the batch script (slurm/train.sbatch) then requeues the job (rl/checkpoint.py).
 """
 
 from __future__ import annotations
@@ -19,8 +20,6 @@ from pathlib import Path
 from rl.errors import UserError
 
 logger = logging.getLogger(__name__)
-
-EXIT_PREEMPTED = 75  # EX_TEMPFAIL: checkpoint saved, please requeue
 
 TRAIN_EXAMPLES = """examples:
   rl train --config recipes/rpt_smollm2_cpu.yaml
@@ -131,30 +130,32 @@ def prepare_dataset(script_args, training_args, model_path: str, tokenizer):
         train_ds, eval_ds = load_dataset_path(script_args.dataset_path)
     elif script_args.corpus:
         out = Path(training_args.output_dir) / "rpt-data"
-        with PartialState().main_process_first():
-            if not (out / "dataset_info.json").exists():
-                from rl.data.rpt import RPTBuildConfig, build_rpt_dataset
+        from rl.data.rpt import RPTBuildConfig, build_rpt_dataset, saved_build_config
 
-                cfg = RPTBuildConfig(
-                    corpus=script_args.corpus,
-                    proxy_model=script_args.proxy_model or model_path,
-                    entropy=script_args.rpt_entropy,
-                    top_k=script_args.rpt_top_k,
-                    min_entropy=script_args.rpt_min_entropy,
-                    max_per_doc=script_args.rpt_max_per_doc,
-                    continuation_tokens=script_args.rpt_continuation_tokens,
-                    max_context_tokens=script_args.rpt_max_context_tokens,
-                    min_context_tokens=script_args.rpt_min_context_tokens,
-                    window_tokens=script_args.rpt_window_tokens,
-                    batch_size=script_args.rpt_proxy_batch_size,
-                    max_documents=script_args.rpt_max_documents,
-                    prompt_template=script_args.rpt_prompt_template,
-                    seed=script_args.rpt_seed,
-                )
-                _, summary = build_rpt_dataset(cfg, out, chat_tokenizer=tokenizer)
+        cfg = RPTBuildConfig(
+            corpus=script_args.corpus,
+            proxy_model=script_args.proxy_model or model_path,
+            entropy=script_args.rpt_entropy,
+            top_k=script_args.rpt_top_k,
+            min_entropy=script_args.rpt_min_entropy,
+            max_per_doc=script_args.rpt_max_per_doc,
+            continuation_tokens=script_args.rpt_continuation_tokens,
+            max_context_tokens=script_args.rpt_max_context_tokens,
+            min_context_tokens=script_args.rpt_min_context_tokens,
+            window_tokens=script_args.rpt_window_tokens,
+            batch_size=script_args.rpt_proxy_batch_size,
+            max_documents=script_args.rpt_max_documents,
+            prompt_template=script_args.rpt_prompt_template,
+            seed=script_args.rpt_seed,
+            chat="yes" if getattr(tokenizer, "chat_template", None) else "no",
+        )
+        with PartialState().main_process_first():
+            # Reuse the data only if it was built with exactly these settings.
+            if saved_build_config(out) != cfg.fingerprint():
+                _, summary = build_rpt_dataset(cfg, out)
                 logger.info("RPT data built in %s\n%s", out, summary.format())
             else:
-                logger.info("reusing RPT data in %s", out)
+                logger.info("reusing RPT data in %s (same build settings)", out)
         train_ds, eval_ds = load_dataset_path(str(out))
     else:
         raise UserError("recipe: set `dataset_path` (a dataset from `rl data rpt`) or `corpus` (to build one)")
@@ -268,18 +269,41 @@ def train(argv: list[str]) -> int:
 
 
 def _train(script_args, training_args, model_args) -> int:
-    resume = training_args.resume_from_checkpoint
-    if resume == "auto":
-        last = _latest_checkpoint(training_args.output_dir)
-        resume = last
-    trainer = build_trainer(script_args, training_args, model_args)
-    trainer.train(resume_from_checkpoint=resume)
-    trainer.save_model(training_args.output_dir)
+    from rl.checkpoint import (
+        CheckpointCallback,
+        PreemptionCallback,
+        PreemptionHandler,
+        generation_cycle_steps,
+        resolve_resume,
+    )
+
+    # Resolve before any model loads: a bad path is a one-line error, "auto" finds the newest
+    # checkpoint that carries a COMPLETE marker (a truncated newer one is skipped with a warning).
+    resume = resolve_resume(training_args.resume_from_checkpoint, training_args.output_dir)
+    cycle = generation_cycle_steps(training_args)
+    if training_args.save_strategy == "steps" and training_args.save_steps and int(training_args.save_steps) % cycle:
+        raise UserError(
+            f"save_steps: {training_args.save_steps} is not a multiple of the generation cycle ({cycle} optimizer "
+            "steps = lcm(steps_per_generation x num_iterations, gradient_accumulation_steps) / "
+            "gradient_accumulation_steps); a resume is exact only at those boundaries"
+        )
+    handler = PreemptionHandler().install()
+    try:
+        callbacks = [CheckpointCallback(), PreemptionCallback(handler, check_every=cycle)]
+        trainer = build_trainer(script_args, training_args, model_args, callbacks=callbacks)
+        trainer.train(resume_from_checkpoint=resume)
+        if not handler.preempted:
+            trainer.save_model(training_args.output_dir)
+    finally:
+        handler.uninstall()
     first, last = reward_summary(trainer.state.log_history)
     if trainer.is_world_process_zero():
         print(f"output dir: {training_args.output_dir}")
         if first is not None:
             print(f"mean reward: first step {first:.4f}, last step {last:.4f}")
+        if handler.preempted:
+            print(f"preempted: checkpoint saved at step {trainer.state.global_step}")
+    handler.requeue_if_needed()
     return 0
 
 
@@ -292,11 +316,3 @@ def _finish_wandb() -> None:
         wandb.finish()
     if wandb is not None and hasattr(wandb, "teardown"):
         wandb.teardown()  # drop the cached settings (run dir) so the next run's WANDB_DIR applies
-
-
-def _latest_checkpoint(output_dir: str) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
-
-    if not os.path.isdir(output_dir):
-        return None
-    return get_last_checkpoint(output_dir)

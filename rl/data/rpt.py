@@ -50,6 +50,10 @@ class RPTBuildConfig:
     chat: str = "auto"  # auto | yes | no: wrap prompts as chat messages
     extra: dict = field(default_factory=dict)
 
+    def fingerprint(self) -> dict:
+        """The settings that decide the rows, as saved in rpt_build.json (for reuse checks)."""
+        return json.loads(json.dumps(asdict(self), default=str))
+
     def validate(self) -> None:
         if self.entropy not in ("topk", "full"):
             raise UserError(f"entropy: expected `topk` or `full`, got {self.entropy!r}")
@@ -258,6 +262,15 @@ def iter_rpt_rows(cfg: RPTBuildConfig, model, tokenizer, documents, summary: Bui
     summary.entropy_percentiles = _percentiles(all_entropies)
 
 
+def saved_build_config(output_dir: str | Path) -> dict | None:
+    """The build settings saved next to a dataset built by `build_rpt_dataset`, or None."""
+    path = Path(output_dir) / "rpt_build.json"
+    try:
+        return json.loads(path.read_text())["config"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
 def load_proxy(model_name_or_path: str, device: str | None = None):
     """Load the proxy model (eval mode, fp32 on CPU) and its fast tokenizer."""
     import torch
@@ -310,7 +323,7 @@ def build_rpt_dataset(cfg: RPTBuildConfig, output_dir: str | Path, jsonl: bool =
     tmp = output_dir.with_name(output_dir.name + ".tmp")
     dataset.save_to_disk(str(tmp))
     (tmp / "rpt_build.json").write_text(
-        json.dumps({"config": asdict(cfg), "summary": asdict(summary)}, indent=2, default=str)
+        json.dumps({"config": cfg.fingerprint(), "summary": asdict(summary)}, indent=2, default=str)
     )
     if output_dir.exists():
         import shutil

@@ -1,0 +1,496 @@
+"""Atomic checkpoints, newest-complete lookup, and preemption handling for the HF/TRL trainer.
+
+Why: on a Slurm cluster a job can be killed at any moment (time limit, preemption, node failure).
+A checkpoint directory that was half-written when that happened must never be resumed from, and a
+preemption warning signal must turn into "finish this optimizer step, save, stop, requeue".
+
+Checkpoints. The HF Trainer names and writes `output_dir/checkpoint-<step>/` itself, so we cannot
+write to a temp name and rename. Instead `CheckpointCallback.on_save` (run after the trainer has
+written model, optimizer, scheduler, RNG and trainer_state.json) waits for every rank, validates the
+directory on the main process (expected files present, trainer_state.json parses, safetensors
+headers and torch zip archives not truncated) and then atomically writes a `COMPLETE` marker holding
+a manifest (every file with its size): tmp file + fsync + os.replace + fsync of the directory.
+`find_resume_checkpoint` returns the newest directory whose marker exists and whose files still
+match the manifest; newer incomplete ones are skipped with a warning. Keep `save_total_limit >= 2`
+(the trainer rotates old checkpoints before `on_save` runs, i.e. before the new marker exists).
+
+Preemption. `PreemptionHandler` turns SIGUSR1/SIGTERM into a flag (nothing else happens in the
+handler). `PreemptionCallback.on_step_end` (after the optimizer step) agrees on the flag across
+ranks with one all-reduce(MAX) of a single int, then sets `should_save` and `should_training_stop`
+so all ranks save the same step and stop. After `trainer.train()` returns, the entry point calls
+`handler.requeue_if_needed()`, which on the main process either writes the marker file named by
+`$RL_PREEMPT_MARKER` (the slurm/train.sbatch design: the batch script requeues) or, without that
+variable but under Slurm, runs `scontrol requeue $SLURM_JOB_ID` itself.
+
+GRPO determinism. HF restores RNG states and skips consumed batches on resume, but TRL's GRPO keeps
+generated completions in `_buffered_inputs` (reused for `steps_per_generation * num_iterations`
+micro-steps) and restarts its micro-step counter at 0 on resume. Resuming is exact only from a step
+that ends a generation cycle: use `PreemptionCallback(check_every=generation_cycle_steps(args))`
+and make `save_steps` a multiple of it. Leave `restore_callback_states_from_checkpoint` False.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import signal
+import struct
+import subprocess
+import time
+import zipfile
+from pathlib import Path
+from typing import Any, Sequence
+
+from transformers import TrainerCallback
+
+from rl.errors import UserError
+
+logger = logging.getLogger(__name__)
+
+MARKER_NAME = "COMPLETE"
+TRAINER_STATE = "trainer_state.json"
+CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "adapter_model.safetensors",
+                "pytorch_model.bin", "pytorch_model.bin.index.json", "adapter_model.bin")
+PREEMPT_MARKER_ENV = "RL_PREEMPT_MARKER"
+
+
+class CheckpointIncomplete(Exception):
+    """A checkpoint directory failed validation; the message lists what is wrong."""
+
+
+# ---------------------------------------------------------------- file-level checks
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some filesystems (and platforms) refuse fsync on directories
+    finally:
+        os.close(fd)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write `text` so readers see the old file, or the whole new one: tmp, fsync, replace, fsync dir."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def check_safetensors(path: Path) -> str | None:
+    """Problem with a .safetensors file (header unreadable, data shorter than the header says), or None."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                return f"{path.name}: truncated (no header)"
+            (n,) = struct.unpack("<Q", head)
+            if n > size - 8:
+                return f"{path.name}: truncated header ({n} bytes announced, file is {size})"
+            header = json.loads(f.read(n))
+    except (OSError, ValueError) as e:
+        return f"{path.name}: unreadable safetensors header ({e})"
+    end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    if 8 + n + end > size:
+        return f"{path.name}: truncated data ({8 + n + end} bytes needed, file is {size})"
+    return None
+
+
+def check_torch_zip(path: Path) -> str | None:
+    """Problem with a torch.save zip archive (missing end record = truncated), or None; non-zip files pass."""
+    try:
+        with open(path, "rb") as f:
+            if f.read(4) != b"PK\x03\x04":
+                return None  # legacy (non-zip) torch.save format: size check via the manifest only
+        if not zipfile.is_zipfile(path):
+            return f"{path.name}: truncated zip archive"
+    except OSError as e:
+        return f"{path.name}: unreadable ({e})"
+    return None
+
+
+def _check_file(path: Path) -> str | None:
+    if path.suffix == ".safetensors":
+        return check_safetensors(path)
+    if path.suffix in (".pt", ".pth", ".bin"):
+        return check_torch_zip(path)
+    return None
+
+
+def _read_trainer_state(ckpt: Path) -> tuple[dict | None, str | None]:
+    try:
+        return json.loads((ckpt / TRAINER_STATE).read_text(encoding="utf-8")), None
+    except FileNotFoundError:
+        return None, f"{TRAINER_STATE} missing"
+    except (OSError, ValueError) as e:
+        return None, f"{TRAINER_STATE} unreadable ({e})"
+
+
+def checkpoint_step(path: str | os.PathLike) -> int | None:
+    """The step N of a `checkpoint-N` directory name, else None."""
+    m = CHECKPOINT_RE.match(Path(path).name)
+    return int(m.group(1)) if m else None
+
+
+def validate_checkpoint(ckpt_dir: str | os.PathLike, *, world_size: int = 1, require_optimizer: bool = True,
+                        require_rng: bool = True) -> list[str]:
+    """Check a freshly saved HF checkpoint directory; returns the problems found (empty list = complete).
+
+    Accepts the layouts HF writes: full model or PEFT adapter weights (safetensors or bin, sharded or
+    not), optimizer.pt (+ scheduler.pt) or a DeepSpeed tag directory (`latest`) or FSDP `optimizer_*`.
+    """
+    ckpt = Path(ckpt_dir)
+    if not ckpt.is_dir():
+        return [f"{ckpt} is not a directory"]
+    problems: list[str] = []
+    state, err = _read_trainer_state(ckpt)
+    if err:
+        problems.append(err)
+    step = checkpoint_step(ckpt)
+    if state is not None and step is not None and state.get("global_step") != step:
+        problems.append(f"{TRAINER_STATE}: global_step {state.get('global_step')} != directory step {step}")
+
+    deepspeed_tag = None
+    if (ckpt / "latest").is_file():
+        deepspeed_tag = ckpt / (ckpt / "latest").read_text().strip()
+        if not deepspeed_tag.is_dir():
+            problems.append(f"latest names {deepspeed_tag.name}, which does not exist")
+    has_weights = any((ckpt / w).is_file() for w in WEIGHT_FILES) or deepspeed_tag is not None or any(
+        ckpt.glob("pytorch_model_fsdp_*"))
+    if not has_weights:
+        problems.append("no model weights (model.safetensors, adapter_model.safetensors, DeepSpeed or FSDP state)")
+    for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
+        if (ckpt / index_name).is_file():
+            try:
+                shards = set(json.loads((ckpt / index_name).read_text())["weight_map"].values())
+            except (OSError, ValueError, KeyError) as e:
+                problems.append(f"{index_name} unreadable ({e})")
+                continue
+            problems += [f"{index_name}: shard {s} missing" for s in sorted(shards) if not (ckpt / s).is_file()]
+
+    if require_optimizer:
+        has_optimizer = ((ckpt / "optimizer.pt").is_file() or (ckpt / "optimizer.bin").is_file()
+                         or deepspeed_tag is not None or any(ckpt.glob("optimizer_*")))
+        if not has_optimizer:
+            problems.append("no optimizer state (optimizer.pt, DeepSpeed or FSDP)")
+        if (ckpt / "optimizer.pt").is_file() and not (ckpt / "scheduler.pt").is_file():
+            problems.append("scheduler.pt missing")
+    if require_rng:
+        names = ["rng_state.pth"] if world_size <= 1 else [f"rng_state_{i}.pth" for i in range(world_size)]
+        problems += [f"{n} missing" for n in names if not (ckpt / n).is_file()]
+
+    for f in sorted(p for p in ckpt.rglob("*") if p.is_file()):
+        problem = _check_file(f)
+        if problem:
+            problems.append(problem)
+    return problems
+
+
+def write_complete_marker(ckpt_dir: str | os.PathLike, **validate_kwargs: Any) -> Path:
+    """Validate `ckpt_dir`, then atomically write its COMPLETE marker (a manifest of files and sizes).
+
+    Raises CheckpointIncomplete (and writes nothing) if validation finds problems.
+    """
+    ckpt = Path(ckpt_dir)
+    problems = validate_checkpoint(ckpt, **validate_kwargs)
+    if problems:
+        raise CheckpointIncomplete(f"{ckpt}: " + "; ".join(problems))
+    for f in ckpt.rglob("*"):  # the files themselves must be on disk before the marker says so
+        if f.is_file() and f.name != MARKER_NAME:
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+    files = {str(p.relative_to(ckpt)): p.stat().st_size for p in sorted(ckpt.rglob("*"))
+             if p.is_file() and p.name != MARKER_NAME and not p.name.startswith(f".{MARKER_NAME}.tmp")}
+    manifest = {"step": checkpoint_step(ckpt), "time": time.time(), "files": files}
+    marker = ckpt / MARKER_NAME
+    atomic_write_text(marker, json.dumps(manifest, indent=1, sort_keys=True))
+    return marker
+
+
+def check_complete(ckpt_dir: str | os.PathLike) -> str | None:
+    """Why `ckpt_dir` cannot be resumed from (no marker, file missing/changed/truncated), or None if it can."""
+    ckpt = Path(ckpt_dir)
+    marker = ckpt / MARKER_NAME
+    if not marker.is_file():
+        return f"no {MARKER_NAME} marker (save was interrupted or not made by entropy-rl)"
+    try:
+        files = json.loads(marker.read_text(encoding="utf-8"))["files"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return f"{MARKER_NAME} marker unreadable ({e})"
+    for rel, size in files.items():
+        p = ckpt / rel
+        if not p.is_file():
+            return f"{rel} missing"
+        if p.stat().st_size != size:
+            return f"{rel} has {p.stat().st_size} bytes, manifest says {size}"
+    _, err = _read_trainer_state(ckpt)
+    if err:
+        return err
+    for rel in files:
+        if rel.endswith(".safetensors"):
+            err = check_safetensors(ckpt / rel)
+            if err:
+                return err
+    return None
+
+
+def list_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
+    """`checkpoint-N` directories in `output_dir`, oldest step first."""
+    out = Path(output_dir)
+    if not out.is_dir():
+        return []
+    found = [(checkpoint_step(p), p) for p in out.iterdir() if p.is_dir() and checkpoint_step(p) is not None]
+    return [p for _, p in sorted(found)]
+
+
+def find_resume_checkpoint(output_dir: str | os.PathLike) -> str | None:
+    """Newest complete checkpoint in `output_dir` (skipping, with a warning, newer incomplete ones), or None."""
+    for ckpt in reversed(list_checkpoints(output_dir)):
+        reason = check_complete(ckpt)
+        if reason is None:
+            return str(ckpt)
+        logger.warning("skipping incomplete checkpoint %s: %s", ckpt, reason)
+    return None
+
+
+_FALSE = {"false", "no", "none", "off", "0", ""}
+_TRUE = {"true", "yes", "on", "1", "last"}
+
+
+def resolve_resume(value: str | bool | None, output_dir: str | os.PathLike) -> str | None:
+    """Turn a `resume_from_checkpoint` setting into what `trainer.train(resume_from_checkpoint=...)` takes.
+
+    None/False/"false" -> None (fresh start). "auto" -> newest complete checkpoint or None (fresh).
+    True/"true" -> newest complete checkpoint; UserError if there is none (HF raises too).
+    A path -> that path if it is a complete checkpoint (with no marker: if its files validate,
+    with a warning); UserError otherwise.
+    """
+    if value is None or value is False or (isinstance(value, str) and value.strip().lower() in _FALSE):
+        return None
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        found = find_resume_checkpoint(output_dir)
+        logger.info("resume auto: %s", found or f"no complete checkpoint in {output_dir}, starting fresh")
+        return found
+    if value is True or (isinstance(value, str) and value.strip().lower() in _TRUE):
+        found = find_resume_checkpoint(output_dir)
+        if found is None:
+            raise UserError(f"resume_from_checkpoint: no complete checkpoint-N directory in {output_dir}; "
+                            "use 'auto' to start fresh when there is none")
+        return found
+    path = Path(str(value)).expanduser()
+    if not path.is_dir():
+        raise UserError(f"resume_from_checkpoint: {path} is not a directory; pass a checkpoint-N directory or 'auto'")
+    reason = check_complete(path)
+    if reason is None:
+        return str(path)
+    if not (path / MARKER_NAME).exists():
+        problems = validate_checkpoint(path, require_rng=False)
+        if not problems:
+            logger.warning("resuming from %s, which has no %s marker; its files validate", path, MARKER_NAME)
+            return str(path)
+        reason = "; ".join(problems)
+    raise UserError(f"resume_from_checkpoint: {path} is incomplete ({reason}); "
+                    "pass 'auto' to use the newest complete checkpoint")
+
+
+# ---------------------------------------------------------------- distributed helpers
+
+
+def _dist():
+    try:
+        import torch.distributed as dist
+    except ImportError:  # pragma: no cover - torch is a hard dependency
+        return None
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        return dist
+    return None
+
+
+def sync_flag(flag: bool) -> bool:
+    """True on every rank if it is True on any rank (all-reduce MAX of one int); local flag when not distributed.
+
+    Collective: every rank must call it at the same point (e.g. the same `on_step_end`).
+    """
+    dist = _dist()
+    if dist is None:
+        return bool(flag)
+    import torch
+
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
+    t = torch.tensor([1 if flag else 0], dtype=torch.int32, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def barrier() -> None:
+    """Wait for every rank (a tiny all-reduce, so it works on gloo and nccl alike); no-op when single-process."""
+    sync_flag(False)
+
+
+def generation_cycle_steps(args: Any) -> int:
+    """Optimizer steps per GRPO generation cycle: stop/save only at multiples of this for exact resumes.
+
+    TRL regenerates every `steps_per_generation * num_iterations` micro-steps; an optimizer step is
+    `gradient_accumulation_steps` micro-steps. Plain (non-GRPO) args give 1.
+    """
+    spg = getattr(args, "steps_per_generation", None) or 0
+    if not spg:
+        return 1
+    micro = spg * (getattr(args, "num_iterations", 1) or 1)
+    ga = getattr(args, "gradient_accumulation_steps", 1) or 1
+    return math.lcm(micro, ga) // ga
+
+
+# ---------------------------------------------------------------- callbacks
+
+
+class CheckpointCallback(TrainerCallback):
+    """After each save: wait for all ranks, validate the new checkpoint, write its COMPLETE marker (rank 0)."""
+
+    def on_save(self, args, state, control, **kwargs):
+        barrier()  # every rank's shards / rng_state_<rank>.pth are on disk
+        if not state.is_world_process_zero:
+            return control
+        ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        try:
+            write_complete_marker(ckpt, world_size=args.world_size,
+                                  require_optimizer=not args.save_only_model, require_rng=not args.save_only_model)
+        except CheckpointIncomplete as e:
+            logger.error("checkpoint not marked complete, it will not be resumed from: %s", e)
+        return control
+
+
+class PreemptionHandler:
+    """Signal -> flag. Install once per process before training; `requeue_if_needed()` after it returns.
+
+    The handler only records the signal number (safe at any point). Python runs it in the main
+    thread between bytecodes, so a rank blocked in a long C call sees it when that call returns.
+    """
+
+    def __init__(self, signals: Sequence[int] = (signal.SIGUSR1, signal.SIGTERM),
+                 requeue_command: Sequence[str] | None = ("scontrol", "requeue"),
+                 marker_path: str | os.PathLike | None = None):
+        self.signals = tuple(signals)
+        self.requeue_command = tuple(requeue_command) if requeue_command else None
+        self.marker_path = marker_path if marker_path is not None else os.environ.get(PREEMPT_MARKER_ENV) or None
+        self.signum: int | None = None  # last signal received
+        self.preempted = False  # set by PreemptionCallback when it stopped training for a signal
+        self.preempted_step: int | None = None
+        self.is_main_process: bool | None = None  # set by PreemptionCallback from TrainerState
+        self._previous: dict[int, Any] = {}
+
+    @property
+    def requested(self) -> bool:
+        """A preemption signal arrived in this process (not yet agreed across ranks)."""
+        return self.signum is not None
+
+    def _on_signal(self, signum, frame):  # noqa: ARG002 - signal handler signature
+        self.signum = signum
+
+    def request(self, signum: int = signal.SIGUSR1) -> None:
+        """Ask for a save-and-stop as if `signum` had arrived (tests, custom triggers)."""
+        self.signum = signum
+
+    def install(self) -> "PreemptionHandler":
+        for s in self.signals:
+            self._previous[s] = signal.signal(s, self._on_signal)
+        return self
+
+    def uninstall(self) -> None:
+        for s, prev in self._previous.items():
+            signal.signal(s, prev if prev is not None else signal.SIG_DFL)
+        self._previous.clear()
+
+    def __enter__(self) -> "PreemptionHandler":
+        return self.install()
+
+    def __exit__(self, *exc) -> None:
+        self.uninstall()
+
+    def _main_process(self) -> bool:
+        if self.is_main_process is not None:
+            return self.is_main_process
+        dist = _dist()
+        return dist.get_rank() == 0 if dist is not None else os.environ.get("RANK", "0") == "0"
+
+    def requeue_if_needed(self) -> str:
+        """After `train()` returns: act on a preemption. Returns what was done.
+
+        "none": not preempted (or not the main process). "marker": wrote `marker_path`
+        ($RL_PREEMPT_MARKER) for the batch script, which requeues. "requeued": ran
+        `scontrol requeue $SLURM_JOB_ID`. "stopped": preempted outside Slurm; rerun with
+        --resume_from_checkpoint auto. "requeue-failed": scontrol failed (logged).
+        The caller exits 0 in every case: the checkpoint is saved and marked complete.
+        """
+        if not self.preempted or not self._main_process():
+            return "none"
+        job = os.environ.get("SLURM_JOB_ID")
+        if self.marker_path:
+            info = {"job_id": job, "step": self.preempted_step, "signal": self.signum, "time": time.time()}
+            Path(self.marker_path).parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.marker_path, json.dumps(info))
+            logger.warning("preempted at step %s: checkpoint saved, wrote %s", self.preempted_step, self.marker_path)
+            return "marker"
+        if job and self.requeue_command:
+            cmd = [*self.requeue_command, job]
+            try:
+                proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+            except (OSError, subprocess.TimeoutExpired) as e:
+                logger.error("preempted; %s failed: %s", " ".join(cmd), e)
+                return "requeue-failed"
+            if proc.returncode != 0:
+                logger.error("preempted; %s failed: %s", " ".join(cmd), proc.stderr.strip())
+                return "requeue-failed"
+            logger.warning("preempted at step %s: checkpoint saved, requeued job %s", self.preempted_step, job)
+            return "requeued"
+        logger.warning("preempted at step %s: checkpoint saved; rerun with --resume_from_checkpoint auto",
+                       self.preempted_step)
+        return "stopped"
+
+
+class PreemptionCallback(TrainerCallback):
+    """At step end, if any rank got a preemption signal: save this step and stop training (all ranks).
+
+    `check_every`: agree on the flag (one all-reduce) only when global_step % check_every == 0; use
+    `generation_cycle_steps(args)` with GRPO so the stop lands on a generation boundary.
+    """
+
+    def __init__(self, handler: PreemptionHandler, check_every: int = 1):
+        if check_every < 1:
+            raise ValueError("check_every must be >= 1")
+        self.handler = handler
+        self.check_every = check_every
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.handler.is_main_process = state.is_world_process_zero
+        # A checkpoint saved on preemption stores should_training_stop=True; never let it stop a resumed run.
+        control.should_training_stop = False
+        return control
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step % self.check_every != 0:
+            return control
+        if state.max_steps and state.global_step >= state.max_steps:
+            return control  # the run ends here anyway: nothing to requeue (same decision on every rank)
+        if sync_flag(self.handler.requested):
+            control.should_save = True
+            control.should_training_stop = True
+            self.handler.preempted = True
+            self.handler.preempted_step = state.global_step
+            logger.warning("preemption signal: saving checkpoint-%d and stopping", state.global_step)
+        return control
+
