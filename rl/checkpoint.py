@@ -27,6 +27,9 @@ generated completions in `_buffered_inputs` (reused for `steps_per_generation * 
 micro-steps) and restarts its micro-step counter at 0 on resume. Resuming is exact only from a step
 that ends a generation cycle: use `PreemptionCallback(check_every=generation_cycle_steps(args))`
 and make `save_steps` a multiple of it. Leave `restore_callback_states_from_checkpoint` False.
+TRL's `RepeatSampler` shuffles each epoch with its own generator, which no checkpoint holds:
+`CheckpointCallback.on_epoch_begin` replays it to the epoch (`replay_sampler_epochs`), so a run
+resumed in epoch >= 1 sees the same prompts in the same order as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -355,11 +358,69 @@ def generation_cycle_steps(args: Any) -> int:
     return math.lcm(micro, ga) // ga
 
 
+# ---------------------------------------------------------------- data order across epochs
+
+
+def find_repeat_sampler(dataloader: Any):
+    """TRL's `RepeatSampler` inside a (possibly accelerate-wrapped or batch-skipping) dataloader, or None."""
+    try:
+        from trl.trainer.utils import RepeatSampler
+    except ImportError:  # pragma: no cover - trl is a hard dependency
+        return None
+    seen, todo = set(), [dataloader]
+    while todo:
+        obj = todo.pop()
+        if obj is None or id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, RepeatSampler):
+            return obj
+        for attr in ("base_dataloader", "dataloader", "batch_sampler", "sampler"):
+            try:
+                todo.append(getattr(obj, attr, None))
+            except Exception:  # a property that cannot answer: not part of the chain
+                continue
+    return None
+
+
+def replay_sampler_epochs(dataloader: Any, epoch: int) -> bool:
+    """Put the shuffle generator of TRL's RepeatSampler where an uninterrupted run has it at `epoch`'s start.
+
+    Why: RepeatSampler draws one `torch.randperm` per epoch from its own generator and has no
+    `set_epoch`; the HF Trainer saves neither that generator nor anything that would reseed it. A
+    resumed run builds a fresh sampler, so after a resume in epoch E >= 1 every later epoch repeated
+    the order of an earlier one (measured: a 2-rank run resumed in epoch 1 diverged at step 8).
+    Reseeding with the generator's own initial seed and drawing `epoch` permutations gives exactly
+    the state of an uninterrupted run (which it leaves unchanged: nothing else draws from it).
+    Returns False when there is no shuffling RepeatSampler (plain Trainer, `shuffle_dataset: false`).
+    """
+    sampler = find_repeat_sampler(dataloader)
+    generator = getattr(sampler, "generator", None)
+    if sampler is None or not getattr(sampler, "shuffle", False) or generator is None:
+        return False
+    import torch
+
+    generator.manual_seed(generator.initial_seed())
+    for _ in range(int(epoch)):
+        torch.randperm(sampler.num_samples, generator=generator)
+    return True
+
+
 # ---------------------------------------------------------------- callbacks
 
 
 class CheckpointCallback(TrainerCallback):
-    """After each save: wait for all ranks, validate the new checkpoint, write its COMPLETE marker (rank 0)."""
+    """After each save: wait for all ranks, validate the new checkpoint, write its COMPLETE marker (rank 0).
+
+    At each epoch's start it also puts TRL's data-order generator where an uninterrupted run has it
+    (`replay_sampler_epochs`): training state that the HF checkpoint does not carry.
+    """
+
+    def on_epoch_begin(self, args, state, control, train_dataloader=None, **kwargs):
+        # state.epoch is the whole number E at the start of epoch E, and E + fraction when a run
+        # resumes mid-epoch E from a checkpoint; every rank does the same (no collective needed).
+        replay_sampler_epochs(train_dataloader, math.floor(state.epoch or 0))
+        return control
 
     def on_save(self, args, state, control, **kwargs):
         barrier()  # every rank's shards / rng_state_<rank>.pth are on disk
