@@ -59,6 +59,11 @@ class ScriptArguments:
             "model of the same family). Default: the policy model itself."
         },
     )
+    accelerate_config: str | None = field(
+        default=None,
+        metadata={"help": "Accelerate config this recipe is meant for (e.g. recipes/accelerate/zero3.yaml); "
+                  "`rl train --dry-run` checks it."},
+    )
     reward_funcs: list[str] = field(
         default_factory=lambda: ["rpt"],
         metadata={

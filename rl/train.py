@@ -25,6 +25,7 @@ TRAIN_EXAMPLES = """examples:
   rl train --config recipes/rpt_smollm2_cpu.yaml
   rl train --config recipes/rpt_smollm2_cpu.yaml --max_steps 2 --report_to none
   rl train --config recipes/rpt_smollm2_cpu.yaml --resume_from_checkpoint auto
+  rl train --config recipes/forking/qwen3-8b-dapo.yaml --dry-run           # check a cluster recipe here
   accelerate launch --config_file recipes/accelerate/zero2.yaml -m rl.cli train --config RECIPE.yaml
 
 Any field of the recipe (TRL's GRPOConfig, ModelConfig, entropy-rl's ScriptArguments) can be
@@ -47,6 +48,11 @@ def register(subparsers) -> None:
     p.add_argument("-h", "--help", action="store_true", help="show this help (and all recipe fields with --help-fields)")
     p.add_argument("--help-fields", action="store_true", help="list every recipe field with its help text")
     p.add_argument("--config", help="the recipe (YAML); any other --field value overrides it")
+    p.add_argument("--dry-run", action="store_true",
+                   help="check the recipe as a real run would (fields, rewards, data columns, DeepSpeed config, world "
+                        "size, batch divisibility, lengths) without loading weights; exit 2 with a numbered list of "
+                        "problems. World size: --nodes N --gpus-per-node G, --num_processes N, or the recipe's launch "
+                        "line; --accelerate_config PATH")
     p.set_defaults(func=run_train_cli, _train_parser=p, accepts_extra=True)
 
 
@@ -56,6 +62,10 @@ def run_train_cli(args) -> int:
 
         make_parser().print_help()
         return 0
+    if args.dry_run and not args.help:
+        from rl.dryrun import main as dry_run_main
+
+        return dry_run_main((["--config", args.config] if args.config else []) + list(args.extra))
     if args.help or not (args.config or args.extra):
         args._train_parser.print_help()
         return 0
