@@ -1,4 +1,4 @@
-"""`rl train --config R --dry-run` (rl/dryrun.py): every recipe dry-runs; broken recipes yield numbered problems.
+"""`rl train --config R --dry-run` (rl/dryrun/): every recipe dry-runs; broken recipes yield numbered problems.
 
 No weights are loaded and nothing is downloaded: hub models are listed under "not checked offline";
 the data a recipe expects the user to prepare (an OmniMATH corpus, a DAPO-Math dataset) is replaced
@@ -428,7 +428,7 @@ def test_rl_train_dry_run_flag_is_wired(tmp_path, tiny_model_dir, small_math, ca
 
     args, _ = build_parser().parse_known_args(["train", "--config", "x.yaml"])
     if not hasattr(args, "dry_run"):
-        pytest.skip("rl train has no --dry-run flag yet (see rl/dryrun.py for the wiring)")
+        pytest.skip("rl train has no --dry-run flag yet (see rl/dryrun/ for the wiring)")
     from rl.cli import main as rl_main
 
     path = recipe_file(tmp_path, **base_recipe(tmp_path, tiny_model_dir, small_math))

@@ -1,0 +1,88 @@
+"""RPT data built from the recipe's `corpus` at the start of the run (or reused from <output_dir>/rpt-data):
+the corpus's first document, the RPT build settings, the proxy model and the prompt-length bound.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from rl.dryrun.dataset_peek import DataInfo, peek_dataset
+from rl.dryrun.models import ModelInfo, chat_overhead, check_model
+from rl.dryrun.report import Report, exc_summary
+from rl.errors import UserError
+
+# Columns of the rows `rl data rpt` builds (rl/data/rpt.py).
+RPT_COLUMNS = ("prompt", "context", "continuation", "boundaries", "entropy", "doc_id", "position")
+
+
+def rpt_build_config(view, policy: ModelInfo | None, chat: str):
+    """The RPTBuildConfig `rl train` would build from this recipe (rl/train.py prepare_dataset)."""
+    from rl.data.rpt import RPTBuildConfig
+
+    model_path = view.model_name_or_path
+    if policy is not None and policy.path:
+        model_path = policy.path
+    return RPTBuildConfig(
+        corpus=view.corpus, proxy_model=view.proxy_model or model_path, entropy=view.rpt_entropy,
+        top_k=view.rpt_top_k, min_entropy=view.rpt_min_entropy, max_per_doc=view.rpt_max_per_doc,
+        continuation_tokens=view.rpt_continuation_tokens, max_context_tokens=view.rpt_max_context_tokens,
+        min_context_tokens=view.rpt_min_context_tokens, window_tokens=view.rpt_window_tokens,
+        batch_size=view.rpt_proxy_batch_size, max_documents=view.rpt_max_documents,
+        prompt_template=view.rpt_prompt_template, seed=view.rpt_seed, chat=chat)
+
+
+def check_corpus(report: Report, view, corpus: str, policy: ModelInfo | None) -> DataInfo | None:
+    """RPT data built from `corpus` at the start of the run (or reused from <output_dir>/rpt-data)."""
+    from rl.data.corpus import read_corpus
+    from rl.data.rpt import saved_build_config
+
+    tok = policy.tokenizer if policy is not None else None
+    built = Path(str(view.output_dir)) / "rpt-data"
+    saved = saved_build_config(built)
+    if saved is not None:
+        chat = ("yes" if getattr(tok, "chat_template", None) else "no") if tok is not None else saved.get("chat")
+        cfg = rpt_build_config(view, policy, chat)
+        if saved == cfg.fingerprint():
+            report.note(f"RPT data already built in {built} with these settings; the run reuses it")
+            return peek_dataset(report, str(built), "RPT data (built from the corpus)")
+        changed = sorted(k for k in set(saved) | set(cfg.fingerprint()) if saved.get(k) != cfg.fingerprint().get(k))
+        report.note(f"RPT data in {built} was built with other settings ({', '.join(changed)}); the run rebuilds it")
+    try:
+        rpt_build_config(view, policy, "auto").validate()
+    except UserError as exc:
+        report.problem(f"RPT build settings: {exc}")
+    proxy = policy
+    if view.proxy_model:
+        proxy = check_model(report, "proxy model", str(view.proxy_model), view)
+    elif policy is not None:
+        report.add("proxy model", "the policy model itself (proxy_model: null)")
+    if proxy is not None and proxy.max_positions and view.rpt_window_tokens > proxy.max_positions:
+        report.problem(f"rpt_window_tokens {view.rpt_window_tokens} exceeds the proxy model's "
+                       f"{proxy.max_positions} positions")
+    data = DataInfo(f"corpus {corpus}", list(RPT_COLUMNS), None, [])  # built when the run starts
+    template = str(view.rpt_prompt_template).replace("{context}", "")
+    if tok is not None:
+        overhead = len(tok(template, add_special_tokens=True)["input_ids"]) + chat_overhead(tok)
+        how = "instruction and chat template, tokenized"
+    else:
+        overhead = math.ceil(len(template) / 3) + 32
+        how = "instruction at 3 characters/token + 32 for the chat template, estimated"
+    data.max_prompt_tokens = view.rpt_max_context_tokens + overhead
+    data.prompt_bound_note = f"rpt_max_context_tokens {view.rpt_max_context_tokens} + {overhead}: {how}"
+    try:
+        first = next(iter(read_corpus(corpus)), None)
+    except UserError as exc:
+        report.problem(f"{exc} (prepare it as the recipe header says)")
+        return data  # the columns RPT rows will have are known anyway
+    except Exception as exc:  # noqa: BLE001
+        report.problem(f"corpus {corpus!r}: cannot be read ({exc_summary(exc)})")
+        return data
+    if first is None:
+        report.problem(f"corpus {corpus!r}: no documents")
+        return data
+    report.add("corpus", f"{corpus}: first document {first.doc_id!r} ({len(first.text):,} characters); RPT data "
+               f"is built into {built} when the run starts (proxy entropy {view.rpt_entropy}"
+               + (f" top-{view.rpt_top_k}" if view.rpt_entropy == "topk" else "")
+               + f" >= {view.rpt_min_entropy} nats, at most {view.rpt_max_per_doc} positions/document)")
+    return data
