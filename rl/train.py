@@ -87,6 +87,9 @@ def required_columns(reward_funcs) -> dict[str, list[str]]:
             and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
             and p.default is inspect.Parameter.empty
         ]
+        # A reward may declare columns it cannot work without even though its parameters have
+        # defaults (rpt_reward: None rows are allowed, a missing column is not).
+        cols += [c for c in getattr(func, "required_columns", ()) if c not in cols]
         needed[getattr(func, "__name__", repr(func))] = cols
     return needed
 
@@ -98,6 +101,9 @@ def load_dataset_path(path: str):
     p = Path(path)
     if not p.exists():
         raise UserError(f"dataset_path: {path} does not exist (build one with `rl data rpt`)")
+    if p.is_file() and p.stat().st_size == 0:
+        raise UserError(f"dataset_path: {path} is empty (0 bytes); build the data with `rl data rpt` or point at "
+                        "a non-empty .jsonl/.parquet file or save_to_disk dir")
     try:
         if p.is_dir():
             data = load_from_disk(str(p))
@@ -110,13 +116,42 @@ def load_dataset_path(path: str):
     except UserError:
         raise
     except Exception as exc:  # datasets raises many types for unreadable data
-        raise UserError(f"dataset_path: {path}: cannot be read ({exc.__class__.__name__}: {str(exc).splitlines()[0]})")
+        if p.is_file() and p.suffix in (".jsonl", ".json"):
+            problem = _first_bad_jsonl_line(p)
+            if problem:
+                raise UserError(f"dataset_path: {problem}; fix or remove that line") from None
+        lines = str(exc).strip().splitlines()
+        detail = f"{exc.__class__.__name__}: {lines[0]}" if lines else exc.__class__.__name__
+        raise UserError(f"dataset_path: {path}: cannot be read ({detail})") from None
     if isinstance(data, DatasetDict):
         train = data["train"] if "train" in data else data[list(data)[0]]
         evaluation = data.get("test") or data.get("validation")
         return train, evaluation
     assert isinstance(data, Dataset)
     return data, None
+
+
+def _first_bad_jsonl_line(path: Path) -> str | None:
+    """`FILE:LINE: what is wrong` for the first line of a JSON-lines file that is not a JSON object, else None."""
+    import json
+
+    seen = 0
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            if not raw.strip():
+                continue
+            seen += 1
+            try:
+                record = json.loads(raw.decode("utf-8-sig" if lineno == 1 else "utf-8"))
+            except UnicodeDecodeError as exc:
+                return f"{path}:{lineno}: not UTF-8 text ({exc.reason} at byte {exc.start})"
+            except ValueError as exc:
+                return f"{path}:{lineno}: not valid JSON ({getattr(exc, 'msg', exc)})"
+            if not isinstance(record, dict):
+                return f"{path}:{lineno}: expected a JSON object per line, got {type(record).__name__}"
+    if not seen:
+        return f"{path}: has no rows (only blank lines)"
+    return None
 
 
 def split_by_document(dataset, fraction: float, seed: int):
@@ -159,6 +194,9 @@ def prepare_dataset(script_args, training_args, model_path: str, tokenizer):
             seed=script_args.rpt_seed,
             chat="yes" if getattr(tokenizer, "chat_template", None) else "no",
         )
+        if cfg.chat == "no":
+            logger.warning("the tokenizer of %s has no chat template: RPT prompts will be plain text "
+                           "(instruction + context), not chat messages", model_path)
         with PartialState().main_process_first():
             # Reuse the data only if it was built with exactly these settings.
             if saved_build_config(out) != cfg.fingerprint():
@@ -192,15 +230,81 @@ def _fit_prompts_to_tokenizer(dataset, tokenizer):
 
 
 def check_columns(dataset, reward_funcs, where: str) -> None:
+    """Columns and rows the rewards need, checked on the whole dataset before any model loads."""
     cols = set(dataset.column_names)
     if "prompt" not in cols:
-        raise UserError(f"{where}: dataset has no `prompt` column (columns: {sorted(cols)})")
+        raise UserError(f"{where}: dataset has no `prompt` column (columns: {sorted(cols)}); every row needs "
+                        "the prompt to generate from")
     for name, needed in required_columns(reward_funcs).items():
         missing = [c for c in needed if c not in cols]
         if missing:
             raise UserError(
-                f"{where}: reward `{name}` needs column(s) {missing}, the dataset has {sorted(cols)}"
+                f"{where}: reward `{name}` needs column(s) {missing}, the dataset has {sorted(cols)}; add them "
+                "(RPT data: build it with `rl data rpt`) or choose other reward_funcs"
             )
+    for func in reward_funcs:
+        check = getattr(func, "check_dataset", None)
+        if callable(check):
+            check(dataset, where)
+
+
+def check_reward_signatures(funcs, names) -> None:
+    """Every reward must take TRL's keyword call f(prompts=..., completions=..., ...): refuse others up front."""
+    names = [names] if isinstance(names, str) else list(names)
+    for func, name in zip(funcs, names):
+        try:
+            params = inspect.signature(func).parameters.values()
+        except (TypeError, ValueError):  # builtins without a signature (exec, eval, ...) are no reward functions
+            params = None
+        if params is None or not any(
+            p.kind is p.VAR_KEYWORD or (p.name == "completions" and p.kind is not p.POSITIONAL_ONLY) for p in params
+        ):
+            raise UserError(
+                f"reward_funcs: {name!r} is not a reward function: TRL calls it as f(prompts=..., completions=..., "
+                "completion_ids=..., **columns), so it needs a `completions` parameter or **kwargs"
+            )
+
+
+_WEIGHT_GLOBS = ("*.safetensors", "pytorch_model*.bin", "*.gguf", "adapter_model.bin")
+
+
+def check_model_dir(model_path: str) -> None:
+    """A local model directory that cannot load (no config, no or truncated weights): one line, before loading.
+
+    Hub ids (not a local directory) are left to transformers. Only file headers are read.
+    """
+    import json
+
+    from rl.checkpoint import check_safetensors
+
+    p = Path(model_path)
+    if not p.is_dir():
+        return
+    fix = "point model_name_or_path at a complete model directory (config.json, tokenizer, weights) or re-download it"
+    config = p / "config.json"
+    if not config.is_file() and not (p / "adapter_config.json").is_file():
+        raise UserError(f"model_name_or_path: {p} has no config.json; {fix}")
+    if config.is_file():
+        try:
+            json.loads(config.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise UserError(f"model_name_or_path: {config} is not valid JSON ({exc}); {fix}") from None
+    weights = sorted({f for pattern in _WEIGHT_GLOBS for f in p.glob(pattern)})
+    if not weights:
+        raise UserError(f"model_name_or_path: {p} has no weights (*.safetensors, pytorch_model.bin); {fix}")
+    for index in p.glob("*.index.json"):
+        try:
+            shards = set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values())
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise UserError(f"model_name_or_path: {index} is unreadable ({exc}); {fix}") from None
+        missing = sorted(s for s in shards if not (p / s).is_file())
+        if missing:
+            raise UserError(f"model_name_or_path: {p} lacks shard(s) {missing[:3]} named in {index.name}; {fix}")
+    for f in weights:
+        if f.suffix == ".safetensors":
+            problem = check_safetensors(f)
+            if problem:
+                raise UserError(f"model_name_or_path: {p}: {problem}; {fix}")
 
 
 def load_tokenizer(model_path: str, model_args, trust_remote_code: bool = False):
@@ -210,8 +314,11 @@ def load_tokenizer(model_path: str, model_args, trust_remote_code: bool = False)
         tokenizer = AutoTokenizer.from_pretrained(
             model_path, revision=model_args.model_revision, trust_remote_code=trust_remote_code
         )
-    except OSError as exc:
-        raise UserError(f"model_name_or_path: cannot load a tokenizer from {model_path!r} ({str(exc).splitlines()[0]})")
+    except (OSError, ValueError, TypeError) as exc:
+        lines = str(exc).strip().splitlines()
+        raise UserError(f"model_name_or_path: cannot load a tokenizer from {model_path!r} "
+                        f"({lines[0] if lines else type(exc).__name__}); the directory needs tokenizer files "
+                        "(tokenizer.json or vocab/merges) next to the model") from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -227,11 +334,19 @@ def build_trainer(script_args, training_args, model_args, callbacks=()):
 
     if not model_args.model_name_or_path:
         raise UserError("recipe: set `model_name_or_path` (builtin:smollm2-135m-instruct, a hub id or a local dir)")
+    from rl.faults import wrap_reward_funcs
+
     model_path = resolve_model(model_args.model_name_or_path)
-    tokenizer = load_tokenizer(model_path, model_args, training_args.trust_remote_code)
+    check_model_dir(model_path)
     reward_funcs = get_reward_funcs(script_args.reward_funcs)
+    check_reward_signatures(reward_funcs, script_args.reward_funcs)
+    tokenizer = load_tokenizer(model_path, model_args, training_args.trust_remote_code)
     train_ds, eval_ds = prepare_dataset(script_args, training_args, model_path, tokenizer)
-    check_columns(train_ds, reward_funcs, script_args.dataset_path or "rpt-data")
+    where = script_args.dataset_path or str(Path(training_args.output_dir) / "rpt-data")
+    check_columns(train_ds, reward_funcs, where)
+    if eval_ds is not None:
+        check_columns(eval_ds, reward_funcs, f"{where} (eval split)")
+    reward_funcs = wrap_reward_funcs(reward_funcs, getattr(training_args, "reward_error_policy", "raise"))
     init_kwargs = dict(training_args.model_init_kwargs or {})
     if model_args.dtype is not None:
         init_kwargs.setdefault("dtype", model_args.dtype)
@@ -259,23 +374,32 @@ def reward_summary(log_history: list[dict]) -> tuple[float | None, float | None]
 
 
 def train(argv: list[str]) -> int:
+    from rl.cpu_distributed import apply_cpu_workarounds
+
+    apply_cpu_workarounds()  # before accelerate state exists; a no-op with CUDA or one process
     from rl.config import parse_recipe
 
+    from rl.faults import move_secret_args, wandb_fallback
+
     user_wandb_dir = os.environ.get("WANDB_DIR")
+    user_wandb_mode = os.environ.get("WANDB_MODE")
     script_args, training_args, model_args = parse_recipe(argv)
+    move_secret_args(training_args)
     if training_args.report_to and "wandb" in training_args.report_to:
         # The W&B run lives with the run's outputs unless the user chose a place (env or recipe `env:`).
         if not os.environ.get("WANDB_DIR"):
             os.environ["WANDB_DIR"] = str(Path(training_args.output_dir))
         Path(training_args.output_dir).mkdir(parents=True, exist_ok=True)
+        wandb_fallback(training_args.report_to)  # no key / unreachable: offline, one warning
     try:
         return _train(script_args, training_args, model_args)
     finally:
         _finish_wandb()
-        if user_wandb_dir is None:
-            os.environ.pop("WANDB_DIR", None)
-        else:
-            os.environ["WANDB_DIR"] = user_wandb_dir
+        for name, value in (("WANDB_DIR", user_wandb_dir), ("WANDB_MODE", user_wandb_mode)):
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _train(script_args, training_args, model_args) -> int:
@@ -297,15 +421,31 @@ def _train(script_args, training_args, model_args) -> int:
             "steps = lcm(steps_per_generation x num_iterations, gradient_accumulation_steps) / "
             "gradient_accumulation_steps); a resume is exact only at those boundaries"
         )
+    from rl.faults import NonFiniteGuard, checkpoint_save_error, guard_checkpoint_saves, install_guard, is_disk_error
+
+    # Old checkpoints are deleted by CheckpointCallback only after the new one is marked COMPLETE
+    # (HF's own rotation runs before the marker: with save_total_limit 1 a kill in between lost both).
+    keep = training_args.save_total_limit
+    training_args.save_total_limit = None
+    guard = NonFiniteGuard(getattr(training_args, "max_bad_steps", 3))
     handler = PreemptionHandler().install()
     try:
-        callbacks = [CheckpointCallback(), PreemptionCallback(handler, check_every=cycle)]
+        callbacks = [CheckpointCallback(keep=keep), PreemptionCallback(handler, check_every=cycle), guard]
         trainer = build_trainer(script_args, training_args, model_args, callbacks=callbacks)
+        install_guard(trainer, guard)
+        guard_checkpoint_saves(trainer)
         trainer.train(resume_from_checkpoint=resume)
+        guard.raise_if_diverged(training_args.output_dir)  # nothing of the bad steps was saved
         if not handler.preempted:
-            trainer.save_model(training_args.output_dir)
+            try:
+                trainer.save_model(training_args.output_dir)
+            except Exception as exc:  # noqa: BLE001 - only disk errors are turned into one line
+                if not is_disk_error(exc):
+                    raise
+                raise checkpoint_save_error(training_args.output_dir, exc, training_args.output_dir) from exc
     finally:
         handler.uninstall()
+        training_args.save_total_limit = keep
     first, last = reward_summary(trainer.state.log_history)
     if trainer.is_world_process_zero():
         print(f"output dir: {training_args.output_dir}")

@@ -64,7 +64,7 @@ def test_optional_lines_dropped_and_cpu_mode(recipe):
     assert not any(k in ln for ln in lines for k in ("--gpus", "--partition", "--account", "--time"))
     assert "#SBATCH --cpus-per-task=2" in lines and "#SBATCH --signal=B:USR1@180" in lines
     assert "CPU_MODE=1\n" in text and "PROCS_PER_NODE=2\n" in text
-    assert "ACCELERATE_USE_CPU=1" in text and "--multi_gpu --mixed_precision no" in text
+    assert "ACCELERATE_USE_CPU=1" in text and "LAUNCH+=(--multi_gpu)" in text and "--mixed_precision no" in text
 
 
 @pytest.mark.parametrize("kw", [dict(nodes=2, gpus_per_node=4), dict(nodes=1, cpu=True),
