@@ -73,6 +73,8 @@ def get_reward_funcs(names: list[str] | str) -> list[RewardFunc]:
     """Resolve a list of reward names (a single string counts as a one-element list)."""
     if isinstance(names, str):
         names = [names]
+    if not isinstance(names, (list, tuple)):
+        raise UserError(f"reward_funcs: expected a list of reward names like [rpt], got {names!r}")
     if not names:
         known = ", ".join(sorted(REWARD_FUNCS))
         raise UserError(f"reward_funcs: no reward functions given; use e.g. [rpt] (known: {known})")

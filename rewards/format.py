@@ -8,24 +8,15 @@ prediction. It applies the same extraction rule as the RPT reward (`extract_pred
 
 from __future__ import annotations
 
-from rewards.rpt import extract_prediction
-
-
-def _completion_text(completion) -> str:
-    if isinstance(completion, str):
-        return completion
-    if isinstance(completion, list) and completion:
-        content = completion[-1].get("content", "") if isinstance(completion[-1], dict) else ""
-        if isinstance(content, list):
-            return "".join(part.get("text", "") for part in content if isinstance(part, dict))
-        return content if isinstance(content, str) else ""
-    return ""
+from rewards.rpt import _completion_text, extract_prediction
 
 
 def boxed_format_reward(completions, **kwargs) -> list[float]:
     """1.0 per completion with a complete, non-empty box (after the last `</think>`), else 0.0."""
     out = []
     for completion in completions:
+        # Same reading of a completion as the RPT reward: plain text, or the last assistant message
+        # (text parts joined); anything else has no box and scores 0.0, never raises.
         prediction = extract_prediction(_completion_text(completion))
         out.append(1.0 if prediction else 0.0)
     return out

@@ -26,7 +26,7 @@ from typing import Any
 
 from rl.errors import UserError
 
-__all__ = ["extract_prediction", "prefix_match_reward", "rpt_reward"]
+__all__ = ["check_rpt_dataset", "extract_prediction", "prefix_match_reward", "rpt_reward"]
 
 _THINK_END = "</think>"
 _BOX_OPEN = "\\boxed{"
@@ -141,9 +141,9 @@ def _short(value: Any, limit: int = 60) -> str:
 _FIX = "rebuild the data with `rl data rpt` or fix the row"
 
 
-def _check_row(index: int, continuation: Any, boundaries: Any) -> None:
+def _check_row(index: int, continuation: Any, boundaries: Any, source: str = "rpt_reward") -> None:
     """Raise UserError (one line naming the row and the fix) when an RPT row is malformed."""
-    where = f"rpt_reward: row {index}"
+    where = f"{source}: row {index}"
     if not isinstance(continuation, str):
         raise UserError(f"{where}: `continuation` must be a string, got {_short(continuation)}; {_FIX}")
     if not isinstance(boundaries, (list, tuple)) or not boundaries:
@@ -218,4 +218,30 @@ def rpt_reward(
     return rewards
 
 
+def check_rpt_dataset(dataset: Any, where: str, batch_size: int = 10_000) -> None:
+    """Check every row's `continuation`/`boundaries` before training (UserError naming `where` and the row).
+
+    `dataset` is a `datasets.Dataset` (read in column batches, so it stays cheap for large data).
+    Rows where both are None are not RPT rows (mixed data) and pass, as in `rpt_reward`.
+    """
+    columns = ["continuation", "boundaries"]
+    missing = [c for c in columns if c not in dataset.column_names]
+    if missing:
+        raise UserError(
+            f"{where}: reward `rpt_reward` needs column(s) {missing}, the dataset has {sorted(dataset.column_names)}; "
+            "build RPT data with `rl data rpt` (columns prompt, continuation, boundaries)"
+        )
+    start = 0
+    for batch in dataset.select_columns(columns).iter(batch_size=batch_size):
+        for offset, (cont, bounds) in enumerate(zip(batch["continuation"], batch["boundaries"])):
+            if cont is None and bounds is None:
+                continue
+            _check_row(start + offset, cont, bounds, source=where)
+        start += len(batch["continuation"])
+
+
 rpt_reward.__name__ = "rpt_reward"  # TRL logs each reward under its function's __name__
+# Read by rl.train before any model loads: columns the reward cannot work without (its parameters
+# have defaults so that mixed datasets can pass None rows) and a whole-dataset row check.
+rpt_reward.required_columns = ("continuation", "boundaries")
+rpt_reward.check_dataset = check_rpt_dataset

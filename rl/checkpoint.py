@@ -11,8 +11,12 @@ directory on the main process (expected files present, trainer_state.json parses
 headers and torch zip archives not truncated) and then atomically writes a `COMPLETE` marker holding
 a manifest (every file with its size): tmp file + fsync + os.replace + fsync of the directory.
 `find_resume_checkpoint` returns the newest directory whose marker exists and whose files still
-match the manifest; newer incomplete ones are skipped with a warning. Keep `save_total_limit >= 2`
-(the trainer rotates old checkpoints before `on_save` runs, i.e. before the new marker exists).
+match the manifest; newer incomplete ones are skipped with a warning. The HF trainer would rotate
+old checkpoints (`save_total_limit`) right after writing the new one, before `on_save` marks it: with
+`save_total_limit: 1` a kill in that window left no usable checkpoint. `rl train` therefore hands
+the limit to `CheckpointCallback(keep=N)` (HF's own is set to None), which deletes old checkpoints
+only after the new marker exists, never the newest complete one (`rotate_checkpoints`). A disk
+error while writing the marker raises `rl.faults.CheckpointSaveError` (one line, exit 2).
 
 Preemption. `PreemptionHandler` turns SIGUSR1/SIGTERM into a flag (nothing else happens in the
 handler). `PreemptionCallback.on_step_end` (after the optimizer step) agrees on the flag across
@@ -85,11 +89,15 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write `text` so readers see the old file, or the whole new one: tmp, fsync, replace, fsync dir."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # e.g. disk full: leave no half-written temp file behind
+        raise
     _fsync_dir(path.parent)
 
 
@@ -249,6 +257,36 @@ def check_complete(ckpt_dir: str | os.PathLike) -> str | None:
             if err:
                 return err
     return None
+
+
+def rotate_checkpoints(output_dir: str | os.PathLike, keep: int | None,
+                       protect: Sequence[str | os.PathLike] = ()) -> list[Path]:
+    """Delete old checkpoints once a newer complete one exists; returns what was deleted.
+
+    Keeps the newest `keep` complete checkpoints (and any in `protect`, e.g. the best model).
+    Incomplete checkpoints older than the newest complete one are leftovers of interrupted saves
+    and are deleted too; newer incomplete ones are left alone (the trainer may overwrite them).
+    Nothing is deleted when `keep` is None or < 1, or when there is no complete checkpoint.
+    """
+    import shutil
+
+    if not keep or keep < 1:
+        return []
+    ckpts = list_checkpoints(output_dir)
+    complete = [c for c in ckpts if check_complete(c) is None]
+    if not complete:
+        return []
+    newest = checkpoint_step(complete[-1])
+    kept = set(complete[-keep:]) | {Path(p).resolve() for p in protect if p}
+    deleted = []
+    for ckpt in ckpts:
+        if ckpt in kept or ckpt.resolve() in kept or checkpoint_step(ckpt) >= newest:
+            continue
+        shutil.rmtree(ckpt, ignore_errors=True)
+        deleted.append(ckpt)
+    if deleted:
+        logger.info("deleted old checkpoints (keep %d): %s", keep, ", ".join(p.name for p in deleted))
+    return deleted
 
 
 def list_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
@@ -414,7 +452,12 @@ class CheckpointCallback(TrainerCallback):
 
     At each epoch's start it also puts TRL's data-order generator where an uninterrupted run has it
     (`replay_sampler_epochs`): training state that the HF checkpoint does not carry.
+    `keep`: after marking, delete older checkpoints beyond the newest `keep` complete ones
+    (`rotate_checkpoints`; use it instead of HF's `save_total_limit`, which rotates before the marker).
     """
+
+    def __init__(self, keep: int | None = None):
+        self.keep = keep
 
     def on_epoch_begin(self, args, state, control, train_dataloader=None, **kwargs):
         # state.epoch is the whole number E at the start of epoch E, and E + fraction when a run
@@ -432,6 +475,14 @@ class CheckpointCallback(TrainerCallback):
                                   require_optimizer=not args.save_only_model, require_rng=not args.save_only_model)
         except CheckpointIncomplete as e:
             logger.error("checkpoint not marked complete, it will not be resumed from: %s", e)
+            return control
+        except OSError as e:
+            from rl.faults import checkpoint_save_error, is_disk_error
+
+            if is_disk_error(e, ckpt):
+                raise checkpoint_save_error(ckpt, e, args.output_dir) from e
+            raise
+        rotate_checkpoints(args.output_dir, self.keep, protect=[state.best_model_checkpoint or ""])
         return control
 
 

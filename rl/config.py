@@ -135,7 +135,20 @@ class EntropyGRPOConfig(GRPOConfig):
     )
     max_bad_steps: int = field(
         default=3,
-        metadata={"help": "Stop with a clear error after this many consecutive steps with a NaN/inf loss."},
+        metadata={
+            "help": "An optimizer step whose gradients hold NaN/inf is skipped (not applied, not saved) and counted; "
+            "after this many consecutive bad steps the run stops with a clear error (rl/faults.py)."
+        },
+    )
+    reward_error_policy: str = field(
+        default="raise",
+        metadata={
+            "help": "When a reward function raises (or returns a non-finite or non-numeric score): `raise` stops "
+            "the run with an error naming the reward and the sample; `none` scores only the failing samples None "
+            "from that reward (a sample every reward scores None is left out of its group's baseline and gets "
+            "advantage 0) and goes on, with a warning and a `reward_errors/<name>` metric.",
+            "choices": ["raise", "none"],
+        },
     )
 
     def __post_init__(self):
@@ -151,6 +164,17 @@ class EntropyGRPOConfig(GRPOConfig):
             raise UserError(
                 f"top_entropy_quantile: the fraction of tokens kept must be in (0, 1], got {self.top_entropy_quantile}"
             )
+        if self.reward_error_policy not in ("raise", "none"):
+            raise UserError(f"reward_error_policy: expected `raise` or `none`, got {self.reward_error_policy!r}")
+        # Values torch/TRL would only reject after the model has loaded (or never).
+        for name in ("max_bad_steps", "per_device_train_batch_size", "gradient_accumulation_steps", "num_iterations"):
+            value = getattr(self, name, None)
+            if value is not None and value < 1:
+                raise UserError(f"{name}: must be at least 1, got {value}")
+        if self.max_completion_length is not None and self.max_completion_length < 1:
+            raise UserError(f"max_completion_length: must be at least 1 token, got {self.max_completion_length}")
+        if self.learning_rate < 0:
+            raise UserError(f"learning_rate: must be >= 0, got {self.learning_rate}")
         super().__post_init__()
 
 
@@ -197,6 +221,12 @@ def _check_fields(path: Path, data: dict[str, Any], parser: TrlParser) -> None:
         action = actions[key]
         if value is None:
             continue
+        if action.nargs in ("+", "*") and not isinstance(value, (list, str)):
+            raise UserError(f"{path}: field '{key}' expects a list (e.g. {key}: [a, b]), got {value!r}")
+        if action.nargs in ("+", "*") and isinstance(value, list):
+            nested = [v for v in value if isinstance(v, (list, dict))]
+            if nested:
+                raise UserError(f"{path}: field '{key}' expects a list of plain values, got {nested[0]!r} in it")
         values = value if (action.nargs in ("+", "*") and isinstance(value, list)) else [value]
         if action.nargs not in ("+", "*") and isinstance(value, (list, dict)) and action.type not in (None, str):
             raise UserError(f"{path}: field '{key}' expects a single value, got a {type(value).__name__}")
@@ -213,8 +243,112 @@ def _check_fields(path: Path, data: dict[str, Any], parser: TrlParser) -> None:
                 try:
                     action.type(str(item) if not isinstance(item, str) else item)
                 except (ValueError, TypeError, Exception):
-                    kind = getattr(action.type, "__name__", "value")
-                    raise UserError(f"{path}: field '{key}' expects {kind}, got {item!r}") from None
+                    raise UserError(f"{path}: field '{key}' expects {_type_name(action.type)}, got {item!r}") from None
+
+
+def _type_name(kind) -> str:
+    name = getattr(kind, "__name__", "a value")
+    return {"string_to_bool": "true or false", "float": "a number", "int": "an integer (whole number)",
+            "str": "text"}.get(name, name)
+
+
+def _cli_overrides(argv: list[str]) -> list[tuple[str, list[str]]]:
+    """`--name value...` / `--name=value` pairs of the command line, without `--config PATH`."""
+    out: list[tuple[str, list[str]]] = []
+    i = 0
+    while i < len(argv):
+        tok = argv[i]
+        if tok == "--config":
+            i += 2
+            continue
+        if tok.startswith("--"):
+            if "=" in tok:
+                name, value = tok.split("=", 1)
+                out.append((name, [value]))
+            else:
+                values = []
+                while i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+                    i += 1
+                    values.append(argv[i])
+                out.append((tok, values))
+        else:
+            out.append(("", [tok]))
+        i += 1
+    return out
+
+
+def _check_overrides(argv: list[str], parser: TrlParser) -> None:
+    """Unknown command-line overrides (closest valid flag) and mistyped values, as one line each."""
+    options = {s: a for s, a in parser._option_string_actions.items() if s.startswith("--") and a.dest != "help"}
+    for name, values in _cli_overrides(argv):
+        if not name:
+            raise UserError(f"command line: unexpected value {values[0]!r}; overrides are --field value")
+        action = options.get(name)
+        if action is None:
+            close = difflib.get_close_matches(name, list(options), n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]}?" if close else "; see `rl train --help-fields`"
+            raise UserError(f"command line: unknown override {name}{hint}")
+        if action.nargs not in ("+", "*", "?") and action.nargs != 0 and len(values) != 1:
+            raise UserError(f"command line: {name} takes one value, got {len(values)}")
+        if action.choices is not None:
+            for item in values:
+                if item not in [str(c) for c in action.choices]:
+                    raise UserError(f"command line: {name} must be one of {list(action.choices)}, got {item!r}")
+        if callable(action.type):
+            for item in values:
+                try:
+                    action.type(item)
+                except Exception:  # noqa: BLE001 - any conversion failure is a wrong type
+                    raise UserError(f"command line: {name} expects {_type_name(action.type)}, got {item!r}") from None
+
+
+def _check_deepspeed(where: str, value: Any) -> None:
+    """A `deepspeed` setting that names a JSON file (or holds inline JSON) that does not parse: one line."""
+    import json
+
+    if not isinstance(value, str) or not value.strip():
+        return
+    text, source = None, None
+    stripped = value.strip()
+    if stripped.startswith("{"):
+        text, source = stripped, "inline JSON"
+    else:
+        ds_path = Path(stripped).expanduser()
+        if ds_path.is_file():
+            try:
+                text, source = ds_path.read_text(encoding="utf-8"), str(ds_path)
+            except (OSError, UnicodeDecodeError) as exc:
+                raise UserError(f"{where}: field 'deepspeed': {ds_path} cannot be read ({exc})") from None
+        elif ds_path.suffix.lower() in (".json", ".yaml", ".yml") or "/" in stripped:
+            raise UserError(f"{where}: field 'deepspeed': {ds_path} not found; give the path of an existing DeepSpeed "
+                            "JSON config, or leave `deepspeed` unset")
+    if text is None:
+        return  # base64-encoded JSON: transformers decodes and checks it
+    try:
+        parsed = json.loads(text)
+    except ValueError as exc:
+        line = getattr(exc, "lineno", None)
+        col = getattr(exc, "colno", None)
+        at = f":{line}:{col}" if line else ""
+        msg = getattr(exc, "msg", str(exc))
+        raise UserError(f"{where}: field 'deepspeed': {source}{at}: not valid JSON ({msg}); fix the DeepSpeed "
+                        "config") from None
+    if not isinstance(parsed, dict):
+        raise UserError(f"{where}: field 'deepspeed': {source} must hold a JSON object, got {type(parsed).__name__}")
+
+
+def _explain_trl_error(message: str) -> str:
+    """Add the fix to TRL's batch-size messages (they name the numbers but not what to change)."""
+    if "divisible by num_generations" in message:
+        return (message.rstrip(".") + "; the generation batch is per_device_train_batch_size x number of processes "
+                "x steps_per_generation (default: gradient_accumulation_steps): change one of them, or "
+                "num_generations, so num_generations divides it")
+    if "divisible by the global batch size" in message:
+        return (message.rstrip(".") + "; the global batch is per_device_train_batch_size x number of processes: "
+                "make generation_batch_size a multiple of it, or leave generation_batch_size unset")
+    if "at least 2 generations" in message:
+        return message.rstrip(".") + "; set num_generations to 2 or more"
+    return message
 
 
 def parse_recipe(argv: list[str]) -> tuple[ScriptArguments, EntropyGRPOConfig, ModelConfig]:
@@ -232,6 +366,15 @@ def parse_recipe(argv: list[str]) -> tuple[ScriptArguments, EntropyGRPOConfig, M
         config_path = Path(argv[idx + 1])
         data = load_recipe_file(config_path)
         _check_fields(config_path, data, parser)
+        where = str(config_path)
+    else:
+        data, where = {}, "command line"
+    _check_overrides(argv, parser)
+    ds_overrides = [values for name, values in _cli_overrides(argv) if name == "--deepspeed"]
+    if ds_overrides:  # the last one wins, as in argparse
+        _check_deepspeed("command line", ds_overrides[-1][0] if ds_overrides[-1] else None)
+    else:
+        _check_deepspeed(where, data.get("deepspeed"))
     try:
         script_args, training_args, model_args = parser.parse_args_and_config(argv)
     except SystemExit as exc:  # argparse already printed the offending flag
@@ -239,5 +382,6 @@ def parse_recipe(argv: list[str]) -> tuple[ScriptArguments, EntropyGRPOConfig, M
     except UserError:
         raise
     except (ValueError, TypeError) as exc:
-        raise UserError(f"recipe: {str(exc).splitlines()[0]}") from None
+        lines = str(exc).strip().splitlines()
+        raise UserError(f"{where}: {_explain_trl_error(lines[0] if lines else type(exc).__name__)}") from None
     return script_args, training_args, model_args

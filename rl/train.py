@@ -6,6 +6,9 @@ reuse it), and `EntropyGRPOTrainer` (a thin TRL GRPOTrainer subclass) trains. Re
 `--resume_from_checkpoint auto|PATH` (auto: the newest checkpoint with a COMPLETE marker). On
 SIGUSR1/SIGTERM the run finishes the current optimizer step, saves a complete checkpoint and stops;
 under Slurm the batch script (slurm/train.sbatch) then requeues the job (rl/checkpoint.py).
+Bad input (recipe, data rows, model directory, tokenizer) is refused before any model loads;
+faults during the run (a raising reward, NaN/inf steps, a full disk, W&B unreachable, secrets in
+arguments) are handled by the guards in rl/faults.py.
 """
 
 from __future__ import annotations
@@ -104,6 +107,14 @@ def load_dataset_path(path: str):
     if p.is_file() and p.stat().st_size == 0:
         raise UserError(f"dataset_path: {path} is empty (0 bytes); build the data with `rl data rpt` or point at "
                         "a non-empty .jsonl/.parquet file or save_to_disk dir")
+    if p.is_file() and p.suffix in (".jsonl", ".json"):
+        # pyarrow's JSON reader does not validate UTF-8: a bad byte would only fail when the row is
+        # read, mid-training. One streaming decode pass (fast) finds it now, with its line.
+        problem = _first_non_utf8_line(p)
+        if problem:
+            raise UserError(f"dataset_path: {problem}; re-encode the file as UTF-8")
+    if p.is_dir() and _saved_dataset_is_empty(p):
+        raise UserError(f"dataset_path: {path} is an empty dataset (0 rows); rebuild it with `rl data rpt`")
     try:
         if p.is_dir():
             data = load_from_disk(str(p))
@@ -129,6 +140,38 @@ def load_dataset_path(path: str):
         return train, evaluation
     assert isinstance(data, Dataset)
     return data, None
+
+
+def _first_non_utf8_line(path: Path, chunk: int = 1 << 22) -> str | None:
+    """`FILE:LINE: not UTF-8 ...` for the first invalid UTF-8 byte of a text file, else None (streams the file)."""
+    import codecs
+
+    decoder = codecs.getincrementaldecoder("utf-8")("strict")
+    newlines = 0
+    with open(path, "rb") as f:
+        while True:
+            data = f.read(chunk)
+            try:
+                decoder.decode(data, final=not data)
+            except UnicodeDecodeError as exc:
+                line = newlines + exc.object[: exc.start].count(b"\n") + 1
+                return f"{path}:{line}: not UTF-8 text ({exc.reason})"
+            if not data:
+                return None
+            newlines += data.count(b"\n")
+
+
+def _saved_dataset_is_empty(path: Path) -> bool:
+    """A `save_to_disk` directory whose splits hold no data files (datasets cannot even load those)."""
+    import json
+
+    states = list(path.glob("state.json")) or list(path.glob("*/state.json"))
+    if not states:
+        return False
+    try:
+        return all(not json.loads(s.read_text(encoding="utf-8")).get("_data_files") for s in states)
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _first_bad_jsonl_line(path: Path) -> str | None:
@@ -316,12 +359,45 @@ def load_tokenizer(model_path: str, model_args, trust_remote_code: bool = False)
         )
     except (OSError, ValueError, TypeError) as exc:
         lines = str(exc).strip().splitlines()
+        fix = ("the directory needs tokenizer files (tokenizer.json or vocab/merges) next to the model"
+               if Path(model_path).is_dir() else
+               "it is not a local directory and could not be fetched from the hub cache; download it first "
+               "(huggingface-cli download ...) or give a local path")
         raise UserError(f"model_name_or_path: cannot load a tokenizer from {model_path!r} "
-                        f"({lines[0] if lines else type(exc).__name__}); the directory needs tokenizer files "
-                        "(tokenizer.json or vocab/merges) next to the model") from None
+                        f"({lines[0] if lines else type(exc).__name__}); {fix}") from None
+    check_tokenizer(tokenizer, model_path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+def check_tokenizer(tokenizer, model_path: str) -> None:
+    """A tokenizer that cannot encode text, or has ids the model has no embedding for: one line, before loading.
+
+    transformers 5 builds an *empty* tokenizer (1 token, encodes everything to []) from a model
+    directory that has no tokenizer files; generation then fails deep inside `generate`.
+    """
+    import json
+
+    fix = "put the model's tokenizer files (tokenizer.json, tokenizer_config.json) next to its config.json"
+    probe = tokenizer("The quick brown fox, 42.", add_special_tokens=False)["input_ids"]
+    if len(tokenizer) < 2 or not probe:
+        raise UserError(f"model_name_or_path: {model_path}: the tokenizer is empty (no tokenizer files?); {fix}")
+    config = Path(model_path) / "config.json"
+    if config.is_file():
+        try:
+            data = json.loads(config.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return  # check_model_dir reports it
+        vocab = data.get("vocab_size") or (data.get("text_config") or {}).get("vocab_size")
+        if not isinstance(vocab, int) or len(tokenizer) <= vocab:
+            return
+        special = [getattr(tokenizer, f"{n}_token_id", None) for n in ("eos", "pad", "bos")]
+        if any(i is not None and i >= vocab for i in [*probe, *special]):  # ids the embedding cannot look up
+            raise UserError(f"model_name_or_path: {model_path}: the tokenizer has {len(tokenizer)} tokens but the "
+                            f"model only {vocab} embeddings; use the tokenizer that belongs to this model")
+        logger.warning("%s: the tokenizer has %d tokens, the model %d embeddings; tokens past %d would fail",
+                       model_path, len(tokenizer), vocab, vocab - 1)
 
 
 def build_trainer(script_args, training_args, model_args, callbacks=()):
@@ -393,6 +469,9 @@ def train(argv: list[str]) -> int:
         wandb_fallback(training_args.report_to)  # no key / unreachable: offline, one warning
     try:
         return _train(script_args, training_args, model_args)
+    except UserError:
+        _close_progress_bars()  # so the CLI's `error:` line starts a line of its own
+        raise
     finally:
         _finish_wandb()
         for name, value in (("WANDB_DIR", user_wandb_dir), ("WANDB_MODE", user_wandb_mode)):
@@ -440,7 +519,7 @@ def _train(script_args, training_args, model_args) -> int:
             try:
                 trainer.save_model(training_args.output_dir)
             except Exception as exc:  # noqa: BLE001 - only disk errors are turned into one line
-                if not is_disk_error(exc):
+                if not is_disk_error(exc, training_args.output_dir):
                     raise
                 raise checkpoint_save_error(training_args.output_dir, exc, training_args.output_dir) from exc
     finally:
@@ -455,6 +534,19 @@ def _train(script_args, training_args, model_args) -> int:
             print(f"preempted: checkpoint saved at step {trainer.state.global_step}")
     handler.requeue_if_needed()
     return 0
+
+
+def _close_progress_bars() -> None:
+    """Close tqdm bars left open by an exception (the trainer's): each ends its terminal line."""
+    import sys
+
+    tqdm_module = sys.modules.get("tqdm")
+    instances = getattr(getattr(tqdm_module, "tqdm", None), "_instances", None)
+    for bar in list(instances or ()):
+        try:
+            bar.close()
+        except Exception:  # noqa: BLE001 - cosmetic only
+            pass
 
 
 def _finish_wandb() -> None:

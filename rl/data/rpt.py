@@ -278,11 +278,19 @@ def load_proxy(model_name_or_path: str, device: str | None = None):
 
     from rl.assets import resolve_model
 
+    from rl.train import check_model_dir
+
     path = resolve_model(model_name_or_path)
+    check_model_dir(path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
-    except OSError as exc:
-        raise UserError(f"proxy model {model_name_or_path!r}: cannot load its tokenizer ({str(exc).splitlines()[0]})")
+    except (OSError, ValueError, TypeError) as exc:
+        lines = str(exc).strip().splitlines()
+        raise UserError(f"proxy model {model_name_or_path!r}: cannot load its tokenizer "
+                        f"({lines[0] if lines else type(exc).__name__})") from None
+    from rl.train import check_tokenizer
+
+    check_tokenizer(tokenizer, path)
     if not getattr(tokenizer, "is_fast", False):
         raise UserError(f"proxy model {model_name_or_path!r}: needs a fast tokenizer (offsets are used for boundaries)")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -304,14 +312,20 @@ def build_rpt_dataset(cfg: RPTBuildConfig, output_dir: str | Path, jsonl: bool =
 
     from rl.data.corpus import CorpusStats, read_corpus
 
+    import itertools
+
     cfg.validate()
     output_dir = Path(output_dir)
+    stats = CorpusStats()
+    # Read up to the first usable document before the proxy model loads: a corpus that is wrong or
+    # all bad (empty, binary, non-UTF-8 files) fails in seconds, not after the model is in memory.
+    documents = read_corpus(cfg.corpus, stats=stats)
+    first = next(documents)  # raises UserError when nothing usable is left
     model, tokenizer = load_proxy(cfg.proxy_model)
     if chat_tokenizer is not None and cfg.chat == "auto":
         cfg.chat = "yes" if getattr(chat_tokenizer, "chat_template", None) else "no"
-    stats = CorpusStats()
     summary = BuildSummary()
-    rows = list(iter_rpt_rows(cfg, model, tokenizer, read_corpus(cfg.corpus, stats=stats), summary))
+    rows = list(iter_rpt_rows(cfg, model, tokenizer, itertools.chain([first], documents), summary))
     summary.corpus_summary = stats.summary()
     if not rows:
         raise UserError(

@@ -1,0 +1,631 @@
+"""Runtime guards for long runs: failing rewards, non-finite steps, checkpoint writes, W&B reachability.
+
+A training run is hours of cluster time. Bad *input* is refused before any model loads
+(rl/config.py, rl/train.py); what can only go wrong *during* the run is handled here:
+
+* `wrap_reward_funcs`: each reward callable is wrapped (name, signature and attributes kept, so
+  TRL logs it under the same name and `rl.train.required_columns` still sees its columns). When a
+  reward raises, the batch is re-scored one sample at a time to find the sample(s) that fail.
+  `reward_error_policy: raise` (default) stops with `RewardError` naming the reward, the sample
+  (batch index, `doc_id` if the data has one, a short repr of prompt and completion) and the
+  exception, after logging its traceback. `reward_error_policy: none` gives only those samples
+  `None` from that reward and goes on (warned, counted as the `reward_errors/<name>` metric).
+  TRL 1.16 drops a None from its reward sum (other rewards still count); a sample for which every
+  reward is None is "unscorable": excluded from its group's baseline and given advantage 0, so it
+  does not move the policy. A reward that returns the wrong number of values, or a value that is
+  not a finite number or None, is treated the same way (NaN would silently become "None" in TRL,
+  inf would poison the group's advantages).
+* `NonFiniteGuard` (a TrainerCallback): in `on_pre_optimizer_step` (after backward and gradient
+  clipping, right before `optimizer.step()`) it checks every gradient for NaN/inf (one flag
+  all-reduced over ranks); a bad step is skipped by setting every gradient to None (torch
+  optimizers leave such parameters untouched, weight decay and moments included), counted, logged
+  (`faults/skipped_steps` in the log history, so in trainer_state.json) and never saved (its
+  `should_save` is cleared). After `max_bad_steps` consecutive bad steps training stops and
+  `rl train` raises `TrainingDiverged`; the final model is not written. Before any save it also
+  checks the weights are finite. The learning-rate scheduler still advances on a skipped step.
+  Under DeepSpeed the engine steps inside `accelerator.backward()`, before this hook, and keeps
+  gradients in its own buffers, so a step cannot be skipped there: the guard counts a step as bad
+  from the logged `grad_norm`/`loss` (set `logging_steps: 1`), refuses to save non-finite weights
+  (ZeRO-1/2; ZeRO-3 partitions parameters, nothing to check locally) and stops after
+  `max_bad_steps`; fp16 loss scaling skips overflowing steps by itself.
+* `guard_checkpoint_saves`: a checkpoint write that fails for lack of space (ENOSPC, EDQUOT,
+  EFBIG, read-only, I/O error; safetensors and torch.save wrap these in their own exception types)
+  becomes one `CheckpointSaveError` line naming the directory, the free space and the newest
+  complete checkpoint, which stays intact (the half-written one has no COMPLETE marker, so
+  `--resume_from_checkpoint auto` skips it; HF rotates old checkpoints only after a save succeeds,
+  and rl/checkpoint.py rotates only after the new marker exists).
+* `wandb_fallback`: before the trainer exists, when `report_to` has wandb and W&B is not already
+  offline/disabled: no API key (env, netrc, identity token), an unreachable server (a TCP connect
+  to WANDB_BASE_URL or the proxy in front of it) or a server that does not answer W&B's `viewer`
+  query for the key (blackholing firewall, revoked key), each bounded by a short timeout, switches
+  this process to `WANDB_MODE=offline` with one warning; training goes on, `wandb sync` uploads later.
+* `move_secret_args`: a `hub_token` given in the recipe or on the command line would be pickled
+  into every checkpoint's training_args.bin and saved by W&B with the command line; it is moved to
+  `HF_TOKEN` (which huggingface_hub reads), cleared from the arguments and redacted from sys.argv.
+
+Loading, audited (tests/faults/test_secrets.py): recipes are read with `yaml.safe_load`; reward
+names resolve to a registry entry or an import of an installed module by dotted path, never
+`eval`; nothing here unpickles. transformers 5.x's Trainer loads rng_state.pth, optimizer.pt,
+scheduler.pt, scaler.pt and *.bin weights with `torch.load(..., weights_only=True)` after
+`check_torch_load_is_safe()` (refuses torch < 2.6), weights from safetensors; TRL's GRPO trainer
+loads nothing itself. training_args.bin is still a pickle written with `torch.save(args)`:
+transformers never loads it, and no entropy-rl code does.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import inspect
+import logging
+import math
+import os
+import re
+import shutil
+import socket
+import sys
+import traceback
+from numbers import Real
+from pathlib import Path
+from typing import Any, Callable
+from urllib.parse import urlsplit
+
+from transformers import TrainerCallback
+
+from rl.errors import UserError
+
+logger = logging.getLogger(__name__)
+
+REWARD_ERROR_POLICIES = ("raise", "none")
+_MAX_REWARD_WARNINGS = 10  # per reward function; then only counted
+_TRL_KWARGS = ("trainer_state", "log_extra", "log_metric", "environments")
+
+
+class RewardError(UserError):
+    """A reward function failed (raised, or returned something that is not a score)."""
+
+
+class TrainingDiverged(UserError):
+    """`max_bad_steps` consecutive optimizer steps had non-finite gradients; training stopped."""
+
+
+class CheckpointSaveError(UserError):
+    """A checkpoint could not be written (disk full, quota, read-only, I/O error)."""
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    text = text.replace("\n", "\\n")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
+# ---------------------------------------------------------------------------------------------- rewards
+
+
+def _is_score(value: Any) -> bool:
+    """None, or anything TRL can turn into a finite float (int, float, bool, numpy scalar, 1-element tensor)."""
+    if value is None:
+        return True
+    if isinstance(value, (str, bytes)):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError, RuntimeError, OverflowError):
+        return False
+
+
+def _cut(value: Any, n: int, i: int) -> Any:
+    return [value[i]] if isinstance(value, (list, tuple)) and len(value) == n else value
+
+
+def _sample_call(args: tuple, kwargs: dict, n: int, i: int) -> tuple[tuple, dict]:
+    """The arguments of one sample: every per-sample list cut to [value_i], the rest as is."""
+    return (tuple(_cut(a, n, i) for a in args),
+            {k: (v if k in _TRL_KWARGS else _cut(v, n, i)) for k, v in kwargs.items()})
+
+
+def _describe_sample(kwargs: dict, i: int) -> str:
+    parts = [f"sample {i} of the batch"]
+    for key in ("doc_id", "id", "position"):
+        values = kwargs.get(key)
+        if isinstance(values, (list, tuple)) and i < len(values):
+            parts.append(f"{key}={_short(values[i], 60)}")
+    for key, limit in (("prompts", 60), ("completions", 80)):
+        values = kwargs.get(key)
+        if isinstance(values, (list, tuple)) and i < len(values):
+            value = values[i]
+            if isinstance(value, list) and value and isinstance(value[-1], dict):
+                value = value[-1].get("content", value)
+            parts.append(f"{key[:-1]} {_short(value, limit)}")
+    return ", ".join(parts)
+
+
+def wrap_reward(func: Callable, policy: str = "raise") -> Callable:
+    """Wrap one TRL reward callable with the error policy (see the module docstring).
+
+    Async callables and torch modules (reward models) are returned unchanged: TRL calls them
+    differently and their failures are not per-sample.
+    """
+    if policy not in REWARD_ERROR_POLICIES:
+        raise UserError(f"reward_error_policy: expected one of {list(REWARD_ERROR_POLICIES)}, got {policy!r}")
+    if getattr(func, "__rl_fault_wrapped__", False):
+        return func
+    if inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(getattr(func, "__call__", None)):
+        return func
+    if "torch" in sys.modules and isinstance(func, sys.modules["torch"].nn.Module):
+        return func
+    name = getattr(func, "__name__", None) or type(func).__name__
+    state = {"errors": 0}
+
+    def fail(message: str, exc: BaseException | None = None):
+        if exc is not None:
+            logger.error("reward `%s` failed:\n%s", name, "".join(traceback.format_exception(exc)).rstrip())
+        raise RewardError(
+            f"reward `{name}`: {message}; fix the reward (or the data row), or set `reward_error_policy: none` "
+            "to score such samples None and keep training"
+        ) from exc
+
+    def give_none(count: int, n: int, what: str, kwargs: dict) -> None:
+        state["errors"] += count
+        if state["errors"] - count < _MAX_REWARD_WARNINGS:
+            logger.warning("reward `%s`: %s; scored None (%d of %d samples in this batch, %d so far)",
+                           name, what, count, n, state["errors"])
+        log_metric = kwargs.get("log_metric")
+        if callable(log_metric):
+            log_metric(f"reward_errors/{name}", float(count))
+
+    def score_one(args, kwargs, n, i):
+        """(score, None) or (None, problem text) for sample i, scored alone."""
+        one_args, one_kwargs = _sample_call(args, kwargs, n, i)
+        try:
+            out = func(*one_args, **one_kwargs)
+        except Exception as exc:  # noqa: BLE001 - any failure of user code is reported, never swallowed silently
+            return None, exc
+        if not isinstance(out, (list, tuple)) or len(out) != 1:
+            return None, f"returned {_short(out, 60)} for one sample (expected a list of one score)"
+        if not _is_score(out[0]):
+            return None, f"returned {_short(out[0], 40)}, not a finite number or None"
+        return out[0], None
+
+    @functools.wraps(func)
+    def guarded(*args, **kwargs):
+        completions = kwargs.get("completions")
+        if completions is None:  # called positionally (TRL always passes keywords): first list argument
+            completions = next((a for a in args if isinstance(a, (list, tuple))), None)
+        n = len(completions) if isinstance(completions, (list, tuple)) else None
+        try:
+            out = func(*args, **kwargs)
+            error = None
+        except Exception as exc:  # noqa: BLE001
+            out, error = None, exc
+        if error is None:
+            if not isinstance(out, (list, tuple)) or (n is not None and len(out) != n):
+                size = len(out) if isinstance(out, (list, tuple)) else type(out).__name__
+                fail(f"returned {size} values for {n} completions (one score per completion expected)")
+            bad = [i for i, v in enumerate(out) if not _is_score(v)]
+            if not bad:
+                return list(out)
+            if policy == "raise":
+                i = bad[0]
+                fail(f"returned {_short(out[i], 40)} (not a finite number or None) for "
+                     f"{_describe_sample(kwargs, i)}")
+            out = list(out)
+            for i in bad:
+                out[i] = None
+            give_none(len(bad), len(out), f"non-finite or non-numeric scores {[_short(v, 20) for v in bad[:3]]}",
+                      kwargs)
+            return out
+        if n is None:
+            fail(f"raised {_first_line(error)} (completions not a list; cannot isolate the sample)", error)
+        # Find the failing sample(s): score each sample alone.
+        scores, problems = [], []
+        for i in range(n):
+            score, problem = score_one(args, kwargs, n, i)
+            scores.append(score)
+            if problem is not None:
+                problems.append((i, problem))
+        if not problems:  # the batch fails but every sample alone passes: a batch-level bug
+            fail(f"raised {_first_line(error)} on the batch of {n} (each sample alone scores fine)", error)
+        i, problem = problems[0]
+        what = _first_line(problem) if isinstance(problem, BaseException) else problem
+        if policy == "raise":
+            fail(f"raised {what} on {_describe_sample(kwargs, i)}",
+                 problem if isinstance(problem, BaseException) else error)
+        give_none(len(problems), n, f"{what} on {_describe_sample(kwargs, i)}", kwargs)
+        return scores
+
+    guarded.__rl_fault_wrapped__ = True
+    guarded.__rl_fault_state__ = state
+    return guarded
+
+
+def wrap_reward_funcs(funcs, policy: str = "raise") -> list:
+    return [wrap_reward(f, policy) for f in funcs]
+
+
+# ---------------------------------------------------------------------------------------------- non-finite steps
+
+
+def _all_finite(tensors) -> bool:
+    import torch
+
+    flags = []
+    for t in tensors:
+        if hasattr(t, "to_local"):  # DTensor (FSDP2): check this rank's shard
+            t = t.to_local()
+        if t.numel():
+            flags.append(torch.isfinite(t).all())
+    if not flags:
+        return True
+    return bool(torch.stack([f.to(flags[0].device) for f in flags]).all().item())
+
+
+def _any_rank(flag: bool) -> bool:
+    from rl.checkpoint import sync_flag
+
+    return sync_flag(flag)
+
+
+def _deepspeed_enabled(args) -> bool:
+    return bool(getattr(args, "deepspeed", None)) or os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true"
+
+
+class NonFiniteGuard(TrainerCallback):
+    """Skip optimizer steps with NaN/inf gradients, count them, stop after `max_bad_steps` in a row.
+
+    Put it right after the trainer's DefaultFlowCallback (`install_guard`), so its `should_save`
+    decision for a bad step comes after the default save schedule. See the module docstring.
+    """
+
+    def __init__(self, max_bad_steps: int = 3):
+        if max_bad_steps < 1:
+            raise UserError(f"max_bad_steps: must be at least 1, got {max_bad_steps}")
+        self.max_bad_steps = max_bad_steps
+        self.skipped: list[int] = []  # steps skipped (or, under DeepSpeed, detected) as non-finite
+        self.consecutive = 0
+        self.diverged_at: int | None = None
+        self._bad_now = False
+        self._deepspeed = False
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._deepspeed = _deepspeed_enabled(args)
+        if self._deepspeed:
+            logger.warning("non-finite guard under DeepSpeed: bad steps are detected from the logged grad_norm/loss "
+                           "and stop the run after max_bad_steps, but cannot be skipped (the engine has stepped)")
+        return control
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, optimizer=None, **kwargs):
+        if self._deepspeed or model is None:
+            return control
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        bad = _any_rank(not _all_finite(grads))
+        if bad:
+            self._bad_now = True
+            if optimizer is not None:
+                optimizer.zero_grad(set_to_none=True)
+            for p in model.parameters():  # parameters the optimizer may not list (defensive)
+                p.grad = None
+        return control
+
+    def _count_bad(self, state, control, why: str) -> None:
+        step = state.global_step
+        if step in self.skipped:
+            return
+        self.skipped.append(step)
+        self.consecutive += 1
+        control.should_save = False
+        state.log_history.append({"faults/skipped_step": step, "faults/skipped_steps": len(self.skipped),
+                                  "step": step})
+        if state.is_world_process_zero:
+            logger.warning("step %d: %s; %s (%d in a row, %d in total; max_bad_steps=%d)", step, why,
+                           "not applied" if not self._deepspeed else "counted", self.consecutive,
+                           len(self.skipped), self.max_bad_steps)
+        if self.consecutive >= self.max_bad_steps:
+            self.diverged_at = step
+            control.should_training_stop = True
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if self._bad_now:
+            self._bad_now = False
+            self._count_bad(state, control, "non-finite (NaN/inf) gradients")
+        else:
+            self.consecutive = 0
+        if control.should_save and model is not None and not self.diverged_at:
+            if _any_rank(not _all_finite(p.detach() for p in model.parameters())):
+                self._count_bad(state, control, "non-finite weights; checkpoint not saved")
+                self.diverged_at = state.global_step
+                control.should_training_stop = True
+        if self.diverged_at:
+            control.should_save = False
+        return control
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not self._deepspeed or not logs:
+            return control
+        values = [logs.get(k) for k in ("grad_norm", "loss")]
+        if any(isinstance(v, Real) and not math.isfinite(float(v)) for v in values):
+            self._count_bad(state, control, f"non-finite grad_norm/loss {values}")
+        elif state.global_step not in self.skipped:
+            self.consecutive = 0
+        return control
+
+    def raise_if_diverged(self, output_dir: str | os.PathLike) -> None:
+        if self.diverged_at is None:
+            return
+        from rl.checkpoint import find_resume_checkpoint
+
+        last = find_resume_checkpoint(output_dir)
+        steps = self.skipped[-self.consecutive:] if self.consecutive else self.skipped[-1:]
+        raise TrainingDiverged(
+            f"training stopped at step {self.diverged_at}: {len(steps)} consecutive optimizer steps "
+            f"({', '.join(map(str, steps))}) had non-finite (NaN/inf) gradients or weights (max_bad_steps="
+            f"{self.max_bad_steps}); none of them was applied or saved; newest complete checkpoint: "
+            f"{last or 'none'}; lower learning_rate, set max_grad_norm, check rewards and data, then rerun "
+            "with --resume_from_checkpoint auto"
+        )
+
+
+def install_guard(trainer, guard: NonFiniteGuard) -> NonFiniteGuard:
+    """Place `guard` right after DefaultFlowCallback (its save decision must come after the default one)."""
+    from transformers.trainer_callback import DefaultFlowCallback
+
+    callbacks = trainer.callback_handler.callbacks
+    if guard in callbacks:
+        callbacks.remove(guard)
+    index = next((i + 1 for i, cb in enumerate(callbacks) if isinstance(cb, DefaultFlowCallback)), 0)
+    callbacks.insert(index, guard)
+    return guard
+
+
+# ---------------------------------------------------------------------------------------------- checkpoint writes
+
+_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO}
+_DISK_WORDS = ("no space left", "storagefull", "file too large", "disk quota", "read-only file system",
+               "file write failed", "filetoolarge", "quotaexceeded", "input/output error",
+               # torch.save's zip writer reports a failed write only as a stream error:
+               "pytorchstreamwriter", "iostream error", "unexpected pos")
+
+
+def is_disk_error(exc: BaseException, path: str | os.PathLike | None = None) -> bool:
+    """True for an exception (or one it wraps) that means the disk could not take the write.
+
+    With `path`: also True for any OSError/RuntimeError while that filesystem has under 1 MiB free
+    (libraries word a failed write in many ways; a full disk is the usual cause).
+    """
+    if path is not None and isinstance(exc, (OSError, RuntimeError)):
+        for p in [Path(path), *Path(path).parents]:
+            if p.exists():
+                try:
+                    if shutil.disk_usage(p).free < 2**20:
+                        return True
+                except OSError:
+                    pass
+                break
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in _DISK_ERRNOS:
+            return True
+        text = str(exc).lower().replace(" ", "")
+        if any(w.replace(" ", "") in text for w in _DISK_WORDS):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _free_space(path: Path) -> str:
+    for p in [path, *path.parents]:
+        if p.exists():
+            try:
+                usage = shutil.disk_usage(p)
+            except OSError:
+                return "unknown"
+            return f"{usage.free / 2**20:.1f} MiB free of {usage.total / 2**20:.0f} MiB"
+    return "unknown"
+
+
+def checkpoint_save_error(target: str | os.PathLike, exc: BaseException,
+                          output_dir: str | os.PathLike) -> CheckpointSaveError:
+    from rl.checkpoint import find_resume_checkpoint
+
+    target = Path(target)
+    last = find_resume_checkpoint(output_dir)
+    return CheckpointSaveError(
+        f"{target}: could not be written, the disk is full or refuses writes ({_free_space(target)}; "
+        f"{_first_line(exc)[:160]}); it has no COMPLETE marker and will not be resumed from; newest complete "
+        f"checkpoint: {last or 'none'}; free space (or lower save_total_limit, or put output_dir on a larger disk), "
+        "then rerun with --resume_from_checkpoint auto"
+    )
+
+
+def guard_checkpoint_saves(trainer) -> None:
+    """Turn disk errors inside the trainer's `_save_checkpoint` into one-line `CheckpointSaveError`s."""
+    original = trainer._save_checkpoint
+    if getattr(original, "__rl_fault_wrapped__", False):
+        return
+
+    @functools.wraps(original)
+    def save(model, trial, *args, **kwargs):
+        try:
+            return original(model, trial, *args, **kwargs)
+        except CheckpointSaveError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - re-raised unchanged unless it is a disk error
+            target = Path(trainer.args.output_dir) / f"checkpoint-{trainer.state.global_step}"
+            if not is_disk_error(exc, target):
+                raise
+            raise checkpoint_save_error(target, exc, trainer.args.output_dir) from exc
+
+    save.__rl_fault_wrapped__ = True
+    trainer._save_checkpoint = save
+
+
+# ---------------------------------------------------------------------------------------------- W&B
+
+_WANDB_OFF = {"offline", "disabled", "dryrun"}
+_TRUE = {"1", "true", "yes", "on"}
+DEFAULT_WANDB_URL = "https://api.wandb.ai"
+
+
+def _wandb_api_key(base_url: str, environ) -> str | bool | None:
+    """The W&B API key (env or netrc), True for other credentials (identity token), None if not logged in."""
+    if environ.get("WANDB_API_KEY"):
+        return environ["WANDB_API_KEY"]
+    if environ.get("WANDB_IDENTITY_TOKEN_FILE"):
+        return True
+    try:
+        import netrc
+
+        path = environ.get("NETRC") or os.path.join(environ.get("HOME") or os.path.expanduser("~"), ".netrc")
+        entries = netrc.netrc(path)
+        parts = urlsplit(base_url)
+        for host in (parts.netloc, parts.hostname or ""):
+            auth = entries.authenticators(host) if host else None
+            if auth and auth[2]:
+                return auth[2]
+    except Exception:  # noqa: BLE001 - no or unreadable netrc: not logged in that way
+        pass
+    return None
+
+
+def _verify_key(base_url: str, key: str, environ, timeout: float) -> str | None:
+    """None if the server answers W&B's `viewer` query for `key` within `timeout`, else why not.
+
+    A bare TCP connect is not enough: firewalls and proxies accept connections and never answer,
+    and a revoked key only shows at `wandb.init` (which then fails the run after its own timeout).
+    """
+    import base64
+    import json
+    import urllib.error
+    import urllib.request
+
+    proxy = _proxy_for(base_url, environ)
+    scheme = urlsplit(base_url).scheme or "https"
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({scheme: proxy} if proxy else {}))
+    token = base64.b64encode(f"api:{key}".encode()).decode()
+    request = urllib.request.Request(
+        base_url.rstrip("/") + "/graphql", data=json.dumps({"query": "query Viewer { viewer { id } }"}).encode(),
+        headers={"Content-Type": "application/json", "Authorization": f"Basic {token}"}, method="POST")
+    try:
+        with opener.open(request, timeout=timeout) as response:
+            body = json.loads(response.read(1 << 20) or b"{}")
+    except urllib.error.HTTPError as exc:
+        if exc.code in (401, 403):
+            return f"rejected the API key (HTTP {exc.code}): not logged in"
+        return f"answered HTTP {exc.code}"
+    except (OSError, ValueError) as exc:  # URLError, timeouts, resets, non-JSON answers
+        reason = getattr(exc, "reason", None) or exc
+        return f"did not answer ({str(reason)[:80] or type(exc).__name__})"
+    if not ((body.get("data") or {}).get("viewer")):
+        return "does not know the API key: not logged in"
+    return None
+
+
+def _proxy_for(url: str, environ) -> str | None:
+    """The proxy URL requests to `url` go through (http(s)_proxy, honouring no_proxy), or None."""
+    parts = urlsplit(url)
+    scheme = parts.scheme or "https"
+    proxy = environ.get(f"{scheme}_proxy") or environ.get(f"{scheme.upper()}_PROXY")
+    no_proxy = (environ.get("no_proxy") or environ.get("NO_PROXY") or "").split(",")
+    host = parts.hostname or ""
+    if not proxy or any(n.strip() == "*" or (n.strip() and host.endswith(n.strip().lstrip("."))) for n in no_proxy):
+        return None
+    return proxy if "://" in proxy else f"http://{proxy}"
+
+
+def _probe_tcp(url: str, environ, timeout: float) -> str | None:
+    """None if a TCP connection to `url`'s host (or the proxy for it) opens within `timeout`, else why not."""
+    parts = urlsplit(url)
+    scheme = parts.scheme or "https"
+    proxy = _proxy_for(url, environ)
+    if proxy:
+        parts = urlsplit(proxy)
+    port = parts.port or (443 if (parts.scheme or scheme) == "https" else 80)
+    try:
+        with socket.create_connection((parts.hostname, port), timeout=timeout):
+            return None
+    except OSError as exc:
+        return f"{parts.hostname}:{port} unreachable ({exc.strerror or exc.__class__.__name__})"
+
+
+def wandb_fallback(report_to, environ=None, timeout: float = 3.0, warn: bool = True) -> str | None:
+    """Switch W&B to offline (WANDB_MODE=offline in `environ`) when it cannot work online; returns why, or None."""
+    environ = os.environ if environ is None else environ
+    targets = [report_to] if isinstance(report_to, str) else list(report_to or [])
+    if "wandb" not in targets and "all" not in targets:
+        return None
+    if environ.get("WANDB_MODE", "").strip().lower() in _WANDB_OFF:
+        return None
+    if environ.get("WANDB_DISABLED", "").strip().lower() in _TRUE:
+        return None
+    base_url = environ.get("WANDB_BASE_URL") or DEFAULT_WANDB_URL
+    key = _wandb_api_key(base_url, environ)
+    if not key:
+        reason = "not logged in (no WANDB_API_KEY, identity token or ~/.netrc entry for " + \
+                 f"{urlsplit(base_url).hostname})"
+    else:
+        problem = _probe_tcp(base_url, environ, timeout)
+        if problem is None and isinstance(key, str):
+            problem = _verify_key(base_url, key, environ, timeout)
+        reason = f"server {base_url}: {problem}" if problem else None
+    if reason is None:
+        return None
+    environ["WANDB_MODE"] = "offline"
+    if warn and environ.get("RANK", "0") == "0":
+        where = environ.get("WANDB_DIR") or "."
+        logger.warning("W&B %s: logging offline to %s/wandb/ instead; upload later with `wandb sync`", reason, where)
+    return reason
+
+
+# ---------------------------------------------------------------------------------------------- secrets
+
+
+_SECRET_FLAG = re.compile(r"(^|[_-])(token|secret|api[_-]?key|password|passwd|access[_-]?key|private[_-]?key|"
+                          r"credentials?)$", re.I)
+
+
+def redact_argv(argv: list[str]) -> int:
+    """Replace, in place, the values of secret-looking flags (`--hub_token X`, `--x_api_key=Y`); returns how many.
+
+    W&B records the command line (sys.argv) in every run; `ps` still shows the original, so secrets
+    belong in the environment, never on the command line.
+    """
+    count = 0
+    for i, tok in enumerate(argv):
+        if not tok.startswith("--"):
+            continue
+        name, eq, _ = tok.partition("=")
+        if not _SECRET_FLAG.search(name[2:]):
+            continue
+        if eq:
+            argv[i] = f"{name}=<redacted>"
+            count += 1
+        elif i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+            argv[i + 1] = "<redacted>"
+            count += 1
+    return count
+
+
+def move_secret_args(training_args, environ=None, argv: list[str] | None = None) -> list[str]:
+    """Move token fields (`hub_token`) out of the training arguments into the environment; returns the fields moved.
+
+    TrainingArguments is pickled into every checkpoint as training_args.bin; a token in it would be
+    copied with every checkpoint. huggingface_hub reads HF_TOKEN, so pushing still works. The value
+    is also redacted from `argv` (default: sys.argv), which W&B saves with the run.
+    """
+    environ = os.environ if environ is None else environ
+    moved = []
+    token = getattr(training_args, "hub_token", None)
+    if token:
+        environ.setdefault("HF_TOKEN", token)
+        training_args.hub_token = None
+        moved.append("hub_token")
+        logger.warning("hub_token: moved to HF_TOKEN for this process so it is not saved in checkpoints "
+                       "(training_args.bin) or W&B; set HF_TOKEN in the environment instead of the recipe/flags")
+    redact_argv(sys.argv if argv is None else argv)
+    return moved
