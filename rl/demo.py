@@ -59,7 +59,7 @@ def _before_after_table(out: Path, script_args, model_args) -> str:
 
     from rl.assets import resolve_model
     from rl.evaluate import evaluate_next_token, format_table
-    from rl.train import split_by_document
+    from rl.data.loading import split_by_document
 
     data_dir = out / "rpt-data"
     if not data_dir.exists() or not (out / "adapter_config.json").exists() and not (out / "config.json").exists():

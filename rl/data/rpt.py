@@ -278,7 +278,7 @@ def load_proxy(model_name_or_path: str, device: str | None = None):
 
     from rl.assets import resolve_model
 
-    from rl.train import check_model_dir
+    from rl.models import check_model_dir
 
     path = resolve_model(model_name_or_path)
     check_model_dir(path)
@@ -288,7 +288,7 @@ def load_proxy(model_name_or_path: str, device: str | None = None):
         lines = str(exc).strip().splitlines()
         raise UserError(f"proxy model {model_name_or_path!r}: cannot load its tokenizer "
                         f"({lines[0] if lines else type(exc).__name__})") from None
-    from rl.train import check_tokenizer
+    from rl.models import check_tokenizer
 
     check_tokenizer(tokenizer, path)
     if not getattr(tokenizer, "is_fast", False):

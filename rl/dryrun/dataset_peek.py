@@ -36,7 +36,7 @@ def peek_dataset(report: Report, path: str, label: str = "dataset_path") -> Data
         return None
     try:
         if p.is_dir():
-            from rl.train import load_dataset_path  # save_to_disk dirs are memory-mapped: cheap
+            from rl.data.loading import load_dataset_path  # save_to_disk dirs are memory-mapped: cheap
 
             train, _ = load_dataset_path(str(p))
             rows = [train[i] for i in range(min(PEEK_ROWS, len(train)))]

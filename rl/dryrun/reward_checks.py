@@ -51,7 +51,7 @@ def check_rewards(report: Report, view) -> list:
 
 def columns_needed(funcs) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
     """(required, optional) dataset columns per reward function."""
-    from rl.train import _NON_COLUMN_PARAMS, required_columns
+    from rl.data.loading import _NON_COLUMN_PARAMS, required_columns
 
     required = required_columns(funcs)
     optional: dict[str, list[str]] = {}

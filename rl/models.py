@@ -1,0 +1,107 @@
+"""Checks on the policy model directory and its tokenizer, before any weights load.
+
+A missing or truncated checkpoint, a directory without tokenizer files (transformers 5 then builds an
+empty tokenizer that fails deep inside `generate`) or a tokenizer/model vocabulary mismatch becomes
+one line naming the directory.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from rl.errors import UserError
+
+logger = logging.getLogger(__name__)
+
+
+_WEIGHT_GLOBS = ("*.safetensors", "pytorch_model*.bin", "*.gguf", "adapter_model.bin")
+
+
+def check_model_dir(model_path: str) -> None:
+    """A local model directory that cannot load (no config, no or truncated weights): one line, before loading.
+
+    Hub ids (not a local directory) are left to transformers. Only file headers are read.
+    """
+    import json
+
+    from rl.checkpoint import check_safetensors
+
+    p = Path(model_path)
+    if not p.is_dir():
+        return
+    fix = "point model_name_or_path at a complete model directory (config.json, tokenizer, weights) or re-download it"
+    config = p / "config.json"
+    if not config.is_file() and not (p / "adapter_config.json").is_file():
+        raise UserError(f"model_name_or_path: {p} has no config.json; {fix}")
+    if config.is_file():
+        try:
+            json.loads(config.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise UserError(f"model_name_or_path: {config} is not valid JSON ({exc}); {fix}") from None
+    weights = sorted({f for pattern in _WEIGHT_GLOBS for f in p.glob(pattern)})
+    if not weights:
+        raise UserError(f"model_name_or_path: {p} has no weights (*.safetensors, pytorch_model.bin); {fix}")
+    for index in p.glob("*.index.json"):
+        try:
+            shards = set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values())
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise UserError(f"model_name_or_path: {index} is unreadable ({exc}); {fix}") from None
+        missing = sorted(s for s in shards if not (p / s).is_file())
+        if missing:
+            raise UserError(f"model_name_or_path: {p} lacks shard(s) {missing[:3]} named in {index.name}; {fix}")
+    for f in weights:
+        if f.suffix == ".safetensors":
+            problem = check_safetensors(f)
+            if problem:
+                raise UserError(f"model_name_or_path: {p}: {problem}; {fix}")
+
+
+def load_tokenizer(model_path: str, model_args, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(
+            model_path, revision=model_args.model_revision, trust_remote_code=trust_remote_code
+        )
+    except (OSError, ValueError, TypeError) as exc:
+        lines = str(exc).strip().splitlines()
+        fix = ("the directory needs tokenizer files (tokenizer.json or vocab/merges) next to the model"
+               if Path(model_path).is_dir() else
+               "it is not a local directory and could not be fetched from the hub cache; download it first "
+               "(huggingface-cli download ...) or give a local path")
+        raise UserError(f"model_name_or_path: cannot load a tokenizer from {model_path!r} "
+                        f"({lines[0] if lines else type(exc).__name__}); {fix}") from None
+    check_tokenizer(tokenizer, model_path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def check_tokenizer(tokenizer, model_path: str) -> None:
+    """A tokenizer that cannot encode text, or has ids the model has no embedding for: one line, before loading.
+
+    transformers 5 builds an *empty* tokenizer (1 token, encodes everything to []) from a model
+    directory that has no tokenizer files; generation then fails deep inside `generate`.
+    """
+    import json
+
+    fix = "put the model's tokenizer files (tokenizer.json, tokenizer_config.json) next to its config.json"
+    probe = tokenizer("The quick brown fox, 42.", add_special_tokens=False)["input_ids"]
+    if len(tokenizer) < 2 or not probe:
+        raise UserError(f"model_name_or_path: {model_path}: the tokenizer is empty (no tokenizer files?); {fix}")
+    config = Path(model_path) / "config.json"
+    if config.is_file():
+        try:
+            data = json.loads(config.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return  # check_model_dir reports it
+        vocab = data.get("vocab_size") or (data.get("text_config") or {}).get("vocab_size")
+        if not isinstance(vocab, int) or len(tokenizer) <= vocab:
+            return
+        special = [getattr(tokenizer, f"{n}_token_id", None) for n in ("eos", "pad", "bos")]
+        if any(i is not None and i >= vocab for i in [*probe, *special]):  # ids the embedding cannot look up
+            raise UserError(f"model_name_or_path: {model_path}: the tokenizer has {len(tokenizer)} tokens but the "
+                            f"model only {vocab} embeddings; use the tokenizer that belongs to this model")
+        logger.warning("%s: the tokenizer has %d tokens, the model %d embeddings; tokens past %d would fail",
+                       model_path, len(tokenizer), vocab, vocab - 1)
