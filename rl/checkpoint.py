@@ -43,9 +43,7 @@ import logging
 import math
 import os
 import re
-import signal
 import struct
-import subprocess
 import time
 import zipfile
 from pathlib import Path
@@ -351,37 +349,6 @@ def resolve_resume(value: str | bool | None, output_dir: str | os.PathLike) -> s
 # ---------------------------------------------------------------- distributed helpers
 
 
-def _dist():
-    try:
-        import torch.distributed as dist
-    except ImportError:  # pragma: no cover - torch is a hard dependency
-        return None
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        return dist
-    return None
-
-
-def sync_flag(flag: bool) -> bool:
-    """True on every rank if it is True on any rank (all-reduce MAX of one int); local flag when not distributed.
-
-    Collective: every rank must call it at the same point (e.g. the same `on_step_end`).
-    """
-    dist = _dist()
-    if dist is None:
-        return bool(flag)
-    import torch
-
-    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
-    t = torch.tensor([1 if flag else 0], dtype=torch.int32, device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item())
-
-
-def barrier() -> None:
-    """Wait for every rank (a tiny all-reduce, so it works on gloo and nccl alike); no-op when single-process."""
-    sync_flag(False)
-
-
 def generation_cycle_steps(args: Any) -> int:
     """Optimizer steps per GRPO generation cycle: stop/save only at multiples of this for exact resumes.
 
@@ -486,123 +453,41 @@ class CheckpointCallback(TrainerCallback):
         return control
 
 
-class PreemptionHandler:
-    """Signal -> flag. Install once per process before training; `requeue_if_needed()` after it returns.
+def _dist():
+    try:
+        import torch.distributed as dist
+    except ImportError:  # pragma: no cover - torch is a hard dependency
+        return None
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        return dist
+    return None
 
-    The handler only records the signal number (safe at any point). Python runs it in the main
-    thread between bytecodes, so a rank blocked in a long C call sees it when that call returns.
+
+def sync_flag(flag: bool) -> bool:
+    """True on every rank if it is True on any rank (all-reduce MAX of one int); local flag when not distributed.
+
+    Collective: every rank must call it at the same point (e.g. the same `on_step_end`).
     """
+    dist = _dist()
+    if dist is None:
+        return bool(flag)
+    import torch
 
-    def __init__(self, signals: Sequence[int] = (signal.SIGUSR1, signal.SIGTERM),
-                 requeue_command: Sequence[str] | None = ("scontrol", "requeue"),
-                 marker_path: str | os.PathLike | None = None):
-        self.signals = tuple(signals)
-        self.requeue_command = tuple(requeue_command) if requeue_command else None
-        self.marker_path = marker_path if marker_path is not None else os.environ.get(PREEMPT_MARKER_ENV) or None
-        self.signum: int | None = None  # last signal received
-        self.preempted = False  # set by PreemptionCallback when it stopped training for a signal
-        self.preempted_step: int | None = None
-        self.is_main_process: bool | None = None  # set by PreemptionCallback from TrainerState
-        self._previous: dict[int, Any] = {}
-
-    @property
-    def requested(self) -> bool:
-        """A preemption signal arrived in this process (not yet agreed across ranks)."""
-        return self.signum is not None
-
-    def _on_signal(self, signum, frame):  # noqa: ARG002 - signal handler signature
-        self.signum = signum
-
-    def request(self, signum: int = signal.SIGUSR1) -> None:
-        """Ask for a save-and-stop as if `signum` had arrived (tests, custom triggers)."""
-        self.signum = signum
-
-    def install(self) -> "PreemptionHandler":
-        for s in self.signals:
-            self._previous[s] = signal.signal(s, self._on_signal)
-        return self
-
-    def uninstall(self) -> None:
-        for s, prev in self._previous.items():
-            signal.signal(s, prev if prev is not None else signal.SIG_DFL)
-        self._previous.clear()
-
-    def __enter__(self) -> "PreemptionHandler":
-        return self.install()
-
-    def __exit__(self, *exc) -> None:
-        self.uninstall()
-
-    def _main_process(self) -> bool:
-        if self.is_main_process is not None:
-            return self.is_main_process
-        dist = _dist()
-        return dist.get_rank() == 0 if dist is not None else os.environ.get("RANK", "0") == "0"
-
-    def requeue_if_needed(self) -> str:
-        """After `train()` returns: act on a preemption. Returns what was done.
-
-        "none": not preempted (or not the main process). "marker": wrote `marker_path`
-        ($RL_PREEMPT_MARKER) for the batch script, which requeues. "requeued": ran
-        `scontrol requeue $SLURM_JOB_ID`. "stopped": preempted outside Slurm; rerun with
-        --resume_from_checkpoint auto. "requeue-failed": scontrol failed (logged).
-        The caller exits 0 in every case: the checkpoint is saved and marked complete.
-        """
-        if not self.preempted or not self._main_process():
-            return "none"
-        job = os.environ.get("SLURM_JOB_ID")
-        if self.marker_path:
-            info = {"job_id": job, "step": self.preempted_step, "signal": self.signum, "time": time.time()}
-            Path(self.marker_path).parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(self.marker_path, json.dumps(info))
-            logger.warning("preempted at step %s: checkpoint saved, wrote %s", self.preempted_step, self.marker_path)
-            return "marker"
-        if job and self.requeue_command:
-            cmd = [*self.requeue_command, job]
-            try:
-                proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
-            except (OSError, subprocess.TimeoutExpired) as e:
-                logger.error("preempted; %s failed: %s", " ".join(cmd), e)
-                return "requeue-failed"
-            if proc.returncode != 0:
-                logger.error("preempted; %s failed: %s", " ".join(cmd), proc.stderr.strip())
-                return "requeue-failed"
-            logger.warning("preempted at step %s: checkpoint saved, requeued job %s", self.preempted_step, job)
-            return "requeued"
-        logger.warning("preempted at step %s: checkpoint saved; rerun with --resume_from_checkpoint auto",
-                       self.preempted_step)
-        return "stopped"
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
+    t = torch.tensor([1 if flag else 0], dtype=torch.int32, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
 
 
-class PreemptionCallback(TrainerCallback):
-    """At step end, if any rank got a preemption signal: save this step and stop training (all ranks).
+def barrier() -> None:
+    """Wait for every rank (a tiny all-reduce, so it works on gloo and nccl alike); no-op when single-process."""
+    sync_flag(False)
 
-    `check_every`: agree on the flag (one all-reduce) only when global_step % check_every == 0; use
-    `generation_cycle_steps(args)` with GRPO so the stop lands on a generation boundary.
-    """
 
-    def __init__(self, handler: PreemptionHandler, check_every: int = 1):
-        if check_every < 1:
-            raise ValueError("check_every must be >= 1")
-        self.handler = handler
-        self.check_every = check_every
+def __getattr__(name: str):
+    """PreemptionHandler/PreemptionCallback moved to rl/preemption.py; still importable from here."""
+    if name in ("PreemptionHandler", "PreemptionCallback"):
+        from rl import preemption
 
-    def on_train_begin(self, args, state, control, **kwargs):
-        self.handler.is_main_process = state.is_world_process_zero
-        # A checkpoint saved on preemption stores should_training_stop=True; never let it stop a resumed run.
-        control.should_training_stop = False
-        return control
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step % self.check_every != 0:
-            return control
-        if state.max_steps and state.global_step >= state.max_steps:
-            return control  # the run ends here anyway: nothing to requeue (same decision on every rank)
-        if sync_flag(self.handler.requested):
-            control.should_save = True
-            control.should_training_stop = True
-            self.handler.preempted = True
-            self.handler.preempted_step = state.global_step
-            logger.warning("preemption signal: saving checkpoint-%d and stopping", state.global_step)
-        return control
-
+        return getattr(preemption, name)
+    raise AttributeError(name)

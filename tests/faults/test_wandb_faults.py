@@ -87,7 +87,7 @@ def test_unreachable_server_goes_offline(clean_env):
 
 def test_slow_server_is_bounded_by_the_timeout(clean_env, monkeypatch):
     """A server that never answers: the probe waits `timeout` seconds once, then goes offline."""
-    import rl.faults
+    import rl.wandb_secrets
 
     seen = {}
 
@@ -96,7 +96,7 @@ def test_slow_server_is_bounded_by_the_timeout(clean_env, monkeypatch):
         time.sleep(timeout)
         raise socket.timeout("timed out")
 
-    monkeypatch.setattr(rl.faults.socket, "create_connection", never_answers)
+    monkeypatch.setattr(rl.wandb_secrets.socket, "create_connection", never_answers)
     clean_env.update(WANDB_API_KEY=FAKE_KEY, WANDB_BASE_URL="https://wandb.example.com")
     start = time.perf_counter()
     assert "unreachable" in wandb_fallback(["wandb"], clean_env, timeout=0.5)
