@@ -147,6 +147,7 @@ def train(argv: list[str]) -> int:
         # The W&B run lives with the run's outputs unless the user chose a place (env or recipe `env:`).
         if not os.environ.get("WANDB_DIR"):
             os.environ["WANDB_DIR"] = str(Path(training_args.output_dir))
+        _reset_idle_wandb()
         Path(training_args.output_dir).mkdir(parents=True, exist_ok=True)
         wandb_fallback(training_args.report_to)  # no key / unreachable: offline, one warning
     try:
@@ -229,6 +230,16 @@ def _close_progress_bars() -> None:
             bar.close()
         except Exception:  # noqa: BLE001 - cosmetic only
             pass
+
+
+def _reset_idle_wandb() -> None:
+    """wandb caches its settings (the run dir) process-wide after the first run, even a finished one;
+    with no run active, drop them so this run's WANDB_DIR applies."""
+    import sys
+
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is None and hasattr(wandb, "teardown"):
+        wandb.teardown()
 
 
 def _finish_wandb() -> None:
