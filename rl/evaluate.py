@@ -148,23 +148,11 @@ def load_eval_rows(data: Any, mode: str, limit: int | None = None) -> tuple[list
 
 
 def _read_dataset(path: Path):
-    from datasets import DatasetDict, load_dataset, load_from_disk
+    from datasets import DatasetDict
 
-    if not path.exists():
-        raise UserError(f"--data: {path} does not exist; give a dataset built by `rl data rpt` (dir or .jsonl)")
-    try:
-        if path.is_dir():
-            data = load_from_disk(str(path))
-        elif path.suffix in (".jsonl", ".json"):
-            data = load_dataset("json", data_files=str(path), split="train")
-        elif path.suffix == ".parquet":
-            data = load_dataset("parquet", data_files=str(path), split="train")
-        else:
-            raise UserError(f"{path}: expected a save_to_disk dir, .jsonl or .parquet file from `rl data rpt`")
-    except UserError:
-        raise
-    except Exception as exc:  # datasets raises many types for unreadable data
-        raise UserError(f"{path}: cannot be read as a dataset ({exc.__class__.__name__}: {str(exc).splitlines()[0]})")
+    from rl.data.loading import read_dataset
+
+    data = read_dataset(str(path), field="--data")
     if isinstance(data, DatasetDict):
         name = next((s for s in ("test", "validation", "eval", "train") if s in data), list(data)[0])
         logger.info("%s: evaluating split %r", path, name)

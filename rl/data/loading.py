@@ -42,24 +42,25 @@ def required_columns(reward_funcs) -> dict[str, list[str]]:
     return needed
 
 
-def load_dataset_path(path: str):
-    """Load a train (and optional eval) split from a save_to_disk dir, .jsonl or .parquet file."""
-    from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
+def read_dataset(path: str, field: str = "dataset_path"):
+    """Read a save_to_disk dir, .jsonl or .parquet file (a Dataset or DatasetDict), refusing empty,
+    non-UTF-8 or malformed data with one line that starts with `field` (the flag or recipe field)."""
+    from datasets import load_dataset, load_from_disk
 
     p = Path(path)
     if not p.exists():
-        raise UserError(f"dataset_path: {path} does not exist (build one with `rl data rpt`)")
+        raise UserError(f"{field}: {path} does not exist (build one with `rl data rpt`)")
     if p.is_file() and p.stat().st_size == 0:
-        raise UserError(f"dataset_path: {path} is empty (0 bytes); build the data with `rl data rpt` or point at "
+        raise UserError(f"{field}: {path} is empty (0 bytes); build the data with `rl data rpt` or point at "
                         "a non-empty .jsonl/.parquet file or save_to_disk dir")
     if p.is_file() and p.suffix in (".jsonl", ".json"):
         # pyarrow's JSON reader does not validate UTF-8: a bad byte would only fail when the row is
         # read, mid-training. One streaming decode pass (fast) finds it now, with its line.
         problem = _first_non_utf8_line(p)
         if problem:
-            raise UserError(f"dataset_path: {problem}; re-encode the file as UTF-8")
+            raise UserError(f"{field}: {problem}; re-encode the file as UTF-8")
     if p.is_dir() and _saved_dataset_is_empty(p):
-        raise UserError(f"dataset_path: {path} is an empty dataset (0 rows); rebuild it with `rl data rpt`")
+        raise UserError(f"{field}: {path} is an empty dataset (0 rows); rebuild it with `rl data rpt`")
     try:
         if p.is_dir():
             data = load_from_disk(str(p))
@@ -68,22 +69,29 @@ def load_dataset_path(path: str):
         elif p.suffix == ".parquet":
             data = load_dataset("parquet", data_files=str(p), split="train")
         else:
-            raise UserError(f"dataset_path: {path}: expected a save_to_disk dir, .jsonl or .parquet file")
+            raise UserError(f"{field}: {path}: expected a save_to_disk dir, .jsonl or .parquet file")
     except UserError:
         raise
     except Exception as exc:  # datasets raises many types for unreadable data
         if p.is_file() and p.suffix in (".jsonl", ".json"):
             problem = _first_bad_jsonl_line(p)
             if problem:
-                raise UserError(f"dataset_path: {problem}; fix or remove that line") from None
+                raise UserError(f"{field}: {problem}; fix or remove that line") from None
         lines = str(exc).strip().splitlines()
         detail = f"{exc.__class__.__name__}: {lines[0]}" if lines else exc.__class__.__name__
-        raise UserError(f"dataset_path: {path}: cannot be read ({detail})") from None
+        raise UserError(f"{field}: {path}: cannot be read ({detail})") from None
+    return data
+
+
+def load_dataset_path(path: str):
+    """Load a train (and optional eval) split from a save_to_disk dir, .jsonl or .parquet file."""
+    from datasets import DatasetDict
+
+    data = read_dataset(path)
     if isinstance(data, DatasetDict):
         train = data["train"] if "train" in data else data[list(data)[0]]
         evaluation = data.get("test") or data.get("validation")
         return train, evaluation
-    assert isinstance(data, Dataset)
     return data, None
 
 

@@ -423,12 +423,7 @@ def test_no_config_is_one_problem(capsys):
 
 
 def test_rl_train_dry_run_flag_is_wired(tmp_path, tiny_model_dir, small_math, capsys):
-    """`rl train --config R --dry-run` goes through rl/cli.py (skipped until rl/train.py has the flag)."""
-    from rl.cli import build_parser
-
-    args, _ = build_parser().parse_known_args(["train", "--config", "x.yaml"])
-    if not hasattr(args, "dry_run"):
-        pytest.skip("rl train has no --dry-run flag yet (see rl/dryrun/ for the wiring)")
+    """`rl train --config R --dry-run` goes through rl/cli.py."""
     from rl.cli import main as rl_main
 
     path = recipe_file(tmp_path, **base_recipe(tmp_path, tiny_model_dir, small_math))
