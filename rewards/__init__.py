@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from rewards.format import boxed_format_reward
 from rewards.math import math_reward
-from rewards.rpt import rpt_reward
+from rewards.rpt import rpt_completion_exact_reward, rpt_completion_reward, rpt_reward
 from rl.errors import UserError
 
 __all__ = ["REWARD_FUNCS", "get_reward_func", "get_reward_funcs"]
@@ -22,7 +22,9 @@ __all__ = ["REWARD_FUNCS", "get_reward_func", "get_reward_funcs"]
 RewardFunc = Callable[..., list]
 
 REWARD_FUNCS: dict[str, RewardFunc] = {
-    "rpt": rpt_reward,
+    "rpt": rpt_reward,  # reasoning-format RPT rows: the answer in \boxed{} (paper)
+    "rpt_completion": rpt_completion_reward,  # completion-format rows: the completion is the guess
+    "rpt_completion_exact": rpt_completion_exact_reward,  # same, Eq. 3 verbatim on the whole completion
     "math": math_reward,
     "boxed_format": boxed_format_reward,
 }

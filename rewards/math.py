@@ -38,7 +38,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from rewards.rpt import _completion_text, extract_prediction
+from rewards.rpt import completion_text, extract_prediction
 from rl.errors import UserError
 
 __all__ = ["DAPO_MATH_PROMPT", "MAX_ANSWER_CHARS", "dapo_math_prompt", "extract_math_answer", "math_reward"]
@@ -142,7 +142,7 @@ def _score(gold, completion: Any, parse_timeout: int | None, verify_timeout: int
     from math_verify import verify
 
     try:
-        answer = extract_math_answer(_completion_text(completion))
+        answer = extract_math_answer(completion_text(completion))
         if answer is None or len(answer) > MAX_ANSWER_CHARS:
             return 0.0
         parsed = _parse_boxed(answer, parse_timeout)

@@ -13,6 +13,25 @@ rl/data/boundaries.py from the document's own tokenization), so predicting one t
 whole tokens, is rewarded, while stopping inside a token is not. Bytes are compared verbatim:
 nothing is stripped, so a leading space is part of a token (`" para"` is not `"para"`).
 
+Two prompt formats (the `rpt_format` column of each row, set by `rl data rpt --format`):
+
+* `reasoning` (the paper's): the model reasons and answers in `\\boxed{}`; `rpt_reward` scores the
+  box with Eq. 3 verbatim. For reasoning / instruction-following models.
+* `completion`: the prompt is the raw context and the completion itself is the guess (for base
+  models and small chat models: SmolLM2-135M-Instruct's top-1 is right at 41% of high-entropy
+  positions on the raw context but 6% under the instruction prompt, where it almost never boxes).
+  `rpt_completion_reward` scores the completion's bytes with the same core (`rewarded_prefix_bytes`).
+  The completion's length is the generation budget (`max_completion_length`), not a choice the
+  model makes, so Eq. 3's "stop on a boundary" is read as "the completion's first whole tokens are
+  right": the completion is cut at the longest ground-truth token boundary up to which it matches,
+  and earns 1 when that cut keeps at least one token. A completion right for two tokens and then
+  wrong earns 1 (Eq. 3 verbatim would give 0: it rewards only a guess that ends on a boundary); one
+  that stops inside the first token, or whose first token is wrong, earns 0. With 1-token
+  completions both readings are the same. `rpt_completion_exact_reward` keeps Eq. 3 verbatim on
+  the whole completion for those who want the paper's rule at any length.
+
+A reward used on rows of the other format raises a one-line `UserError` (never a silent 0).
+
 This module is pure Python on purpose (no torch, nothing from rl.trainer): it is imported by the
 trainer, by the data tools and by tests, and must stay cheap and side-effect free.
 """
@@ -26,7 +45,19 @@ from typing import Any
 
 from rl.errors import UserError
 
-__all__ = ["check_rpt_dataset", "extract_prediction", "prefix_match_reward", "rpt_reward"]
+__all__ = [
+    "FORMATS",
+    "check_rpt_dataset",
+    "completion_text",
+    "extract_prediction",
+    "prefix_match_reward",
+    "rewarded_prefix_bytes",
+    "rpt_completion_exact_reward",
+    "rpt_completion_reward",
+    "rpt_reward",
+]
+
+FORMATS = ("reasoning", "completion")
 
 _THINK_END = "</think>"
 _BOX_OPEN = "\\boxed{"
@@ -88,23 +119,46 @@ def extract_prediction(text: str) -> str | None:
     return text[best[0] : best[1]]
 
 
+def rewarded_prefix_bytes(prediction: str, continuation: str, boundaries: Sequence[int]) -> int:
+    """The Eq. 3 core shared by both formats: the largest ground-truth boundary `b` such that the
+    prediction's first `b` bytes equal the continuation's first `b` bytes (0 when even the first
+    token is not reproduced).
+
+    `boundaries` are cumulative UTF-8 byte offsets into `continuation` where ground-truth tokens
+    end. Eq. 3 (`prefix_match_reward`) asks in addition that the prediction ends exactly there.
+    """
+    predicted, truth = _utf8(prediction), _utf8(continuation)
+    best = 0
+    for bound in boundaries:
+        if bound > len(predicted) or predicted[:bound] != truth[:bound]:
+            break  # boundaries increase: once a prefix differs, every longer one differs too
+        best = bound
+    return best
+
+
 def prefix_match_reward(prediction: str | None, continuation: str, boundaries: Sequence[int]) -> float:
     """RPT Eq. 3 for one sample: 1.0 iff the prediction's bytes are a non-empty prefix of the
     continuation's bytes ending exactly on a ground-truth token boundary, else 0.0.
 
-    `boundaries` are cumulative UTF-8 byte offsets into `continuation` where ground-truth tokens
-    end. A None prediction (no box) scores 0.0.
+    A None prediction (no box) scores 0.0.
     """
     if prediction is None:
         return 0.0
-    predicted = _utf8(prediction)
-    size = len(predicted)
-    if size < 1 or size not in boundaries:
+    size = len(_utf8(prediction))
+    if size < 1:
         return 0.0
-    return 1.0 if _utf8(continuation).startswith(predicted) else 0.0
+    return 1.0 if rewarded_prefix_bytes(prediction, continuation, boundaries) == size else 0.0
 
 
-def _completion_text(completion: Any) -> str | None:
+def completion_prefix_reward(completion: str | None, continuation: str, boundaries: Sequence[int]) -> float:
+    """Completion format, one sample: 1.0 iff the completion reproduces at least the first
+    ground-truth token (its longest boundary-ending correct prefix is non-empty); see the module doc."""
+    if completion is None:
+        return 0.0
+    return 1.0 if rewarded_prefix_bytes(completion, continuation, boundaries) > 0 else 0.0
+
+
+def completion_text(completion: Any) -> str | None:
     """The text to score from one TRL completion: a plain string, or the last assistant message
     of a conversational completion (`[{"role": "assistant", "content": ...}]`), whose content may
     be a string or a list of parts (`[{"type": "text", "text": ...}]`, text parts concatenated)."""
@@ -164,62 +218,124 @@ def _check_row(index: int, continuation: Any, boundaries: Any, source: str = "rp
         )
 
 
-def _column(name: str, values: Any, count: int) -> list:
+def _column(name: str, values: Any, count: int, source: str = "rpt_reward") -> list:
     """Check that a dataset column arrived as a list aligned with the completions."""
     if values is None:
         raise UserError(
-            f"rpt_reward: the dataset has no `{name}` column; train `rpt` on data built by `rl data rpt` "
+            f"{source}: the dataset has no `{name}` column; train it on data built by `rl data rpt` "
             "(columns prompt, continuation, boundaries)"
         )
     if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
-        raise UserError(f"rpt_reward: `{name}` must be a list with one entry per completion, got {_short(values)}")
+        raise UserError(f"{source}: `{name}` must be a list with one entry per completion, got {_short(values)}")
     if len(values) != count:
         raise UserError(
-            f"rpt_reward: `{name}` has {len(values)} entries but there are {count} completions; "
+            f"{source}: `{name}` has {len(values)} entries but there are {count} completions; "
             "pass one entry per completion"
         )
     return list(values)
+
+
+def _check_formats(formats: Any, count: int, expected: str, source: str) -> None:
+    """Refuse rows of the other format (one line naming the row and the reward to use instead).
+
+    `formats` is the `rpt_format` column; None (no column, or a row without a value: data made by
+    hand or before formats existed) says nothing and is accepted by either reward."""
+    if formats is None:
+        return
+    formats = _column("rpt_format", formats, count, source)
+    for index, fmt in enumerate(formats):
+        if fmt is None or fmt == expected:
+            continue
+        if fmt not in FORMATS:
+            raise UserError(f"{source}: row {index}: unknown `rpt_format` {_short(fmt)}; expected one of {list(FORMATS)}")
+        raise UserError(
+            f"{source}: row {index} is {fmt}-format RPT data but this reward scores {expected}-format "
+            f"completions; use reward `{_REWARD_FOR_FORMAT[fmt]}` or rebuild the data with `--format {expected}`"
+        )
+
+
+def _score_rows(completions, continuation, boundaries, rpt_format, expected: str, source: str, score) -> list:
+    """Shared body of the RPT rewards: check columns, rows and formats, then `score(text, cont, bounds)`."""
+    completions = list(completions)
+    count = len(completions)
+    continuations = _column("continuation", continuation, count, source)
+    boundary_lists = _column("boundaries", boundaries, count, source)
+    _check_formats(rpt_format, count, expected, source)
+    for index, (cont, bounds) in enumerate(zip(continuations, boundary_lists)):
+        if cont is None and bounds is None:
+            continue
+        _check_row(index, cont, bounds, source)
+    rewards: list[float | None] = []
+    for completion, cont, bounds in zip(completions, continuations, boundary_lists):
+        if cont is None and bounds is None:
+            rewards.append(None)
+            continue
+        rewards.append(score(completion_text(completion), cont, bounds))
+    return rewards
 
 
 def rpt_reward(
     completions: Sequence[Any],
     continuation: Sequence[str] | None = None,
     boundaries: Sequence[Sequence[int]] | None = None,
+    rpt_format: Sequence[str] | None = None,
     **kwargs: Any,
 ) -> list[float | None]:
-    """TRL reward function for RPT: `prefix_match_reward(extract_prediction(c), ...)` per completion.
+    """TRL reward function for reasoning-format RPT: `prefix_match_reward(extract_prediction(c), ...)`.
 
     TRL calls it as `rpt_reward(prompts=..., completions=..., completion_ids=..., **columns,
-    trainer_state=...)`; `continuation` and `boundaries` are dataset columns, one entry per
-    completion. Completions may be plain strings or conversational message lists (the last
-    assistant message is scored). A completion with no complete box scores 0.0.
+    trainer_state=...)`; `continuation`, `boundaries` (and `rpt_format`, when the data has it) are
+    dataset columns, one entry per completion. Completions may be plain strings or conversational
+    message lists (the last assistant message is scored). A completion with no complete box scores 0.0.
 
     A row whose `continuation` and `boundaries` are both None is not an RPT row (e.g. a math
     problem in a mixed dataset); it gets None, which TRL reads as "this reward doesn't apply".
-    Any other malformed row raises `rl.errors.UserError` naming the row and the fix, before
-    anything is scored.
+    Any other malformed row, or a completion-format row, raises `rl.errors.UserError` naming the
+    row and the fix, before anything is scored.
     """
-    completions = list(completions)
-    count = len(completions)
-    continuations = _column("continuation", continuation, count)
-    boundary_lists = _column("boundaries", boundaries, count)
-    for index, (cont, bounds) in enumerate(zip(continuations, boundary_lists)):
-        if cont is None and bounds is None:
-            continue
-        _check_row(index, cont, bounds)
-    rewards: list[float | None] = []
-    for completion, cont, bounds in zip(completions, continuations, boundary_lists):
-        if cont is None and bounds is None:
-            rewards.append(None)
-            continue
-        text = _completion_text(completion)
-        prediction = extract_prediction(text) if text is not None else None
-        rewards.append(prefix_match_reward(prediction, cont, bounds))
-    return rewards
+
+    def score(text, cont, bounds):
+        return prefix_match_reward(extract_prediction(text) if text is not None else None, cont, bounds)
+
+    return _score_rows(completions, continuation, boundaries, rpt_format, "reasoning", "rpt_reward", score)
 
 
-def check_rpt_dataset(dataset: Any, where: str, batch_size: int = 10_000) -> None:
-    """Check every row's `continuation`/`boundaries` before training (UserError naming `where` and the row).
+def rpt_completion_reward(
+    completions: Sequence[Any],
+    continuation: Sequence[str] | None = None,
+    boundaries: Sequence[Sequence[int]] | None = None,
+    rpt_format: Sequence[str] | None = None,
+    **kwargs: Any,
+) -> list[float | None]:
+    """TRL reward function for completion-format RPT: 1.0 when the completion itself starts with
+    at least the first ground-truth token (`completion_prefix_reward`; the rule and why: module doc).
+
+    Same columns, None rows and errors as `rpt_reward`; reasoning-format rows are refused.
+    """
+    return _score_rows(completions, continuation, boundaries, rpt_format, "completion",
+                       "rpt_completion_reward", completion_prefix_reward)
+
+
+def rpt_completion_exact_reward(
+    completions: Sequence[Any],
+    continuation: Sequence[str] | None = None,
+    boundaries: Sequence[Sequence[int]] | None = None,
+    rpt_format: Sequence[str] | None = None,
+    **kwargs: Any,
+) -> list[float | None]:
+    """Completion-format RPT with Eq. 3 verbatim on the whole completion: 1.0 only when the
+    completion ends exactly on a ground-truth boundary (right for two tokens, then wrong: 0.0)."""
+    return _score_rows(completions, continuation, boundaries, rpt_format, "completion",
+                       "rpt_completion_exact_reward", prefix_match_reward)
+
+
+_REWARD_FOR_FORMAT = {"reasoning": "rpt", "completion": "rpt_completion"}
+
+
+def check_rpt_dataset(dataset: Any, where: str, batch_size: int = 10_000, *, expected: str = "reasoning",
+                      source: str = "rpt_reward") -> None:
+    """Check every row's `continuation`/`boundaries` (and `rpt_format`) before training (UserError
+    naming `where` and the row).
 
     `dataset` is a `datasets.Dataset` (read in column batches, so it stays cheap for large data).
     Rows where both are None are not RPT rows (mixed data) and pass, as in `rpt_reward`.
@@ -228,20 +344,41 @@ def check_rpt_dataset(dataset: Any, where: str, batch_size: int = 10_000) -> Non
     missing = [c for c in columns if c not in dataset.column_names]
     if missing:
         raise UserError(
-            f"{where}: reward `rpt_reward` needs column(s) {missing}, the dataset has {sorted(dataset.column_names)}; "
+            f"{where}: reward `{source}` needs column(s) {missing}, the dataset has {sorted(dataset.column_names)}; "
             "build RPT data with `rl data rpt` (columns prompt, continuation, boundaries)"
         )
+    has_format = "rpt_format" in dataset.column_names
     start = 0
-    for batch in dataset.select_columns(columns).iter(batch_size=batch_size):
+    for batch in dataset.select_columns(columns + (["rpt_format"] if has_format else [])).iter(batch_size=batch_size):
+        count = len(batch["continuation"])
+        try:
+            _check_formats(batch["rpt_format"] if has_format else None, count, expected, f"{where}: {source}")
+        except UserError as exc:  # renumber the row to the whole dataset
+            raise UserError(_renumber(str(exc), start)) from None
         for offset, (cont, bounds) in enumerate(zip(batch["continuation"], batch["boundaries"])):
             if cont is None and bounds is None:
                 continue
             _check_row(start + offset, cont, bounds, source=where)
-        start += len(batch["continuation"])
+        start += count
 
 
-rpt_reward.__name__ = "rpt_reward"  # TRL logs each reward under its function's __name__
-# Read by rl.train before any model loads: columns the reward cannot work without (its parameters
-# have defaults so that mixed datasets can pass None rows) and a whole-dataset row check.
-rpt_reward.required_columns = ("continuation", "boundaries")
-rpt_reward.check_dataset = check_rpt_dataset
+def _renumber(message: str, start: int) -> str:
+    """`... row N ...` -> `... row N+start ...` (batch-local row numbers to dataset row numbers)."""
+    return re.sub(r"row (\d+)", lambda m: f"row {int(m.group(1)) + start}", message, count=1)
+
+
+def _format_checker(expected: str, source: str):
+    def check(dataset: Any, where: str) -> None:
+        check_rpt_dataset(dataset, where, expected=expected, source=source)
+
+    return check
+
+
+# TRL logs each reward under its function's __name__. `required_columns` and `check_dataset` are
+# read by rl.train before any model loads: columns the reward cannot work without (its parameters
+# have defaults so that mixed datasets can pass None rows) and a whole-dataset row/format check.
+for _func, _fmt in ((rpt_reward, "reasoning"), (rpt_completion_reward, "completion"),
+                    (rpt_completion_exact_reward, "completion")):
+    _func.required_columns = ("continuation", "boundaries")
+    _func.check_dataset = _format_checker(_fmt, _func.__name__)
+    _func.rpt_format = _fmt
