@@ -71,6 +71,28 @@ class ScriptArguments:
             "(`my_pkg.rewards.my_reward`), each with TRL's reward-function signature."
         },
     )
+    rpt_format: str = field(
+        default="reasoning",
+        metadata={
+            "help": "How RPT prompts are made. `reasoning` (the paper's): an instruction around the context, "
+            "the model reasons and answers in \\boxed{} (reward `rpt`), for reasoning/instruction-following "
+            "models. `completion`: the raw context is the prompt and the completion itself is the guess "
+            "(reward `rpt_completion`), for base and small chat models: SmolLM2-135M-Instruct is right at "
+            "41% of high-entropy positions this way and 6% under the reasoning instruction."
+        },
+    )
+    signal_check: str = field(
+        default="stop",
+        metadata={
+            "help": "Before the first step, sample num_generations completions for `signal_check_prompts` "
+            "training rows, score them with the recipe's rewards and print the mean reward and the share of "
+            "groups whose rewards are not all equal (GRPO learns only from those). `stop`: stop with one line "
+            "when no group has signal; `warn`: print and train anyway; `off`: skip."
+        },
+    )
+    signal_check_prompts: int = field(
+        default=8, metadata={"help": "Training rows (prompts) sampled by the signal check."}
+    )
     rpt_entropy: str = field(
         default="topk",
         metadata={"help": "Entropy used to pick positions: `topk` (renormalised top-k, as in the paper) or `full`."},
@@ -104,6 +126,14 @@ class ScriptArguments:
     eval_fraction: float = field(
         default=0.0, metadata={"help": "Hold out this fraction of rows (by document) as an eval split."}
     )
+
+    def __post_init__(self):
+        if self.rpt_format not in ("reasoning", "completion"):
+            raise UserError(f"rpt_format: expected `reasoning` or `completion`, got {self.rpt_format!r}")
+        if self.signal_check not in ("stop", "warn", "off"):
+            raise UserError(f"signal_check: expected `stop`, `warn` or `off`, got {self.signal_check!r}")
+        if self.signal_check_prompts < 1:
+            raise UserError(f"signal_check_prompts: must be at least 1, got {self.signal_check_prompts}")
 
 
 @dataclass

@@ -43,6 +43,10 @@ def register(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=4, help="windows per proxy forward pass")
     p.add_argument("--max-documents", type=int, default=None, help="read at most N documents")
     p.add_argument("--prompt-template-file", default=None, help="file with the instruction; must contain {context}")
+    p.add_argument("--format", choices=["reasoning", "completion"], default="reasoning",
+                   help="reasoning: instruction + answer in \\boxed{} (paper; reward rpt); completion: the raw "
+                   "context is the prompt and the completion is the guess (reward rpt_completion; base and small "
+                   "chat models)")
     p.add_argument("--chat", choices=["auto", "yes", "no"], default="auto",
                    help="wrap prompts as chat messages (auto: when the tokenizer has a chat template)")
     p.add_argument("--seed", type=int, default=0)
@@ -67,7 +71,7 @@ def run_rpt(args) -> int:
         min_entropy=args.min_entropy, max_per_doc=args.max_per_doc, continuation_tokens=args.continuation_tokens,
         max_context_tokens=args.max_context_tokens, min_context_tokens=args.min_context_tokens,
         window_tokens=args.window_tokens, batch_size=args.batch_size, max_documents=args.max_documents,
-        prompt_template=template, seed=args.seed, chat=args.chat,
+        prompt_template=template, seed=args.seed, chat=args.chat, format=args.format,
     )
     dataset, summary = build_rpt_dataset(cfg, args.output, jsonl=args.jsonl)
     print(summary.format())

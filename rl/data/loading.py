@@ -189,8 +189,9 @@ def prepare_dataset(script_args, training_args, model_path: str, tokenizer):
             prompt_template=script_args.rpt_prompt_template,
             seed=script_args.rpt_seed,
             chat="yes" if getattr(tokenizer, "chat_template", None) else "no",
+            format=script_args.rpt_format,
         )
-        if cfg.chat == "no":
+        if cfg.chat == "no" and cfg.format == "reasoning":
             logger.warning("the tokenizer of %s has no chat template: RPT prompts will be plain text "
                            "(instruction + context), not chat messages", model_path)
         with PartialState().main_process_first():

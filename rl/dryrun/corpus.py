@@ -29,7 +29,8 @@ def rpt_build_config(view, policy: ModelInfo | None, chat: str):
         continuation_tokens=view.rpt_continuation_tokens, max_context_tokens=view.rpt_max_context_tokens,
         min_context_tokens=view.rpt_min_context_tokens, window_tokens=view.rpt_window_tokens,
         batch_size=view.rpt_proxy_batch_size, max_documents=view.rpt_max_documents,
-        prompt_template=view.rpt_prompt_template, seed=view.rpt_seed, chat=chat)
+        prompt_template=view.rpt_prompt_template, seed=view.rpt_seed, chat=chat,
+        format=getattr(view, "rpt_format", "reasoning"))
 
 
 def check_corpus(report: Report, view, corpus: str, policy: ModelInfo | None) -> DataInfo | None:

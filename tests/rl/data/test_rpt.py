@@ -56,7 +56,8 @@ def test_rows_follow_the_contract(tmp_path, tiny_model_dir):
     ds, summary = build_rpt_dataset(_cfg(_corpus_file(tmp_path), tiny_model_dir), out, jsonl=True)
     assert len(ds) == summary.positions_kept > 0
     assert summary.documents == 3 and summary.documents_too_short == 1
-    assert set(ds.column_names) == {"prompt", "context", "continuation", "boundaries", "entropy", "doc_id", "position"}
+    assert set(ds.column_names) == {"prompt", "rpt_format", "context", "continuation", "boundaries", "entropy",
+                                    "doc_id", "position"}
     for row in ds:
         b = row["continuation"].encode("utf-8")
         assert row["boundaries"] == sorted(set(row["boundaries"])) and 0 < row["boundaries"][-1] <= len(b)
@@ -117,3 +118,29 @@ def test_bad_config(tmp_path, tiny_model_dir, field, value, match):
 def test_missing_proxy_model_is_a_clear_error(tmp_path):
     with pytest.raises(UserError):
         build_rpt_dataset(_cfg(_corpus_file(tmp_path), tmp_path / "nope"), tmp_path / "x")
+
+
+def test_completion_format_rows_prompt_with_the_raw_context(tmp_path, tiny_model_dir):
+    """Completion format: the prompt is the context itself (a plain string even for a chat model),
+    and the completion-format reward scores the true continuation as right."""
+    from rewards.rpt import rpt_completion_reward
+
+    ds, _ = build_rpt_dataset(_cfg(_corpus_file(tmp_path), tiny_model_dir, format="completion", chat="yes"),
+                              tmp_path / "rpt")
+    assert set(ds["rpt_format"]) == {"completion"}
+    for row in ds:
+        assert row["prompt"] == row["context"]
+    rewards = rpt_completion_reward(ds["continuation"], continuation=ds["continuation"], boundaries=ds["boundaries"],
+                                    rpt_format=ds["rpt_format"])
+    assert rewards == [1.0] * len(ds)
+
+
+def test_reasoning_format_rows_keep_the_instruction(tmp_path, tiny_model_dir):
+    ds, _ = build_rpt_dataset(_cfg(_corpus_file(tmp_path), tiny_model_dir, chat="yes"), tmp_path / "rpt")
+    assert set(ds["rpt_format"]) == {"reasoning"}
+    assert all(isinstance(p, list) and p[0]["content"].endswith(c) for p, c in zip(ds["prompt"], ds["context"]))
+
+
+def test_unknown_format_is_refused_before_any_work(tmp_path, tiny_model_dir):
+    with pytest.raises(UserError, match="format: expected one of reasoning, completion, got 'poem'"):
+        build_rpt_dataset(_cfg(_corpus_file(tmp_path), tiny_model_dir, format="poem"), tmp_path / "rpt")
