@@ -196,6 +196,10 @@ def _train(script_args, training_args, model_args) -> int:
         trainer = build_trainer(script_args, training_args, model_args, callbacks=callbacks)
         install_guard(trainer, guard)
         guard_checkpoint_saves(trainer)
+        if resume is None:  # a resumed run was checked when it started
+            from rl.signal_check import check_signal_before_training
+
+            check_signal_before_training(trainer, script_args, training_args)
         trainer.train(resume_from_checkpoint=resume)
         guard.raise_if_diverged(training_args.output_dir)  # nothing of the bad steps was saved
         if not handler.preempted:

@@ -374,6 +374,7 @@ def work(tmp_path_factory, tiny_model_dir) -> dict:
         "seed": 1,
         "disable_dropout": True,
         "dataloader_num_workers": 0,
+        "signal_check": "off",  # tested on its own (tests/rl/test_signal_check.py)
     }
     path = tmp / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe), encoding="utf-8")

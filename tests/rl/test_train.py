@@ -44,6 +44,7 @@ def write_recipe(tmp_path: Path, model_dir: Path, **overrides) -> Path:
         "save_steps": 2,
         "report_to": ["none"],
         "seed": 1,
+        "signal_check": "off",  # tested on its own (tests/rl/test_signal_check.py)
     }
     recipe.update(overrides)
     path = tmp_path / "recipe.yaml"

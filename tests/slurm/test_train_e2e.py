@@ -98,6 +98,7 @@ def write_recipe(path: Path, run_dir: Path, model_dir: Path, data_dir: Path) -> 
         "save_total_limit": 3,
         "report_to": ["none"],
         "seed": 0,
+        "signal_check": "off",  # tested on its own (tests/rl/test_signal_check.py)
     }
     path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
     return path
