@@ -61,7 +61,8 @@ def register(subparsers) -> None:
     p.add_argument("--samples", type=int, default=1, help="reasoning: samples per position (default 1)")
     p.add_argument("--pass-k", type=int, default=None, help="reasoning: k of pass@k (default: --samples)")
     p.add_argument("--max-new-tokens", type=int, default=256, help="reasoning: generation length")
-    p.add_argument("--temperature", type=float, default=1.0, help="reasoning: sampling temperature (0 = greedy)")
+    p.add_argument("--temperature", type=float, default=1.0,
+                   help="reasoning: sampling temperature (0 = greedy); standard: the T of the expected accuracy")
     p.add_argument("--max-context-tokens", type=int, default=None,
                    help="standard: keep only the last N context tokens (default: the model's maximum)")
     p.add_argument("--seed", type=int, default=0)
@@ -106,7 +107,8 @@ def run_eval(args) -> int:
     import json
     from pathlib import Path
 
-    from rl.evaluate import compare_results, evaluate_next_token, format_table
+    from rl.eval_compare import compare_results, format_table
+    from rl.evaluate import evaluate_next_token
 
     kwargs = dict(
         mode=args.mode, thresholds=args.thresholds, batch_size=args.batch_size, limit=args.limit,

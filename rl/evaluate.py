@@ -4,18 +4,20 @@ Positions of a held-out RPT dataset (rows from `rl data rpt`) are split by the p
 next-token entropy into nested groups: easy = entropy > 0.5, medium = > 1.0, hard = > 1.5 (so
 easy contains medium contains hard), plus "all". Two modes:
 
-* `standard`: the evaluated model reads the raw `context` (plain text, its own tokenizer, no chat
-  template) and its argmax next token, decoded to text, is scored with `prefix_match_reward`
-  against (`continuation`, `boundaries`). With the tokenizer that built the data this is exactly
-  "argmax token == ground-truth token"; with another tokenizer it still asks "is the predicted
-  text a whole number of ground-truth tokens". One left-padded batched forward per batch, only
-  the last position's logits (`logits_to_keep=1` where the model accepts it).
-* `reasoning`: the model answers the row's RPT `prompt` (chat template applied to messages),
-  k samples per position, scored with `rpt_reward`; mean accuracy and the unbiased pass@k.
+* `standard` (lines up with completion-format rows, and works on reasoning rows too): the model
+  reads the raw `context` (plain text, its own tokenizer, no chat template); its argmax next
+  token, decoded to text, is scored with Eq. 3 against (`continuation`, `boundaries`): with the
+  tokenizer that built the data this is exactly "argmax token == ground-truth token". It also
+  reports the expected accuracy at `temperature` (probability that one sampled token is rewarded)
+  and the NLL of the true token (rl/next_token_metrics.py). One left-padded batched forward per
+  batch, only the last position's logits (`logits_to_keep=1` where the model accepts it).
+* `reasoning` (reasoning-format rows only): the model answers the row's RPT `prompt` (chat
+  template applied to messages), k samples per position, scored with `rpt_reward`; mean accuracy
+  and the unbiased pass@k.
 
 Each split reports count, accuracy and a 95% Wilson interval (over positions). A LoRA directory
 (adapter_config.json) is loaded on its base model and merged. The result is a plain dict (JSON
-ready); `format_table` renders one model or two side by side with their difference.
+ready); rl/eval_compare.py renders one model or two side by side with paired differences and CIs.
 """
 
 from __future__ import annotations
@@ -92,8 +94,10 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 
 def summarize_splits(scores: Sequence[float], entropies: Sequence[float],
                      thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
-                     passes: Sequence[float] | None = None) -> dict[str, dict]:
-    """Per split: threshold, count, correct (sum of per-position scores), accuracy, ci95, [pass_at_k]."""
+                     passes: Sequence[float] | None = None,
+                     extras: dict[str, Sequence[float | None]] | None = None) -> dict[str, dict]:
+    """Per split: threshold, count, correct (sum of per-position scores), accuracy, ci95, [pass_at_k],
+    and the mean of each `extras` list (e.g. expected_accuracy, nll; None values skipped)."""
     thresholds = check_thresholds(thresholds)
     limits = dict(zip(SPLIT_NAMES, thresholds))
     out = {}
@@ -105,6 +109,9 @@ def summarize_splits(scores: Sequence[float], entropies: Sequence[float],
                  "accuracy": correct / n if n else None, "ci95": list(interval) if interval else None}
         if passes is not None:
             entry["pass_at_k"] = sum(passes[i] for i in idx) / n if n else None
+        for key, values in (extras or {}).items():
+            kept = [values[i] for i in idx if values[i] is not None]
+            entry[key] = sum(kept) / len(kept) if kept else None
         out[name] = entry
     return out
 
@@ -142,6 +149,9 @@ def load_eval_rows(data: Any, mode: str, limit: int | None = None) -> tuple[list
         )
     if not rows:
         raise UserError(f"{where}: no rows to evaluate; check --data and --limit")
+    if mode == "reasoning" and any(row.get("rpt_format") == "completion" for row in rows):
+        raise UserError(f"{where}: the rows are completion-format RPT data (the prompt is the raw context, no "
+                        "instruction): evaluate them with --mode standard, or rebuild with `--format reasoning`")
     for i, row in enumerate(rows):
         _check_row(where, i, row, mode)
     return rows, where if isinstance(data, (str, Path)) else f"{len(rows)} rows in memory"
@@ -261,32 +271,10 @@ def encode_contexts(tokenizer, contexts: list[str], max_tokens: int | None) -> l
     return out
 
 
-def argmax_next_tokens(model, seqs: list[list[int]], pad_id: int, batch_size: int, progress=None) -> list[int]:
-    """Argmax next-token id after each sequence: longest-first batches, last-position logits only."""
-    import torch
-
-    params = inspect.signature(model.forward).parameters
-    kwargs: dict[str, Any] = {"use_cache": False}
-    if "logits_to_keep" in params:
-        kwargs["logits_to_keep"] = 1
-    device = next(model.parameters()).device
-    order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
-    out = [0] * len(seqs)
-    with torch.inference_mode():
-        for start in range(0, len(order), batch_size):
-            chunk = order[start:start + batch_size]
-            ids, mask, pos = left_pad([seqs[i] for i in chunk], pad_id, device)
-            extra = {"position_ids": pos} if "position_ids" in params else {}
-            logits = model(input_ids=ids, attention_mask=mask, **extra, **kwargs).logits[:, -1, :]
-            for i, tok in zip(chunk, logits.argmax(dim=-1).tolist()):
-                out[i] = tok
-            if progress is not None:
-                progress.update(len(chunk))
-    return out
-
-
-def _run_standard(model, tokenizer, rows, batch_size, max_context_tokens, progress) -> list[dict]:
-    from rewards.rpt import prefix_match_reward
+def _run_standard(model, tokenizer, rows, batch_size, max_context_tokens, temperature, progress) -> list[dict]:
+    """Greedy top-1 (`score`, as in the RPT paper), expected accuracy at `temperature` and NLL per row
+    (rl/next_token_metrics.py), from the last-position logits of the raw context."""
+    from rl.next_token_metrics import position_metrics
 
     if max_context_tokens is None:
         max_context_tokens = getattr(model.config, "max_position_embeddings", None)
@@ -294,18 +282,21 @@ def _run_standard(model, tokenizer, rows, batch_size, max_context_tokens, progre
     empty = [i for i, s in enumerate(seqs) if not s]
     if empty:
         raise UserError(f"--data: row {empty[0]}: the context encodes to no tokens; drop the row")
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    tokens = argmax_next_tokens(model, seqs, pad_id, batch_size, progress)
-    cache: dict[int, str] = {}
     per_row = []
-    for i, (row, tok) in enumerate(zip(rows, tokens)):
-        if tok not in cache:
-            cache[tok] = tokenizer.decode([tok], skip_special_tokens=True, clean_up_tokenization_spaces=False)
-        pred = cache[tok]
-        score = prefix_match_reward(pred, row["continuation"], row["boundaries"]) if pred else 0.0
-        target = row["continuation"].encode("utf-8")[: row["boundaries"][0]].decode("utf-8", "replace")
-        per_row.append({"index": i, "entropy": float(row["entropy"]), "prediction": pred, "target": target,
-                        "score": score})
+    for start in range(0, len(rows), max(batch_size, 64)):  # chunks only to move the progress bar
+        part = range(start, min(len(rows), start + max(batch_size, 64)))
+        metrics = position_metrics(model, tokenizer, [seqs[i] for i in part],
+                                   [(rows[i]["continuation"], rows[i]["boundaries"]) for i in part],
+                                   temperature=temperature, batch_size=batch_size)
+        for i, m in zip(part, metrics):
+            row = rows[i]
+            pred = tokenizer.decode([m["argmax"]], skip_special_tokens=True, clean_up_tokenization_spaces=False)
+            target = row["continuation"].encode("utf-8")[: row["boundaries"][0]].decode("utf-8", "replace")
+            per_row.append({"index": i, "entropy": float(row["entropy"]), "doc_id": row.get("doc_id"),
+                            "prediction": pred, "target": target, "score": m["top1"], "expected": m["expected"],
+                            "nll": m["nll"]})
+        if progress is not None:
+            progress.update(len(part))
     return per_row
 
 
@@ -379,6 +370,9 @@ def evaluate_next_token(
     if limit is not None and limit < 1:
         raise UserError(f"--limit: must be at least 1, got {limit}")
     pass_k = samples if pass_k is None else pass_k
+    if mode == "standard" and not temperature > 0:
+        raise UserError(f"--temperature: standard mode reports the expected accuracy at this temperature; "
+                        f"it must be > 0, got {temperature}")
     if mode == "reasoning":
         if not 1 <= pass_k <= samples:
             raise UserError(f"--pass-k: must be between 1 and --samples ({samples}), got {pass_k}")
@@ -394,7 +388,7 @@ def evaluate_next_token(
     started = time.perf_counter()
     try:
         if mode == "standard":
-            per_row = _run_standard(model, tokenizer, rows, batch_size, max_context_tokens, bar)
+            per_row = _run_standard(model, tokenizer, rows, batch_size, max_context_tokens, temperature, bar)
         else:
             per_row = _run_reasoning(model, tokenizer, rows, batch_size, samples, pass_k, max_new_tokens,
                                      temperature, bar)
@@ -404,91 +398,19 @@ def evaluate_next_token(
     scores = [r["score"] for r in per_row]
     entropies = [r["entropy"] for r in per_row]
     passes = [r["pass"] for r in per_row] if mode == "reasoning" else None
-    settings: dict[str, Any] = {"batch_size": batch_size, "limit": limit, "max_context_tokens": max_context_tokens}
+    extras = None
+    if mode == "standard":
+        extras = {"expected_accuracy": [r["expected"] for r in per_row], "nll": [r["nll"] for r in per_row]}
+    settings: dict[str, Any] = {"batch_size": batch_size, "limit": limit, "max_context_tokens": max_context_tokens,
+                                "temperature": temperature}
     if mode == "reasoning":
-        settings.update(samples=samples, pass_k=pass_k, max_new_tokens=max_new_tokens, temperature=temperature,
-                        seed=seed)
+        settings.update(samples=samples, pass_k=pass_k, max_new_tokens=max_new_tokens, seed=seed)
     result = {
         "model": str(model_path), "mode": mode, "data": data_desc, "rows": len(rows),
         "thresholds": dict(zip(SPLIT_NAMES, thresholds)), "settings": settings,
-        "splits": summarize_splits(scores, entropies, thresholds, passes),
+        "splits": summarize_splits(scores, entropies, thresholds, passes, extras),
         "seconds": seconds, "positions_per_second": len(rows) / seconds if seconds > 0 else None,
     }
     if keep_rows:
         result["per_row"] = per_row
     return result
-
-
-# ----------------------------------------------------------------------------------------------
-# Comparison and table
-
-
-def compare_results(a: dict, b: dict) -> dict:
-    """Per split: accuracy (and pass@k) of a minus b, and, when both kept rows, how many
-    positions only a / only b got right (score 1)."""
-    diff = {}
-    rows_a = {r["index"]: r["score"] for r in a.get("per_row", [])}
-    rows_b = {r["index"]: r["score"] for r in b.get("per_row", [])}
-    for name, split in a["splits"].items():
-        other = b["splits"].get(name, {})
-        entry = {"accuracy": _sub(split.get("accuracy"), other.get("accuracy"))}
-        if "pass_at_k" in split and "pass_at_k" in other:
-            entry["pass_at_k"] = _sub(split["pass_at_k"], other["pass_at_k"])
-        diff[name] = entry
-    if rows_a and rows_a.keys() == rows_b.keys():
-        idx = split_indices([r["entropy"] for r in a["per_row"]], tuple(a["thresholds"].values()))
-        for name, members in idx.items():
-            diff[name]["only_first_correct"] = sum(1 for i in members if rows_a[i] >= 1 > rows_b[i])
-            diff[name]["only_second_correct"] = sum(1 for i in members if rows_b[i] >= 1 > rows_a[i])
-    return diff
-
-
-def _sub(x, y):
-    return None if x is None or y is None else x - y
-
-
-def _label(name: str, width: int = 28) -> str:
-    if len(name) <= width:
-        return name
-    tail = "/".join(Path(name).parts[-2:])
-    return tail if len(tail) <= width else "…" + tail[-(width - 1):]
-
-
-def _acc_cell(split: dict, k=None) -> str:
-    if not split.get("count"):
-        return "n/a"
-    lo, hi = split["ci95"]
-    cell = f"{100 * split['accuracy']:5.1f}% [{100 * lo:4.1f}, {100 * hi:4.1f}]"
-    if split.get("pass_at_k") is not None:
-        cell += f"  pass@{k} {100 * split['pass_at_k']:5.1f}%"
-    return cell
-
-
-def format_table(results: dict, compare: dict | None = None) -> str:
-    """The per-split table: count, accuracy with its 95% Wilson interval (and pass@k in reasoning
-    mode); with `compare`, a second model's columns and the difference in points (results − compare)."""
-    mode = results["mode"]
-    head = f"next-token accuracy ({mode} mode, {results['rows']} positions of {results['data']})"
-    if mode == "reasoning":
-        s = results["settings"]
-        head += f"; {s['samples']} sample(s), pass@{s['pass_k']}, T={s['temperature']}"
-    cols = ["split", "entropy", "count", _label(results["model"])]
-    if compare is not None:
-        cols += [_label(compare["model"]), "difference"]
-        diff = compare_results(results, compare)
-    lines = []
-    for name, split in results["splits"].items():
-        limit = "any" if split["threshold"] is None else f"> {split['threshold']!r}"
-        k = results["settings"].get("pass_k")
-        cells = [name, limit, str(split["count"]), _acc_cell(split, k)]
-        if compare is not None:
-            cells.append(_acc_cell(compare["splits"][name], compare["settings"].get("pass_k")))
-            d = diff[name]["accuracy"]
-            cells.append("n/a" if d is None else f"{100 * d:+.1f} pts")
-        lines.append(cells)
-    widths = [max(len(c), *(len(r[i]) for r in lines)) for i, c in enumerate(cols)]
-    fmt = lambda cells: "  ".join(c.ljust(w) if i != 2 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))  # noqa: E731
-    out = [head, fmt(cols), "  ".join("-" * w for w in widths)] + [fmt(r) for r in lines]
-    out.append("accuracy: mean over positions, [95% Wilson interval]; splits are nested (easy ⊇ medium ⊇ hard)"
-               + ("; difference: first model minus second, in percentage points" if compare is not None else ""))
-    return "\n".join(out)

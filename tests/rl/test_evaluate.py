@@ -10,10 +10,9 @@ import pytest
 import torch
 
 from rl.errors import UserError
+from rl.eval_compare import compare_results, format_table
 from rl.evaluate import (
-    compare_results,
     evaluate_next_token,
-    format_table,
     load_eval_rows,
     load_model,
     pass_at_k,
