@@ -62,5 +62,12 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def run() -> None:
+    """The `rl` console script and `python -m rl.cli`: main(), then exit (rl/cpu_distributed.py, item 4)."""
+    from rl.cpu_distributed import exit_process
+
+    exit_process(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
