@@ -21,6 +21,7 @@ Each is filtered by its exact message, category and emitting module, never by ca
 from __future__ import annotations
 
 import contextlib
+import importlib
 import io
 import sys
 import warnings
@@ -39,7 +40,7 @@ def import_integrations_quietly() -> None:
     captured = io.StringIO()
     try:
         with contextlib.redirect_stdout(captured):
-            __import__(_INTEGRATIONS)
+            importlib.import_module(_INTEGRATIONS)
     except Exception:  # noqa: BLE001 - the real import later reports any real problem
         pass
     finally:
