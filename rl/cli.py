@@ -13,13 +13,14 @@ import logging
 import sys
 
 # Order = order in `rl --help`.
-SUBCOMMAND_MODULES = ["rl.data.cli", "rl.train", "rl.eval_cli", "rl.slurm"]
+SUBCOMMAND_MODULES = ["rl.data.cli", "rl.train", "rl.eval_cli", "rl.slurm", "rl.recipes"]
 
 EPILOG = """examples:
   rl data rpt --corpus builtin:champ --output runs/champ-rpt      # RPT tasks from a corpus
   rl train --config recipes/rpt_smollm2_cpu.yaml                  # train with TRL GRPO + RPT reward
   rl train --config recipes/rpt_smollm2_cpu.yaml --learning_rate 1e-6 --max_steps 10
   rl submit --config recipes/rpt_smollm2_cpu.yaml --nodes 2 --gpus-per-node 8 --dry-run
+  rl recipes copy rpt_smollm2_cpu -o recipes                      # the shipped recipes, to edit
 """
 
 
@@ -61,5 +62,12 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def run() -> None:
+    """The `rl` console script and `python -m rl.cli`: main(), then exit (rl/cpu_distributed.py, item 4)."""
+    from rl.cpu_distributed import exit_process
+
+    exit_process(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

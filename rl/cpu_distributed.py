@@ -47,6 +47,18 @@ What it does, and why (all measured with torch 2.13 CPU, accelerate 1.15, DeepSp
    test sessions, 0 of 24 otherwise). This lowers the risk; it cannot remove it, since the race
    is in torch's finalization. No barrier is taken, so a crashed peer cannot make the exit hang.
 
+4. Item 3 lowers the risk of that abort; `exit_process(code)` removes it for a rank that succeeded.
+   The `rl` console script and `python -m rl.cli` (what `accelerate launch` and slurm/train.sbatch
+   run) leave through it. When `rl.cli.main()` has returned in a CPU rank of a multi-process run
+   (0: training done, model and checkpoints saved and closed; or its own error code, e.g. 2 for a
+   UserError) it does what interpreter exit does first, joining non-daemon threads and running
+   the atexit handlers (item 3's teardown, W&B's finish, logging's flush), flushes stdout/stderr,
+   and then ends the process with `os._exit(code)`: no module teardown, no C++ static
+   destructors, which is where the abort happens, so the launcher sees the rank's real code. A
+   traceback (an exception out of main), a single process, a CUDA machine or
+   ENTROPY_RL_NO_CPU_WORKAROUNDS=1 exit normally. Calls of `rl.cli.main()` from Python (tests,
+   notebooks) are untouched: they just return.
+
 Everything is idempotent; `apply_cpu_workarounds()` returns the names of the items it applied.
 `ENTROPY_RL_NO_CPU_WORKAROUNDS=1` turns it off (to reproduce the failures above, e.g. in tests).
 """
@@ -55,6 +67,7 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import NoReturn
 
 logger = logging.getLogger(__name__)
 
@@ -190,3 +203,23 @@ def apply_cpu_workarounds() -> list[str]:
     if applied:
         logger.info("CPU distributed workarounds (rl/cpu_distributed.py): %s", ", ".join(applied))
     return applied
+
+
+def exit_process(code: int) -> NoReturn:
+    """Item 4: end the `rl` process with `code`; a CPU rank skips interpreter finalization."""
+    if launched_as_rank() and not _flag("ENTROPY_RL_NO_CPU_WORKAROUNDS") and not _has_cuda():
+        import atexit
+        import sys
+        import threading
+
+        for thread in threading.enumerate():  # as interpreter exit does before the atexit handlers
+            if thread is not threading.current_thread() and not thread.daemon and thread.is_alive():
+                thread.join()
+        atexit._run_exitfuncs()
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):  # closed or broken pipe: nothing more to write anyway
+                pass
+        os._exit(code)
+    raise SystemExit(code)

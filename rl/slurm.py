@@ -29,7 +29,6 @@ import yaml
 
 from rl.errors import UserError
 
-TEMPLATE = Path(__file__).resolve().parent.parent / "slurm" / "train.sbatch"
 PLACEHOLDER = re.compile(r"\{\{([A-Z_]+)\}\}")
 SECRET_NAMES = ("WANDB_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HUGGINGFACE_HUB_TOKEN", "HF_API_TOKEN",
                 "HUGGINGFACE_TOKEN", "OPENAI_API_KEY", "ANTHROPIC_API_KEY", "AWS_SECRET_ACCESS_KEY",
@@ -177,9 +176,11 @@ def render_sbatch(recipe_path: str | os.PathLike, nodes: int = 1, gpus_per_node:
     train_args = ["train", "--config", str(recipe), *overrides]
     if _override_value(overrides, "resume_from_checkpoint") is None:
         train_args += ["--resume_from_checkpoint", "auto"]
-    template_path = Path(template) if template else TEMPLATE
+    from rl.shipped import shipped_path
+
+    template_path = Path(template) if template else shipped_path("slurm/train.sbatch")  # checkout or wheel
     if not template_path.is_file():
-        raise UserError(f"{template_path}: sbatch template not found (install entropy-rl from its source tree)")
+        raise UserError(f"{template_path}: sbatch template not found")
     values = {
         "JOB_NAME": job_name or f"rl-{recipe.stem}",
         "NODES": nodes,

@@ -138,10 +138,13 @@ def train(argv: list[str]) -> int:
     from rl.config import parse_recipe
 
     from rl.faults import move_secret_args, wandb_fallback
+    from rl.library_noise import import_integrations_quietly, quiet_checkpointing_rename, quiet_library_deprecations
 
+    import_integrations_quietly()  # before the recipe's `env:` (WANDB_MODE) applies
     user_wandb_dir = os.environ.get("WANDB_DIR")
     user_wandb_mode = os.environ.get("WANDB_MODE")
-    script_args, training_args, model_args = parse_recipe(argv)
+    with quiet_checkpointing_rename(argv):
+        script_args, training_args, model_args = parse_recipe(argv)
     move_secret_args(training_args)
     if training_args.report_to and "wandb" in training_args.report_to:
         # The W&B run lives with the run's outputs unless the user chose a place (env or recipe `env:`).
@@ -151,7 +154,8 @@ def train(argv: list[str]) -> int:
         Path(training_args.output_dir).mkdir(parents=True, exist_ok=True)
         wandb_fallback(training_args.report_to)  # no key / unreachable: offline, one warning
     try:
-        return _train(script_args, training_args, model_args)
+        with quiet_library_deprecations():
+            return _train(script_args, training_args, model_args)
     except UserError:
         _close_progress_bars()  # so the CLI's `error:` line starts a line of its own
         raise
