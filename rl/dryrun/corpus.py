@@ -13,7 +13,7 @@ from rl.dryrun.report import Report, exc_summary
 from rl.errors import UserError
 
 # Columns of the rows `rl data rpt` builds (rl/data/rpt.py).
-RPT_COLUMNS = ("prompt", "context", "continuation", "boundaries", "entropy", "doc_id", "position")
+RPT_COLUMNS = ("prompt", "rpt_format", "context", "continuation", "boundaries", "entropy", "doc_id", "position")
 
 
 def rpt_build_config(view, policy: ModelInfo | None, chat: str):
@@ -63,7 +63,10 @@ def check_corpus(report: Report, view, corpus: str, policy: ModelInfo | None) ->
                        f"{proxy.max_positions} positions")
     data = DataInfo(f"corpus {corpus}", list(RPT_COLUMNS), None, [])  # built when the run starts
     template = str(view.rpt_prompt_template).replace("{context}", "")
-    if tok is not None:
+    if getattr(view, "rpt_format", "reasoning") == "completion":  # the prompt is the context itself
+        overhead = len(tok("", add_special_tokens=True)["input_ids"]) if tok is not None else 1
+        how = "raw context (completion format) plus the tokenizer's special tokens"
+    elif tok is not None:
         overhead = len(tok(template, add_special_tokens=True)["input_ids"]) + chat_overhead(tok)
         how = "instruction and chat template, tokenized"
     else:

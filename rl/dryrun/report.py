@@ -37,7 +37,9 @@ class Report:
         return EXIT_PROBLEMS if self.problems else EXIT_OK
 
     def format(self) -> str:
-        out = [f"dry run of {self.recipe} (no weights loaded, nothing downloaded)"]
+        loaded = any(label == "signal check" and "weights loaded" in text for label, text in self.summary)
+        weights = "weights loaded only for the signal check" if loaded else "no weights loaded"
+        out = [f"dry run of {self.recipe} ({weights}, nothing downloaded)"]
         width = max([len(label) for label, _ in self.summary] + [8])
         for label, text in self.summary:
             lines = text.split("\n")

@@ -14,6 +14,7 @@ from rl.dryrun.parse import (ArgError, check_fields, raw_field, raw_namespace, r
                              target_view)
 from rl.dryrun.report import Report
 from rl.dryrun.reward_checks import check_rewards
+from rl.dryrun.signal import check_format, check_signal
 from rl.dryrun.world import (flags_parser, plan_from_header, resolve_plan, summarise_launch,
                              world_from_accelerate_config)
 from rl.errors import UserError
@@ -87,4 +88,7 @@ def _dry_run(argv: list[str]) -> Report:
     check_vllm(report, view, world, plan, ds_info)
     check_lengths(report, view, policy, data)
     check_output(report, view)
+    check_format(report, view, reward_funcs)
+    if not report.problems:  # the one check that loads weights: only for a recipe that would start
+        check_signal(report, view, reward_funcs, policy, data.rows if data is not None else None)
     return report

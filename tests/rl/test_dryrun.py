@@ -240,7 +240,8 @@ def small_math(tmp_path) -> Path:
 def base_recipe(tmp_path, model, data, **fields) -> dict:
     recipe = {"model_name_or_path": str(model), "dataset_path": str(data), "reward_funcs": ["math"],
               "output_dir": str(tmp_path / "run"), "per_device_train_batch_size": 4, "num_generations": 4,
-              "max_completion_length": 16, "bf16": False, "use_cpu": True, "max_steps": 2, "report_to": ["none"]}
+              "max_completion_length": 16, "bf16": False, "use_cpu": True, "max_steps": 2, "report_to": ["none"],
+              "signal_check": "off"}  # the signal check has its own tests below
     recipe.update(fields)
     return recipe
 
@@ -431,3 +432,35 @@ def test_rl_train_dry_run_flag_is_wired(tmp_path, tiny_model_dir, small_math, ca
     assert "2 training processes (--num_processes 2)" in capsys.readouterr().out
     bad = recipe_file(tmp_path, **base_recipe(tmp_path, tiny_model_dir, small_math, num_generations=3))
     assert rl_main(["train", "--config", str(bad), "--dry-run"]) == EXIT_PROBLEMS
+
+
+def test_signal_check_runs_on_a_local_model_and_stops_a_recipe_without_signal(tmp_path, tiny_model_dir, small_math):
+    """A random tiny model never boxes a math answer: no group has signal, and the dry run says so."""
+    path = recipe_file(tmp_path, **base_recipe(tmp_path, tiny_model_dir, small_math, signal_check="stop",
+                                               signal_check_prompts=2, num_generations=2,
+                                               per_device_train_batch_size=2))
+    report = dry_run(["--config", str(path)])
+    assert len(report.problems) == 1 and report.problems[0].startswith("signal check: no signal for GRPO")
+    summary = dict(report.summary)
+    assert "0 of 2 groups have unequal rewards" in summary["signal check"]
+    assert "weights loaded only for the signal check" in report.format()
+
+
+def test_signal_check_with_a_reward_that_varies(tmp_path, tiny_model_dir, small_math):
+    path = recipe_file(tmp_path, **base_recipe(tmp_path, tiny_model_dir, small_math, signal_check="stop",
+                                               signal_check_prompts=2, num_generations=2,
+                                               per_device_train_batch_size=2, max_completion_length=6,
+                                               reward_funcs=["tests.slurm.rewards_for_tests.length_reward"]))
+    report = dry_run(["--config", str(path)])
+    assert report.problems == [], report.format()
+    assert "groups have unequal rewards" in dict(report.summary)["signal check"]
+
+
+def test_rpt_format_and_rewards_must_agree(tmp_path, tiny_model_dir, corpus_file):
+    fields = base_recipe(tmp_path, tiny_model_dir, corpus_file, reward_funcs=["rpt", "boxed_format"],
+                         rpt_format="completion")
+    fields.pop("dataset_path")
+    fields["corpus"] = str(corpus_file)
+    problems = problems_of(tmp_path, **fields)
+    assert any("`rpt_reward` scores reasoning-format RPT rows but rpt_format is completion" in p for p in problems)
+    assert any("`boxed_format` asks for a \\boxed{} answer" in p for p in problems)
