@@ -1,8 +1,18 @@
-"""`make demo`: the main job on the embedded default, offline on CPU.
+"""`make demo`: the main job on the embedded default, offline on CPU, and the evidence that it learned.
 
-Builds RPT data from the CHAMP corpus with SmolLM2-135M-Instruct as proxy, trains the same model
-with LoRA and the RPT reward (recipes/rpt_smollm2_cpu.yaml), then prints where the data,
-checkpoint and W&B run are, and the mean reward of the first and last steps.
+Trains SmolLM2-135M-Instruct with LoRA and the completion-format RPT reward on the CHAMP corpus
+(recipes/rpt_smollm2_cpu.yaml: RPT data built at high-entropy positions, a signal check, GRPO),
+then measures the base model and the trained one on the same units (rl/learning_report.py):
+
+* reward on a fixed probe set of training rows (same rows, same number of samples, paired);
+* held-out documents (never trained on): expected accuracy of the true next token at the sampling
+  temperature, greedy top-1 and NLL, at the RPT positions by entropy split and over all tokens,
+  each with the paired difference and a 95% CI (paired bootstrap over documents);
+* the per-step batch reward curve as a PNG, and everything as JSON, in the run directory.
+
+The last line is for scripts (bench/rpt_learning.py reads it):
+`learning: probe reward A -> B (diff D, 95% CI [L, H]); held-out expected accuracy X% -> Y% (diff E pts, 95% CI [L2, H2])`.
+Any recipe field can be overridden (`python -m rl.demo --max_steps 10 --seed 3`).
 """
 
 from __future__ import annotations
@@ -14,6 +24,8 @@ import time
 from pathlib import Path
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "rpt_smollm2_cpu.yaml"
+PROBE_ROWS = 48  # training rows in the probe set
+PROBE_SAMPLES = 16  # completions per probe row, for each model (1-token guesses: cheap)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,48 +41,93 @@ def main(argv: list[str] | None = None) -> int:
     try:
         script_args, training_args, model_args = parse_recipe(args)
         code = train(args)
+        if code:
+            return code
+        trained_at = time.time()
+        report = measure(script_args, training_args, model_args)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     out = Path(training_args.output_dir)
-    table = _before_after_table(out, script_args, model_args)
+    from rl.learning_report import learning_line, plot_rewards, save_report
+
     checkpoints = sorted(out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
     wandb_runs = sorted((out / "wandb").glob("offline-run-*"))
     history = []
     if checkpoints:
         history = json.loads((checkpoints[-1] / "trainer_state.json").read_text()).get("log_history", [])
-    rewards = [e["reward"] for e in history if "reward" in e]
+    rewards = [e["reward"] for e in history if "reward" in e and "train_runtime" not in e]
+    curve = plot_rewards(history, out / "reward_curve.png", title=f"batch reward per step ({training_args.run_name})")
+    summary_path = out / "demo_summary.json"
+    save_report(report, summary_path, {"batch_rewards": rewards, "seed": training_args.seed,
+                                       "max_steps": training_args.max_steps,
+                                       "train_seconds": round(trained_at - started, 1),
+                                       "total_seconds": round(time.time() - started, 1)})
     print("\n=== entropy-rl demo ===")
     print(f"RPT data:     {out / 'rpt-data'}")
     print(f"checkpoint:   {checkpoints[-1] if checkpoints else 'none'}")
     print(f"final model:  {out}")
     print(f"W&B run:      {wandb_runs[-1] if wandb_runs else 'none (report_to has no wandb)'}")
     if rewards:
-        print(f"mean reward:  first step {rewards[0]:.3f}, last step {rewards[-1]:.3f} ({len(rewards)} steps)")
-    print(f"wall time:    {time.time() - started:.0f} s")
-    if table:
-        print("\n" + table)
-    return code
+        print(f"batch reward: first step {rewards[0]:.3f}, last step {rewards[-1]:.3f}, mean of the last "
+              f"{min(10, len(rewards))} {sum(rewards[-10:]) / len(rewards[-10:]):.3f} ({len(rewards)} steps)")
+    print(f"reward curve: {curve or 'none'}")
+    print(f"summary JSON: {summary_path}")
+    print(f"wall time:    {time.time() - started:.0f} s (training {trained_at - started:.0f} s)")
+    print("\n" + report.format())
+    print(learning_line(report))
+    return 0
 
 
-def _before_after_table(out: Path, script_args, model_args) -> str:
-    """Standard-mode next-token accuracy on the held-out documents: base model vs the trained one."""
+def measure(script_args, training_args, model_args):
+    """Base vs trained model on the probe rows, held-out RPT positions and all held-out tokens."""
     from datasets import load_from_disk
 
+    from rewards import get_reward_funcs
     from rl.assets import resolve_model
-    from rl.evaluate import evaluate_next_token, format_table
+    from rl.data.corpus import read_corpus
     from rl.data.loading import split_by_document
+    from rl.evaluate import load_model
+    from rl.learning_report import (LearningReport, compare_documents, compare_positions, position_values,
+                                    probe_rewards)
+    from rl.next_token_metrics import document_metrics
+    from rl.signal_check import pick_rows
+    from rl.stats import paired_bootstrap
 
-    data_dir = out / "rpt-data"
-    if not data_dir.exists() or not (out / "adapter_config.json").exists() and not (out / "config.json").exists():
-        return ""
-    _, held_out = split_by_document(load_from_disk(str(data_dir)), script_args.eval_fraction or 0.25, script_args.rpt_seed)
-    if held_out is None:
-        return ""
-    base = resolve_model(model_args.model_name_or_path)
-    after = evaluate_next_token(str(out), held_out, mode="standard", progress=False, keep_rows=False)
-    before = evaluate_next_token(base, held_out, mode="standard", progress=False, keep_rows=False)
-    return "held-out documents, after (trained) vs before (base):\n" + format_table(after, compare=before)
+    out = Path(training_args.output_dir)
+    data = load_from_disk(str(out / "rpt-data"))
+    train_rows, held_out = split_by_document(data, script_args.eval_fraction or 0.25, script_args.rpt_seed)
+    probe = [dict(train_rows[i]) for i in pick_rows(len(train_rows), PROBE_ROWS)]
+    heldout_rows = [dict(r) for r in held_out] if held_out is not None else []
+    heldout_ids = {r["doc_id"] for r in heldout_rows}
+    texts = [d.text for d in read_corpus(script_args.corpus) if d.doc_id in heldout_ids] if heldout_ids else []
+    funcs = get_reward_funcs(script_args.reward_funcs)
+    weights = training_args.reward_weights
+    temperature = training_args.temperature
+    context = script_args.rpt_max_context_tokens
+    results = {}
+    for label, name in (("before", resolve_model(model_args.model_name_or_path)), ("after", str(out))):
+        model, tokenizer = load_model(name, device="cpu")
+        results[label] = {
+            "probe": probe_rewards(model, tokenizer, probe, funcs, weights, samples=PROBE_SAMPLES,
+                                   max_new_tokens=training_args.max_completion_length, temperature=temperature,
+                                   top_p=training_args.top_p, top_k=training_args.top_k, seed=training_args.seed),
+            "positions": position_values(model, tokenizer, heldout_rows, temperature, context) if heldout_rows else [],
+            "documents": document_metrics(model, tokenizer, texts, temperature=temperature) if texts else [],
+        }
+        del model
+    report = LearningReport(temperature=temperature, probe_rows=len(probe), probe_samples=PROBE_SAMPLES,
+                            heldout_documents=len(texts))
+    groups = [row.get("doc_id") for row in probe for _ in range(PROBE_SAMPLES)]
+    report.probe = paired_bootstrap(results["before"]["probe"], results["after"]["probe"], groups,
+                                    seed=training_args.seed)
+    if heldout_rows:
+        report.positions = compare_positions(heldout_rows, results["before"]["positions"],
+                                             results["after"]["positions"], seed=training_args.seed)
+    if texts:
+        report.tokens = compare_documents(results["before"]["documents"], results["after"]["documents"],
+                                          seed=training_args.seed)
+    return report
 
 
 if __name__ == "__main__":
