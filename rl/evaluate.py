@@ -22,7 +22,6 @@ ready); rl/eval_compare.py renders one model or two side by side with paired dif
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import math

@@ -26,9 +26,6 @@ from rl.errors import UserError
 
 logger = logging.getLogger(__name__)
 
-ACTIONS = ("stop", "warn", "off")
-
-
 def combine_rewards(per_func: Sequence[Sequence[float | None]], weights: Sequence[float] | None) -> list[float]:
     """Total reward per completion as TRL computes it: the weighted sum over reward functions,
     a None (reward does not apply) counting as nothing (TRL's nansum)."""
@@ -176,9 +173,7 @@ def _generate_shared_prefill(model, ids, mask, pos, generations: int, **generate
     same distribution: the same logits are computed, only once). Models whose forward takes no
     cache fall back to plain `generate`.
     """
-    import inspect as _inspect
-
-    params = _inspect.signature(getattr(model, "get_base_model", lambda: model)().forward).parameters
+    params = inspect.signature(getattr(model, "get_base_model", lambda: model)().forward).parameters
     # transformers 5.x names the cache `cache` (`past_key_values` before, still accepted by generate)
     name = "cache" if "cache" in params else "past_key_values"
     if ids.shape[1] < 2 or name not in params or "position_ids" not in params:
@@ -281,9 +276,3 @@ def check_signal_before_training(trainer, script_args, training_args) -> SignalR
             raise UserError(message)
         logger.warning(message)
     return report
-
-
-def check_action(value: str) -> str:
-    if value not in ACTIONS:
-        raise UserError(f"signal_check: expected one of {', '.join(ACTIONS)}, got {value!r}")
-    return value
