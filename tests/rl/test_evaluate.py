@@ -179,6 +179,49 @@ def test_limit_and_compare_and_table(tiny_model_dir, tokenizer, dataset):
     assert limited["rows"] == 2 and limited["splits"]["all"]["correct"] == 2
 
 
+def test_standard_mode_reports_expected_accuracy_nll_and_paired_cis(tiny_model_dir, tokenizer, rows):
+    import math
+
+    from datasets import Dataset
+
+    for i, row in enumerate(rows):
+        row["doc_id"] = f"doc{i % 3}"
+    data = Dataset.from_list(rows)
+    mat = evaluate_next_token("mat", data, model=forced_model(tiny_model_dir, tokenizer, " mat"),
+                              tokenizer=tokenizer, progress=False, temperature=1.0)
+    table = evaluate_next_token("table", data, model=forced_model(tiny_model_dir, tokenizer, " table"),
+                                tokenizer=tokenizer, progress=False)
+    # the forced head puts logit 5 on one token and 0 on the other 50,256
+    p_forced = math.exp(5) / (math.exp(5) + len(tokenizer) - 1)
+    first = mat["per_row"][0]
+    assert first["target"] == " mat" and first["expected"] == pytest.approx(p_forced, rel=1e-4)
+    assert first["nll"] == pytest.approx(-math.log(p_forced), rel=1e-4)
+    assert mat["splits"]["all"]["expected_accuracy"] == pytest.approx(
+        sum(r["expected"] for r in mat["per_row"]) / len(rows))
+    diff = compare_results(mat, table)
+    paired = diff["all"]["paired"]
+    assert paired["accuracy"]["diff"] == pytest.approx(3 / 7 - 1 / 7)
+    assert paired["accuracy"]["groups"] == 3 and paired["accuracy"]["units"] == 7
+    low, high = paired["accuracy"]["ci95"]
+    assert low <= paired["accuracy"]["diff"] <= high
+    assert set(paired) == {"accuracy", "expected_accuracy", "nll"}
+    text = format_table(mat, table)
+    assert "expected accuracy at T=1.0" in text and "paired bootstrap over documents" in text
+
+
+def test_reasoning_mode_refuses_completion_format_rows(rows):
+    for row in rows:
+        row["rpt_format"] = "completion"
+    with pytest.raises(UserError, match="completion-format RPT data.*--mode standard"):
+        load_eval_rows(rows, "reasoning")
+    assert load_eval_rows(rows, "standard")[0]  # standard mode is the one for them
+
+
+def test_standard_mode_needs_a_positive_temperature(tiny_model_dir, dataset):
+    with pytest.raises(UserError, match="--temperature: standard mode"):
+        evaluate_next_token(str(tiny_model_dir), dataset, temperature=0, progress=False)
+
+
 # ---------------------------------------------------------------------------------------------- reasoning mode
 
 
