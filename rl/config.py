@@ -104,6 +104,14 @@ class ScriptArguments:
     eval_fraction: float = field(
         default=0.0, metadata={"help": "Hold out this fraction of rows (by document) as an eval split."}
     )
+    rpt_text_field: str = field(
+        default="text",
+        metadata={"help": "Corpus field/column holding the text (.jsonl, .parquet, HF dataset dir), e.g. `content`."},
+    )
+    rpt_id_field: str | None = field(
+        default=None,
+        metadata={"help": "Corpus field/column used as the document id (default: file and line/row number)."},
+    )
 
 
 @dataclass
