@@ -165,3 +165,34 @@ def check_tokenizer(tokenizer, model_path: str, field: str = "model_name_or_path
                             f"model only {vocab} embeddings; use the tokenizer that belongs to this model")
         logger.warning("%s: the tokenizer has %d tokens, the model %d embeddings; tokens past %d would fail",
                        model_path, len(tokenizer), vocab, vocab - 1)
+
+
+def check_model_arg(name_or_path: str, flag: str) -> str:
+    """Check a model argument of `rl eval` / `rl profile` before any work (no weights): it resolves
+    (builtin names, local paths), a local dir is complete (or a LoRA adapter whose base is), and its
+    config reads (hub ids from the local cache). Returns the resolved path; one-line UserError naming `flag`."""
+    import json
+
+    from rl.assets import resolve_model
+
+    try:
+        path = resolve_model(str(name_or_path))
+    except UserError as exc:
+        raise UserError(f"{flag}: {exc}") from None
+    base = lora_base(path)
+    if base is not None:
+        if base == "?":
+            raise UserError(f"{flag}: {Path(path) / 'adapter_config.json'} has no readable base_model_name_or_path; "
+                            "set it to the base model the adapter was trained on")
+        check_model_arg(base, f"{flag} (base of the LoRA adapter {path})")
+        return path
+    check_model_dir(path, flag)
+    check_tokenizer_files(path, flag)
+    from transformers import AutoConfig
+
+    try:
+        AutoConfig.from_pretrained(path)
+    except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
+        raise UserError(f"{flag}: cannot read the config of {name_or_path!r} ({first_message_line(exc)[:200]}); give "
+                        "a checkpoint dir, a LoRA dir, a hub id already downloaded, or a builtin: name") from None
+    return path

@@ -55,3 +55,25 @@ def test_rebuild_over_a_foreign_dir_stops_with_one_line(tmp_path, tiny_model_dir
         rpt_reuse_decision(_cfg(corpus, tiny_model_dir), out)
     assert "--overwrite" not in str(err.value)  # rl train has no such flag
     assert (out / "mine.txt").read_text() == "not RPT data"
+
+
+@pytest.mark.parametrize("where", ["corpus-dir", "foreign-rpt-data", "rpt-data-is-a-file"])
+def test_rl_train_never_builds_over_user_files(tmp_path, tiny_model_dir, where):
+    from tests.faults.helpers import one_error_line, run_cli, write_recipe
+
+    corpus = tmp_path / "corp"
+    corpus.mkdir()
+    (corpus / "a.txt").write_text(DOC)
+    run = corpus if where == "corpus-dir" else tmp_path / "run"
+    if where == "foreign-rpt-data":
+        (run / "rpt-data").mkdir(parents=True)
+        (run / "rpt-data" / "mine.txt").write_text("keep")
+    elif where == "rpt-data-is-a-file":
+        run.mkdir()
+        (run / "rpt-data").write_text("keep")
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    recipe = write_recipe(tmp_path, tiny_model_dir, corpus=str(corpus), output_dir=str(run), dataset_path=None)
+    before[recipe] = recipe.read_bytes()
+    line = one_error_line(*run_cli(["train", "--config", str(recipe)]))
+    assert line.startswith("error: output_dir (its rpt-data): "), line
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
