@@ -37,4 +37,8 @@ class _StrictLoader(yaml.SafeLoader):
 
 def load(text: str):
     """`yaml.safe_load(text)`, but a mapping key given twice raises DuplicateKeyError (a yaml.YAMLError)."""
-    return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    loader = _StrictLoader(text)  # a SafeLoader subclass: plain data only, never objects
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
