@@ -124,8 +124,21 @@ class ScriptArguments:
     rpt_proxy_batch_size: int = field(default=4, metadata={"help": "Windows per proxy forward pass."})
     rpt_seed: int = field(default=0, metadata={"help": "Seed for sampling positions."})
     eval_fraction: float = field(
-        default=0.0, metadata={"help": "Hold out this fraction of rows (by document) as an eval split."}
+        default=0.0, metadata={"help": "Hold out this fraction of rows (by document) as an eval split (0 <= f < 1)."}
     )
+    rpt_text_field: str = field(
+        default="text",
+        metadata={"help": "Corpus field/column holding the text (.jsonl, .parquet, HF dataset dir), e.g. `content`."},
+    )
+    rpt_id_field: str | None = field(
+        default=None,
+        metadata={"help": "Corpus field/column used as the document id (default: file and line/row number)."},
+    )
+
+    def __post_init__(self):
+        if not 0.0 <= float(self.eval_fraction) < 1.0:
+            raise UserError(f"eval_fraction: must be in [0, 1) (a fraction held out for eval; 0 = none), "
+                            f"got {self.eval_fraction}")
 
     def __post_init__(self):
         if self.rpt_format not in ("reasoning", "completion"):
@@ -205,6 +218,9 @@ class EntropyGRPOConfig(GRPOConfig):
             raise UserError(f"max_completion_length: must be at least 1 token, got {self.max_completion_length}")
         if self.learning_rate < 0:
             raise UserError(f"learning_rate: must be >= 0, got {self.learning_rate}")
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise UserError(f"max_steps: must be a positive number of optimizer steps, or -1 to train for "
+                            f"num_train_epochs, got {self.max_steps}")
         super().__post_init__()
 
 
@@ -220,8 +236,12 @@ def load_recipe_file(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: recipe file not found")
+    from rl.strict_yaml import DuplicateKeyError, load
+
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load(path.read_text(encoding="utf-8"))
+    except DuplicateKeyError as exc:
+        raise UserError(f"{path}:{exc.line}: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}" if mark is not None else ""

@@ -67,7 +67,9 @@ def register(subparsers) -> None:
                    help="standard: keep only the last N context tokens (default: the model's maximum)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    p.add_argument("--output", "-o", default=None, help="write the results as JSON here")
+    p.add_argument("--output", "-o", default=None,
+                   help="write the results as JSON here (a new file, or a previous result of this command)")
+    p.add_argument("--overwrite", action="store_true", help="let --output replace a file this command did not write")
     p.set_defaults(func=run_eval)
 
     pr = subparsers.add_parser("profile", help="profile models (rl profile entropy --help)")
@@ -86,7 +88,10 @@ def register(subparsers) -> None:
     src = q.add_mutually_exclusive_group(required=True)
     src.add_argument("--data", help="corpus: builtin:champ, .txt file/dir, .jsonl/.parquet (text column), HF dataset dir")
     src.add_argument("--generate", metavar="PROMPTS", help=".txt (one prompt per line) or .jsonl with `prompt`")
-    q.add_argument("--output-dir", "-o", default="runs/entropy-profile", help="where JSON and PNGs go")
+    q.add_argument("--output-dir", "-o", default="runs/entropy-profile",
+                   help="where JSON and PNGs go: a new dir or a previous profile (replaced atomically)")
+    q.add_argument("--overwrite", action="store_true",
+                   help="let --output-dir replace a directory this command did not write")
     q.add_argument("--max-documents", type=int, default=None, help="corpus: read at most N documents")
     q.add_argument("--max-tokens", type=int, default=None, help="corpus: stop after N scored tokens")
     q.add_argument("--window-tokens", type=int, default=1024, help="corpus: forward window; windows overlap by half")
@@ -94,7 +99,8 @@ def register(subparsers) -> None:
     q.add_argument("--samples", type=int, default=1, help="generate: completions per prompt")
     q.add_argument("--max-new-tokens", type=int, default=256, help="generate: completion length")
     q.add_argument("--temperature", type=float, default=1.0,
-                   help="entropy of softmax(logits/T); generate: also the sampling temperature (0 = greedy, T=1 entropy)")
+                   help="entropy of softmax(logits/T), T > 0; generate: also the sampling temperature "
+                   "(0 = one greedy sample, its entropy at T=1, recorded as entropy_temperature)")
     q.add_argument("--batch-size", type=int, default=4, help="windows or prompts per forward/generate call")
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--device", default=None, help="cpu, cuda ... (default: cuda if available)")
@@ -103,13 +109,29 @@ def register(subparsers) -> None:
     q.set_defaults(func=run_profile)
 
 
+EVAL_COMMAND = "rl eval next-token"
+
+
 def run_eval(args) -> int:
     import json
-    from pathlib import Path
 
+    from rl.errors import UserError
     from rl.eval_compare import compare_results, format_table
     from rl.evaluate import evaluate_next_token
+    from rl.models import check_model_arg
+    from rl.outputs import check_output_file, write_text_atomic
 
+    # Everything that can be wrong is checked before the first (possibly hour-long) evaluation.
+    out = None
+    if args.output:
+        out = check_output_file(args.output, "--output", EVAL_COMMAND, overwrite=args.overwrite,
+                                inputs={"--data": args.data, "--model": args.model, "--compare": args.compare})
+    if args.max_context_tokens is not None and args.max_context_tokens < 1:
+        raise UserError(f"--max-context-tokens: must be at least 1 (or omit it for the model's maximum), "
+                        f"got {args.max_context_tokens}")
+    check_model_arg(args.model, "--model")
+    if args.compare:
+        check_model_arg(args.compare, "--compare")
     kwargs = dict(
         mode=args.mode, thresholds=args.thresholds, batch_size=args.batch_size, limit=args.limit,
         samples=args.samples, pass_k=args.pass_k, max_new_tokens=args.max_new_tokens,
@@ -118,13 +140,12 @@ def run_eval(args) -> int:
     results = evaluate_next_token(args.model, args.data, **kwargs)
     other = evaluate_next_token(args.compare, args.data, **kwargs) if args.compare else None
     print(format_table(results, other))
-    if args.output:
-        payload = {"version": 1, "model": results, "compare": other,
+    if out is not None:
+        payload = {"version": 1, "written_by": EVAL_COMMAND, "model": results, "compare": other,
                    "difference": compare_results(results, other) if other else None}
-        out = Path(args.output)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(payload, indent=2, ensure_ascii=False), encoding="utf-8")
-        print(f"results written to {out}")
+        check_output_file(args.output, "--output", EVAL_COMMAND, overwrite=args.overwrite)  # changed meanwhile?
+        write_text_atomic(out, json.dumps(payload, indent=2, ensure_ascii=False))
+        print(f"wrote {args.output}")
     return 0
 
 
@@ -136,12 +157,13 @@ def run_profile(args) -> int:
         window_tokens=args.window_tokens, batch_size=args.batch_size, max_documents=args.max_documents,
         max_tokens=args.max_tokens, limit=args.limit, samples=args.samples, max_new_tokens=args.max_new_tokens,
         temperature=args.temperature, seed=args.seed, device=args.device,
-        wandb_project=args.wandb_project if args.wandb else None,
+        wandb_project=args.wandb_project if args.wandb else None, overwrite=args.overwrite,
     )
     print(format_profile(result))
     if result["source"].get("corpus"):
         print(f"corpus: {result['source']['corpus']}")
-    print("wrote " + ", ".join(result["files"].values()))
+    for path in result["written"]:
+        print(f"wrote {path}")
     if result.get("wandb_dir"):
         print(f"W&B run: {result['wandb_dir']}")
     return 0

@@ -390,13 +390,24 @@ def log_to_wandb(result: dict, project: str, run_name: str | None = None) -> str
     return run_dir
 
 
+PROFILE_COMMAND = "rl profile entropy"
+# Files of a profile written before the rl-output.json marker existed (rl/outputs.py `legacy`).
+PROFILE_FILES = ("entropy_profile.json", "entropy_histogram.png", "forking_tokens.png")
+
+
 def profile_entropy(model_path: str, *, data: str | None = None, generate: str | None = None,
                     output_dir: str | Path = "runs/entropy-profile", window_tokens: int = 1024, batch_size: int = 4,
                     max_documents: int | None = None, max_tokens: int | None = None, limit: int | None = None,
                     samples: int = 1, max_new_tokens: int = 256, temperature: float = 1.0, seed: int = 0,
                     device: str | None = None, wandb_project: str | None = None, model=None, tokenizer=None,
-                    progress: bool = True) -> dict:
-    """Score tokens (corpus or own samples), compute the stats, write JSON + PNGs, optionally log to W&B."""
+                    progress: bool = True, overwrite: bool = False) -> dict:
+    """Score tokens (corpus or own samples), compute the stats, write JSON + PNGs, optionally log to W&B.
+
+    `output_dir` is checked before any work (rl/outputs.py: a new dir or a previous profile, else
+    `overwrite`) and replaced atomically; `result["written"]` lists every file written.
+    Temperature: corpus mode computes the entropy of softmax(logits/T) and needs T > 0; generate mode
+    with T = 0 takes one greedy sample per prompt and scores its entropy at T = 1
+    (`settings.entropy_temperature` records the temperature the entropies are at)."""
     import torch
 
     from rl.data.corpus import CorpusStats, read_corpus
@@ -410,11 +421,33 @@ def profile_entropy(model_path: str, *, data: str | None = None, generate: str |
             raise UserError(f"{name}: too small ({value})")
     if temperature < 0:
         raise UserError(f"--temperature: must be >= 0, got {temperature}")
+    if temperature == 0 and data is not None:
+        raise UserError("--temperature: 0 has no entropy to measure on a corpus (softmax(logits/0) is one-hot); "
+                        "use T > 0 (1.0 = the model's own distribution)")
+    if temperature == 0 and samples > 1:
+        raise UserError("--temperature: must be > 0 to draw several --samples (0 = one greedy sample)")
+    for name, value in (("--max-tokens", max_tokens), ("--max-documents", max_documents), ("--limit", limit)):
+        if value is not None and value < 1:
+            raise UserError(f"{name}: must be at least 1 (or omit it for no limit), got {value}")
+    from rl.models import check_model_arg
+    from rl.outputs import check_output_dir, replace_dir, written_files
+
+    def check_out():
+        return check_output_dir(output_dir, "--output-dir", PROFILE_COMMAND, overwrite=overwrite,
+                                inputs={"--data": data, "--generate": generate, "--model": model_path},
+                                containers={"--data": data}, legacy=PROFILE_FILES)
+
+    check_out()
+    if model is None:
+        check_model_arg(model_path, "--model")
     corpus_stats = CorpusStats()
     documents = read_corpus(data, stats=corpus_stats) if data is not None else None  # spec errors before loading
     prompts = read_prompts(generate, limit) if generate is not None else None
     if model is None:
         model, tokenizer = load_model(model_path, device)
+    from rl.models import quiet_long_input_warning
+
+    quiet_long_input_warning(tokenizer)  # corpus documents are scored in windows, never whole
     torch.manual_seed(seed)
     if documents is not None:
         ents, ids, units = corpus_entropies(model, tokenizer, documents, window_tokens=window_tokens,
@@ -432,16 +465,20 @@ def profile_entropy(model_path: str, *, data: str | None = None, generate: str |
         cache[t] = tokenizer.decode([t], clean_up_tokenization_spaces=False)
     stats = entropy_profile_stats(ents, [cache[t] for t in ids])
     out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
     result = {
-        "model": str(model_path), "source": source,
-        "settings": {"temperature": temperature, "window_tokens": window_tokens, "samples": samples,
+        "model": str(model_path), "written_by": PROFILE_COMMAND, "source": source,
+        "settings": {"temperature": temperature, "entropy_temperature": temperature or 1.0,
+                     "window_tokens": window_tokens, "samples": samples,
                      "max_new_tokens": max_new_tokens, "max_tokens": max_tokens, "seed": seed},
         "stats": stats, "paper": PAPER,
     }
-    result["files"] = save_plots(ents, stats, out, f"{Path(str(model_path)).name}, {source['kind']}")
-    result["files"]["json"] = str(out / "entropy_profile.json")
-    if wandb_project:
-        result["wandb_dir"] = log_to_wandb(result, wandb_project)
-    Path(result["files"]["json"]).write_text(json.dumps(result, indent=2, ensure_ascii=False), encoding="utf-8")
+    with replace_dir(out, PROFILE_COMMAND, recheck=check_out) as tmp:
+        files = save_plots(ents, stats, tmp, f"{Path(str(model_path)).name}, {source['kind']}")
+        files["json"] = str(tmp / "entropy_profile.json")
+        result["files"] = files
+        if wandb_project:
+            result["wandb_dir"] = log_to_wandb(result, wandb_project)
+        result["files"] = {k: str(out / Path(v).name) for k, v in files.items()}
+        (tmp / "entropy_profile.json").write_text(json.dumps(result, indent=2, ensure_ascii=False), encoding="utf-8")
+    result["written"] = written_files(out)
     return result

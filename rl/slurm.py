@@ -71,8 +71,12 @@ def load_recipe(recipe_path: str | os.PathLike) -> dict:
     path = Path(recipe_path)
     if not path.is_file():
         raise UserError(f"{path}: recipe file not found; pass --config path/to/recipe.yaml")
+    from rl.strict_yaml import DuplicateKeyError, load
+
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load(path.read_text(encoding="utf-8"))
+    except DuplicateKeyError as e:
+        raise UserError(f"{path}:{e.line}: {e}") from None
     except yaml.YAMLError as e:
         raise UserError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
     if data is None:
@@ -145,6 +149,9 @@ def render_sbatch(recipe_path: str | os.PathLike, nodes: int = 1, gpus_per_node:
         raise UserError(f"--nodes: {nodes}; need at least 1")
     if vllm_server_node and nodes < 2:
         raise UserError("--vllm-server-node needs --nodes >= 2 (one serves generations, the rest train)")
+    for name, value in (("--procs-per-node", procs_per_node), ("--cpus-per-task", cpus_per_task)):
+        if value is not None and value < 1:
+            raise UserError(f"{name}: must be at least 1 (or omit it for the default), got {value}")
     if cpu:
         gpus_per_node = None
         procs_per_node = procs_per_node or 2
@@ -219,6 +226,55 @@ def run_dir_for(recipe_path: str | os.PathLike, run_dir: str | os.PathLike | Non
     return (workdir / Path(str(run_dir)).expanduser()).resolve()
 
 
+def check_run_dir(recipe_path, run_dir: Path, overrides: Sequence[str], workdir: Path, flag: str) -> None:
+    """The run dir (where the trainer, its logs and the kept script go): refused when it is `.`/`..`/above
+    the submitting directory, the recipe, the data, the corpus or a model (or contains one), or an
+    existing file. An existing run dir is fine: submissions only add new files (resume needs it)."""
+    from rl.outputs import check_not_dangerous
+
+    recipe = (workdir / recipe_path).resolve()
+    data = load_recipe(recipe)
+    inputs = {"recipe": recipe}
+    for name in ("dataset_path", "corpus", "model_name_or_path", "proxy_model"):
+        value = _override_value(overrides, name) or data.get(name)
+        if value:
+            inputs[name] = (workdir / Path(str(value)).expanduser()) if not str(value).startswith("builtin:") else value
+    cwd = os.getcwd()
+    try:
+        os.chdir(workdir)  # `.` and `..` mean the job's working directory
+        check_not_dangerous(run_dir, flag, inputs, containers={"corpus": inputs.get("corpus")})
+    finally:
+        os.chdir(cwd)
+    for path in (run_dir, run_dir / "slurm"):
+        if path.exists() and not path.is_dir():
+            raise UserError(f"{flag}: {path} is an existing file, not a directory; choose another run directory")
+
+
+def check_recipe_like_dry_run(args, overrides: Sequence[str]) -> None:
+    """The checks of `rl train --config RECIPE --dry-run` at the submission's world size, before anything is
+    rendered: a recipe the dry-run refuses is refused here (one line), not after queueing."""
+    from rl.dryrun import dry_run
+
+    argv = ["--config", str(args.config), *overrides]
+    if args.run_dir is not None and _override_value(overrides, "output_dir") is None:
+        argv += ["--output_dir", str(args.run_dir)]
+    if args.cpu:
+        argv += ["--num_processes", str(args.nodes * (args.procs_per_node or 2))]
+    else:
+        argv += ["--nodes", str(args.nodes)] + (["--gpus-per-node", str(args.gpus_per_node)]
+                                                if args.gpus_per_node else [])
+    if args.accelerate_config:
+        argv += ["--accelerate_config", str(args.accelerate_config)]
+    if args.vllm_server_node:
+        argv += ["--vllm-server-node"]
+    problems = dry_run(argv).problems
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        first = " ".join(str(problems[0]).split())
+        raise UserError(f"{args.config}: `rl train --dry-run` refuses this recipe: {first}{more}; run "
+                        f"`rl train --config {args.config} --dry-run` for the full report")
+
+
 def submit(recipe_path: str | os.PathLike, *, dry_run: bool = False, sbatch: str = "sbatch",
            env: Mapping[str, str] | None = None, out=None, **render_kwargs) -> str | None:
     """Render into <run dir>/slurm/train-<timestamp>.sbatch and submit it; returns the job id.
@@ -228,6 +284,8 @@ def submit(recipe_path: str | os.PathLike, *, dry_run: bool = False, sbatch: str
     out = out or sys.stdout
     workdir = Path(render_kwargs.pop("workdir", None) or os.getcwd()).resolve()
     run_dir = run_dir_for(recipe_path, render_kwargs.get("run_dir"), render_kwargs.get("overrides", ()), workdir)
+    check_run_dir(recipe_path, run_dir, render_kwargs.get("overrides", ()), workdir,
+                  "--run-dir" if render_kwargs.get("run_dir") is not None else "output_dir")
     stamp, n = _time.strftime("%Y%m%d-%H%M%S"), 1
     script = run_dir / "slurm" / f"train-{stamp}.sbatch"
     while script.exists():  # two submissions in the same second keep both scripts
@@ -240,8 +298,13 @@ def submit(recipe_path: str | os.PathLike, *, dry_run: bool = False, sbatch: str
     if exe is None:
         raise UserError(f"{sbatch}: not found on PATH; run `rl submit` on a Slurm login node "
                         "(or use --dry-run to only print the script)")
-    script.parent.mkdir(parents=True, exist_ok=True)
-    script.write_text(text, encoding="utf-8")
+    from rl.outputs import write_text_atomic
+
+    try:
+        write_text_atomic(script, text, exclusive=True)  # a kept script is never replaced
+    except FileExistsError:
+        raise UserError(f"{script} appeared meanwhile (another submission?); submit again") from None
+    out.write(f"wrote {script}\n")
     proc = subprocess.run([exe, "--parsable", str(script)], capture_output=True, text=True, cwd=workdir,
                           env=None if env is None else dict(env))
     if proc.returncode != 0:
@@ -256,6 +319,11 @@ def _main(args: argparse.Namespace) -> int:
     overrides = list(args.overrides or [])
     if overrides and overrides[0] == "--":
         overrides = overrides[1:]
+    for name in ("nodes", "gpus_per_node", "procs_per_node", "cpus_per_task"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise UserError(f"--{name.replace('_', '-')}: must be at least 1, got {value}")
+    check_recipe_like_dry_run(args, overrides)
     submit(args.config, dry_run=args.dry_run, nodes=args.nodes, gpus_per_node=args.gpus_per_node,
            partition=args.partition, time=args.time, account=args.account,
            accelerate_config=args.accelerate_config, overrides=overrides, run_dir=args.run_dir, cpu=args.cpu,
@@ -271,20 +339,21 @@ def register(subparsers) -> argparse.ArgumentParser:
         description="Submit `rl train --config RECIPE` as a Slurm job (requeued on preemption, resumed "
                     "from the newest complete checkpoint). Trainer overrides go after `--`.")
     p.add_argument("--config", required=True, help="recipe YAML")
-    p.add_argument("--nodes", type=int, default=1)
+    p.add_argument("--nodes", type=int, default=1, help="nodes to train on (default 1)")
     p.add_argument("--gpus-per-node", type=int, help="GPUs (= training ranks) per node; required unless --cpu")
-    p.add_argument("--partition")
+    p.add_argument("--partition", help="Slurm partition (queue) to submit to (default: the cluster's default)")
     p.add_argument("--time", help="time limit (HH:MM:SS or D-HH:MM:SS)")
-    p.add_argument("--account")
+    p.add_argument("--account", help="Slurm account to charge (default: your default account)")
     p.add_argument("--accelerate-config", help="accelerate config file (e.g. a DeepSpeed one)")
     p.add_argument("--run-dir", help="output directory of this run: checkpoints, logs, the script "
                    "(default: the recipe's output_dir; passed to rl train as --output_dir)")
     p.add_argument("--cpu", action="store_true", help="no GPUs: gloo ranks (tests)")
     p.add_argument("--procs-per-node", type=int, help="training ranks per node (default: GPUs per node; 2 with --cpu)")
-    p.add_argument("--cpus-per-task", type=int)
+    p.add_argument("--cpus-per-task", type=int, help="CPU cores per training rank (default: Slurm's; with --cpu: "
+                   "--procs-per-node)")
     p.add_argument("--signal-seconds", type=int, default=DEFAULT_SIGNAL_SECONDS,
                    help="send SIGUSR1 this long before the time limit (checkpoint + requeue)")
-    p.add_argument("--job-name")
+    p.add_argument("--job-name", help="Slurm job name (default: rl-<recipe file stem>)")
     p.add_argument("--vllm-server-node", action="store_true",
                    help="run `trl vllm-serve` on the first node; train on the others")
     p.add_argument("--dry-run", action="store_true", help="print the script; write and submit nothing")

@@ -10,7 +10,23 @@ RPT_EXAMPLES = """examples:
   rl data rpt --corpus builtin:champ --proxy-model builtin:smollm2-135m-instruct --output runs/champ-rpt
   rl data rpt --corpus notes/ --proxy-model Qwen/Qwen3-1.7B --entropy full --min-entropy 1.0 --jsonl
   rl data rpt --corpus wiki.jsonl --proxy-model ./my-proxy --max-documents 1000 --max-per-doc 4
+  rl data rpt --corpus posts.parquet --text-field content --id-field post_id --output runs/posts-rpt
+
+OUTPUT is a new directory, or a previous `rl data rpt` output (recognised by its rl-output.json,
+replaced atomically when it holds nothing else); anything else needs --overwrite. It may not be
+`.`, a directory above the current one, the corpus, inside the corpus, or the proxy model.
 """
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keep the examples' layout and show every option's default (unless the help already says it)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if (action.default not in (None, False, argparse.SUPPRESS) and "default" not in text
+                and action.option_strings):
+            text += " (default: %(default)s)"
+        return text
 
 
 def register(subparsers) -> None:
@@ -24,16 +40,22 @@ def register(subparsers) -> None:
         "every position of every document in batched windows; positions with high next-token entropy become "
         "tasks (prompt, context, continuation, boundaries, entropy, doc_id, position).",
         epilog=RPT_EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     p.add_argument("--corpus", required=True, help="builtin:champ, .txt file/dir, .jsonl/.parquet (text column), HF dataset dir")
     p.add_argument("--proxy-model", "--model", dest="proxy_model", default="builtin:smollm2-135m-instruct",
                    help="model whose next-token entropy picks positions (builtin:, hub id or local dir)")
-    p.add_argument("--output", "-o", required=True, help="output dir (datasets.save_to_disk format)")
+    p.add_argument("--output", "-o", required=True,
+                   help="output dir (datasets.save_to_disk format); see the rules below")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace OUTPUT even when it holds files `rl data rpt` did not write")
+    p.add_argument("--text-field", default="text", help=".jsonl/.parquet/HF dataset corpora: field holding the text")
+    p.add_argument("--id-field", default=None,
+                   help="field used as the document id (default: file and line/row number)")
     p.add_argument("--entropy", choices=["topk", "full"], default="topk",
                    help="topk: entropy of the top-k probabilities RENORMALISED to sum to 1 (paper: top-16); "
                    "full: entropy of the whole softmax")
-    p.add_argument("--top-k", type=int, default=16, help="k for --entropy topk (default 16)")
+    p.add_argument("--top-k", type=int, default=16, help="k for --entropy topk")
     p.add_argument("--min-entropy", type=float, default=0.5, help="keep positions with entropy >= this (nats)")
     p.add_argument("--max-per-doc", type=int, default=8, help="sample at most this many positions per document")
     p.add_argument("--continuation-tokens", type=int, default=8, help="ground-truth tokens after each position")
@@ -41,16 +63,16 @@ def register(subparsers) -> None:
     p.add_argument("--min-context-tokens", type=int, default=16, help="skip positions with less context than this")
     p.add_argument("--window-tokens", type=int, default=1024, help="proxy forward window; windows overlap by half")
     p.add_argument("--batch-size", type=int, default=4, help="windows per proxy forward pass")
-    p.add_argument("--max-documents", type=int, default=None, help="read at most N documents")
-    p.add_argument("--prompt-template-file", default=None, help="file with the instruction; must contain {context}")
+    p.add_argument("--max-documents", type=int, default=None, help="read at most N documents (default: all)")
+    p.add_argument("--prompt-template-file", default=None, help="file with the instruction; must contain {context} (default: the built-in RPT instruction)")
     p.add_argument("--format", choices=["reasoning", "completion"], default="reasoning",
                    help="reasoning: instruction + answer in \\boxed{} (paper; reward rpt); completion: the raw "
                    "context is the prompt and the completion is the guess (reward rpt_completion; base and small "
                    "chat models)")
     p.add_argument("--chat", choices=["auto", "yes", "no"], default="auto",
                    help="wrap prompts as chat messages (auto: when the tokenizer has a chat template)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--jsonl", action="store_true", help="also write OUTPUT.jsonl")
+    p.add_argument("--seed", type=int, default=0, help="seed for sampling positions")
+    p.add_argument("--jsonl", action="store_true", help="also write the rows as OUTPUT/rows.jsonl")
     p.set_defaults(func=run_rpt)
 
 
@@ -71,9 +93,12 @@ def run_rpt(args) -> int:
         min_entropy=args.min_entropy, max_per_doc=args.max_per_doc, continuation_tokens=args.continuation_tokens,
         max_context_tokens=args.max_context_tokens, min_context_tokens=args.min_context_tokens,
         window_tokens=args.window_tokens, batch_size=args.batch_size, max_documents=args.max_documents,
-        prompt_template=template, seed=args.seed, chat=args.chat, format=args.format,
+        prompt_template=template, seed=args.seed, chat=args.chat, text_field=args.text_field, id_field=args.id_field,
+        format=args.format,
     )
-    dataset, summary = build_rpt_dataset(cfg, args.output, jsonl=args.jsonl)
+    dataset, summary = build_rpt_dataset(cfg, args.output, jsonl=args.jsonl, overwrite=args.overwrite)
     print(summary.format())
+    for path in summary.files:
+        print(f"wrote {path}")
     print(f"saved {len(dataset)} rows to {args.output}")
     return 0

@@ -344,7 +344,8 @@ def _read_jsonl(path: Path, stats: CorpusStats, opts: _Opts) -> Iterator[Documen
             del line
             if not isinstance(record, dict) or opts.text_field not in record:
                 keys = sorted(record)[:10] if isinstance(record, dict) else type(record).__name__
-                stats.skip("missing_field", where, f"no {opts.text_field!r} field (has {keys})")
+                stats.skip("missing_field", where, f"no {opts.text_field!r} field (has {keys}; choose one with "
+                                                             "--text-field / rpt_text_field)")
                 continue
             text = record[opts.text_field]
             if not isinstance(text, str):
@@ -365,10 +366,11 @@ def _check_columns(where: str, types: dict[str, str], opts: _Opts) -> None:
     for col in [opts.text_field] + ([opts.id_field] if opts.id_field else []):
         if col not in types:
             raise UserError(f"corpus {where}: no column {col!r}; available columns: {', '.join(types)} "
-                            "(set text_field / id_field to existing columns)")
+                            "(name the text column with --text-field, or rpt_text_field in a recipe; the id column with "
+                            "--id-field / rpt_id_field)")
     if types[opts.text_field] not in _STRING_TYPES:
         raise UserError(f"corpus {where}: column {opts.text_field!r} has type {types[opts.text_field]}, "
-                        "not strings; set text_field to the column holding the text")
+                        "not strings; name the column holding the text with --text-field (recipe: rpt_text_field)")
 
 
 def _read_parquet(path: Path, stats: CorpusStats, opts: _Opts) -> Iterator[Document]:

@@ -171,36 +171,23 @@ def prepare_dataset(script_args, training_args, model_path: str, tokenizer):
         train_ds, eval_ds = load_dataset_path(script_args.dataset_path)
     elif script_args.corpus:
         out = Path(training_args.output_dir) / "rpt-data"
-        from rl.data.rpt import RPTBuildConfig, build_rpt_dataset, saved_build_config
+        from rl.data.rpt import build_rpt_dataset
 
-        cfg = RPTBuildConfig(
-            corpus=script_args.corpus,
-            proxy_model=script_args.proxy_model or model_path,
-            entropy=script_args.rpt_entropy,
-            top_k=script_args.rpt_top_k,
-            min_entropy=script_args.rpt_min_entropy,
-            max_per_doc=script_args.rpt_max_per_doc,
-            continuation_tokens=script_args.rpt_continuation_tokens,
-            max_context_tokens=script_args.rpt_max_context_tokens,
-            min_context_tokens=script_args.rpt_min_context_tokens,
-            window_tokens=script_args.rpt_window_tokens,
-            batch_size=script_args.rpt_proxy_batch_size,
-            max_documents=script_args.rpt_max_documents,
-            prompt_template=script_args.rpt_prompt_template,
-            seed=script_args.rpt_seed,
-            chat="yes" if getattr(tokenizer, "chat_template", None) else "no",
-            format=script_args.rpt_format,
-        )
+        cfg = rpt_config_for_run(script_args, model_path, tokenizer)
         if cfg.chat == "no" and cfg.format == "reasoning":
             logger.warning("the tokenizer of %s has no chat template: RPT prompts will be plain text "
                            "(instruction + context), not chat messages", model_path)
+        proxy_flag = "proxy_model" if script_args.proxy_model else "model_name_or_path"
+        # Decided on every rank before any rank builds: reuse only data built from exactly these
+        # settings and input files; a rebuild replaces only a previous `rl data rpt` output.
+        reuse = rpt_reuse_decision(cfg, out)
         with PartialState().main_process_first():
-            # Reuse the data only if it was built with exactly these settings.
-            if saved_build_config(out) != cfg.fingerprint():
-                _, summary = build_rpt_dataset(cfg, out)
-                logger.info("RPT data built in %s\n%s", out, summary.format())
-            else:
-                logger.info("reusing RPT data in %s (same build settings)", out)
+            if PartialState().is_main_process and not reuse[0]:
+                logger.info("building RPT data in %s (%s)", out, reuse[1])
+                _, summary = build_rpt_dataset(cfg, out, flag="output_dir (its rpt-data)", proxy_flag=proxy_flag)
+                logger.info("RPT data built in %s\n%s\nwrote %s", out, summary.format(), ", ".join(summary.files))
+            elif reuse[0]:
+                logger.info("reusing RPT data in %s (same build settings and corpus files)", out)
         train_ds, eval_ds = load_dataset_path(str(out))
     else:
         raise UserError("recipe: set `dataset_path` (a dataset from `rl data rpt`) or `corpus` (to build one)")
@@ -211,6 +198,63 @@ def prepare_dataset(script_args, training_args, model_path: str, tokenizer):
     return _fit_prompts_to_tokenizer(train_ds, tokenizer), (
         _fit_prompts_to_tokenizer(eval_ds, tokenizer) if eval_ds is not None else None
     )
+
+
+def rpt_config_for_run(script_args, model_path: str, tokenizer):
+    """The RPTBuildConfig `rl train` builds `<output_dir>/rpt-data` with (chat form from the policy's tokenizer)."""
+    from rl.data.rpt import RPTBuildConfig
+
+    return RPTBuildConfig(
+        corpus=script_args.corpus,
+        proxy_model=script_args.proxy_model or model_path,
+        entropy=script_args.rpt_entropy,
+        top_k=script_args.rpt_top_k,
+        min_entropy=script_args.rpt_min_entropy,
+        max_per_doc=script_args.rpt_max_per_doc,
+        continuation_tokens=script_args.rpt_continuation_tokens,
+        max_context_tokens=script_args.rpt_max_context_tokens,
+        min_context_tokens=script_args.rpt_min_context_tokens,
+        window_tokens=script_args.rpt_window_tokens,
+        batch_size=script_args.rpt_proxy_batch_size,
+        max_documents=script_args.rpt_max_documents,
+        prompt_template=script_args.rpt_prompt_template,
+        seed=script_args.rpt_seed,
+        chat="yes" if getattr(tokenizer, "chat_template", None) else "no",
+        text_field=script_args.rpt_text_field,
+        id_field=script_args.rpt_id_field,
+        format=script_args.rpt_format,
+    )
+
+
+def rpt_reuse_decision(cfg, out: Path) -> tuple[bool, str]:
+    """(reuse?, why) for RPT data at `out`: reused only when its rpt_build.json records exactly these
+    settings and input files (rl/data/fingerprint.py). Otherwise it must be rebuilt, which is allowed
+    only over a previous `rl data rpt` output: anything else at `out` is a one-line UserError, before
+    any model loads."""
+    from rl.data.rpt import check_rpt_output, saved_build_config
+
+    cfg.validate()
+    current = cfg.fingerprint()
+    saved = saved_build_config(out)
+    if saved == current:
+        return True, "same build settings and corpus files"
+    check_rpt_output(cfg, out, "output_dir (its rpt-data)", overwrite_flag=None)
+    return False, rpt_change(saved, current)
+
+
+def rpt_change(saved: dict | None, current: dict) -> str:
+    """Why saved RPT data does not match the run's settings, in a few words."""
+    from rl.data.fingerprint import describe_change
+
+    if saved is None:
+        return "no RPT data there yet"
+    changed = sorted(k for k in set(saved) | set(current) if k != "inputs" and saved.get(k) != current.get(k))
+    if changed:
+        return f"built with other settings: {', '.join(changed)}"
+    inputs_then, inputs_now = saved.get("inputs") or {}, current.get("inputs") or {}
+    if inputs_then.get("corpus") != inputs_now.get("corpus"):
+        return describe_change(inputs_then.get("corpus"), inputs_now.get("corpus") or {}) + " since it was built"
+    return "the proxy model's files changed since it was built"
 
 
 def _fit_prompts_to_tokenizer(dataset, tokenizer):

@@ -53,11 +53,20 @@ class RPTBuildConfig:
     seed: int = 0
     chat: str = "auto"  # auto | yes | no: wrap prompts as chat messages (reasoning format only)
     format: str = "reasoning"  # reasoning: instruction + box (paper); completion: the raw context is the prompt
+    text_field: str = "text"  # .jsonl/.parquet/HF dataset corpora: the field/column holding the text
+    id_field: str | None = None  # optional field/column used as doc_id
     extra: dict = field(default_factory=dict)
 
     def fingerprint(self) -> dict:
-        """The settings that decide the rows, as saved in rpt_build.json (for reuse checks)."""
-        return json.loads(json.dumps(asdict(self), default=str))
+        """What decides the rows, as saved in rpt_build.json (for reuse checks): the settings plus
+        `inputs`, the corpus and proxy-model files they were built from (size + mtime_ns per file,
+        rl/data/fingerprint.py), so rewritten corpus files never lead to stale rows being reused."""
+        from rl.data.fingerprint import corpus_fingerprint, model_fingerprint
+
+        settings = json.loads(json.dumps(asdict(self), default=str))
+        settings["inputs"] = {"corpus": corpus_fingerprint(self.corpus),
+                              "proxy_model": model_fingerprint(self.proxy_model)}
+        return settings
 
     def validate(self) -> None:
         if self.entropy not in ("topk", "full"):
@@ -76,6 +85,10 @@ class RPTBuildConfig:
             raise UserError("prompt_template: must contain the placeholder {context}")
         if self.chat not in ("auto", "yes", "no"):
             raise UserError(f"chat: expected auto, yes or no, got {self.chat!r}")
+        if self.max_documents is not None and int(self.max_documents) < 1:
+            raise UserError(f"max_documents: must be at least 1 (or unset for all), got {self.max_documents}")
+        if not str(self.text_field or "").strip():
+            raise UserError("text_field: must name the field/column holding the text (default `text`)")
 
 
 @dataclass
@@ -88,6 +101,7 @@ class BuildSummary:
     positions_kept: int = 0
     entropy_percentiles: dict = field(default_factory=dict)
     corpus_summary: str = ""
+    files: list = field(default_factory=list)  # every file written (set by build_rpt_dataset)
 
     def format(self) -> str:
         pct = ", ".join(f"p{k}={v:.3f}" for k, v in self.entropy_percentiles.items())
@@ -249,11 +263,15 @@ def iter_rpt_rows(cfg: RPTBuildConfig, model, tokenizer, documents, summary: Bui
             for p in range(own_from, own_to):
                 doc["entropy"][p] = ent[p - start - 1]
             doc["windows_left"] -= 1
+            scored[0] += own_to - own_from
         queue.clear()
+        # progress inside a long document too (the bar itself counts documents)
+        progress.set_postfix(tokens_scored=scored[0], kept=summary.positions_kept)
         for key in [k for k, d in pending.items() if d["windows_left"] == 0]:
             yield from finish_doc(key)
 
     min_tokens = cfg.min_context_tokens + 1
+    scored = [0]
     progress = tqdm(documents, desc="rpt data", unit="doc", total=cfg.max_documents)
     for key, doc in enumerate(progress):
         if cfg.max_documents is not None and key >= cfg.max_documents:
@@ -279,7 +297,7 @@ def iter_rpt_rows(cfg: RPTBuildConfig, model, tokenizer, documents, summary: Bui
             queue.append((key, idx, ids[start:end], start))
             if len(queue) >= cfg.batch_size:
                 yield from flush()
-        progress.set_postfix(kept=summary.positions_kept)
+        progress.set_postfix(tokens_scored=scored[0], kept=summary.positions_kept)
     yield from flush()
     summary.entropy_percentiles = _percentiles(all_entropies)
 
@@ -293,81 +311,140 @@ def saved_build_config(output_dir: str | Path) -> dict | None:
         return None
 
 
-def load_proxy(model_name_or_path: str, device: str | None = None):
-    """Load the proxy model (eval mode, fp32 on CPU) and its fast tokenizer."""
+def load_proxy(model_name_or_path: str, device: str | None = None, flag: str = "--proxy-model"):
+    """Load the proxy model (eval mode, fp32 on CPU) and its fast tokenizer; `flag` names the argument in errors."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
-    from rl.assets import resolve_model
+    from rl.models import check_tokenizer, first_message_line, quiet_long_input_warning
 
-    from rl.models import check_model_dir
-
-    path = resolve_model(model_name_or_path)
-    check_model_dir(path)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
-    except (OSError, ValueError, TypeError) as exc:
-        lines = str(exc).strip().splitlines()
-        raise UserError(f"proxy model {model_name_or_path!r}: cannot load its tokenizer "
-                        f"({lines[0] if lines else type(exc).__name__})") from None
-    from rl.models import check_tokenizer
-
-    check_tokenizer(tokenizer, path)
+    path, tokenizer = check_proxy(model_name_or_path, flag)
+    check_tokenizer(tokenizer, path, flag)
     if not getattr(tokenizer, "is_fast", False):
-        raise UserError(f"proxy model {model_name_or_path!r}: needs a fast tokenizer (offsets are used for boundaries)")
+        raise UserError(f"{flag} {model_name_or_path!r}: needs a fast tokenizer (offsets are used for boundaries)")
+    quiet_long_input_warning(tokenizer)  # long documents are windowed here, never fed whole to the model
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     try:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
-    except OSError as exc:
-        raise UserError(f"proxy model {model_name_or_path!r}: cannot load weights ({str(exc).splitlines()[0]})")
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{flag} {model_name_or_path!r}: cannot load weights ({first_message_line(exc)})") from None
     return model, tokenizer
 
 
-def build_rpt_dataset(cfg: RPTBuildConfig, output_dir: str | Path, jsonl: bool = False, chat_tokenizer=None):
+def check_proxy(model_name_or_path: str, flag: str = "--proxy-model"):
+    """Resolve the proxy model and load its tokenizer (no weights): (path, tokenizer). One-line errors
+    for a missing dir, a LoRA adapter, missing tokenizer files or a truncated checkpoint."""
+    from transformers import AutoTokenizer
+
+    from rl.assets import resolve_model
+    from rl.models import check_model_dir, check_tokenizer_files, first_message_line
+
+    try:
+        path = resolve_model(model_name_or_path)
+    except UserError as exc:
+        raise UserError(f"{flag}: {exc}") from None
+    check_model_dir(path, flag)
+    check_tokenizer_files(path, flag)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError, TypeError) as exc:
+        raise UserError(f"{flag} {model_name_or_path!r}: cannot load its tokenizer ({first_message_line(exc)})") from None
+    return path, tokenizer
+
+
+# Files of an RPT output written before the rl-output.json marker existed (rl/outputs.py `legacy`).
+RPT_LEGACY_FILES = ("data-*.arrow", "dataset_info.json", "state.json", "rpt_build.json")
+RPT_COMMAND = "rl data rpt"
+
+
+def check_rpt_output(cfg: RPTBuildConfig, output_dir: str | Path, flag: str = "--output", overwrite: bool = False,
+                     overwrite_flag: str | None = "--overwrite") -> Path:
+    """Refuse an RPT output path that is dangerous or holds what `rl data rpt` did not write (rl/outputs.py)."""
+    from rl.outputs import check_output_dir
+
+    return check_output_dir(output_dir, flag, RPT_COMMAND, overwrite=overwrite,
+                            inputs={"corpus": cfg.corpus, "proxy model": cfg.proxy_model},
+                            containers={"corpus": cfg.corpus}, legacy=RPT_LEGACY_FILES, overwrite_flag=overwrite_flag)
+
+
+def no_rows_reason(cfg: RPTBuildConfig, summary: BuildSummary) -> str:
+    """Why a build kept no position, naming the real cause (no documents, all too short, threshold, cuts)."""
+    where = f"{cfg.corpus}: no RPT positions kept ({summary.documents} documents, {summary.tokens} tokens)"
+    if summary.documents == 0:
+        return f"{where}; no document was read (check max_documents / --max-documents and the corpus)"
+    if summary.documents_too_short == summary.documents:
+        return (f"{where}; every document is shorter than min_context_tokens + 1 = {cfg.min_context_tokens + 1} "
+                "tokens: use longer documents or lower min_context_tokens (--min-context-tokens)")
+    if summary.positions_above_threshold == 0:
+        top = max(summary.entropy_percentiles.values(), default=None)
+        seen = f" (99th percentile {top:.3f} nats)" if top is not None else ""
+        return (f"{where}; no position reaches min_entropy {cfg.min_entropy}{seen}: lower min_entropy "
+                "(--min-entropy)")
+    return (f"{where}; {summary.positions_above_threshold} positions pass min_entropy but none leaves a non-empty "
+            f"context and a whole-character continuation; lower min_context_tokens (now {cfg.min_context_tokens}) "
+            "or use longer documents")
+
+
+def build_rpt_dataset(cfg: RPTBuildConfig, output_dir: str | Path, jsonl: bool = False, chat_tokenizer=None,
+                      overwrite: bool = False, flag: str = "--output", proxy_flag: str = "--proxy-model"):
     """Build and save the RPT dataset; returns (datasets.Dataset, BuildSummary).
 
-    `chat_tokenizer`: the policy's tokenizer, which decides (with `cfg.chat == "auto"`) whether
-    prompts are chat messages; default the proxy's.
+    The output is checked before any work (rl/outputs.py: never over the user's files or an input;
+    `overwrite` replaces a directory that is not a previous `rl data rpt` output) and written
+    atomically; `jsonl` also writes OUTPUT/rows.jsonl inside it. `summary.files` lists every file
+    written. `chat_tokenizer`: the policy's tokenizer, which decides (with `cfg.chat == "auto"`)
+    whether prompts are chat messages; default the proxy's. `flag`/`proxy_flag`: names in errors.
     """
     from datasets import Dataset
 
     from rl.data.corpus import CorpusStats, read_corpus
+    from rl.outputs import replace_dir, written_files
 
     import itertools
 
     cfg.validate()
     output_dir = Path(output_dir)
+    check_rpt_output(cfg, output_dir, flag, overwrite)
+    fingerprint = cfg.fingerprint()  # the inputs as they are when reading starts
     stats = CorpusStats()
     # Read up to the first usable document before the proxy model loads: a corpus that is wrong or
     # all bad (empty, binary, non-UTF-8 files) fails in seconds, not after the model is in memory.
-    documents = read_corpus(cfg.corpus, stats=stats)
+    documents = read_corpus(cfg.corpus, stats=stats, text_field=cfg.text_field, id_field=cfg.id_field)
     first = next(documents)  # raises UserError when nothing usable is left
-    model, tokenizer = load_proxy(cfg.proxy_model)
+    model, tokenizer = load_proxy(cfg.proxy_model, flag=proxy_flag)
     if chat_tokenizer is not None and cfg.chat == "auto":
         cfg.chat = "yes" if getattr(chat_tokenizer, "chat_template", None) else "no"
+        fingerprint["chat"] = cfg.chat
     summary = BuildSummary()
     rows = list(iter_rpt_rows(cfg, model, tokenizer, itertools.chain([first], documents), summary))
     summary.corpus_summary = stats.summary()
     if not rows:
-        raise UserError(
-            f"{cfg.corpus}: no RPT positions kept ({summary.documents} documents, {summary.tokens} tokens); "
-            f"lower min_entropy (now {cfg.min_entropy}) or min_context_tokens (now {cfg.min_context_tokens})"
-        )
+        raise UserError(no_rows_reason(cfg, summary))
     dataset = Dataset.from_list(rows)
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output_dir.with_name(output_dir.name + ".tmp")
-    dataset.save_to_disk(str(tmp))
-    (tmp / "rpt_build.json").write_text(
-        json.dumps({"config": cfg.fingerprint(), "summary": asdict(summary)}, indent=2, default=str)
-    )
-    if output_dir.exists():
-        import shutil
-
-        shutil.rmtree(output_dir)
-    tmp.rename(output_dir)
-    if jsonl:
-        with open(output_dir.with_suffix(".jsonl"), "w", encoding="utf-8") as handle:
-            for row in rows:
-                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    _remove_legacy_tmp(output_dir)
+    with replace_dir(output_dir, RPT_COMMAND, recheck=lambda: check_rpt_output(cfg, output_dir, flag, overwrite)) as tmp:
+        dataset.save_to_disk(str(tmp))
+        record = {k: v for k, v in asdict(summary).items() if k != "files"}
+        (tmp / "rpt_build.json").write_text(
+            json.dumps({"config": fingerprint, "summary": record}, indent=2, default=str)
+        )
+        if jsonl:
+            with open(tmp / "rows.jsonl", "w", encoding="utf-8") as handle:
+                for row in rows:
+                    handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    summary.files = written_files(output_dir)
     return dataset, summary
+
+
+def _remove_legacy_tmp(output_dir: Path) -> None:
+    """`OUT.tmp` left by a failed build of an older version: removed (never merged) when it holds only
+    what such a build writes; anything else there is the user's and stays."""
+    import shutil
+
+    legacy = output_dir.with_name(output_dir.name + ".tmp")
+    if legacy.is_dir() and not legacy.is_symlink():
+        files = [f for f in legacy.rglob("*") if f.is_file()]
+        if all(any(f.match(g) for g in RPT_LEGACY_FILES) for f in files):
+            shutil.rmtree(legacy)
+            logger.info("removed %s, a stale temp dir of an earlier failed build", legacy)

@@ -127,3 +127,12 @@ def check_output(report: Report, view) -> None:
     if enum_value(view.save_strategy) == "steps":
         text += f"; checkpoint every {view.save_steps} steps"
     report.add("output", text)
+    resume = getattr(view, "resume_from_checkpoint", None)
+    if resume is not None:
+        from rl.checkpoint import resolve_resume
+        from rl.errors import UserError
+
+        try:  # the run resolves it the same way before any model loads
+            resolve_resume(resume, str(out))
+        except UserError as exc:
+            report.problem(str(exc))

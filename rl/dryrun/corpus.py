@@ -30,6 +30,7 @@ def rpt_build_config(view, policy: ModelInfo | None, chat: str):
         min_context_tokens=view.rpt_min_context_tokens, window_tokens=view.rpt_window_tokens,
         batch_size=view.rpt_proxy_batch_size, max_documents=view.rpt_max_documents,
         prompt_template=view.rpt_prompt_template, seed=view.rpt_seed, chat=chat,
+        text_field=getattr(view, "rpt_text_field", "text"), id_field=getattr(view, "rpt_id_field", None),
         format=getattr(view, "rpt_format", "reasoning"))
 
 
@@ -38,17 +39,28 @@ def check_corpus(report: Report, view, corpus: str, policy: ModelInfo | None) ->
     from rl.data.corpus import read_corpus
     from rl.data.rpt import saved_build_config
 
+    from rl.data.loading import rpt_change
+    from rl.data.rpt import check_rpt_output
+
     tok = policy.tokenizer if policy is not None else None
     built = Path(str(view.output_dir)) / "rpt-data"
     saved = saved_build_config(built)
-    if saved is not None:
-        chat = ("yes" if getattr(tok, "chat_template", None) else "no") if tok is not None else saved.get("chat")
-        cfg = rpt_build_config(view, policy, chat)
-        if saved == cfg.fingerprint():
-            report.note(f"RPT data already built in {built} with these settings; the run reuses it")
-            return peek_dataset(report, str(built), "RPT data (built from the corpus)")
-        changed = sorted(k for k in set(saved) | set(cfg.fingerprint()) if saved.get(k) != cfg.fingerprint().get(k))
-        report.note(f"RPT data in {built} was built with other settings ({', '.join(changed)}); the run rebuilds it")
+    chat = ("yes" if getattr(tok, "chat_template", None) else "no") if tok is not None else (saved or {}).get("chat")
+    current = None
+    try:
+        current = rpt_build_config(view, policy, chat or "auto").fingerprint()
+    except Exception as exc:  # noqa: BLE001 - an unreadable corpus dir: reported below by the corpus read
+        report.note(f"RPT data: the corpus files could not be listed ({exc_summary(exc)})")
+    if saved is not None and current is not None and saved == current:
+        report.note(f"RPT data already built in {built} from these settings and corpus files; the run reuses it")
+        return peek_dataset(report, str(built), "RPT data (built from the corpus)")
+    if saved is not None and current is not None:
+        report.note(f"RPT data in {built} does not match the run ({rpt_change(saved, current)}); the run rebuilds it")
+    try:
+        check_rpt_output(rpt_build_config(view, policy, "auto"), built, "output_dir (its rpt-data)",
+                         overwrite_flag=None)
+    except UserError as exc:
+        report.problem(f"{exc} (the run would build RPT data there)")
     try:
         rpt_build_config(view, policy, "auto").validate()
     except UserError as exc:
@@ -75,7 +87,8 @@ def check_corpus(report: Report, view, corpus: str, policy: ModelInfo | None) ->
     data.max_prompt_tokens = view.rpt_max_context_tokens + overhead
     data.prompt_bound_note = f"rpt_max_context_tokens {view.rpt_max_context_tokens} + {overhead}: {how}"
     try:
-        first = next(iter(read_corpus(corpus)), None)
+        first = next(iter(read_corpus(corpus, text_field=getattr(view, "rpt_text_field", "text"),
+                                      id_field=getattr(view, "rpt_id_field", None))), None)
     except UserError as exc:
         report.problem(f"{exc} (prepare it as the recipe header says)")
         return data  # the columns RPT rows will have are known anyway

@@ -58,6 +58,16 @@ def check_model(report: Report, label: str, name: str | None, view) -> ModelInfo
             report.problem(f"{label} {name!r}: no such directory; give an existing checkpoint directory, a hub id "
                            "like 'org/model', or builtin:smollm2-135m-instruct")
             return None
+        from rl.errors import UserError
+        from rl.models import check_not_adapter, check_tokenizer_files
+
+        field = "proxy_model" if label == "proxy model" else "model_name_or_path"
+        try:  # the same refusals as the run, in the run's words
+            check_not_adapter(path, field)
+            check_tokenizer_files(path, field)
+        except UserError as exc:
+            report.problem(str(exc))
+            return None
     else:
         try:
             from huggingface_hub import try_to_load_from_cache

@@ -22,6 +22,11 @@ def _broken_model(tmp_path, tiny_model_dir, kind):
     if kind == "empty-dir":
         d.mkdir()
         return str(d)
+    if kind == "lora-adapter":
+        d.mkdir()
+        (d / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(tiny_model_dir)}))
+        (d / "adapter_model.safetensors").write_bytes(b"x")
+        return str(d)
     shutil.copytree(tiny_model_dir, d)
     if kind == "no-config":
         (d / "config.json").unlink()
@@ -60,7 +65,8 @@ CASES = [
     ("truncated-weights", ["model.safetensors: truncated data"]),
     ("garbage-weights", ["model.safetensors"]),
     ("missing-shard", ["lacks shard(s) ['model-00002-of-00002.safetensors']"]),
-    ("no-tokenizer", ["the tokenizer is empty"]),
+    ("no-tokenizer", ["has no tokenizer files"]),
+    ("lora-adapter", ["model_name_or_path: ", "is a LoRA adapter", "merge it"]),
     ("tokenizer-bigger-than-model", ["50257 tokens but the model only 1000 embeddings"]),
 ]
 
@@ -73,7 +79,7 @@ def test_bad_policy_model_is_one_line_before_loading(tmp_path, tiny_model_dir, f
         assert needle in line, line
 
 
-@pytest.mark.parametrize("kind", ["missing-path", "truncated-weights", "no-tokenizer"])
+@pytest.mark.parametrize("kind", ["missing-path", "truncated-weights", "no-tokenizer", "lora-adapter"])
 def test_bad_proxy_model_is_one_line_before_loading(tmp_path, tiny_model_dir, forbid_model_load, kind):
     corpus = tmp_path / "c.txt"
     corpus.write_text("The sea and the sky are blue today. " * 10)
@@ -81,6 +87,7 @@ def test_bad_proxy_model_is_one_line_before_loading(tmp_path, tiny_model_dir, fo
                           tiny_model_dir, kind))
     line = one_error_line(*run_cli(["train", "--config", str(recipe)]))
     assert str(tmp_path) in line, line
+    assert line.startswith("error: proxy_model") and "model_name_or_path" not in line, line
 
 
 @pytest.mark.slow

@@ -81,12 +81,19 @@ def test_transformers_and_trl_load_checkpoints_safely():
 
 
 def test_recipe_yaml_loader_is_safe():
+    import yaml
+
     import rl.config
     import rl.slurm
+    import rl.strict_yaml
 
+    # recipes are read by rl/strict_yaml.py (safe loading + duplicate keys refused)
     for module in (rl.config, rl.slurm):
         source = Path(module.__file__).read_text()
-        assert "yaml.safe_load" in source and "yaml.load(" not in source
+        assert "from rl.strict_yaml import" in source and "yaml.load(" not in source
+    assert issubclass(rl.strict_yaml._StrictLoader, yaml.SafeLoader)
+    with pytest.raises(yaml.YAMLError):
+        rl.strict_yaml.load("x: !!python/object/apply:os.system ['true']\n")
 
 
 # ------------------------------------------------------------------------------------------ secrets at rest

@@ -366,7 +366,7 @@ def test_cli_writes_json_with_comparison(tiny_model_dir, tiny_model_dir_plain, r
                str(tiny_model_dir_plain), "--output", str(out), "--batch-size", "3", "--device", "cpu"], monkeypatch)
     assert rc == 0
     payload = json.loads(out.read_text())
-    assert set(payload) == {"version", "model", "compare", "difference"}
+    assert set(payload) == {"version", "written_by", "model", "compare", "difference"}
     assert payload["model"]["splits"]["medium"]["count"] == 3 and payload["compare"]["rows"] == 7
     # the two fixtures are the same random weights: identical predictions, zero difference
     assert payload["difference"]["all"]["accuracy"] == 0.0

@@ -181,8 +181,25 @@ def test_submit_writes_script_and_calls_sbatch(recipe, tmp_path):
         slurm.submit(recipe, nodes=1, cpu=True, workdir=tmp_path, env={"PATH": str(tmp_path / "empty")})
 
 
+def _with_data(recipe: Path) -> Path:
+    """The fixture recipe plus a small RPT dataset, so `rl train --dry-run` finds nothing to refuse."""
+    from tests.faults.helpers import rpt_rows, write_jsonl
+
+    data = write_jsonl(recipe.parent / "data.jsonl", rpt_rows())
+    recipe.write_text(recipe.read_text() + f"dataset_path: {data}\nper_device_train_batch_size: 8\n"
+                      "num_generations: 8\n")
+    return recipe
+
+
+def _submit_cli(argv) -> int:
+    from rl.cli import main
+
+    return main(["submit", *argv])
+
+
 def test_cli_dry_run(recipe, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
+    _with_data(recipe)
     parser = argparse.ArgumentParser()
     slurm.register(parser.add_subparsers())
     args = parser.parse_args(["submit", "--config", str(recipe), "--cpu", "--time", "01:00:00", "--dry-run",
@@ -290,3 +307,70 @@ def test_script_requeues_when_trainer_leaves_marker(recipe, tmp_path, fake_slurm
     (tmp_path / "log").unlink()
     proc = run_script(text, tmp_path, env)  # a stale marker from the previous run is removed first
     assert proc.returncode == 0 and "requeue" not in (tmp_path / "log").read_text()
+
+
+@pytest.mark.parametrize("extra, message", [
+    ("learning_rat: 1.0e-6\n", "unknown field 'learning_rat'; did you mean 'learning_rate'?"),
+    ("top_entropy_quantile: 1.5\n", "top_entropy_quantile"),
+    ("max_steps: -3\n", "max_steps: must be a positive number"),
+])
+def test_submit_runs_the_dry_run_checks_first(recipe, tmp_path, monkeypatch, capsys, extra, message):
+    monkeypatch.chdir(tmp_path)
+    recipe.write_text(_with_data(recipe).read_text() + extra)
+    assert _submit_cli(["--config", str(recipe), "--cpu", "--dry-run"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""  # nothing rendered
+    err = captured.err.strip()
+    assert err.startswith("error: ") and "\n" not in err and message in err, err
+
+
+@pytest.mark.parametrize("flag", ["--procs-per-node", "--cpus-per-task", "--nodes"])
+def test_submit_zero_counts_are_refused(recipe, tmp_path, monkeypatch, capsys, flag):
+    monkeypatch.chdir(tmp_path)
+    assert _submit_cli(["--config", str(_with_data(recipe)), "--cpu", flag, "0", "--dry-run"]) == 2
+    assert f"error: {flag}: must be at least 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("run_dir, message", [
+    (".", "is the current directory"), ("..", "above the current one"), ("data.jsonl", "dataset_path itself"),
+    ("notes.txt", "existing file, not a directory"), ("grpo.yaml", "recipe itself"),
+])
+def test_submit_run_dir_never_an_input_or_cwd(recipe, tmp_path, monkeypatch, capsys, run_dir, message):
+    monkeypatch.chdir(tmp_path)
+    _with_data(recipe)
+    (tmp_path / "notes.txt").write_text("mine")
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    with pytest.raises(UserError, match=re.escape(message)):
+        slurm.submit(recipe, nodes=1, cpu=True, run_dir=run_dir, workdir=tmp_path, dry_run=True, out=io.StringIO())
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
+def test_submit_into_an_existing_dir_keeps_the_users_files(recipe, tmp_path):
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    executable(bindir / "sbatch", '#!/bin/bash\necho "77"\n')
+    run = tmp_path / "mine"
+    (run / "slurm").mkdir(parents=True)
+    (run / "thesis.tex").write_text("years of work")
+    (run / "slurm" / "notes.txt").write_text("mine")
+    out = io.StringIO()
+    slurm.submit(recipe, nodes=1, cpu=True, run_dir="mine", workdir=tmp_path, env={"PATH": f"{bindir}:/usr/bin:/bin"},
+                 out=out)
+    assert (run / "thesis.tex").read_text() == "years of work" and (run / "slurm" / "notes.txt").read_text() == "mine"
+    script = next((run / "slurm").glob("train-*.sbatch"))
+    assert f"wrote {script}" in out.getvalue()
+
+
+def test_duplicate_recipe_key_is_refused_with_its_line(tmp_path):
+    path = tmp_path / "dup.yaml"
+    path.write_text("output_dir: runs/a\nlearning_rate: 1.0e-6\nbeta: 0.0\nlearning_rate: 1.0e-3\n")
+    with pytest.raises(UserError, match=r"dup.yaml:4: key 'learning_rate' appears twice \(lines 2 and 4\)"):
+        slurm.load_recipe(path)
+
+
+def test_submit_help_documents_every_flag(capsys):
+    parser = argparse.ArgumentParser()
+    sub = slurm.register(parser.add_subparsers())
+    for action in sub._actions:
+        if action.option_strings and action.dest != "help":
+            assert action.help, f"{action.option_strings} has no help text"

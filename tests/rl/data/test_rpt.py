@@ -69,8 +69,10 @@ def test_rows_follow_the_contract(tmp_path, tiny_model_dir):
         # the true first token scores 1
         first = b[: row["boundaries"][0]].decode("utf-8")
         assert prefix_match_reward(first, row["continuation"], row["boundaries"]) == 1.0
-    assert (out / "rpt_build.json").exists() and out.with_suffix(".jsonl").exists()
-    assert len(out.with_suffix(".jsonl").read_text().splitlines()) == len(ds)
+    assert (out / "rpt_build.json").exists() and (out / "rows.jsonl").exists()
+    assert not out.with_suffix(".jsonl").exists()  # never beside the output (it could be the corpus)
+    assert len((out / "rows.jsonl").read_text().splitlines()) == len(ds)
+    assert str(out / "rows.jsonl") in summary.files and str(out / "rl-output.json") in summary.files
     assert len(set(ds["doc_id"])) == 2
 
 
@@ -102,8 +104,51 @@ def test_max_per_doc_and_determinism(tmp_path, tiny_model_dir):
 
 
 def test_no_positions_is_a_clear_error(tmp_path, tiny_model_dir):
-    with pytest.raises(UserError, match="no RPT positions kept"):
+    with pytest.raises(UserError, match="no RPT positions kept.*lower min_entropy"):
         build_rpt_dataset(_cfg(_corpus_file(tmp_path), tiny_model_dir, min_entropy=1e9), tmp_path / "x")
+
+
+def test_all_documents_too_short_names_the_real_cause(tmp_path, tiny_model_dir):
+    with pytest.raises(UserError, match="every document is shorter than min_context_tokens") as err:
+        build_rpt_dataset(_cfg(_corpus_file(tmp_path, ["Short.", "Tiny one."]), tiny_model_dir), tmp_path / "x")
+    assert "min_entropy" not in str(err.value)
+
+
+def test_max_documents_zero_is_refused_before_reading(tmp_path, tiny_model_dir):
+    with pytest.raises(UserError, match="max_documents: must be at least 1"):
+        build_rpt_dataset(_cfg(_corpus_file(tmp_path), tiny_model_dir, max_documents=0), tmp_path / "x")
+
+
+def test_text_field_and_id_field_read_other_columns(tmp_path, tiny_model_dir):
+    corpus = tmp_path / "posts.jsonl"
+    corpus.write_text("".join(json.dumps({"content": d, "key": f"p{i}"}) + "\n" for i, d in enumerate(CORPUS)),
+                      encoding="utf-8")
+    with pytest.raises(UserError, match="--text-field"):
+        build_rpt_dataset(_cfg(corpus, tiny_model_dir), tmp_path / "x")
+    ds, _ = build_rpt_dataset(_cfg(corpus, tiny_model_dir, text_field="content", id_field="key"), tmp_path / "y")
+    assert set(ds["doc_id"]) <= {"p0", "p1", "p2"} and len(ds) > 0
+
+
+def test_lora_adapter_proxy_is_refused_naming_the_flag(tmp_path):
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "org/base"}))
+    (adapter / "adapter_model.safetensors").write_bytes(b"x")
+    with pytest.raises(UserError, match=r"^--proxy-model: .* is a LoRA adapter"):
+        build_rpt_dataset(_cfg(_corpus_file(tmp_path), adapter), tmp_path / "x")
+
+
+def test_model_dir_without_tokenizer_files_is_one_clear_line(tmp_path, tiny_model_dir):
+    import shutil
+
+    bare = tmp_path / "bare"
+    shutil.copytree(tiny_model_dir, bare)
+    for f in bare.iterdir():
+        if "token" in f.name or f.name in ("vocab.json", "merges.txt", "chat_template.jinja"):
+            f.unlink()
+    with pytest.raises(UserError, match="--proxy-model: .* has no tokenizer files") as err:
+        build_rpt_dataset(_cfg(_corpus_file(tmp_path), bare), tmp_path / "x")
+    assert "Couldn't instantiate" not in str(err.value) and "\n" not in str(err.value)
 
 
 @pytest.mark.parametrize(
