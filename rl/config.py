@@ -139,8 +139,6 @@ class ScriptArguments:
         if not 0.0 <= float(self.eval_fraction) < 1.0:
             raise UserError(f"eval_fraction: must be in [0, 1) (a fraction held out for eval; 0 = none), "
                             f"got {self.eval_fraction}")
-
-    def __post_init__(self):
         if self.rpt_format not in ("reasoning", "completion"):
             raise UserError(f"rpt_format: expected `reasoning` or `completion`, got {self.rpt_format!r}")
         if self.signal_check not in ("stop", "warn", "off"):

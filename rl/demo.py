@@ -43,12 +43,15 @@ def main(argv: list[str] | None = None) -> int:
         code = train(args)
         if code:
             return code
+        out = Path(training_args.output_dir)
+        if not any((out / name).is_file() for name in ("adapter_config.json", "config.json")):
+            raise UserError(f"demo: no final model in {out} (the run stopped early, e.g. preempted); rerun with "
+                            "--resume_from_checkpoint auto to finish it, then the demo measures it")
         trained_at = time.time()
         report = measure(script_args, training_args, model_args)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    out = Path(training_args.output_dir)
     from rl.learning_report import learning_line, plot_rewards, save_report
 
     checkpoints = sorted(out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
@@ -100,7 +103,8 @@ def measure(script_args, training_args, model_args):
     probe = [dict(train_rows[i]) for i in pick_rows(len(train_rows), PROBE_ROWS)]
     heldout_rows = [dict(r) for r in held_out] if held_out is not None else []
     heldout_ids = {r["doc_id"] for r in heldout_rows}
-    texts = [d.text for d in read_corpus(script_args.corpus) if d.doc_id in heldout_ids] if heldout_ids else []
+    documents = read_corpus(script_args.corpus, text_field=script_args.rpt_text_field, id_field=script_args.rpt_id_field)
+    texts = [d.text for d in documents if d.doc_id in heldout_ids] if heldout_ids else []
     funcs = get_reward_funcs(script_args.reward_funcs)
     weights = training_args.reward_weights
     temperature = training_args.temperature

@@ -255,7 +255,8 @@ def check_recipe_like_dry_run(args, overrides: Sequence[str]) -> None:
     rendered: a recipe the dry-run refuses is refused here (one line), not after queueing."""
     from rl.dryrun import dry_run
 
-    argv = ["--config", str(args.config), *overrides]
+    # The signal check loads the model's weights: the job runs it when it starts, not the submit host.
+    argv = ["--config", str(args.config), *overrides, "--signal_check", "off"]
     if args.run_dir is not None and _override_value(overrides, "output_dir") is None:
         argv += ["--output_dir", str(args.run_dir)]
     if args.cpu:
