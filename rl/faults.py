@@ -4,7 +4,7 @@ A training run is hours of cluster time. Bad *input* is refused before any model
 (rl/config.py, rl/train.py); what can only go wrong *during* the run is handled here:
 
 * `wrap_reward_funcs`: each reward callable is wrapped (name, signature and attributes kept, so
-  TRL logs it under the same name and `rl.train.required_columns` still sees its columns). When a
+  TRL logs it under the same name and `rewards.registry.spec_of` still finds its registration). When a
   reward raises, the batch is re-scored one sample at a time to find the sample(s) that fail.
   `reward_error_policy: raise` (default) stops with `RewardError` naming the reward, the sample
   (batch index, `doc_id` if the data has one, a short repr of prompt and completion) and the
@@ -69,13 +69,13 @@ from typing import Any, Callable
 
 from transformers import TrainerCallback
 
+from rewards.registry import TRL_EXTRA_KWARGS
 from rl.errors import UserError
 
 logger = logging.getLogger(__name__)
 
 REWARD_ERROR_POLICIES = ("raise", "none")
 _MAX_REWARD_WARNINGS = 10  # per reward function; then only counted
-_TRL_KWARGS = ("trainer_state", "log_extra", "log_metric", "environments")
 
 
 class RewardError(UserError):
@@ -123,7 +123,7 @@ def _cut(value: Any, n: int, i: int) -> Any:
 def _sample_call(args: tuple, kwargs: dict, n: int, i: int) -> tuple[tuple, dict]:
     """The arguments of one sample: every per-sample list cut to [value_i], the rest as is."""
     return (tuple(_cut(a, n, i) for a in args),
-            {k: (v if k in _TRL_KWARGS else _cut(v, n, i)) for k, v in kwargs.items()})
+            {k: (v if k in TRL_EXTRA_KWARGS else _cut(v, n, i)) for k, v in kwargs.items()})
 
 
 def _describe_sample(kwargs: dict, i: int) -> str:

@@ -204,6 +204,7 @@ def run_signal_check(model, tokenizer, dataset, reward_funcs, reward_weights, *,
     """Sample, score and summarise (see the module doc); `dataset` is a datasets.Dataset or list of rows."""
     import time
 
+    from rewards.registry import spec_of
     from rewards.rpt import completion_text, extract_prediction
 
     started = time.perf_counter()
@@ -230,8 +231,7 @@ def run_signal_check(model, tokenizer, dataset, reward_funcs, reward_weights, *,
         means[_reward_name(func)] = sum(applied) / len(applied) if applied else float("nan")
     totals = combine_rewards(per_func, reward_weights)
     texts = [completion_text(c) or "" for c in completions]
-    reads_boxes = any(getattr(f, "rpt_format", None) == "reasoning" or _reward_name(f) in ("math_reward",
-                      "boxed_format_reward") for f in reward_funcs)
+    reads_boxes = any(getattr(spec_of(f), "boxed_answer", False) for f in reward_funcs)
     return SignalReport(
         prompts=len(rows), generations=generations, mean_reward=sum(totals) / len(totals),
         groups_with_signal=groups_with_signal(totals, generations), reward_means=means,
@@ -240,11 +240,14 @@ def run_signal_check(model, tokenizer, dataset, reward_funcs, reward_weights, *,
 
 
 def format_hint(reward_funcs) -> str:
-    """What to change, by the rewards in use."""
-    if any(getattr(f, "rpt_format", None) == "reasoning" for f in reward_funcs):
+    """What to change, by the rewards in use (their registered RPT format)."""
+    from rewards.registry import spec_of
+
+    formats = {getattr(spec_of(f), "rpt_format", None) for f in reward_funcs}
+    if "reasoning" in formats:
         return ("for a small or non-reasoning model use the completion format (`rpt_format: completion`, "
                 "reward_funcs: [rpt_completion]) or an instruction-following reasoning model")
-    if any(getattr(f, "rpt_format", None) == "completion" for f in reward_funcs):
+    if "completion" in formats:
         return "raise num_generations or temperature, or lower rpt_min_entropy (easier positions)"
     return ""
 

@@ -33,19 +33,6 @@ Any field of the recipe (TRL's GRPOConfig, ModelConfig, entropy-rl's ScriptArgum
 overridden on the command line with --<field> <value>, exactly as in TRL's own scripts.
 """
 
-# Re-exported: tests, rl/dryrun and rl/data/rpt use these names from here.
-from rl.data.loading import (  # noqa: E402,F401
-    _NON_COLUMN_PARAMS,
-    check_columns,
-    check_reward_signatures,
-    load_dataset_path,
-    prepare_dataset,
-    required_columns,
-    split_by_document,
-)
-from rl.models import check_model_dir, check_tokenizer, load_tokenizer  # noqa: E402,F401
-
-
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "train",
@@ -88,6 +75,8 @@ def build_trainer(script_args, training_args, model_args, callbacks=()):
 
     from rewards import get_reward_funcs
     from rl.assets import resolve_model
+    from rl.data.loading import check_columns, check_reward_signatures, prepare_dataset
+    from rl.models import check_model_dir, load_tokenizer
     from rl.trainer import EntropyGRPOTrainer
 
     if not model_args.model_name_or_path:
