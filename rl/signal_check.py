@@ -151,7 +151,7 @@ def sample_completions(model, tokenizer, prompts: list, generations: int, *, max
             for start in range(0, len(prompts), batch_size):
                 chunk = prompts[start:start + batch_size]
                 ids, mask, pos = left_pad([render_prompt_ids(tokenizer, p) for p in chunk], pad_id, device)
-                out = _generate_shared_prefill(model, ids, mask, pos, generations, max_new_tokens=max_new_tokens,
+                out = generate_shared_prefill(model, ids, mask, pos, generations, max_new_tokens=max_new_tokens,
                                                pad_token_id=pad_id, **sampling)
                 new = out[:, ids.shape[1]:]
                 texts = tokenizer.batch_decode(new, skip_special_tokens=True)
@@ -167,7 +167,7 @@ def sample_completions(model, tokenizer, prompts: list, generations: int, *, max
     return completions, completion_ids
 
 
-def _generate_shared_prefill(model, ids, mask, pos, generations: int, **generate_kwargs):
+def generate_shared_prefill(model, ids, mask, pos, generations: int, **generate_kwargs):
     """`generate` with `generations` samples per prompt, the prompt read once, not once per sample.
 
     HF's `num_return_sequences` copies each prompt before the prefill, so G samples cost G prompt

@@ -171,7 +171,7 @@ def test_sbatch_refuses_a_token_override_not_in_the_environment(tmp_path, tiny_m
 def test_hub_token_is_moved_out_of_the_training_arguments():
     from types import SimpleNamespace
 
-    from rl.faults import move_secret_args
+    from rl.wandb_secrets import move_secret_args
 
     args, env = SimpleNamespace(hub_token=HUB_TOKEN_ARG), {}
     argv = ["rl", "train", "--hub_token", HUB_TOKEN_ARG, "--wandb_api_key=abc", "--max_completion_length", "9"]
