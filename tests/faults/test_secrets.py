@@ -80,13 +80,24 @@ def test_transformers_and_trl_load_checkpoints_safely():
     assert [f for f in _findings(trl_files) if "torch.load" in f or "pickle" in f] == []
 
 
-def test_recipe_yaml_loader_is_safe():
-    import rl.config
-    import rl.slurm
+@pytest.mark.parametrize("loader", ["rl.config.load_recipe_file", "rl.slurm.load_recipe"])
+@pytest.mark.parametrize("tag", ["!!python/object/apply:os.system", "!!python/object/new:os.system"])
+def test_recipe_yaml_loaders_refuse_python_tags(tmp_path, loader, tag):
+    """Every recipe reader (`rl train`, `rl submit`) refuses a tag that would construct a Python
+    object with one line naming the file, and never runs it."""
+    import importlib
 
-    for module in (rl.config, rl.slurm):
-        source = Path(module.__file__).read_text()
-        assert "yaml.safe_load" in source and "yaml.load(" not in source
+    from rl.errors import UserError
+
+    module, _, name = loader.rpartition(".")
+    marker = tmp_path / "pwned"
+    path = tmp_path / "recipe.yaml"
+    path.write_text(f"learning_rate: 1.0e-5\nmax_steps: {tag} ['touch {marker}']\n", encoding="utf-8")
+    with pytest.raises(UserError) as info:
+        getattr(importlib.import_module(module), name)(path)
+    message = str(info.value)
+    assert message.startswith(str(path)) and "\n" not in message
+    assert not marker.exists()
 
 
 # ------------------------------------------------------------------------------------------ secrets at rest
