@@ -1,9 +1,10 @@
 """Reward functions by name, for recipes (`reward_funcs: [rpt]`) and the CLI.
 
 Every reward is a plain TRL reward callable: `f(prompts, completions, completion_ids, **columns)
--> list[float | None]`. To add one, write it in its own module here and add ONE line to
-`REWARD_FUNCS`. Users can also name their own function by dotted import path
-(`my_pkg.rewards.my_reward`), like TRL's own CLI.
+-> list[float | None]`. To add one, write it in its own module here with ONE registration,
+`@register_reward("name", required_columns=..., check_dataset=..., probe=..., example_row=...)`
+(rewards/registry.py), and import the module below. Users can also name their own function by
+dotted import path (`my_pkg.rewards.my_reward`), like TRL's own CLI.
 """
 
 from __future__ import annotations
@@ -12,22 +13,18 @@ import difflib
 import importlib
 from collections.abc import Callable
 
-from rewards.format import boxed_format_reward
-from rewards.math import math_reward
-from rewards.rpt import rpt_completion_exact_reward, rpt_completion_reward, rpt_reward
+import rewards.format  # noqa: F401  (each reward module registers its rewards on import)
+import rewards.math  # noqa: F401
+import rewards.rpt  # noqa: F401
+from rewards.registry import REGISTRY
 from rl.errors import UserError
 
 __all__ = ["REWARD_FUNCS", "get_reward_func", "get_reward_funcs"]
 
 RewardFunc = Callable[..., list]
 
-REWARD_FUNCS: dict[str, RewardFunc] = {
-    "rpt": rpt_reward,  # reasoning-format RPT rows: the answer in \boxed{} (paper)
-    "rpt_completion": rpt_completion_reward,  # completion-format rows: the completion is the guess
-    "rpt_completion_exact": rpt_completion_exact_reward,  # same, Eq. 3 verbatim on the whole completion
-    "math": math_reward,
-    "boxed_format": boxed_format_reward,
-}
+# name -> callable, one entry per registration (rewards/registry.py)
+REWARD_FUNCS: dict[str, RewardFunc] = {name: spec.func for name, spec in REGISTRY.items()}
 
 
 def _import_dotted(name: str) -> RewardFunc:

@@ -8,23 +8,9 @@ prediction. It applies the same extraction rule as the RPT reward (`extract_pred
 
 from __future__ import annotations
 
+from rewards.registry import register_reward
 from rewards.rpt import completion_text, extract_prediction
 from rl.errors import UserError
-
-
-def boxed_format_reward(completions, rpt_format=None, **kwargs) -> list[float]:
-    """1.0 per completion with a complete, non-empty box (after the last `</think>`), else 0.0.
-
-    Completion-format RPT rows (`rpt_format` column) have no box to write: refused with one line."""
-    if rpt_format is not None:
-        _refuse_completion_rows(rpt_format)
-    out = []
-    for completion in completions:
-        # Same reading of a completion as the RPT reward: plain text, or the last assistant message
-        # (text parts joined); anything else has no box and scores 0.0, never raises.
-        prediction = extract_prediction(completion_text(completion))
-        out.append(1.0 if prediction else 0.0)
-    return out
 
 
 def _refuse_completion_rows(formats) -> None:
@@ -45,4 +31,18 @@ def _check_dataset(dataset, where: str) -> None:
             raise UserError(f"{where}: {exc}") from None
 
 
-boxed_format_reward.check_dataset = _check_dataset
+@register_reward("boxed_format", check_dataset=_check_dataset, boxed_answer=True)
+def boxed_format_reward(completions, rpt_format=None, **kwargs) -> list[float]:
+    """1.0 per completion with a complete, non-empty box (after the last `</think>`), else 0.0.
+
+    Completion-format RPT rows (`rpt_format` column) have no box to write: refused with one line."""
+    if rpt_format is not None:
+        _refuse_completion_rows(rpt_format)
+    out = []
+    for completion in completions:
+        # Same reading of a completion as the RPT reward: plain text, or the last assistant message
+        # (text parts joined); anything else has no box and scores 0.0, never raises.
+        prediction = extract_prediction(completion_text(completion))
+        out.append(1.0 if prediction else 0.0)
+    return out
+

@@ -38,10 +38,12 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
+from rewards.registry import register_reward
 from rewards.rpt import completion_text, extract_prediction
 from rl.errors import UserError
 
-__all__ = ["DAPO_MATH_PROMPT", "MAX_ANSWER_CHARS", "dapo_math_prompt", "extract_math_answer", "math_reward"]
+__all__ = ["DAPO_MATH_PROMPT", "MAX_ANSWER_CHARS", "check_gold_answers", "dapo_math_prompt", "extract_math_answer",
+           "math_reward"]
 
 logger = logging.getLogger(__name__)
 
@@ -153,6 +155,22 @@ def _score(gold, completion: Any, parse_timeout: int | None, verify_timeout: int
         return 0.0
 
 
+def check_gold_answers(rows: list[dict]) -> list[tuple[str, str]]:
+    """Dry-run probe: how many of the first rows have a gold `solution` math-verify can parse
+    (none: a problem, math_reward would skip every row; some: a note)."""
+    if not rows or "solution" not in rows[0]:
+        return []
+    bad = [i for i, row in enumerate(rows) if _gold(row.get("solution"), 5) is None]
+    if len(bad) == len(rows):
+        return [("problem", f"solution: none of the first {len(rows)} gold answers parses with math-verify "
+                            f"(row 0: {str(rows[0].get('solution'))[:60]!r}); math_reward would skip every row")]
+    if bad:
+        return [("note", f"solution: {len(bad)} of the first {len(rows)} gold answers do not parse (rows {bad[:5]}); "
+                         "math_reward skips such rows")]
+    return []
+
+
+@register_reward("math", probe=check_gold_answers, boxed_answer=True, example_row={"solution": "\\frac{1}{2}"})
 def math_reward(completions: Sequence[Any], solution: Sequence[Any], **kwargs: Any) -> list[float | None]:
     """TRL reward: 1.0 when the completion's final answer equals the row's `solution`, else 0.0.
 

@@ -43,6 +43,7 @@ from collections.abc import Sequence
 from numbers import Integral
 from typing import Any
 
+from rewards.registry import register_reward
 from rl.errors import UserError
 
 __all__ = [
@@ -274,6 +275,27 @@ def _score_rows(completions, continuation, boundaries, rpt_format, expected: str
     return rewards
 
 
+def _format_checker(expected: str, source: str):
+    """The registration's `check_dataset`: `check_rpt_dataset` for rows of the `expected` format."""
+
+    def check(dataset: Any, where: str) -> None:
+        check_rpt_dataset(dataset, where, expected=expected, source=source)
+
+    return check
+
+
+# An RPT row as `rl data rpt` writes it (the columns the rewards read): "the cat sat" continues
+# with " on the mat", tokens " on" | " the" | " mat" end at bytes 3, 7, 11.
+_EXAMPLE = {"continuation": " on the mat", "boundaries": [3, 7, 11]}
+
+
+def _registration(name: str, fmt: str, func_name: str):
+    return register_reward(name, required_columns=("continuation", "boundaries"),
+                           check_dataset=_format_checker(fmt, func_name), rpt_format=fmt,
+                           boxed_answer=fmt == "reasoning", example_row={**_EXAMPLE, "rpt_format": fmt})
+
+
+@_registration("rpt", "reasoning", "rpt_reward")  # reasoning-format rows: the answer in \boxed{} (paper)
 def rpt_reward(
     completions: Sequence[Any],
     continuation: Sequence[str] | None = None,
@@ -300,6 +322,7 @@ def rpt_reward(
     return _score_rows(completions, continuation, boundaries, rpt_format, "reasoning", "rpt_reward", score)
 
 
+@_registration("rpt_completion", "completion", "rpt_completion_reward")  # the completion is the guess
 def rpt_completion_reward(
     completions: Sequence[Any],
     continuation: Sequence[str] | None = None,
@@ -316,6 +339,7 @@ def rpt_completion_reward(
                        "rpt_completion_reward", completion_prefix_reward)
 
 
+@_registration("rpt_completion_exact", "completion", "rpt_completion_exact_reward")  # Eq. 3 verbatim
 def rpt_completion_exact_reward(
     completions: Sequence[Any],
     continuation: Sequence[str] | None = None,
@@ -365,20 +389,3 @@ def check_rpt_dataset(dataset: Any, where: str, batch_size: int = 10_000, *, exp
 def _renumber(message: str, start: int) -> str:
     """`... row N ...` -> `... row N+start ...` (batch-local row numbers to dataset row numbers)."""
     return re.sub(r"row (\d+)", lambda m: f"row {int(m.group(1)) + start}", message, count=1)
-
-
-def _format_checker(expected: str, source: str):
-    def check(dataset: Any, where: str) -> None:
-        check_rpt_dataset(dataset, where, expected=expected, source=source)
-
-    return check
-
-
-# TRL logs each reward under its function's __name__. `required_columns` and `check_dataset` are
-# read by rl.train before any model loads: columns the reward cannot work without (its parameters
-# have defaults so that mixed datasets can pass None rows) and a whole-dataset row/format check.
-for _func, _fmt in ((rpt_reward, "reasoning"), (rpt_completion_reward, "completion"),
-                    (rpt_completion_exact_reward, "completion")):
-    _func.required_columns = ("continuation", "boundaries")
-    _func.check_dataset = _format_checker(_fmt, _func.__name__)
-    _func.rpt_format = _fmt

@@ -83,7 +83,7 @@ def _known_models() -> str:
     return ", ".join(BUILTIN_PREFIX + name for name in sorted(BUILTIN_MODELS))
 
 
-def _looks_local(name: str) -> bool:
+def looks_local(name: str) -> bool:
     """True if `name` can only be a filesystem path, never a hub id like `org/model`."""
     if name in (".", "..") or name.startswith(("./", "../", "/", "~")) or name.endswith("/"):
         return True
@@ -108,7 +108,7 @@ def resolve_model(name_or_path: str) -> str:
             return str(_ensure_smollm2())
         hint = f" ({name} is a corpus, not a model)" if key in BUILTIN_CORPORA else ""
         raise UserError(f"model {name!r}: unknown builtin model{hint}; known builtin models: {_known_models()}")
-    if _looks_local(name):
+    if looks_local(name):
         path = Path(name).expanduser()
         if not path.exists():
             raise UserError(

@@ -1,8 +1,7 @@
-"""Atomic checkpoints, newest-complete lookup, and preemption handling for the HF/TRL trainer.
+"""Atomic checkpoints, newest-complete lookup and exact GRPO resume for the HF/TRL trainer.
 
 Why: on a Slurm cluster a job can be killed at any moment (time limit, preemption, node failure).
-A checkpoint directory that was half-written when that happened must never be resumed from, and a
-preemption warning signal must turn into "finish this optimizer step, save, stop, requeue".
+A checkpoint directory that was half-written when that happened must never be resumed from.
 
 Checkpoints. The HF Trainer names and writes `output_dir/checkpoint-<step>/` itself, so we cannot
 write to a temp name and rename. Instead `CheckpointCallback.on_save` (run after the trainer has
@@ -16,15 +15,9 @@ old checkpoints (`save_total_limit`) right after writing the new one, before `on
 `save_total_limit: 1` a kill in that window left no usable checkpoint. `rl train` therefore hands
 the limit to `CheckpointCallback(keep=N)` (HF's own is set to None), which deletes old checkpoints
 only after the new marker exists, never the newest complete one (`rotate_checkpoints`). A disk
-error while writing the marker raises `rl.faults.CheckpointSaveError` (one line, exit 2).
+error while writing the marker raises `rl.disk_errors.CheckpointSaveError` (one line, exit 2).
 
-Preemption. `PreemptionHandler` turns SIGUSR1/SIGTERM into a flag (nothing else happens in the
-handler). `PreemptionCallback.on_step_end` (after the optimizer step) agrees on the flag across
-ranks with one all-reduce(MAX) of a single int, then sets `should_save` and `should_training_stop`
-so all ranks save the same step and stop. After `trainer.train()` returns, the entry point calls
-`handler.requeue_if_needed()`, which on the main process either writes the marker file named by
-`$RL_PREEMPT_MARKER` (the slurm/train.sbatch design: the batch script requeues) or, without that
-variable but under Slurm, runs `scontrol requeue $SLURM_JOB_ID` itself.
+Preemption (signal -> save at step end -> stop -> requeue) lives in rl/preemption.py.
 
 GRPO determinism. HF restores RNG states and skips consumed batches on resume, but TRL's GRPO keeps
 generated completions in `_buffered_inputs` (reused for `steps_per_generation * num_iterations`
@@ -51,7 +44,10 @@ from typing import Any, Sequence
 
 from transformers import TrainerCallback
 
+from rl.atomic_io import atomic_write_text
+from rl.disk_errors import checkpoint_save_error, is_disk_error
 from rl.errors import UserError
+from rl.ranks import barrier
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +56,6 @@ TRAINER_STATE = "trainer_state.json"
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "adapter_model.safetensors",
                 "pytorch_model.bin", "pytorch_model.bin.index.json", "adapter_model.bin")
-PREEMPT_MARKER_ENV = "RL_PREEMPT_MARKER"
 
 
 class CheckpointIncomplete(Exception):
@@ -68,35 +63,6 @@ class CheckpointIncomplete(Exception):
 
 
 # ---------------------------------------------------------------- file-level checks
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some filesystems (and platforms) refuse fsync on directories
-    finally:
-        os.close(fd)
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write `text` so readers see the old file, or the whole new one: tmp, fsync, replace, fsync dir."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # e.g. disk full: leave no half-written temp file behind
-        raise
-    _fsync_dir(path.parent)
 
 
 def check_safetensors(path: Path) -> str | None:
@@ -444,50 +410,9 @@ class CheckpointCallback(TrainerCallback):
             logger.error("checkpoint not marked complete, it will not be resumed from: %s", e)
             return control
         except OSError as e:
-            from rl.faults import checkpoint_save_error, is_disk_error
-
             if is_disk_error(e, ckpt):
-                raise checkpoint_save_error(ckpt, e, args.output_dir) from e
+                raise checkpoint_save_error(ckpt, e, find_resume_checkpoint(args.output_dir)) from e
             raise
         rotate_checkpoints(args.output_dir, self.keep, protect=[state.best_model_checkpoint or ""])
         return control
 
-
-def _dist():
-    try:
-        import torch.distributed as dist
-    except ImportError:  # pragma: no cover - torch is a hard dependency
-        return None
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        return dist
-    return None
-
-
-def sync_flag(flag: bool) -> bool:
-    """True on every rank if it is True on any rank (all-reduce MAX of one int); local flag when not distributed.
-
-    Collective: every rank must call it at the same point (e.g. the same `on_step_end`).
-    """
-    dist = _dist()
-    if dist is None:
-        return bool(flag)
-    import torch
-
-    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
-    t = torch.tensor([1 if flag else 0], dtype=torch.int32, device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item())
-
-
-def barrier() -> None:
-    """Wait for every rank (a tiny all-reduce, so it works on gloo and nccl alike); no-op when single-process."""
-    sync_flag(False)
-
-
-def __getattr__(name: str):
-    """PreemptionHandler/PreemptionCallback moved to rl/preemption.py; still importable from here."""
-    if name in ("PreemptionHandler", "PreemptionCallback"):
-        from rl import preemption
-
-        return getattr(preemption, name)
-    raise AttributeError(name)

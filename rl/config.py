@@ -254,7 +254,7 @@ def load_recipe_file(path: str | os.PathLike) -> dict[str, Any]:
     return data
 
 
-def _check_fields(path: Path, data: dict[str, Any], parser: TrlParser) -> None:
+def check_fields(path: Path, data: dict[str, Any], parser: TrlParser) -> None:
     """Unknown fields (with the closest valid name) and values of the wrong type, before TRL parses."""
     actions = {a.dest: a for a in parser._actions if a.dest != "help"}
     for key, value in data.items():
@@ -413,7 +413,7 @@ def parse_recipe(argv: list[str]) -> tuple[ScriptArguments, EntropyGRPOConfig, M
             raise UserError("--config needs a recipe path")
         config_path = Path(argv[idx + 1])
         data = load_recipe_file(config_path)
-        _check_fields(config_path, data, parser)
+        check_fields(config_path, data, parser)
         where = str(config_path)
     else:
         data, where = {}, "command line"

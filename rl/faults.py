@@ -1,10 +1,10 @@
-"""Runtime guards for long runs: failing rewards, non-finite steps, checkpoint writes, W&B reachability.
+"""Runtime guards for long runs: failing rewards, non-finite steps, checkpoint writes.
 
 A training run is hours of cluster time. Bad *input* is refused before any model loads
 (rl/config.py, rl/train.py); what can only go wrong *during* the run is handled here:
 
 * `wrap_reward_funcs`: each reward callable is wrapped (name, signature and attributes kept, so
-  TRL logs it under the same name and `rl.train.required_columns` still sees its columns). When a
+  TRL logs it under the same name and `rewards.registry.spec_of` still finds its registration). When a
   reward raises, the batch is re-scored one sample at a time to find the sample(s) that fail.
   `reward_error_policy: raise` (default) stops with `RewardError` naming the reward, the sample
   (batch index, `doc_id` if the data has one, a short repr of prompt and completion) and the
@@ -34,14 +34,9 @@ A training run is hours of cluster time. Bad *input* is refused before any model
   complete checkpoint, which stays intact (the half-written one has no COMPLETE marker, so
   `--resume_from_checkpoint auto` skips it; HF rotates old checkpoints only after a save succeeds,
   and rl/checkpoint.py rotates only after the new marker exists).
-* `wandb_fallback`: before the trainer exists, when `report_to` has wandb and W&B is not already
-  offline/disabled: no API key (env, netrc, identity token), an unreachable server (a TCP connect
-  to WANDB_BASE_URL or the proxy in front of it) or a server that does not answer W&B's `viewer`
-  query for the key (blackholing firewall, revoked key), each bounded by a short timeout, switches
-  this process to `WANDB_MODE=offline` with one warning; training goes on, `wandb sync` uploads later.
-* `move_secret_args`: a `hub_token` given in the recipe or on the command line would be pickled
-  into every checkpoint's training_args.bin and saved by W&B with the command line; it is moved to
-  `HF_TOKEN` (which huggingface_hub reads), cleared from the arguments and redacted from sys.argv.
+
+W&B reachability and secrets in arguments are handled before the trainer exists, in
+rl/wandb_secrets.py; disk errors are recognised in rl/disk_errors.py.
 
 Loading, audited (tests/faults/test_secrets.py): recipes are read with `yaml.safe_load`; reward
 names resolve to a registry entry or an import of an installed module by dotted path, never
@@ -54,13 +49,11 @@ transformers never loads it, and no entropy-rl code does.
 
 from __future__ import annotations
 
-import errno
 import functools
 import inspect
 import logging
 import math
 import os
-import shutil
 import sys
 import traceback
 from numbers import Real
@@ -69,13 +62,16 @@ from typing import Any, Callable
 
 from transformers import TrainerCallback
 
-from rl.errors import UserError
+from rewards.registry import TRL_EXTRA_KWARGS
+from rl.checkpoint import find_resume_checkpoint
+from rl.disk_errors import CheckpointSaveError, checkpoint_save_error, is_disk_error
+from rl.errors import UserError, first_line
+from rl.ranks import sync_flag
 
 logger = logging.getLogger(__name__)
 
 REWARD_ERROR_POLICIES = ("raise", "none")
 _MAX_REWARD_WARNINGS = 10  # per reward function; then only counted
-_TRL_KWARGS = ("trainer_state", "log_extra", "log_metric", "environments")
 
 
 class RewardError(UserError):
@@ -86,19 +82,10 @@ class TrainingDiverged(UserError):
     """`max_bad_steps` consecutive optimizer steps had non-finite gradients; training stopped."""
 
 
-class CheckpointSaveError(UserError):
-    """A checkpoint could not be written (disk full, quota, read-only, I/O error)."""
-
-
 def _short(value: Any, limit: int = 80) -> str:
     text = repr(value)
     text = text.replace("\n", "\\n")
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
 
 
 # ---------------------------------------------------------------------------------------------- rewards
@@ -123,7 +110,7 @@ def _cut(value: Any, n: int, i: int) -> Any:
 def _sample_call(args: tuple, kwargs: dict, n: int, i: int) -> tuple[tuple, dict]:
     """The arguments of one sample: every per-sample list cut to [value_i], the rest as is."""
     return (tuple(_cut(a, n, i) for a in args),
-            {k: (v if k in _TRL_KWARGS else _cut(v, n, i)) for k, v in kwargs.items()})
+            {k: (v if k in TRL_EXTRA_KWARGS else _cut(v, n, i)) for k, v in kwargs.items()})
 
 
 def _describe_sample(kwargs: dict, i: int) -> str:
@@ -218,7 +205,7 @@ def wrap_reward(func: Callable, policy: str = "raise") -> Callable:
                       kwargs)
             return out
         if n is None:
-            fail(f"raised {_first_line(error)} (completions not a list; cannot isolate the sample)", error)
+            fail(f"raised {first_line(error)} (completions not a list; cannot isolate the sample)", error)
         # Find the failing sample(s): score each sample alone.
         scores, problems = [], []
         for i in range(n):
@@ -227,9 +214,9 @@ def wrap_reward(func: Callable, policy: str = "raise") -> Callable:
             if problem is not None:
                 problems.append((i, problem))
         if not problems:  # the batch fails but every sample alone passes: a batch-level bug
-            fail(f"raised {_first_line(error)} on the batch of {n} (each sample alone scores fine)", error)
+            fail(f"raised {first_line(error)} on the batch of {n} (each sample alone scores fine)", error)
         i, problem = problems[0]
-        what = _first_line(problem) if isinstance(problem, BaseException) else problem
+        what = first_line(problem) if isinstance(problem, BaseException) else problem
         if policy == "raise":
             fail(f"raised {what} on {_describe_sample(kwargs, i)}",
                  problem if isinstance(problem, BaseException) else error)
@@ -260,12 +247,6 @@ def _all_finite(tensors) -> bool:
     if not flags:
         return True
     return bool(torch.stack([f.to(flags[0].device) for f in flags]).all().item())
-
-
-def _any_rank(flag: bool) -> bool:
-    from rl.checkpoint import sync_flag
-
-    return sync_flag(flag)
 
 
 def _deepspeed_enabled(args) -> bool:
@@ -300,7 +281,7 @@ class NonFiniteGuard(TrainerCallback):
         if self._deepspeed or model is None:
             return control
         grads = [p.grad for p in model.parameters() if p.grad is not None]
-        bad = _any_rank(not _all_finite(grads))
+        bad = sync_flag(not _all_finite(grads))
         if bad:
             self._bad_now = True
             if optimizer is not None:
@@ -333,7 +314,7 @@ class NonFiniteGuard(TrainerCallback):
         else:
             self.consecutive = 0
         if control.should_save and model is not None and not self.diverged_at:
-            if _any_rank(not _all_finite(p.detach() for p in model.parameters())):
+            if sync_flag(not _all_finite(p.detach() for p in model.parameters())):
                 self._count_bad(state, control, "non-finite weights; checkpoint not saved")
                 self.diverged_at = state.global_step
                 control.should_training_stop = True
@@ -354,8 +335,6 @@ class NonFiniteGuard(TrainerCallback):
     def raise_if_diverged(self, output_dir: str | os.PathLike) -> None:
         if self.diverged_at is None:
             return
-        from rl.checkpoint import find_resume_checkpoint
-
         last = find_resume_checkpoint(output_dir)
         steps = self.skipped[-self.consecutive:] if self.consecutive else self.skipped[-1:]
         raise TrainingDiverged(
@@ -381,64 +360,6 @@ def install_guard(trainer, guard: NonFiniteGuard) -> NonFiniteGuard:
 
 # ---------------------------------------------------------------------------------------------- checkpoint writes
 
-_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO}
-_DISK_WORDS = ("no space left", "storagefull", "file too large", "disk quota", "read-only file system",
-               "file write failed", "filetoolarge", "quotaexceeded", "input/output error",
-               # torch.save's zip writer reports a failed write only as a stream error:
-               "pytorchstreamwriter", "iostream error", "unexpected pos")
-
-
-def is_disk_error(exc: BaseException, path: str | os.PathLike | None = None) -> bool:
-    """True for an exception (or one it wraps) that means the disk could not take the write.
-
-    With `path`: also True for any OSError/RuntimeError while that filesystem has under 1 MiB free
-    (libraries word a failed write in many ways; a full disk is the usual cause).
-    """
-    if path is not None and isinstance(exc, (OSError, RuntimeError)):
-        for p in [Path(path), *Path(path).parents]:
-            if p.exists():
-                try:
-                    if shutil.disk_usage(p).free < 2**20:
-                        return True
-                except OSError:
-                    pass
-                break
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, OSError) and exc.errno in _DISK_ERRNOS:
-            return True
-        text = str(exc).lower().replace(" ", "")
-        if any(w.replace(" ", "") in text for w in _DISK_WORDS):
-            return True
-        exc = exc.__cause__ or exc.__context__
-    return False
-
-
-def _free_space(path: Path) -> str:
-    for p in [path, *path.parents]:
-        if p.exists():
-            try:
-                usage = shutil.disk_usage(p)
-            except OSError:
-                return "unknown"
-            return f"{usage.free / 2**20:.1f} MiB free of {usage.total / 2**20:.0f} MiB"
-    return "unknown"
-
-
-def checkpoint_save_error(target: str | os.PathLike, exc: BaseException,
-                          output_dir: str | os.PathLike) -> CheckpointSaveError:
-    from rl.checkpoint import find_resume_checkpoint
-
-    target = Path(target)
-    last = find_resume_checkpoint(output_dir)
-    return CheckpointSaveError(
-        f"{target}: could not be written, the disk is full or refuses writes ({_free_space(target)}; "
-        f"{_first_line(exc)[:160]}); it has no COMPLETE marker and will not be resumed from; newest complete "
-        f"checkpoint: {last or 'none'}; free space (or lower save_total_limit, or put output_dir on a larger disk), "
-        "then rerun with --resume_from_checkpoint auto"
-    )
-
 
 def guard_checkpoint_saves(trainer) -> None:
     """Turn disk errors inside the trainer's `_save_checkpoint` into one-line `CheckpointSaveError`s."""
@@ -456,20 +377,7 @@ def guard_checkpoint_saves(trainer) -> None:
             target = Path(trainer.args.output_dir) / f"checkpoint-{trainer.state.global_step}"
             if not is_disk_error(exc, target):
                 raise
-            raise checkpoint_save_error(target, exc, trainer.args.output_dir) from exc
+            raise checkpoint_save_error(target, exc, find_resume_checkpoint(trainer.args.output_dir)) from exc
 
     save.__rl_fault_wrapped__ = True
     trainer._save_checkpoint = save
-
-
-# ---------------------------------------------------------------------------------------------- W&B
-
-
-# Re-exported for callers that import them from here (rl/train.py, rl/slurm.py, tests).
-from rl.wandb_secrets import (  # noqa: E402,F401
-    _SECRET_FLAG,
-    DEFAULT_WANDB_URL,
-    move_secret_args,
-    redact_argv,
-    wandb_fallback,
-)

@@ -32,19 +32,13 @@ import torch.utils.checkpoint
 from transformers.utils import ModelOutput
 
 from rl.entropy import token_entropy
+from rl.losses import LOSS_VARIANTS, kept_token_weights
 
 __all__ = [
-    "GLOBAL_DENOMINATOR_LOSSES", "LOCAL_DENOMINATOR_LOSSES", "ROW_MEAN_LOSSES", "CONSTANT_DENOMINATOR_LOSSES",
-    "loss_weights", "token_order_key", "head_chunk_rows", "head_logps_and_entropy", "selected_logps",
+    "ForkingStep", "loss_weights", "token_order_key", "head_chunk_rows", "head_logps_and_entropy", "selected_logps",
     "has_plain_logits", "ForkingRequest", "ForkingOutput", "install_forking_forward", "forking_forward",
     "top_forking_tokens",
 ]
-
-# How each TRL 1.16 loss type normalises sum(per_token_loss * mask) (see GRPOTrainer._compute_loss).
-GLOBAL_DENOMINATOR_LOSSES = ("dapo", "cispo", "vespo")  # num_items_in_batch: valid tokens of the generation batch
-LOCAL_DENOMINATOR_LOSSES = ("bnpo",)  # valid tokens of this micro-batch on this rank
-ROW_MEAN_LOSSES = ("grpo", "sapo", "luspo")  # per-sequence (grpo/sapo: mean, luspo: sum) then mean over rows
-CONSTANT_DENOMINATOR_LOSSES = ("dr_grpo",)  # rows x max_completion_length, independent of the data
 
 # Bits reserved for the position inside a completion in `token_order_key`.
 _POSITION_BITS = 20
@@ -56,6 +50,39 @@ _POSITION_BITS = 20
 _HEAD_CHUNK_ELEMENTS = {"cpu": 1 << 21}
 _HEAD_CHUNK_ELEMENTS_DEFAULT = 1 << 25
 _HEAD_CHUNK_MIN_ROWS = 32
+
+
+# ----------------------------------------------------------------------------------------------
+# The step's selection, carried with the batch
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ForkingStep:
+    """The forking selection of one generation batch (scope `step`).
+
+    It travels inside TRL's batch dict, which TRL shuffles and splits into micro-batches
+    (`shuffle_sequence_dict`, `split_tensor_dict`): so it is stored as tensors under `KEYS`,
+    per-token ones with the batch on dim 0 and the population counts as 0-dim tensors (TRL copies
+    those to every micro-batch). `from_batch` reads it back from one micro-batch.
+    """
+
+    mask: torch.Tensor  # (B, T) bool: the kept tokens
+    entropy: torch.Tensor  # (B, T): generation-time entropies under the policy (temperature applied)
+    valid_total: torch.Tensor  # 0-dim int64: valid tokens of the whole population (all ranks)
+    kept_total: torch.Tensor  # 0-dim int64: kept tokens of the whole population
+
+    KEYS = ("forking_mask", "forking_entropy", "forking_valid_total", "forking_kept_total")
+
+    def to_batch(self) -> dict[str, torch.Tensor]:
+        return dict(zip(self.KEYS, (self.mask, self.entropy, self.valid_total, self.kept_total)))
+
+    @classmethod
+    def from_batch(cls, batch) -> ForkingStep | None:
+        """The step's selection in this (micro-)batch, or None when the batch carries none."""
+        if batch is None or cls.KEYS[0] not in batch:
+            return None
+        return cls(*(batch[key] for key in cls.KEYS))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -85,16 +112,7 @@ def loss_weights(
             population (all ranks; the generation batch for scope `step`, the micro-batch for scope
             `micro_batch`). Needed by "kept" for the global- and constant-denominator losses.
 
-    Rules for "kept" (T_i = valid tokens of row i, K_i = its kept tokens):
-        dapo / cispo / vespo: the denominator is the population's valid count N, so the weight
-            N / K (K = kept count of the population) makes the step's loss sum_kept / K exactly.
-        bnpo: the denominator is this micro-batch's local valid count, so weight = local valid /
-            local kept: the micro-batch loss becomes the mean over its kept tokens.
-        grpo / sapo / luspo: per-row weight T_i / K_i, so each sequence's term is the mean (grpo,
-            sapo) or the length-scaled sum (luspo) over its kept tokens. A row with K_i = 0 gets
-            weight 0: it counts as a zero in the mean over rows rather than being dropped from it.
-        dr_grpo: its denominator is a constant (rows x max_completion_length), not a token count;
-            weight N / K (about 1 / ratio) keeps the constant but scaled to the kept fraction.
+    How "kept" rescales each loss type: its entry in rl/losses.py (`kept_token_weights`).
     The result (of `dtype`) has no gradient and never contains NaN/inf (empty sets give zeros).
     """
     if normalize not in ("kept", "all"):
@@ -105,21 +123,10 @@ def loss_weights(
     kept_f = (kept.detach().bool() & valid_b).to(dtype)
     if normalize == "all":
         return kept_f
-    if loss_type in GLOBAL_DENOMINATOR_LOSSES or loss_type in CONSTANT_DENOMINATOR_LOSSES:
-        if population_valid is None or population_kept is None:
-            raise ValueError(f"loss_type {loss_type!r} with normalize='kept' needs population_valid/population_kept")
-        n_valid, n_kept = float(population_valid), float(population_kept)
-        return kept_f * (n_valid / n_kept) if n_kept > 0 else kept_f
-    if loss_type in LOCAL_DENOMINATOR_LOSSES:
-        n_kept = kept_f.sum()
-        scale = valid_b.sum().to(dtype) / n_kept.clamp(min=1.0)
-        return kept_f * scale
-    if loss_type in ROW_MEAN_LOSSES:
-        k_rows = kept_f.sum(-1, keepdim=True)
-        scale = valid_b.sum(-1, keepdim=True).to(dtype) / k_rows.clamp(min=1.0)
-        return kept_f * scale  # rows with no kept token: kept_f is all zero there
-    known = GLOBAL_DENOMINATOR_LOSSES + LOCAL_DENOMINATOR_LOSSES + ROW_MEAN_LOSSES + CONSTANT_DENOMINATOR_LOSSES
-    raise ValueError(f"unknown loss_type {loss_type!r} (TRL 1.16 knows {known})")
+    variant = LOSS_VARIANTS.get(loss_type)
+    if variant is None:
+        raise ValueError(f"unknown loss_type {loss_type!r} (known: {sorted(LOSS_VARIANTS)})")
+    return kept_token_weights(variant, kept_f, valid_b, population_valid, population_kept)
 
 
 def token_order_key(num_rows: int, num_cols: int, row_offset: int, device=None) -> torch.Tensor:

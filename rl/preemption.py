@@ -19,10 +19,12 @@ from typing import Any, Sequence
 
 from transformers import TrainerCallback
 
-from rl.checkpoint import PREEMPT_MARKER_ENV, _dist, atomic_write_text, sync_flag
+from rl.atomic_io import atomic_write_text
+from rl.ranks import active_dist, sync_flag
 
-logger = logging.getLogger("rl.checkpoint")
+logger = logging.getLogger(__name__)
 
+PREEMPT_MARKER_ENV = "RL_PREEMPT_MARKER"  # the batch script's marker file (slurm/train.sbatch)
 
 
 class PreemptionHandler:
@@ -75,7 +77,7 @@ class PreemptionHandler:
     def _main_process(self) -> bool:
         if self.is_main_process is not None:
             return self.is_main_process
-        dist = _dist()
+        dist = active_dist()
         return dist.get_rank() == 0 if dist is not None else os.environ.get("RANK", "0") == "0"
 
     def requeue_if_needed(self) -> str:

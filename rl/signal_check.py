@@ -148,7 +148,7 @@ def sample_completions(model, tokenizer, prompts: list, generations: int, *, max
             for start in range(0, len(prompts), batch_size):
                 chunk = prompts[start:start + batch_size]
                 ids, mask, pos = left_pad([render_prompt_ids(tokenizer, p) for p in chunk], pad_id, device)
-                out = _generate_shared_prefill(model, ids, mask, pos, generations, max_new_tokens=max_new_tokens,
+                out = generate_shared_prefill(model, ids, mask, pos, generations, max_new_tokens=max_new_tokens,
                                                pad_token_id=pad_id, **sampling)
                 new = out[:, ids.shape[1]:]
                 texts = tokenizer.batch_decode(new, skip_special_tokens=True)
@@ -164,7 +164,7 @@ def sample_completions(model, tokenizer, prompts: list, generations: int, *, max
     return completions, completion_ids
 
 
-def _generate_shared_prefill(model, ids, mask, pos, generations: int, **generate_kwargs):
+def generate_shared_prefill(model, ids, mask, pos, generations: int, **generate_kwargs):
     """`generate` with `generations` samples per prompt, the prompt read once, not once per sample.
 
     HF's `num_return_sequences` copies each prompt before the prefill, so G samples cost G prompt
@@ -199,6 +199,7 @@ def run_signal_check(model, tokenizer, dataset, reward_funcs, reward_weights, *,
     """Sample, score and summarise (see the module doc); `dataset` is a datasets.Dataset or list of rows."""
     import time
 
+    from rewards.registry import spec_of
     from rewards.rpt import completion_text, extract_prediction
 
     started = time.perf_counter()
@@ -225,8 +226,7 @@ def run_signal_check(model, tokenizer, dataset, reward_funcs, reward_weights, *,
         means[_reward_name(func)] = sum(applied) / len(applied) if applied else float("nan")
     totals = combine_rewards(per_func, reward_weights)
     texts = [completion_text(c) or "" for c in completions]
-    reads_boxes = any(getattr(f, "rpt_format", None) == "reasoning" or _reward_name(f) in ("math_reward",
-                      "boxed_format_reward") for f in reward_funcs)
+    reads_boxes = any(getattr(spec_of(f), "boxed_answer", False) for f in reward_funcs)
     return SignalReport(
         prompts=len(rows), generations=generations, mean_reward=sum(totals) / len(totals),
         groups_with_signal=groups_with_signal(totals, generations), reward_means=means,
@@ -235,11 +235,14 @@ def run_signal_check(model, tokenizer, dataset, reward_funcs, reward_weights, *,
 
 
 def format_hint(reward_funcs) -> str:
-    """What to change, by the rewards in use."""
-    if any(getattr(f, "rpt_format", None) == "reasoning" for f in reward_funcs):
+    """What to change, by the rewards in use (their registered RPT format)."""
+    from rewards.registry import spec_of
+
+    formats = {getattr(spec_of(f), "rpt_format", None) for f in reward_funcs}
+    if "reasoning" in formats:
         return ("for a small or non-reasoning model use the completion format (`rpt_format: completion`, "
                 "reward_funcs: [rpt_completion]) or an instruction-following reasoning model")
-    if any(getattr(f, "rpt_format", None) == "completion" for f in reward_funcs):
+    if "completion" in formats:
         return "raise num_generations or temperature, or lower rpt_min_entropy (easier positions)"
     return ""
 

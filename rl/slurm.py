@@ -173,11 +173,11 @@ def render_sbatch(recipe_path: str | os.PathLike, nodes: int = 1, gpus_per_node:
         vllm_model = vllm_model or _override_value(overrides, "model_name_or_path") or data.get("model_name_or_path")
         if not vllm_model:
             raise UserError(f"{recipe}: --vllm-server-node needs model_name_or_path in the recipe")
-    from rl.faults import _SECRET_FLAG
+    from rl.wandb_secrets import SECRET_FLAG
 
     for tok in overrides:  # a secret passed as a flag would land in the kept script
         name = str(tok).split("=", 1)[0]
-        if str(tok).startswith("--") and _SECRET_FLAG.search(name[2:]):
+        if str(tok).startswith("--") and SECRET_FLAG.search(name[2:]):
             raise UserError(f"refusing to write the sbatch script: override {name} would put a secret in it; "
                             "export it in the submitting shell instead (e.g. $HF_TOKEN)")
     train_args = ["train", "--config", str(recipe), *overrides]

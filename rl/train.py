@@ -33,19 +33,6 @@ Any field of the recipe (TRL's GRPOConfig, ModelConfig, entropy-rl's ScriptArgum
 overridden on the command line with --<field> <value>, exactly as in TRL's own scripts.
 """
 
-# Re-exported: tests, rl/dryrun and rl/data/rpt use these names from here.
-from rl.data.loading import (  # noqa: E402,F401
-    _NON_COLUMN_PARAMS,
-    check_columns,
-    check_reward_signatures,
-    load_dataset_path,
-    prepare_dataset,
-    required_columns,
-    split_by_document,
-)
-from rl.models import check_model_dir, check_tokenizer, load_tokenizer  # noqa: E402,F401
-
-
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "train",
@@ -88,6 +75,8 @@ def build_trainer(script_args, training_args, model_args, callbacks=()):
 
     from rewards import get_reward_funcs
     from rl.assets import resolve_model
+    from rl.data.loading import check_columns, check_reward_signatures, prepare_dataset
+    from rl.models import check_model_dir, load_tokenizer
     from rl.trainer import EntropyGRPOTrainer
 
     if not model_args.model_name_or_path:
@@ -137,7 +126,7 @@ def train(argv: list[str]) -> int:
     apply_cpu_workarounds()  # before accelerate state exists; a no-op with CUDA or one process
     from rl.config import parse_recipe
 
-    from rl.faults import move_secret_args, wandb_fallback
+    from rl.wandb_secrets import move_secret_args, wandb_fallback
     from rl.library_noise import import_integrations_quietly, quiet_checkpointing_rename, quiet_library_deprecations
 
     import_integrations_quietly()  # before the recipe's `env:` (WANDB_MODE) applies
@@ -169,13 +158,8 @@ def train(argv: list[str]) -> int:
 
 
 def _train(script_args, training_args, model_args) -> int:
-    from rl.checkpoint import (
-        CheckpointCallback,
-        PreemptionCallback,
-        PreemptionHandler,
-        generation_cycle_steps,
-        resolve_resume,
-    )
+    from rl.checkpoint import CheckpointCallback, find_resume_checkpoint, generation_cycle_steps, resolve_resume
+    from rl.preemption import PreemptionCallback, PreemptionHandler
 
     # Resolve before any model loads: a bad path is a one-line error, "auto" finds the newest
     # checkpoint that carries a COMPLETE marker (a truncated newer one is skipped with a warning).
@@ -187,7 +171,8 @@ def _train(script_args, training_args, model_args) -> int:
             "steps = lcm(steps_per_generation x num_iterations, gradient_accumulation_steps) / "
             "gradient_accumulation_steps); a resume is exact only at those boundaries"
         )
-    from rl.faults import NonFiniteGuard, checkpoint_save_error, guard_checkpoint_saves, install_guard, is_disk_error
+    from rl.disk_errors import checkpoint_save_error, is_disk_error
+    from rl.faults import NonFiniteGuard, guard_checkpoint_saves, install_guard
 
     # Old checkpoints are deleted by CheckpointCallback only after the new one is marked COMPLETE
     # (HF's own rotation runs before the marker: with save_total_limit 1 a kill in between lost both).
@@ -212,7 +197,8 @@ def _train(script_args, training_args, model_args) -> int:
             except Exception as exc:  # noqa: BLE001 - only disk errors are turned into one line
                 if not is_disk_error(exc, training_args.output_dir):
                     raise
-                raise checkpoint_save_error(training_args.output_dir, exc, training_args.output_dir) from exc
+                newest = find_resume_checkpoint(training_args.output_dir)
+                raise checkpoint_save_error(training_args.output_dir, exc, newest) from exc
     finally:
         handler.uninstall()
         training_args.save_total_limit = keep

@@ -50,6 +50,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import Counter
+from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
@@ -59,8 +60,10 @@ from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 from trl.models.utils import disable_gradient_checkpointing
 
 from rl.entropy import masked_stats, select_forking_tokens
+from rl.losses import LOSS_VARIANTS
 from rl.forking import (
     ForkingRequest,
+    ForkingStep,
     has_plain_logits,
     head_chunk_rows,
     install_forking_forward,
@@ -77,6 +80,29 @@ _MM_KEYS = ("pixel_values", "image_grid_thw", "num_images", "pixel_attention_mas
 TABLE_COLUMNS = ["token", "token_id", "count", "occurrences", "kept_rate", "mean_entropy"]
 
 
+@dataclass
+class OldLogpCapture:
+    """TRL's no-grad old-log-prob pass of one generation batch, served by our scan (log-probs and
+    entropies in one pass).
+
+    Only the first no-grad call on the policy object is served (`armed`), and its entropies are
+    used only if TRL stored exactly the tensor we returned as `old_per_token_logps`
+    (`entropy_for`): with PEFT and beta != 0, TRL's reference pass calls the same method on the
+    same object, so whichever pass came first, the reference model's entropies never become the
+    step's (a mismatch costs one extra scan instead).
+    """
+
+    armed: bool = True
+    logps: torch.Tensor | None = None
+    entropy: torch.Tensor | None = None
+
+    def entropy_for(self, old_logps) -> torch.Tensor | None:
+        """The captured entropies if `old_logps` is the tensor the captured call returned, else None."""
+        if self.logps is None or old_logps is not self.logps:
+            return None
+        return self.entropy
+
+
 class EntropyGRPOTrainer(GRPOTrainer):
     """GRPOTrainer for entropy-rl recipes (accepts `EntropyGRPOConfig`; plain GRPOConfig gets its defaults)."""
 
@@ -89,9 +115,8 @@ class EntropyGRPOTrainer(GRPOTrainer):
         self.forking_scope = getattr(self.args, "entropy_mask_scope", "step")
         self.forking_normalize = getattr(self.args, "entropy_mask_normalize", "kept")
         self.forking_table_steps = getattr(self.args, "forking_table_steps", 0)
-        self._forking_loss_inputs = None  # the micro-batch inside compute_loss
-        self._forking_capture = False  # replace TRL's next old-log-prob pass by our scan
-        self._forking_captured = None
+        self._forking_loss_inputs = None  # the micro-batch inside compute_loss (TRL's loss hooks get no inputs)
+        self._old_logp_capture: OldLogpCapture | None = None  # inside _generate_and_score_completions only
         self._forking_table = (Counter(), Counter(), Counter())  # kept counts, valid counts, kept entropy sums
         self._forking_table_step = 0
         target = self.model.get_base_model() if is_peft_model(self.model) else self.model
@@ -117,13 +142,15 @@ class EntropyGRPOTrainer(GRPOTrainer):
     def _why_not_selective(self, target) -> str | None:
         """None when the selective head may replace the full one, else the reason (for the log)."""
         peft_config = getattr(self.model, "active_peft_config", None)
+        variant = LOSS_VARIANTS.get(self.loss_type)
         checks = [
             (not self._forking_on, "mask off"),
             (self.forking_scope != "step", "scope micro_batch selects at loss time"),
             (self.beta != 0.0, "beta != 0: the KL term needs every token's log-prob"),
             (self._entropy_bonus_enabled, "the entropy bonus needs entropies with gradient"),
             (self.importance_sampling_level != "token", "sequence-level importance weights read every token"),
-            (self.loss_type == "vespo", "vespo's sequence weights read every token's log-ratio"),
+            (variant is None, f"loss_type {self.loss_type!r} has no entry in rl/losses.py"),
+            (variant is not None and not variant.selective_head, variant and variant.why_not_selective),
             (self.off_policy_mask_threshold is not None, "the off-policy mask reads every token's log-ratio"),
             (self.aux_loss_enabled, "the MoE aux loss comes from the full forward"),
             (not has_plain_logits(target.config), "the model transforms its logits (softcap/scale)"),
@@ -154,15 +181,16 @@ class EntropyGRPOTrainer(GRPOTrainer):
     def _generate_and_score_completions(self, inputs):
         if not (self._forking_on and self.forking_scope == "step" and self.model.training):
             return super()._generate_and_score_completions(inputs)
-        self._forking_capture, self._forking_captured = self._trl_computes_old_logps(), None
+        capture = OldLogpCapture() if self._trl_computes_old_logps() else None
+        self._old_logp_capture = capture
         try:
             out = super()._generate_and_score_completions(inputs)
         finally:
-            self._forking_capture = False
-        entropy, self._forking_captured = self._forking_captured, None
+            self._old_logp_capture = None
+        entropy = capture.entropy_for(out.get("old_per_token_logps")) if capture is not None else None
         if entropy is None:
             entropy = self._forking_scan_batch(out)
-        out.update(self._select_step_tokens(out, entropy))
+        out.update(self._select_step_tokens(out, entropy).to_batch())
         return out
 
     def _forking_scan(self, input_ids, attention_mask, completion_len: int, batch_size: int):
@@ -200,7 +228,7 @@ class EntropyGRPOTrainer(GRPOTrainer):
             batch_size = self.args.per_device_train_batch_size
             return self._forking_scan(input_ids, attention_mask, completion_len, batch_size)[1]
 
-    def _select_step_tokens(self, out: dict, entropy: torch.Tensor) -> dict:
+    def _select_step_tokens(self, out: dict, entropy: torch.Tensor) -> ForkingStep:
         valid = out["completion_mask"].bool()
         if out.get("tool_mask") is not None:
             valid = valid & out["tool_mask"].bool()
@@ -212,12 +240,8 @@ class EntropyGRPOTrainer(GRPOTrainer):
         stats = masked_stats(entropy, valid, kept, group, threshold=threshold)
         self._forking_record(stats, out["completion_ids"], valid, kept, entropy)
         device = valid.device
-        return {
-            "forking_mask": kept,
-            "forking_entropy": entropy,
-            "forking_valid_total": torch.tensor(int(stats["valid_tokens"]), dtype=torch.int64, device=device),
-            "forking_kept_total": torch.tensor(int(stats["kept_tokens"]), dtype=torch.int64, device=device),
-        }
+        return ForkingStep(kept, entropy, torch.tensor(int(stats["valid_tokens"]), dtype=torch.int64, device=device),
+                           torch.tensor(int(stats["kept_tokens"]), dtype=torch.int64, device=device))
 
     # ------------------------------------------------------------------ loss
 
@@ -236,9 +260,10 @@ class EntropyGRPOTrainer(GRPOTrainer):
         """
         valid = mask.bool()
         inputs = self._forking_loss_inputs
-        if inputs is not None and "forking_mask" in inputs:
-            kept = inputs["forking_mask"] & valid
-            n_valid, n_kept = inputs["forking_valid_total"], inputs["forking_kept_total"]
+        step = ForkingStep.from_batch(inputs)
+        if step is not None:
+            kept = step.mask & valid
+            n_valid, n_kept = step.valid_total, step.kept_total
         else:
             group = self._forking_group()
             kept, thr = select_forking_tokens(entropies.detach(), valid, self.top_entropy_quantile, group)
@@ -252,9 +277,10 @@ class EntropyGRPOTrainer(GRPOTrainer):
     def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep,
                                            batch_size=None, compute_entropy=False, compute_aux_loss=False, **mm):
         text_only = all(v is None for v in mm.values())
-        if self._forking_capture and model is self.model and not torch.is_grad_enabled():
+        capture = self._old_logp_capture
+        if capture is not None and capture.armed and model is self.model and not torch.is_grad_enabled():
             # TRL's old-log-prob pass: one scan gives log-probs and the step's entropies
-            self._forking_capture = False
+            capture.armed = False
             if text_only and not compute_aux_loss:
                 logps, ents = self._forking_scan(input_ids, attention_mask, logits_to_keep,
                                                  batch_size or input_ids.shape[0])
@@ -262,31 +288,32 @@ class EntropyGRPOTrainer(GRPOTrainer):
             else:
                 logps, ents, aux = super()._get_per_token_logps_and_entropies(
                     model, input_ids, attention_mask, logits_to_keep, batch_size, True, compute_aux_loss, **mm)
-            self._forking_captured = ents
+            capture.logps, capture.entropy = logps, ents
             return logps, (ents if compute_entropy else None), aux
         inputs = self._forking_loss_inputs
-        if (inputs is not None and "forking_mask" in inputs and compute_entropy and not compute_aux_loss
+        step = ForkingStep.from_batch(inputs)
+        if (step is not None and compute_entropy and not compute_aux_loss
                 and text_only and torch.is_grad_enabled() and self.forking_selective_head
                 and self.forking_selective_reason is None
-                and tuple(inputs["forking_mask"].shape) == (input_ids.shape[0], logits_to_keep)):
-            return self._selective_logps(model, input_ids, attention_mask, logits_to_keep, inputs)
+                and tuple(step.mask.shape) == (input_ids.shape[0], logits_to_keep)):
+            return self._selective_logps(model, input_ids, attention_mask, logits_to_keep, step,
+                                         inputs.get("old_per_token_logps"))
         return super()._get_per_token_logps_and_entropies(
             model, input_ids, attention_mask, logits_to_keep, batch_size, compute_entropy, compute_aux_loss, **mm)
 
-    def _selective_logps(self, model, input_ids, attention_mask, logits_to_keep, inputs):
+    def _selective_logps(self, model, input_ids, attention_mask, logits_to_keep, step: ForkingStep, old_logps):
         """(B, T) log-probs with gradient at kept positions only, plus the generation-time entropies."""
-        rows, cols = inputs["forking_mask"].nonzero(as_tuple=True)
+        rows, cols = step.mask.nonzero(as_tuple=True)
         request = ForkingRequest("select", rows, cols, logits_to_keep, self.temperature,
                                  fp32_head=bool(self.args.cast_lm_head_to_fp32),
                                  num_chunks=self._head_calls(rows.numel()))
         with self.accelerator.autocast():
             out = model(input_ids=input_ids, attention_mask=attention_mask, forking=request)
         kept_logps = out.log_probs
-        base = inputs.get("old_per_token_logps")
-        base = (torch.zeros(inputs["forking_mask"].shape, dtype=kept_logps.dtype, device=input_ids.device)
-                if base is None else base.detach().to(kept_logps.dtype))
+        base = (torch.zeros(step.mask.shape, dtype=kept_logps.dtype, device=input_ids.device)
+                if old_logps is None else old_logps.detach().to(kept_logps.dtype))
         logps = base.index_put((rows, cols), kept_logps)
-        return logps, inputs["forking_entropy"], None
+        return logps, step.entropy, None
 
     # ------------------------------------------------------------------ logging
 

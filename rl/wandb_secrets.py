@@ -15,7 +15,7 @@ import socket
 import sys
 from urllib.parse import urlsplit
 
-logger = logging.getLogger("rl.faults")
+logger = logging.getLogger(__name__)
 
 
 _WANDB_OFF = {"offline", "disabled", "dryrun"}
@@ -136,7 +136,7 @@ def wandb_fallback(report_to, environ=None, timeout: float = 3.0, warn: bool = T
 # ---------------------------------------------------------------------------------------------- secrets
 
 
-_SECRET_FLAG = re.compile(r"(^|[_-])(token|secret|api[_-]?key|password|passwd|access[_-]?key|private[_-]?key|"
+SECRET_FLAG = re.compile(r"(^|[_-])(token|secret|api[_-]?key|password|passwd|access[_-]?key|private[_-]?key|"
                           r"credentials?)$", re.I)
 
 
@@ -151,7 +151,7 @@ def redact_argv(argv: list[str]) -> int:
         if not tok.startswith("--"):
             continue
         name, eq, _ = tok.partition("=")
-        if not _SECRET_FLAG.search(name[2:]):
+        if not SECRET_FLAG.search(name[2:]):
             continue
         if eq:
             argv[i] = f"{name}=<redacted>"

@@ -80,7 +80,7 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     """Running (a zombie, i.e. exited but not yet reaped by its parent, counts as gone)."""
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -108,10 +108,10 @@ def _terminate(pids: list[int], timeout: float = 5.0) -> None:
         except ProcessLookupError:
             pass
     end = time.monotonic() + timeout
-    while time.monotonic() < end and any(_alive(p) for p in pids):
+    while time.monotonic() < end and any(pid_alive(p) for p in pids):
         time.sleep(0.05)
     for pid in pids:
-        if _alive(pid):
+        if pid_alive(pid):
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:

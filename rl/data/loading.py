@@ -16,32 +16,6 @@ from rl.errors import UserError
 
 logger = logging.getLogger(__name__)
 
-# Parameters of TRL's reward-function signature that are not dataset columns.
-_NON_COLUMN_PARAMS = {"prompts", "completions", "completion_ids", "trainer_state", "log_extra", "log_metric"}
-
-
-def required_columns(reward_funcs) -> dict[str, list[str]]:
-    """Dataset columns each reward function needs: its named parameters beyond TRL's own."""
-    needed = {}
-    for func in reward_funcs:
-        try:
-            params = inspect.signature(func).parameters.values()
-        except (TypeError, ValueError):
-            continue
-        cols = [
-            p.name
-            for p in params
-            if p.name not in _NON_COLUMN_PARAMS
-            and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-            and p.default is inspect.Parameter.empty
-        ]
-        # A reward may declare columns it cannot work without even though its parameters have
-        # defaults (rpt_reward: None rows are allowed, a missing column is not).
-        cols += [c for c in getattr(func, "required_columns", ()) if c not in cols]
-        needed[getattr(func, "__name__", repr(func))] = cols
-    return needed
-
-
 def read_dataset(path: str, field: str = "dataset_path"):
     """Read a save_to_disk dir, .jsonl or .parquet file (a Dataset or DatasetDict), refusing empty,
     non-UTF-8 or malformed data with one line that starts with `field` (the flag or recipe field)."""
@@ -276,6 +250,8 @@ def check_columns(dataset, reward_funcs, where: str) -> None:
     if "prompt" not in cols:
         raise UserError(f"{where}: dataset has no `prompt` column (columns: {sorted(cols)}); every row needs "
                         "the prompt to generate from")
+    from rewards.registry import required_columns, spec_of
+
     for name, needed in required_columns(reward_funcs).items():
         missing = [c for c in needed if c not in cols]
         if missing:
@@ -284,9 +260,9 @@ def check_columns(dataset, reward_funcs, where: str) -> None:
                 "(RPT data: build it with `rl data rpt`) or choose other reward_funcs"
             )
     for func in reward_funcs:
-        check = getattr(func, "check_dataset", None)
-        if callable(check):
-            check(dataset, where)
+        spec = spec_of(func)
+        if spec is not None and spec.check_dataset is not None:
+            spec.check_dataset(dataset, where)
 
 
 def check_reward_signatures(funcs, names) -> None:

@@ -51,10 +51,10 @@ from rl.dryrun.parse import parse_for_target, target_machines
 from rl.dryrun.report import EXIT_OK, EXIT_PROBLEMS, Report
 from rl.dryrun.reward_checks import PROBE_ROWS
 from rl.dryrun.run import dry_run
-from rl.dryrun.world import LaunchPlan, _submit_parser, header_commands, plan_from_header, resolve_plan
+from rl.dryrun.world import LaunchPlan, submit_parser, header_commands, plan_from_header, resolve_plan
 
 __all__ = [
     "DRY_RUN_EXAMPLES", "EXIT_OK", "EXIT_PROBLEMS", "PEEK_ROWS", "PROBE_ROWS", "RPT_COLUMNS", "DataInfo",
-    "LaunchPlan", "ModelInfo", "Report", "_submit_parser", "dry_run", "header_commands", "main",
+    "LaunchPlan", "ModelInfo", "Report", "submit_parser", "dry_run", "header_commands", "main",
     "parse_for_target", "plan_from_header", "resolve_plan", "target_machines",
 ]

@@ -11,7 +11,7 @@ from rl.dryrun.corpus import check_corpus
 from rl.dryrun.dataset_peek import DataInfo, peek_dataset
 from rl.dryrun.models import ModelInfo, token_ids
 from rl.dryrun.report import Report, first_line
-from rl.dryrun.reward_checks import check_math_gold, columns_needed, func_name, probe_rewards
+from rl.dryrun.reward_checks import columns_needed, func_name, probe_rewards, run_reward_probes
 
 
 def check_data(report: Report, view, funcs, policy: ModelInfo | None) -> DataInfo | None:
@@ -45,7 +45,7 @@ def check_data(report: Report, view, funcs, policy: ModelInfo | None) -> DataInf
             report.note(f"reward `{name}` reads optional column(s) {missing}, which the dataset lacks")
     if data.rows:
         _check_prompts(report, data, policy)
-        check_math_gold(report, funcs, data.rows)
+        run_reward_probes(report, funcs, data.rows)
         probe_rewards(report, [f for f in funcs if func_name(f) not in lacking], data.rows)
     rows = f"{data.num_rows:,} rows" if data.num_rows is not None else "rows counted when built"
     report.add("data", f"{where}: {rows}; columns {', '.join(data.columns)}")

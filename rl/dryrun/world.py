@@ -55,7 +55,7 @@ def header_commands(text: str) -> list[str]:
     return [c for c in commands if c]
 
 
-def _submit_parser() -> argparse.ArgumentParser:
+def submit_parser() -> argparse.ArgumentParser:
     from rl import slurm
 
     sub = argparse.ArgumentParser(add_help=False).add_subparsers()
@@ -79,7 +79,7 @@ def plan_from_header(text: str, where: str, report: Report) -> LaunchPlan | None
 def _plan_from_submit(command: str, where: str, report: Report) -> LaunchPlan | None:
     try:
         tokens = shlex.split(command, comments=True)
-        args = _submit_parser().parse_args(tokens[2:])
+        args = submit_parser().parse_args(tokens[2:])
     except (ValueError, ArgError) as exc:
         report.problem(f"{where}: header launch line `{command}` does not parse ({exc})")
         return None

@@ -191,7 +191,7 @@ def test_chat_prompts_fall_back_to_plain_text_and_say_so(tmp_path, tiny_model_di
     """A tokenizer with no chat template and chat-message prompts: plain text, one warning."""
     from types import SimpleNamespace
 
-    from rl.train import load_dataset_path, prepare_dataset
+    from rl.data.loading import load_dataset_path, prepare_dataset
     from tests.tiny_models import gpt2_tokenizer
 
     rows = [{**r, "prompt": [{"role": "user", "content": r["prompt"]}]} for r in rpt_rows(4)]

@@ -26,7 +26,7 @@ from rl.checkpoint import (
     rotate_checkpoints,
     write_complete_marker,
 )
-from rl.faults import CheckpointSaveError, is_disk_error
+from rl.disk_errors import CheckpointSaveError, is_disk_error
 from tests.faults.helpers import ROOT, one_error_line, run_cli, state, write_recipe
 
 
@@ -209,14 +209,14 @@ def test_disk_full_while_writing_the_marker_is_one_line(tmp_path, monkeypatch):
 
 
 def test_atomic_write_leaves_no_temp_file_on_failure(tmp_path, monkeypatch):
-    import rl.checkpoint as ck
+    import rl.atomic_io as atomic_io
 
     def boom(*a, **k):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(ck.os, "replace", boom)
+    monkeypatch.setattr(atomic_io.os, "replace", boom)
     with pytest.raises(OSError):
-        ck.atomic_write_text(tmp_path / "f.txt", "x")
+        atomic_io.atomic_write_text(tmp_path / "f.txt", "x")
     assert list(tmp_path.iterdir()) == []
 
 

@@ -80,20 +80,24 @@ def test_transformers_and_trl_load_checkpoints_safely():
     assert [f for f in _findings(trl_files) if "torch.load" in f or "pickle" in f] == []
 
 
-def test_recipe_yaml_loader_is_safe():
-    import yaml
+@pytest.mark.parametrize("loader", ["rl.config.load_recipe_file", "rl.slurm.load_recipe"])
+@pytest.mark.parametrize("tag", ["!!python/object/apply:os.system", "!!python/object/new:os.system"])
+def test_recipe_yaml_loaders_refuse_python_tags(tmp_path, loader, tag):
+    """Every recipe reader (`rl train`, `rl submit`) refuses a tag that would construct a Python
+    object with one line naming the file, and never runs it."""
+    import importlib
 
-    import rl.config
-    import rl.slurm
-    import rl.strict_yaml
+    from rl.errors import UserError
 
-    # recipes are read by rl/strict_yaml.py (safe loading + duplicate keys refused)
-    for module in (rl.config, rl.slurm):
-        source = Path(module.__file__).read_text()
-        assert "from rl.strict_yaml import" in source and "yaml.load(" not in source
-    assert issubclass(rl.strict_yaml._StrictLoader, yaml.SafeLoader)
-    with pytest.raises(yaml.YAMLError):
-        rl.strict_yaml.load("x: !!python/object/apply:os.system ['true']\n")
+    module, _, name = loader.rpartition(".")
+    marker = tmp_path / "pwned"
+    path = tmp_path / "recipe.yaml"
+    path.write_text(f"learning_rate: 1.0e-5\nmax_steps: {tag} ['touch {marker}']\n", encoding="utf-8")
+    with pytest.raises(UserError) as info:
+        getattr(importlib.import_module(module), name)(path)
+    message = str(info.value)
+    assert message.startswith(str(path)) and "\n" not in message
+    assert not marker.exists()
 
 
 # ------------------------------------------------------------------------------------------ secrets at rest
@@ -178,7 +182,7 @@ def test_sbatch_refuses_a_token_override_not_in_the_environment(tmp_path, tiny_m
 def test_hub_token_is_moved_out_of_the_training_arguments():
     from types import SimpleNamespace
 
-    from rl.faults import move_secret_args
+    from rl.wandb_secrets import move_secret_args
 
     args, env = SimpleNamespace(hub_token=HUB_TOKEN_ARG), {}
     argv = ["rl", "train", "--hub_token", HUB_TOKEN_ARG, "--wandb_api_key=abc", "--max_completion_length", "9"]

@@ -15,7 +15,7 @@ from rewards.rpt import rpt_reward
 from rl.checkpoint import check_complete, list_checkpoints
 from rl.errors import UserError
 from rl.faults import NonFiniteGuard, RewardError, wrap_reward
-from rl.train import required_columns
+from rewards.registry import required_columns
 from tests.faults.flaky_rewards import boom_reward, nan_reward
 from tests.faults.helpers import one_error_line, rpt_rows, run_cli, write_recipe
 

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from rl.faults import wandb_fallback
+from rl.wandb_secrets import wandb_fallback
 from tests.faults.helpers import run_cli, write_recipe
 
 FAKE_KEY = "f" * 40
@@ -171,6 +171,6 @@ def test_training_goes_on_offline(tmp_path, tiny_model_dir, monkeypatch, caplog,
     assert rc == 0, lines
     assert time.perf_counter() - start < 120
     assert list((tmp_path / "run" / "wandb").glob("offline-run-*")), "no offline W&B run written"
-    warned = [r.getMessage() for r in caplog.records if r.name == "rl.faults" and "W&B" in r.getMessage()]
+    warned = [r.getMessage() for r in caplog.records if r.name == "rl.wandb_secrets" and "W&B" in r.getMessage()]
     assert len(warned) == 1 and "logging offline" in warned[0], warned
     assert "WANDB_MODE" not in os.environ  # the process environment is restored after the run

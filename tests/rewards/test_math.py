@@ -11,7 +11,7 @@ pytest.importorskip("math_verify")
 from rewards import get_reward_funcs  # noqa: E402
 from rewards.math import DAPO_MATH_PROMPT, dapo_math_prompt, extract_math_answer, math_reward  # noqa: E402
 from rl.errors import UserError  # noqa: E402
-from rl.train import required_columns  # noqa: E402
+from rewards.registry import required_columns  # noqa: E402
 
 
 def chat(text: str) -> list[dict]:

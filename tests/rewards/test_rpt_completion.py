@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from rewards import get_reward_funcs
 from rewards.format import boxed_format_reward
+from rewards.registry import spec_of
 from rewards.rpt import (
     completion_prefix_reward,
     prefix_match_reward,
@@ -87,7 +88,7 @@ def test_chat_completion_is_read_like_the_boxed_reward():
 def test_reward_on_rows_of_the_other_format_is_a_one_line_error(func, fmt, hint):
     with pytest.raises(UserError, match=f"row 1 is {fmt}-format.*{hint}") as info:
         func(["a", "b"], continuation=[CONT, CONT], boundaries=[BOUNDS, BOUNDS],
-             rpt_format=[func.rpt_format, fmt])
+             rpt_format=[spec_of(func).rpt_format, fmt])
     assert "\n" not in str(info.value)
 
 
@@ -118,4 +119,4 @@ def test_check_dataset_names_the_dataset_row_across_batches():
     with pytest.raises(UserError, match=r"^d.jsonl: rpt_completion_reward: row 3 is reasoning-format"):
         check_rpt_dataset(data, "d.jsonl", batch_size=2, expected="completion", source="rpt_completion_reward")
     with pytest.raises(UserError, match=r"row 0 is completion-format.*use reward `rpt_completion`"):
-        rpt_reward.check_dataset(data, "d.jsonl")
+        spec_of(rpt_reward).check_dataset(data, "d.jsonl")

@@ -21,6 +21,7 @@ from safetensors.torch import save_file
 from transformers import TrainerControl, TrainerState
 
 from rl import checkpoint as ck
+from rl import preemption, ranks
 from rl.errors import UserError
 
 
@@ -169,8 +170,8 @@ def wait_for(pred, timeout=2.0):
 
 def test_sigusr1_sets_flag_and_callback_stops_at_step_end():
     before = signal.getsignal(signal.SIGUSR1)
-    with ck.PreemptionHandler() as handler:
-        cb = ck.PreemptionCallback(handler)
+    with preemption.PreemptionHandler() as handler:
+        cb = preemption.PreemptionCallback(handler)
         state, control = TrainerState(global_step=7), TrainerControl()
         cb.on_step_end(None, state, control)
         assert not control.should_save and not control.should_training_stop and not handler.preempted
@@ -184,10 +185,10 @@ def test_sigusr1_sets_flag_and_callback_stops_at_step_end():
 
 
 def test_sigterm_handled_too_and_check_every():
-    with ck.PreemptionHandler() as handler:
+    with preemption.PreemptionHandler() as handler:
         os.kill(os.getpid(), signal.SIGTERM)  # would kill pytest if the handler were not installed
         assert wait_for(lambda: handler.requested)
-        cb = ck.PreemptionCallback(handler, check_every=4)
+        cb = preemption.PreemptionCallback(handler, check_every=4)
         control = TrainerControl()
         cb.on_step_end(None, TrainerState(global_step=6), control)
         assert not control.should_training_stop  # waits for the generation boundary
@@ -196,26 +197,26 @@ def test_sigterm_handled_too_and_check_every():
 
 
 def test_last_step_is_not_a_preemption():
-    handler = ck.PreemptionHandler(signals=())
+    handler = preemption.PreemptionHandler(signals=())
     handler.request()
     control = TrainerControl(should_training_stop=True)  # DefaultFlowCallback: max_steps reached
-    ck.PreemptionCallback(handler).on_step_end(None, TrainerState(global_step=10, max_steps=10), control)
+    preemption.PreemptionCallback(handler).on_step_end(None, TrainerState(global_step=10, max_steps=10), control)
     assert not handler.preempted  # training is over anyway: no requeue
 
 
 def test_resumed_run_is_not_stopped_by_saved_control_state():
-    handler = ck.PreemptionHandler(signals=())
+    handler = preemption.PreemptionHandler(signals=())
     control = TrainerControl(should_training_stop=True)  # as restored from a preemption checkpoint
-    ck.PreemptionCallback(handler).on_train_begin(None, TrainerState(), control)
+    preemption.PreemptionCallback(handler).on_train_begin(None, TrainerState(), control)
     assert not control.should_training_stop
 
 
 def test_requeue_if_needed(tmp_path, monkeypatch):
-    monkeypatch.delenv(ck.PREEMPT_MARKER_ENV, raising=False)
+    monkeypatch.delenv(preemption.PREEMPT_MARKER_ENV, raising=False)
     monkeypatch.delenv("SLURM_JOB_ID", raising=False)
     log = tmp_path / "argv.json"
     fake = (sys.executable, "-c", f"import json,sys; json.dump(sys.argv[1:], open({str(log)!r}, 'w'))")
-    h = ck.PreemptionHandler(signals=(), requeue_command=fake)
+    h = preemption.PreemptionHandler(signals=(), requeue_command=fake)
     assert h.requeue_if_needed() == "none"  # not preempted
     h.preempted, h.preempted_step = True, 3
     assert h.requeue_if_needed() == "stopped"  # not under Slurm
@@ -225,12 +226,12 @@ def test_requeue_if_needed(tmp_path, monkeypatch):
     h.is_main_process = False
     assert h.requeue_if_needed() == "none"
     marker = tmp_path / "slurm" / "preempted.1234"
-    monkeypatch.setenv(ck.PREEMPT_MARKER_ENV, str(marker))
-    h2 = ck.PreemptionHandler(signals=(), requeue_command=("false",))
+    monkeypatch.setenv(preemption.PREEMPT_MARKER_ENV, str(marker))
+    h2 = preemption.PreemptionHandler(signals=(), requeue_command=("false",))
     h2.preempted, h2.preempted_step = True, 3
     assert h2.requeue_if_needed() == "marker"
     assert json.loads(marker.read_text())["step"] == 3 and json.loads(marker.read_text())["job_id"] == "1234"
-    h3 = ck.PreemptionHandler(signals=(), requeue_command=("false",), marker_path="")
+    h3 = preemption.PreemptionHandler(signals=(), requeue_command=("false",), marker_path="")
     h3.preempted = True
     assert h3.requeue_if_needed() == "requeue-failed"
 
@@ -246,14 +247,14 @@ def _two_rank_worker(rank, init_file, result_dir):
     import torch.distributed as dist
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
-    got = {"sync": [ck.sync_flag(rank == 1), ck.sync_flag(False)]}
+    got = {"sync": [ranks.sync_flag(rank == 1), ranks.sync_flag(False)]}
 
     # Only rank 1 receives the signal; both must stop at the same step.
-    handler = ck.PreemptionHandler(signals=())
+    handler = preemption.PreemptionHandler(signals=())
     if rank == 1:
         handler.request()
     control = TrainerControl()
-    ck.PreemptionCallback(handler).on_step_end(None, TrainerState(global_step=5), control)
+    preemption.PreemptionCallback(handler).on_step_end(None, TrainerState(global_step=5), control)
     got["stop"] = [control.should_save, control.should_training_stop, handler.preempted]
 
     # Rank 1 is slow to write its RNG state: rank 0 must wait for it before validating.
@@ -274,7 +275,7 @@ def _two_rank_worker(rank, init_file, result_dir):
 @pytest.mark.slow
 @pytest.mark.multiprocess
 def test_two_ranks_agree_on_stop_and_marker_waits_for_all(tmp_path):
-    assert ck.sync_flag(True) is True and ck.sync_flag(False) is False  # not distributed
+    assert ranks.sync_flag(True) is True and ranks.sync_flag(False) is False  # not distributed
     torch.multiprocessing.spawn(_two_rank_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=2)
     for r in (0, 1):
         got = json.loads((tmp_path / f"{r}.json").read_text())
@@ -311,7 +312,7 @@ def _train(out: Path, max_steps: int, handler=None, resume=None, stop_at=None, s
                              report_to=[], use_cpu=True, seed=3, disable_tqdm=True)
     callbacks = [ck.CheckpointCallback(), Count()]
     if handler is not None:
-        callbacks += [ck.PreemptionCallback(handler), StopAt()]
+        callbacks += [preemption.PreemptionCallback(handler), StopAt()]
     trainer = Trainer(model=model, args=args, train_dataset=ds, callbacks=callbacks)
     trainer.train(resume_from_checkpoint=resume)
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -322,7 +323,7 @@ def test_real_trainer_preempt_then_resume_matches_uninterrupted(tmp_path):
     assert all(ck.check_complete(p) is None for p in ck.list_checkpoints(tmp_path / "ref"))
 
     out = tmp_path / "run"
-    with ck.PreemptionHandler() as handler:
+    with preemption.PreemptionHandler() as handler:
         _train(out, max_steps=6, handler=handler, stop_at=3)
     assert handler.preempted and handler.preempted_step == 3
     assert [p.name for p in ck.list_checkpoints(out)] == ["checkpoint-2", "checkpoint-3"]

@@ -178,11 +178,11 @@ def test_header_launch_line_renders_with_rl_submit(recipe, tmp_path):
     """The header's `rl submit` command is valid for `rl submit` itself (rendered as with --dry-run)."""
     import shlex
 
-    from rl.dryrun import _submit_parser
+    from rl.dryrun import submit_parser
     from rl.slurm import render_sbatch
 
     line = [c for c in header_commands(recipe.read_text(encoding="utf-8")) if c.startswith("rl submit ")][0]
-    args = _submit_parser().parse_args(shlex.split(line, comments=True)[2:])
+    args = submit_parser().parse_args(shlex.split(line, comments=True)[2:])
     text = render_sbatch(args.config, nodes=args.nodes, gpus_per_node=args.gpus_per_node,
                          accelerate_config=args.accelerate_config, run_dir=tmp_path / "run", workdir=ROOT,
                          environ={})

@@ -353,8 +353,6 @@ def test_bad_rows_and_paths_raise_user_errors(tmp_path, rows, tokenizer):
 def _cli(argv, monkeypatch):
     from rl import cli
 
-    if "rl.eval_cli" not in cli.SUBCOMMAND_MODULES:
-        monkeypatch.setattr(cli, "SUBCOMMAND_MODULES", [*cli.SUBCOMMAND_MODULES, "rl.eval_cli"])
     return cli.main(argv)
 
 

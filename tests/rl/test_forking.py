@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from rl.entropy import token_entropy
+from rl.losses import LOSS_VARIANTS
 from rl.forking import (
     ForkingRequest,
     has_plain_logits,
@@ -72,7 +73,7 @@ def kept_mean_reference(loss_type, loss, valid, kept, max_len):
     raise AssertionError(loss_type)
 
 
-@pytest.mark.parametrize("loss_type", ["dapo", "cispo", "vespo", "bnpo", "grpo", "sapo", "luspo", "dr_grpo"])
+@pytest.mark.parametrize("loss_type", sorted(LOSS_VARIANTS))  # every registered loss variant
 def test_kept_weights_turn_each_trl_loss_into_a_kept_token_average(batch, loss_type):
     loss, valid, kept = batch
     n, k = valid.sum().item(), (kept & valid.bool()).sum().item()

@@ -187,8 +187,6 @@ def test_read_prompts(tmp_path):
 def _cli(argv, monkeypatch):
     from rl import cli
 
-    if "rl.eval_cli" not in cli.SUBCOMMAND_MODULES:
-        monkeypatch.setattr(cli, "SUBCOMMAND_MODULES", [*cli.SUBCOMMAND_MODULES, "rl.eval_cli"])
     return cli.main(argv)
 
 

@@ -62,7 +62,7 @@ def test_shared_prefill_sampling_equals_plain_generate(tiny_model_dir):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from rl.evaluate import left_pad
-    from rl.signal_check import _generate_shared_prefill, render_prompt_ids
+    from rl.signal_check import generate_shared_prefill, render_prompt_ids
 
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
@@ -72,7 +72,7 @@ def test_shared_prefill_sampling_equals_plain_generate(tiny_model_dir):
     with torch.inference_mode():
         plain = model.generate(input_ids=ids.repeat_interleave(3, 0), attention_mask=mask.repeat_interleave(3, 0),
                                **kwargs)
-        shared = _generate_shared_prefill(model, ids, mask, pos, 3, **kwargs)
+        shared = generate_shared_prefill(model, ids, mask, pos, 3, **kwargs)
     assert torch.equal(plain, shared)
 
 

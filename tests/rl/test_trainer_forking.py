@@ -179,6 +179,44 @@ def test_trl_old_logprob_pass_is_replaced_by_one_scan(sharp_model_dir, tmp_path)
     assert math.isfinite(float(loss)) and grads
 
 
+@pytest.mark.parametrize("order", ["trl", "reference_pass_first"])
+def test_old_logprob_capture_takes_the_policys_pass_with_peft_and_beta(sharp_model_dir, tmp_path, monkeypatch, order):
+    """PEFT + beta != 0: TRL's reference pass calls the same method on the same object, with the
+    adapter disabled. The step's entropies must be the policy's (adapter on) whatever the order."""
+    trainer = make_trainer(sharp_model_dir, tmp_path, bs=16, ga=1, num_iterations=2, use_peft=True, beta=0.04)
+    assert trainer._trl_computes_old_logps()
+    torch.manual_seed(0)
+    with torch.no_grad():  # a non-zero adapter, so the policy and the reference (adapter off) differ
+        for name, p in trainer.model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0.0, 0.5)
+    if order == "reference_pass_first":  # as if TRL ran the reference pass first: the capture takes it
+        real_generate = GRPOTrainer._generate_and_score_completions
+
+        def reordered(self, inputs):
+            ids = torch.randint(0, 50, (2, 6))
+            with torch.no_grad(), self.model.disable_adapter():
+                self._get_per_token_logps_and_entropies(self.model, ids, torch.ones_like(ids), 3)
+            return real_generate(self, inputs)
+
+        monkeypatch.setattr(GRPOTrainer, "_generate_and_score_completions", reordered)
+    out = generation_batch(trainer)
+    ids = torch.cat([out["prompt_ids"], out["completion_ids"]], 1)
+    am = torch.cat([out["prompt_mask"], out["completion_mask"]], 1)
+    T = out["completion_ids"].shape[1]
+    with torch.no_grad():
+        pol_logps, pol_ent, _ = GRPOTrainer._get_per_token_logps_and_entropies(
+            trainer, trainer.model, ids, am, T, batch_size=16, compute_entropy=True)
+        with trainer.model.disable_adapter():
+            ref_logps, ref_ent, _ = GRPOTrainer._get_per_token_logps_and_entropies(
+                trainer, trainer.model, ids, am, T, batch_size=16, compute_entropy=True)
+    valid = out["completion_mask"].bool()
+    assert not torch.allclose(pol_ent[valid], ref_ent[valid], atol=1e-3)  # the test can tell them apart
+    assert torch.allclose(out["forking_entropy"][valid], pol_ent[valid], rtol=1e-5, atol=1e-5)
+    assert torch.allclose(out["old_per_token_logps"][valid], pol_logps[valid], rtol=1e-5, atol=1e-5)
+    assert torch.allclose(out["ref_per_token_logps"][valid], ref_logps[valid], rtol=1e-5, atol=1e-5)
+
+
 def test_micro_batch_without_kept_tokens_backpropagates_zero(sharp_model_dir, tmp_path):
     trainer = make_trainer(sharp_model_dir, tmp_path, bs=8, ga=2)
     out = generation_batch(trainer)

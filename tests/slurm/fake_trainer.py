@@ -24,6 +24,7 @@ from safetensors.torch import save_file
 from transformers import TrainerControl, TrainerState
 
 from rl import checkpoint as ck
+from rl import preemption
 from rl.slurm import load_recipe
 
 TOTAL_STEPS = 8
@@ -46,9 +47,9 @@ def main() -> int:
         with open(events, "a") as f:
             f.write(f"{restart} {rank} {event} {step}\n")
 
-    handler = ck.PreemptionHandler(signals=(signal.SIGUSR1, signal.SIGTERM) if rank == world - 1 else ())
+    handler = preemption.PreemptionHandler(signals=(signal.SIGUSR1, signal.SIGTERM) if rank == world - 1 else ())
     handler.install()
-    callback = ck.PreemptionCallback(handler)
+    callback = preemption.PreemptionCallback(handler)
     resume = ck.resolve_resume(args.resume_from_checkpoint, out)
     start = ck.checkpoint_step(resume) if resume else 0
     log("start", start)

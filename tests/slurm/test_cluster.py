@@ -15,7 +15,7 @@ import pytest
 
 from rl import checkpoint as ck
 from rl import slurm
-from tests.slurm_cluster import REGISTRY, SlurmCluster, _alive, reap_stale_clusters
+from tests.slurm_cluster import REGISTRY, SlurmCluster, pid_alive, reap_stale_clusters
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -103,11 +103,11 @@ def test_second_cluster_and_stale_reaping(slurm_cluster, tmp_path):
     finally:
         owner.kill()
         owner.wait()
-    assert len(pids) == 3 and all(_alive(p) for p in pids)  # munged, slurmctld, slurmd of cluster 2
+    assert len(pids) == 3 and all(pid_alive(p) for p in pids)  # munged, slurmctld, slurmd of cluster 2
     assert slurm_cluster.run("sinfo", "-h", "-o", "%t").stdout.strip() == "idle"  # cluster 1 unaffected
     reaped = reap_stale_clusters()
     assert str(tmp_path / "orphan") in reaped
-    assert not any(_alive(p) for p in pids)
+    assert not any(pid_alive(p) for p in pids)
     assert slurm_cluster.run("sinfo", "-h", "-o", "%t").stdout.strip() == "idle"
     assert str(slurm_cluster.root) in "".join(p.read_text() for p in REGISTRY.glob("*.json"))
 
@@ -118,12 +118,12 @@ def test_restart_in_same_directory_kills_leftovers(tmp_path):
     second = None
     try:
         second = SlurmCluster().start(tmp_path / "c")  # e.g. a rerun after a crash, same directory
-        assert not any(_alive(p) for p in old)
+        assert not any(pid_alive(p) for p in old)
         assert second.run("sinfo", "-h", "-o", "%t").stdout.strip() == "idle"
         new = [p.pid for p in second._procs.values()]
     finally:
         (second or first).stop()
-    assert not any(_alive(p) for p in new)
+    assert not any(pid_alive(p) for p in new)
 
 
 @pytest.mark.slow
