@@ -102,6 +102,10 @@ def test_installed_wheel_runs_from_another_directory(wheel_env, tiny_model_dir):
     again = _run([rl, "recipes", "copy", "rpt/forking-rpt", "-o", "recipes"], work, env).stdout
     assert "wrote" not in again and "unchanged recipes/rpt/forking-rpt.yaml" in again
 
+    # `rl submit` runs the recipe's dry-run first: its corpus must exist, prepared as the header says.
+    (work / "data").mkdir(exist_ok=True)
+    (work / "data" / "omni-math.jsonl").write_text(
+        json.dumps({"text": "Problem: What is 1 + 1?\n\nSolution: 1 + 1 = 2."}) + "\n", encoding="utf-8")
     script = _run([rl, "submit", "--config", "recipes/rpt/forking-rpt.yaml", "--nodes", "4", "--gpus-per-node", "8",
                    "--accelerate-config", "recipes/accelerate/zero3.yaml", "--dry-run"], work, env).stdout
     assert "#SBATCH --nodes=4" in script and f"ACCELERATE_CONFIG={work / 'recipes/accelerate/zero3.yaml'}" in script

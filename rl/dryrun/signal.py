@@ -19,9 +19,12 @@ def check_format(report: Report, view, funcs) -> None:
     """Rewards that read a fixed RPT format vs the format the corpus will be built in."""
     if getattr(view, "dataset_path", None) or not getattr(view, "corpus", None):
         return  # a prepared dataset's rows are checked by the reward probe on its first rows
+    from rewards.registry import spec_of
+
     fmt = getattr(view, "rpt_format", "reasoning")
     for func in funcs:
-        wanted = getattr(func, "rpt_format", None)
+        spec = spec_of(func)
+        wanted = spec.rpt_format if spec is not None else None
         name = getattr(func, "__name__", repr(func))
         if wanted is not None and wanted != fmt:
             report.problem(f"reward_funcs: `{name}` scores {wanted}-format RPT rows but rpt_format is {fmt}; use "

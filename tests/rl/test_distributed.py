@@ -294,6 +294,16 @@ def _params(model_dir: Path) -> dict[str, torch.Tensor]:
     return {n: p.detach().clone() for n, p in model.named_parameters()}
 
 
+def _saved_dir(run) -> Path:
+    """The output dir of a rank that saved the final model. Ranks that wrongly run alone (the NOTES
+    trap) all report process 0, but only the one whose TrainingArguments also see rank 0 saves its
+    weights; the glob order of their info files is arbitrary, so pick by what is on disk."""
+    dirs = [Path(i["output_dir"]) for i in run.infos]
+    saved = [d for d in dirs if (d / "config.json").is_file() or (d / "adapter_config.json").is_file()]
+    assert saved, f"{run.name}: no rank saved a final model in {dirs}"
+    return saved[0]
+
+
 def compare(ref: Run, run: Run, init: dict[str, torch.Tensor]) -> dict:
     """Differences between two runs: per-step metrics and the saved final models."""
     assert len(ref.steps) == len(run.steps) == 2, (ref.steps, run.steps)
@@ -305,7 +315,7 @@ def compare(ref: Run, run: Run, init: dict[str, torch.Tensor]) -> dict:
                 metrics["reward_mismatch"].append((a["step"], key, a[key], b[key]))
         metrics["loss_diff"] = max(metrics["loss_diff"], abs(a["loss"] - b["loss"]))
         metrics["grad_norm_rel"] = max(metrics["grad_norm_rel"], abs(a["grad_norm"] - b["grad_norm"]) / a["grad_norm"])
-    pa, pb = _params(Path(ref.infos[0]["output_dir"])), _params(Path(run.infos[0]["output_dir"]))
+    pa, pb = _params(_saved_dir(ref)), _params(_saved_dir(run))
     assert pa.keys() == pb.keys() == init.keys()
     metrics["param_diff"] = max((pa[n] - pb[n]).abs().max().item() for n in pa)
     metrics["max_update"] = max((pa[n] - init[n]).abs().max().item() for n in pa)

@@ -105,7 +105,11 @@ def write_recipe(path: Path, run_dir: Path, model_dir: Path, data_dir: Path) -> 
 
 
 def submit_env(cluster) -> dict:
-    return cluster.env({**os.environ, **SECRETS, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"})
+    # The recipe names a test reward by dotted path: `rl submit` checks that it imports (as the
+    # job will), so the checkout is on PYTHONPATH, as a user's own reward package would be.
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+    return cluster.env({**os.environ, **SECRETS, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+                        "PYTHONPATH": path})
 
 
 def rl_command() -> list[str]:
