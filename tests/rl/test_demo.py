@@ -18,11 +18,13 @@ def test_demo_trains_measures_and_prints_the_learning_line(tmp_path, tiny_model_
     from rl.demo import main
 
     corpus = tmp_path / "corpus.jsonl"
-    corpus.write_text("".join(json.dumps({"text": d}) + "\n" for d in DOCS), encoding="utf-8")
+    # stable document ids (not the tmp path): the held-out split by doc_id is the same on every run
+    corpus.write_text("".join(json.dumps({"id": f"doc{i}", "text": d}) + "\n" for i, d in enumerate(DOCS)),
+                      encoding="utf-8")
     out = tmp_path / "run"
     code = main(["--model_name_or_path", str(tiny_model_dir), "--corpus", str(corpus), "--output_dir", str(out),
                  "--rpt_min_entropy", "0", "--rpt_max_per_doc", "3", "--rpt_min_context_tokens", "4",
-                 "--rpt_max_documents", "16", "--max_steps", "2", "--save_steps", "2", "--report_to", "none",
+                 "--rpt_max_documents", "16", "--rpt_id_field", "id", "--max_steps", "2", "--save_steps", "2", "--report_to", "none",
                  "--signal_check", "warn"])
     assert code == 0
     lines = capsys.readouterr().out.strip().splitlines()
