@@ -91,7 +91,10 @@ class ScriptArguments:
         },
     )
     signal_check_prompts: int = field(
-        default=8, metadata={"help": "Training rows (prompts) sampled by the signal check."}
+        default=8,
+        metadata={"help": "Training rows (prompts) sampled by the signal check. It samples with transformers "
+                  "`generate` (not vLLM) at max_completion_length: seconds for short completions, minutes for "
+                  "4k-token reasoning; lower this for long-reasoning recipes. Skipped under ZeRO-3."},
     )
     rpt_entropy: str = field(
         default="topk",
