@@ -31,6 +31,9 @@ PROBE_SAMPLES = 16  # completions per probe row, for each model (1-token guesses
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from rl.library_noise import import_integrations_quietly
+
+    import_integrations_quietly()  # before the recipe's `env:` sets WANDB_MODE (its import-time banner)
     from rl.config import parse_recipe
     from rl.errors import UserError
     from rl.train import train
