@@ -1,6 +1,7 @@
 """Atomic small-file writes: readers see the old file or the whole new one, never a torn one.
 
-Used for checkpoint COMPLETE markers and the preemption marker (a leaf module: no rl imports).
+Used for checkpoint COMPLETE markers, the preemption marker, `rl eval` results and kept sbatch
+scripts (a leaf module: no rl imports).
 """
 
 from __future__ import annotations
@@ -23,17 +24,26 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write `text` so readers see the old file, or the whole new one: tmp, fsync, replace, fsync dir."""
+def atomic_write_text(path: str | os.PathLike, text: str, *, exclusive: bool = False,
+                      make_parents: bool = False) -> Path:
+    """Write `text` so readers see the old file, or the whole new one: tmp, fsync, replace, fsync dir.
+
+    `exclusive`: never replace an existing file (raises FileExistsError; the link is atomic).
+    `make_parents`: create missing parent directories first."""
     path = Path(path)
+    if make_parents:
+        path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
     try:
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
+        if exclusive:
+            os.link(tmp, path)  # fails if `path` exists, atomically
+        else:
+            os.replace(tmp, path)
+    finally:
         tmp.unlink(missing_ok=True)  # e.g. disk full: leave no half-written temp file behind
-        raise
     fsync_dir(path.parent)
+    return path

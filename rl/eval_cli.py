@@ -119,7 +119,8 @@ def run_eval(args) -> int:
     from rl.eval_compare import compare_results, format_table
     from rl.evaluate import evaluate_next_token
     from rl.models import check_model_arg
-    from rl.outputs import check_output_file, write_text_atomic
+    from rl.atomic_io import atomic_write_text
+    from rl.outputs import check_output_file
 
     # Everything that can be wrong is checked before the first (possibly hour-long) evaluation.
     out = None
@@ -144,7 +145,7 @@ def run_eval(args) -> int:
         payload = {"version": 1, "written_by": EVAL_COMMAND, "model": results, "compare": other,
                    "difference": compare_results(results, other) if other else None}
         check_output_file(args.output, "--output", EVAL_COMMAND, overwrite=args.overwrite)  # changed meanwhile?
-        write_text_atomic(out, json.dumps(payload, indent=2, ensure_ascii=False))
+        atomic_write_text(out, json.dumps(payload, indent=2, ensure_ascii=False), make_parents=True)
         print(f"wrote {args.output}")
     return 0
 

@@ -15,9 +15,9 @@ Every output flag of every subcommand goes through here, before any work starts:
   user's file put into an old output dir is never lost. A file output (JSON) is ours when it parses
   and carries `"written_by": <command>`.
 * Writes are atomic: `replace_dir` builds into a fresh temp dir beside the target
-  (`.NAME.tmp-PID`), then renames it over the target; `write_text_atomic` writes a temp file beside
-  the target and `os.replace`s it. Stale temps of earlier runs (their process is gone) are removed,
-  never merged into the new output.
+  (`.NAME.tmp-PID`), then renames it over the target; single files go through
+  `rl.atomic_io.atomic_write_text` (temp beside the target, then `os.replace`). Stale temps of
+  earlier runs (their process is gone) are removed, never merged into the new output.
 """
 
 from __future__ import annotations
@@ -138,11 +138,7 @@ def check_output_dir(path: str | os.PathLike, flag: str, command: str, *, overwr
                 what = f"is an existing directory not written by `{command}` (no {MARKER})"
             fix = f", or pass {overwrite_flag} to replace it" if overwrite_flag else ""
             raise UserError(f"{flag}: {path} {what}; choose a new path{fix}")
-    parent = target.parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        raise UserError(f"{flag}: cannot create {path} ({parent} is not a writable directory)")
+    _check_creatable(target, path, flag, "create")
     return target
 
 
@@ -161,12 +157,17 @@ def check_output_file(path: str | os.PathLike, flag: str, command: str, *, overw
         if not ours:
             raise UserError(f"{flag}: {path} exists and was not written by `{command}`; choose a new path, or pass "
                             "--overwrite to replace it")
+    _check_creatable(target, path, flag, "write")
+    return target
+
+
+def _check_creatable(target: Path, path, flag: str, verb: str) -> None:
+    """The nearest existing ancestor of `target` must be a writable directory (else one line)."""
     parent = target.parent
     while not parent.exists():
         parent = parent.parent
     if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        raise UserError(f"{flag}: cannot write {path} ({parent} is not a writable directory)")
-    return target
+        raise UserError(f"{flag}: cannot {verb} {path} ({parent} is not a writable directory)")
 
 
 def _pid_alive(pid: int) -> bool:
@@ -241,21 +242,3 @@ def written_files(directory: str | os.PathLike) -> list[str]:
     """Paths of the files in a finished directory output (for the `wrote ...` lines)."""
     d = Path(directory)
     return [str(d / f) for f in _listed_files(d)]
-
-
-def write_text_atomic(path: str | os.PathLike, text: str, *, exclusive: bool = False) -> Path:
-    """Write `text` to a temp file beside `path`, then rename it into place (`exclusive`: never replace
-    an existing file; raises FileExistsError)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}{_TMP}{os.getpid()}")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        if exclusive:
-            os.link(tmp, path)  # fails if `path` exists, atomically
-            tmp.unlink()
-        else:
-            os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path

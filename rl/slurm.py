@@ -299,10 +299,10 @@ def submit(recipe_path: str | os.PathLike, *, dry_run: bool = False, sbatch: str
     if exe is None:
         raise UserError(f"{sbatch}: not found on PATH; run `rl submit` on a Slurm login node "
                         "(or use --dry-run to only print the script)")
-    from rl.outputs import write_text_atomic
+    from rl.atomic_io import atomic_write_text
 
     try:
-        write_text_atomic(script, text, exclusive=True)  # a kept script is never replaced
+        atomic_write_text(script, text, exclusive=True, make_parents=True)  # a kept script is never replaced
     except FileExistsError:
         raise UserError(f"{script} appeared meanwhile (another submission?); submit again") from None
     out.write(f"wrote {script}\n")

@@ -8,8 +8,8 @@ import os
 import pytest
 
 from rl.errors import UserError
-from rl.outputs import (MARKER, check_output_dir, check_output_file, clean_stale_temps, replace_dir,
-                        write_text_atomic)
+from rl.atomic_io import atomic_write_text
+from rl.outputs import MARKER, check_output_dir, check_output_file, clean_stale_temps, replace_dir
 
 CMD = "rl test"
 
@@ -133,12 +133,12 @@ def test_file_outputs(in_tmp):
     with pytest.raises(UserError, match="not written by `rl test`.*--overwrite"):
         check_output_file("paper.json", "--output", CMD)
     check_output_file("paper.json", "--output", CMD, overwrite=True)
-    write_text_atomic(in_tmp / "r.json", json.dumps({"written_by": CMD}))
+    atomic_write_text(in_tmp / "r.json", json.dumps({"written_by": CMD}))
     check_output_file("r.json", "--output", CMD)  # a previous result of the same command
     with pytest.raises(UserError, match="is the data itself"):
         check_output_file("paper.json", "--output", CMD, overwrite=True, inputs={"data": "paper.json"})
     with pytest.raises(FileExistsError):
-        write_text_atomic(in_tmp / "r.json", "x", exclusive=True)
+        atomic_write_text(in_tmp / "r.json", "x", exclusive=True)
     assert json.loads((in_tmp / "r.json").read_text()) == {"written_by": CMD}
 
 
