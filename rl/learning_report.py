@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rl.stats import PairedDiff, paired_bootstrap
+from rl.stats import PairedDiff, paired_bootstrap, paired_bootstrap_sums
 
 SPLITS = (("all", None), ("easy", 0.5), ("medium", 1.0), ("hard", 1.5))
 
@@ -130,21 +130,9 @@ def compare_positions(rows: list[dict], before: list[dict], after: list[dict], *
 def compare_documents(before: list[dict], after: list[dict], *, seed: int = 0) -> dict[str, PairedDiff]:
     """metric -> PairedDiff over every token of the held-out documents (per-document sums from
     `document_metrics`; each document is one bootstrap group)."""
-    import numpy as np
-
-    out = {}
-    counts = np.asarray([d["tokens"] for d in before], dtype=float)
-    rng = np.random.default_rng(seed)
-    picks = rng.integers(0, len(counts), size=(4000, len(counts)))
-    for key in ("expected", "top1", "nll"):
-        b = np.asarray([d[key] for d in before])
-        a = np.asarray([d[key] for d in after])
-        total = counts.sum()
-        stats = (a - b)[picks].sum(axis=1) / counts[picks].sum(axis=1)
-        low, high = np.quantile(stats, [0.025, 0.975])
-        out[key] = PairedDiff(float(b.sum() / total), float(a.sum() / total), float((a - b).sum() / total),
-                              float(low), float(high), groups=len(counts), units=int(total))
-    return out
+    counts = [d["tokens"] for d in before]
+    return {key: paired_bootstrap_sums([d[key] for d in before], [d[key] for d in after], counts, seed=seed)
+            for key in ("expected", "top1", "nll")}
 
 
 def plot_rewards(log_history: list[dict], path: Path, title: str = "batch reward per step") -> Path | None:

@@ -55,8 +55,6 @@ def paired_bootstrap(before: Sequence[float], after: Sequence[float], groups: Se
                      n_boot: int = 4000, seed: int = 0, level: float = 0.95) -> PairedDiff:
     """Paired bootstrap CI of mean(after) - mean(before) over units (positions, samples), resampling
     whole `groups` (documents; default: each unit its own group). See the module doc."""
-    import numpy as np
-
     if len(before) != len(after):
         raise ValueError(f"paired values differ in length: {len(before)} vs {len(after)}")
     if not before:
@@ -64,16 +62,27 @@ def paired_bootstrap(before: Sequence[float], after: Sequence[float], groups: Se
     groups = list(range(len(before))) if groups is None else list(groups)
     if len(groups) != len(before):
         raise ValueError("one group key per value is needed")
-    diffs = [float(a) - float(b) for a, b in zip(after, before)]
-    _, diff_sums, counts = group_sums(diffs, groups)
-    d = np.asarray(diff_sums)
+    _, before_sums, counts = group_sums(before, groups)
+    _, after_sums, _ = group_sums(after, groups)
+    return paired_bootstrap_sums(before_sums, after_sums, counts, n_boot=n_boot, seed=seed, level=level)
+
+
+def paired_bootstrap_sums(before_sums: Sequence[float], after_sums: Sequence[float], counts: Sequence[int], *,
+                          n_boot: int = 4000, seed: int = 0, level: float = 0.95) -> PairedDiff:
+    """The same from per-group sums (each group a document with `counts` units): the statistic is
+    sum(after - before) / sum(counts) over the resampled groups."""
+    import numpy as np
+
+    b = np.asarray(before_sums, dtype=float)
+    a = np.asarray(after_sums, dtype=float)
     n = np.asarray(counts, dtype=float)
+    if not len(n) or n.sum() <= 0:
+        raise ValueError("no values to compare")
     rng = np.random.default_rng(seed)
-    picks = rng.integers(0, len(d), size=(n_boot, len(d)))
-    stats = d[picks].sum(axis=1) / n[picks].sum(axis=1)
+    picks = rng.integers(0, len(n), size=(n_boot, len(n)))
+    stats = (a - b)[picks].sum(axis=1) / n[picks].sum(axis=1)
     tail = (1 - level) / 2
     low, high = np.quantile(stats, [tail, 1 - tail])
-    mean_before = sum(map(float, before)) / len(before)
-    mean_after = sum(map(float, after)) / len(after)
-    return PairedDiff(mean_before, mean_after, mean_after - mean_before, float(low), float(high),
-                      groups=len(d), units=len(before))
+    total = n.sum()
+    return PairedDiff(float(b.sum() / total), float(a.sum() / total), float((a - b).sum() / total), float(low),
+                      float(high), groups=len(n), units=int(total))
