@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from rl.stats import PairedDiff, paired_bootstrap, paired_bootstrap_sums
 
@@ -85,18 +84,12 @@ def probe_rewards(model, tokenizer, rows: list[dict], reward_funcs, reward_weigh
                   max_new_tokens: int, temperature: float, top_p: float = 1.0, top_k: int | None = 0,
                   seed: int = 0) -> list[float]:
     """Total reward of `samples` completions per row (row-major), sampled and scored as the run does."""
-    from rl.signal_check import combine_rewards, sample_completions
+    from rl.signal_check import combine_rewards, sample_completions, score_completions
 
     prompts = [row["prompt"] for row in rows]
     completions, completion_ids = sample_completions(model, tokenizer, prompts, samples, max_new_tokens=max_new_tokens,
                                                      temperature=temperature, top_p=top_p, top_k=top_k, seed=seed)
-    repeated = [row for row in rows for _ in range(samples)]
-    keys = [k for k in rows[0] if k not in ("prompt", "completion", "completion_ids")]
-    kwargs: dict[str, Any] = {key: [row.get(key) for row in repeated] for key in keys}
-    kwargs.update(trainer_state=None, log_extra=lambda *a, **k: None, log_metric=lambda *a, **k: None)
-    per_func = [list(f(prompts=[r["prompt"] for r in repeated], completions=completions,
-                       completion_ids=completion_ids, **kwargs)) for f in reward_funcs]
-    return combine_rewards(per_func, reward_weights)
+    return combine_rewards(score_completions(rows, completions, completion_ids, reward_funcs), reward_weights)
 
 
 def position_values(model, tokenizer, rows: list[dict], temperature: float, max_context_tokens: int | None,

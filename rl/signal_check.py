@@ -188,6 +188,19 @@ def generate_shared_prefill(model, ids, mask, pos, generations: int, **generate_
                           **generate_kwargs)
 
 
+def score_completions(rows: list[dict], completions: list, completion_ids: list, reward_funcs) -> list[list]:
+    """Each reward's values for completions sampled row-major (the same number per row), called as
+    TRL 1.16 calls rewards: every dataset column as a keyword list, one entry per completion."""
+    per_row = len(completions) // len(rows)
+    repeated = [row for row in rows for _ in range(per_row)]
+    keys = [k for k in rows[0] if k not in ("prompt", "completion", "completion_ids")]
+    kwargs: dict[str, Any] = {key: [row.get(key) for row in repeated] for key in keys}
+    kwargs.update(trainer_state=None, log_extra=lambda *a, **k: None, log_metric=lambda *a, **k: None)
+    prompts = [row["prompt"] for row in repeated]
+    return [list(func(prompts=prompts, completions=completions, completion_ids=completion_ids, **kwargs))
+            for func in reward_funcs]
+
+
 def _reward_name(func) -> str:
     return getattr(func, "__name__", type(func).__name__)
 
@@ -211,17 +224,12 @@ def run_signal_check(model, tokenizer, dataset, reward_funcs, reward_weights, *,
     completions, completion_ids = sample_completions(
         model, tokenizer, prompt_list, generations, max_new_tokens=max_new_tokens, temperature=temperature,
         top_p=top_p, top_k=top_k, min_p=min_p, repetition_penalty=repetition_penalty, seed=seed)
-    repeated = [row for row in rows for _ in range(generations)]
-    keys = [k for k in rows[0] if k not in ("prompt", "completion", "completion_ids")]
-    kwargs = {key: [row.get(key) for row in repeated] for key in keys}
-    kwargs.update(trainer_state=None, log_extra=lambda *a, **k: None, log_metric=lambda *a, **k: None)
-    per_func, means = [], {}
     for func in reward_funcs:
         if inspect.iscoroutinefunction(func):
             raise UserError(f"signal check: reward `{_reward_name(func)}` is async; set `signal_check: off`")
-        values = list(func(prompts=[row["prompt"] for row in repeated], completions=completions,
-                           completion_ids=completion_ids, **kwargs))
-        per_func.append(values)
+    per_func = score_completions(rows, completions, completion_ids, reward_funcs)
+    means = {}
+    for func, values in zip(reward_funcs, per_func):
         applied = [float(v) for v in values if v is not None]
         means[_reward_name(func)] = sum(applied) / len(applied) if applied else float("nan")
     totals = combine_rewards(per_func, reward_weights)
