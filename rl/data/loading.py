@@ -174,8 +174,10 @@ def prepare_dataset(script_args, training_args, model_path: str, tokenizer):
     )
 
 
-def rpt_config_for_run(script_args, model_path: str, tokenizer):
-    """The RPTBuildConfig `rl train` builds `<output_dir>/rpt-data` with (chat form from the policy's tokenizer)."""
+def rpt_config_for_run(script_args, model_path: str, tokenizer, *, chat: str | None = None):
+    """The RPTBuildConfig `rl train` builds `<output_dir>/rpt-data` with: the chat form from the
+    policy's tokenizer, or `chat` when given (the dry run may have no tokenizer). The one mapping of
+    recipe fields to build settings (`rl train --dry-run` uses it too)."""
     from rl.data.rpt import RPTBuildConfig
 
     return RPTBuildConfig(
@@ -193,7 +195,7 @@ def rpt_config_for_run(script_args, model_path: str, tokenizer):
         max_documents=script_args.rpt_max_documents,
         prompt_template=script_args.rpt_prompt_template,
         seed=script_args.rpt_seed,
-        chat="yes" if getattr(tokenizer, "chat_template", None) else "no",
+        chat=chat or ("yes" if getattr(tokenizer, "chat_template", None) else "no"),
         text_field=script_args.rpt_text_field,
         id_field=script_args.rpt_id_field,
         format=script_args.rpt_format,

@@ -17,21 +17,11 @@ RPT_COLUMNS = ("prompt", "rpt_format", "context", "continuation", "boundaries", 
 
 
 def rpt_build_config(view, policy: ModelInfo | None, chat: str):
-    """The RPTBuildConfig `rl train` would build from this recipe (rl/train.py prepare_dataset)."""
-    from rl.data.rpt import RPTBuildConfig
+    """The RPTBuildConfig `rl train` would build from this recipe (the same mapping: rl.data.loading)."""
+    from rl.data.loading import rpt_config_for_run
 
-    model_path = view.model_name_or_path
-    if policy is not None and policy.path:
-        model_path = policy.path
-    return RPTBuildConfig(
-        corpus=view.corpus, proxy_model=view.proxy_model or model_path, entropy=view.rpt_entropy,
-        top_k=view.rpt_top_k, min_entropy=view.rpt_min_entropy, max_per_doc=view.rpt_max_per_doc,
-        continuation_tokens=view.rpt_continuation_tokens, max_context_tokens=view.rpt_max_context_tokens,
-        min_context_tokens=view.rpt_min_context_tokens, window_tokens=view.rpt_window_tokens,
-        batch_size=view.rpt_proxy_batch_size, max_documents=view.rpt_max_documents,
-        prompt_template=view.rpt_prompt_template, seed=view.rpt_seed, chat=chat,
-        text_field=getattr(view, "rpt_text_field", "text"), id_field=getattr(view, "rpt_id_field", None),
-        format=getattr(view, "rpt_format", "reasoning"))
+    model_path = policy.path if policy is not None and policy.path else view.model_name_or_path
+    return rpt_config_for_run(view, model_path, None, chat=chat)
 
 
 def check_corpus(report: Report, view, corpus: str, policy: ModelInfo | None) -> DataInfo | None:
