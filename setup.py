@@ -2,7 +2,7 @@
 
 The repository keeps `recipes/` and `slurm/` as top-level folders. A wheel must carry them, since a
 non-editable install has no checkout: this build_py copies both into the wheel as
-`rl/_shipped/recipes/...` and `rl/_shipped/slurm/...`, where `rl.shipped.shipped_path` finds them.
+`rl/_shipped/recipes/...` and `rl/_shipped/slurm/...`, where `rl.launch.shipped.shipped_path` finds them.
 Editable installs skip the copy: there `rl/` sits next to the folders themselves.
 """
 
@@ -12,7 +12,7 @@ from setuptools import setup
 from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).resolve().parent
-SHIPPED_DIRS = ("recipes", "slurm")  # = rl.shipped.SHIPPED_DIRS
+SHIPPED_DIRS = ("recipes", "slurm")  # = rl.launch.shipped.SHIPPED_DIRS
 
 
 class BuildPyWithShippedFiles(build_py):

@@ -214,8 +214,8 @@ def make_trainer(impl: str, model_dir: Path, tokenizer, prompts, completions, ou
     from transformers import AutoModelForCausalLM
     from trl import GRPOConfig, GRPOTrainer
 
-    from rl.config import EntropyGRPOConfig
-    from rl.trainer import EntropyGRPOTrainer
+    from rl.train.config import EntropyGRPOConfig
+    from rl.train.trainer import EntropyGRPOTrainer
 
     common = dict(output_dir=str(out_dir), per_device_train_batch_size=PER_DEVICE_BS,
                   gradient_accumulation_steps=GRAD_ACC, num_generations=N_GEN,

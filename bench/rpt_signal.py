@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def build_rows(out: Path, documents: int):
-    from rl.config import DEFAULT_RPT_PROMPT
+    from rl.train.config import DEFAULT_RPT_PROMPT
     from rl.data.rpt import RPTBuildConfig, build_rpt_dataset
 
     cfg = RPTBuildConfig(corpus="builtin:champ", proxy_model="builtin:smollm2-135m-instruct", min_entropy=1.0,
@@ -56,10 +56,10 @@ def main() -> int:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from rewards.rpt import rpt_completion_exact_reward, rpt_completion_reward, rpt_reward
-    from rl.assets import resolve_model
-    from rl.config import DEFAULT_RPT_PROMPT
+    from rl.runtime.assets import resolve_model
+    from rl.train.config import DEFAULT_RPT_PROMPT
     from rl.data.rpt import make_prompt
-    from rl.signal_check import run_signal_check
+    from rl.train.signal_check import run_signal_check
 
     path = resolve_model("builtin:smollm2-135m-instruct")
     tok = AutoTokenizer.from_pretrained(path)

@@ -5,7 +5,7 @@ A reward is a plain TRL callable, `f(prompts=..., completions=..., completion_id
 registration is the one place that says which dataset columns it cannot work without, how to
 check a whole dataset before any model loads, what the dry run probes on the first rows, and
 which RPT prompt format it scores. `rl train` (rl/data/loading.py), `rl train --dry-run`
-(rl/dryrun/), the signal check (rl/signal_check.py) and the reward guards (rl/faults.py) read it
+(rl/launch/dryrun/), the signal check (rl/train/signal_check.py) and the reward guards (rl/runtime/faults.py) read it
 from here, never from attributes on the function or name lists of their own.
 
 Pure Python, no torch: imported by the data tools and the trainer alike.
@@ -84,7 +84,7 @@ def register_reward(name: str, *, required_columns: tuple[str, ...] = (), check_
 
 def spec_of(func) -> RewardSpec | None:
     """The registration of a reward callable, looking through `functools.wraps` wrappers (the
-    guards of rl/faults.py wrap every reward); None for unregistered (user) rewards."""
+    guards of rl/runtime/faults.py wrap every reward); None for unregistered (user) rewards."""
     seen = set()
     while func is not None and id(func) not in seen:
         seen.add(id(func))

@@ -32,7 +32,7 @@ Two prompt formats (the `rpt_format` column of each row, set by `rl data rpt --f
 
 A reward used on rows of the other format raises a one-line `UserError` (never a silent 0).
 
-This module is pure Python on purpose (no torch, nothing from rl.trainer): it is imported by the
+This module is pure Python on purpose (no torch, nothing from rl.train.trainer): it is imported by the
 trainer, by the data tools and by tests, and must stay cheap and side-effect free.
 """
 

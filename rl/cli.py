@@ -13,7 +13,7 @@ import logging
 import sys
 
 # Order = order in `rl --help`.
-SUBCOMMAND_MODULES = ["rl.data.cli", "rl.train", "rl.eval_cli", "rl.slurm", "rl.recipes"]
+SUBCOMMAND_MODULES = ["rl.data.cli", "rl.train.command", "rl.eval.cli", "rl.launch.slurm", "rl.launch.recipes"]
 
 EPILOG = """examples:
   rl data rpt --corpus builtin:champ --output runs/champ-rpt      # RPT tasks from a corpus
@@ -63,8 +63,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run() -> None:
-    """The `rl` console script and `python -m rl.cli`: main(), then exit (rl/cpu_distributed.py, item 4)."""
-    from rl.cpu_distributed import exit_process
+    """The `rl` console script and `python -m rl.cli`: main(), then exit (rl/runtime/cpu_distributed.py, item 4)."""
+    from rl.runtime.cpu_distributed import exit_process
 
     exit_process(main())
 

@@ -2,7 +2,7 @@
 
 Trains SmolLM2-135M-Instruct with LoRA and the completion-format RPT reward on the CHAMP corpus
 (recipes/rpt_smollm2_cpu.yaml: RPT data built at high-entropy positions, a signal check, GRPO),
-then measures the base model and the trained one on the same units (rl/learning_report.py):
+then measures the base model and the trained one on the same units (rl/eval/learning_report.py):
 
 * reward on a fixed probe set of training rows (same rows, same number of samples, paired);
 * held-out documents (never trained on): expected accuracy of the true next token at the sampling
@@ -31,12 +31,12 @@ PROBE_SAMPLES = 16  # completions per probe row, for each model (1-token guesses
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from rl.library_noise import import_integrations_quietly
+    from rl.runtime.library_noise import import_integrations_quietly
 
     import_integrations_quietly()  # before the recipe's `env:` sets WANDB_MODE (its import-time banner)
-    from rl.config import parse_recipe
+    from rl.train.config import parse_recipe
     from rl.errors import UserError
-    from rl.train import train
+    from rl.train.command import train
 
     argv = list(sys.argv[1:] if argv is None else argv)
     args = ["--config", str(RECIPE), *argv]
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from rl.learning_report import learning_line, plot_rewards, save_report
+    from rl.eval.learning_report import learning_line, plot_rewards, save_report
 
     checkpoints = sorted(out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
     wandb_runs = sorted((out / "wandb").glob("offline-run-*"))
@@ -90,15 +90,15 @@ def measure(script_args, training_args, model_args):
     from datasets import load_from_disk
 
     from rewards import get_reward_funcs
-    from rl.assets import resolve_model
+    from rl.runtime.assets import resolve_model
     from rl.data.corpus import read_corpus
     from rl.data.loading import split_by_document
-    from rl.evaluate import load_model
-    from rl.learning_report import (LearningReport, compare_documents, compare_positions, position_values,
+    from rl.eval.next_token import load_model
+    from rl.eval.learning_report import (LearningReport, compare_documents, compare_positions, position_values,
                                     probe_rewards)
-    from rl.next_token_metrics import document_metrics
-    from rl.signal_check import pick_rows
-    from rl.stats import paired_bootstrap
+    from rl.eval.metrics import document_metrics
+    from rl.train.signal_check import pick_rows
+    from rl.eval.stats import paired_bootstrap
 
     out = Path(training_args.output_dir)
     data = load_from_disk(str(out / "rpt-data"))

@@ -89,7 +89,7 @@ def test_wheel_carries_recipes_and_template(wheel_env):
 def test_installed_wheel_runs_from_another_directory(wheel_env, tiny_model_dir):
     env, work, rl = wheel_env["env"], wheel_env["work"], wheel_env["rl"]
     probe = _run([str(wheel_env["venv"] / "bin" / "python"), "-c",
-                  "import json, rl, rewards, rl.shipped as s; "
+                  "import json, rl, rewards, rl.launch.shipped as s; "
                   "print(json.dumps([rl.__file__, rewards.__file__, str(s.shipped_root())]))"], work, env)
     for path in json.loads(probe.stdout):
         assert Path(path).is_relative_to(wheel_env["site"]), path  # the wheel's code and files, not the checkout's

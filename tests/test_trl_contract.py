@@ -1,5 +1,5 @@
-"""What entropy-rl relies on in TRL's internals (rl/trainer.py, rl/forking.py, rl/losses.py,
-rewards/registry.py, rl/checkpoint.py). pyproject pins `trl>=1.16,<1.17`; when a TRL release
+"""What entropy-rl relies on in TRL's internals (rl/train/trainer.py, rl/train/forking.py, rl/train/losses.py,
+rewards/registry.py, rl/runtime/checkpoint.py). pyproject pins `trl>=1.16,<1.17`; when a TRL release
 changes one of these, the test named after it fails, before any training run does.
 """
 
@@ -15,7 +15,7 @@ from trl import GRPOTrainer
 from trl.trainer import utils as trl_utils
 
 from rewards.registry import TRL_CALL_ARGS, TRL_EXTRA_KWARGS
-from rl.losses import LOSS_VARIANTS
+from rl.train.losses import LOSS_VARIANTS
 
 
 def _source(func) -> str:
@@ -58,7 +58,7 @@ def _denominator(branch: str) -> str:
 def test_trl_loss_types_match_the_loss_registry():
     branches = _aggregation_branches()
     assert set(branches) == set(LOSS_VARIANTS), (
-        "TRL's _compute_loss aggregates loss types {} but rl/losses.py registers {}: register the new ones "
+        "TRL's _compute_loss aggregates loss types {} but rl/train/losses.py registers {}: register the new ones "
         "(or drop the removed ones)".format(sorted(branches), sorted(LOSS_VARIANTS)))
 
 
@@ -89,7 +89,7 @@ def test_signature_of_get_per_token_logps_and_entropies():
     params = _params(GRPOTrainer._get_per_token_logps_and_entropies)
     assert params[:8] == ["self", "model", "input_ids", "attention_mask", "logits_to_keep", "batch_size",
                           "compute_entropy", "compute_aux_loss"]
-    from rl.trainer import _MM_KEYS
+    from rl.train.trainer import _MM_KEYS
 
     assert set(params[8:]) <= set(_MM_KEYS), f"new multimodal inputs: {set(params[8:]) - set(_MM_KEYS)}"
 
@@ -138,6 +138,6 @@ def test_prepare_inputs_shuffles_then_splits_the_generation_batch():
 
 
 def test_repeat_sampler_still_exists_for_epoch_replay():
-    """rl/checkpoint.py replays TRL's RepeatSampler's per-epoch shuffle on resume."""
+    """rl/runtime/checkpoint.py replays TRL's RepeatSampler's per-epoch shuffle on resume."""
     params = _params(trl_utils.RepeatSampler.__init__)
     assert {"mini_repeat_count", "batch_size", "repeat_count", "shuffle", "seed"} <= set(params)

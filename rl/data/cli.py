@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from rl.config import DEFAULT_RPT_PROMPT
+from rl.train.config import DEFAULT_RPT_PROMPT
 
 RPT_EXAMPLES = """examples:
   rl data rpt --corpus builtin:champ --proxy-model builtin:smollm2-135m-instruct --output runs/champ-rpt

@@ -475,7 +475,7 @@ def _read_champ() -> Reader:
     return gen
 
 
-# name -> (description, reader factory). The one list of builtin corpora (rl.assets re-exports it).
+# name -> (description, reader factory). The one list of builtin corpora (rl.runtime.assets re-exports it).
 _BUILTIN = {
     "champ": (
         "CHAMP competition math (PyPI champ-dataset==1.0.0, MIT): 270 problems, each with its "

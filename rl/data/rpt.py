@@ -166,7 +166,7 @@ def _forward_entropies(model, batch_ids: list[list[int]], pad_id: int, cfg: RPTB
     """
     import torch
 
-    from rl.entropy import token_entropy, topk_entropy
+    from rl.train.entropy import token_entropy, topk_entropy
 
     longest = max(len(ids) for ids in batch_ids)
     input_ids = torch.full((len(batch_ids), longest), pad_id, dtype=torch.long)
@@ -316,7 +316,7 @@ def load_proxy(model_name_or_path: str, device: str | None = None, flag: str = "
     import torch
     from transformers import AutoModelForCausalLM
 
-    from rl.models import check_tokenizer, first_message_line, quiet_long_input_warning
+    from rl.runtime.models import check_tokenizer, first_message_line, quiet_long_input_warning
 
     path, tokenizer = check_proxy(model_name_or_path, flag)
     check_tokenizer(tokenizer, path, flag)
@@ -337,8 +337,8 @@ def check_proxy(model_name_or_path: str, flag: str = "--proxy-model"):
     for a missing dir, a LoRA adapter, missing tokenizer files or a truncated checkpoint."""
     from transformers import AutoTokenizer
 
-    from rl.assets import resolve_model
-    from rl.models import check_model_dir, check_tokenizer_files, first_message_line
+    from rl.runtime.assets import resolve_model
+    from rl.runtime.models import check_model_dir, check_tokenizer_files, first_message_line
 
     try:
         path = resolve_model(model_name_or_path)
@@ -353,15 +353,15 @@ def check_proxy(model_name_or_path: str, flag: str = "--proxy-model"):
     return path, tokenizer
 
 
-# Files of an RPT output written before the rl-output.json marker existed (rl/outputs.py `legacy`).
+# Files of an RPT output written before the rl-output.json marker existed (rl/runtime/outputs.py `legacy`).
 RPT_LEGACY_FILES = ("data-*.arrow", "dataset_info.json", "state.json", "rpt_build.json")
 RPT_COMMAND = "rl data rpt"
 
 
 def check_rpt_output(cfg: RPTBuildConfig, output_dir: str | Path, flag: str = "--output", overwrite: bool = False,
                      overwrite_flag: str | None = "--overwrite") -> Path:
-    """Refuse an RPT output path that is dangerous or holds what `rl data rpt` did not write (rl/outputs.py)."""
-    from rl.outputs import check_output_dir
+    """Refuse an RPT output path that is dangerous or holds what `rl data rpt` did not write (rl/runtime/outputs.py)."""
+    from rl.runtime.outputs import check_output_dir
 
     return check_output_dir(output_dir, flag, RPT_COMMAND, overwrite=overwrite,
                             inputs={"corpus": cfg.corpus, "proxy model": cfg.proxy_model},
@@ -390,7 +390,7 @@ def build_rpt_dataset(cfg: RPTBuildConfig, output_dir: str | Path, jsonl: bool =
                       overwrite: bool = False, flag: str = "--output", proxy_flag: str = "--proxy-model"):
     """Build and save the RPT dataset; returns (datasets.Dataset, BuildSummary).
 
-    The output is checked before any work (rl/outputs.py: never over the user's files or an input;
+    The output is checked before any work (rl/runtime/outputs.py: never over the user's files or an input;
     `overwrite` replaces a directory that is not a previous `rl data rpt` output) and written
     atomically; `jsonl` also writes OUTPUT/rows.jsonl inside it. `summary.files` lists every file
     written. `chat_tokenizer`: the policy's tokenizer, which decides (with `cfg.chat == "auto"`)
@@ -399,7 +399,7 @@ def build_rpt_dataset(cfg: RPTBuildConfig, output_dir: str | Path, jsonl: bool =
     from datasets import Dataset
 
     from rl.data.corpus import CorpusStats, read_corpus
-    from rl.outputs import replace_dir, written_files
+    from rl.runtime.outputs import replace_dir, written_files
 
     import itertools
 

@@ -29,7 +29,7 @@ BASE_RECIPE = {
     "report_to": ["none"],
     "seed": 1,
     "dataloader_num_workers": 0,
-    "signal_check": "off",  # tested on its own (tests/rl/test_signal_check.py)
+    "signal_check": "off",  # tested on its own (tests/rl/train/test_signal_check.py)
 }
 
 

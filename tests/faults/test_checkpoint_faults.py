@@ -17,7 +17,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from rl.checkpoint import (
+from rl.runtime.checkpoint import (
     MARKER_NAME,
     CheckpointCallback,
     check_complete,
@@ -26,7 +26,7 @@ from rl.checkpoint import (
     rotate_checkpoints,
     write_complete_marker,
 )
-from rl.disk_errors import CheckpointSaveError, is_disk_error
+from rl.runtime.disk_errors import CheckpointSaveError, is_disk_error
 from tests.faults.helpers import ROOT, one_error_line, run_cli, state, write_recipe
 
 
@@ -184,7 +184,7 @@ class _State:
 
 
 def test_disk_full_while_writing_the_marker_is_one_line(tmp_path, monkeypatch):
-    import rl.checkpoint as ck
+    import rl.runtime.checkpoint as ck
 
     _fake_checkpoint(tmp_path, 1)
     _fake_checkpoint(tmp_path, 2, marker=False)
@@ -209,7 +209,7 @@ def test_disk_full_while_writing_the_marker_is_one_line(tmp_path, monkeypatch):
 
 
 def test_atomic_write_leaves_no_temp_file_on_failure(tmp_path, monkeypatch):
-    import rl.atomic_io as atomic_io
+    import rl.runtime.atomic_io as atomic_io
 
     def boom(*a, **k):
         raise OSError(errno.ENOSPC, "No space left on device")

@@ -80,7 +80,7 @@ def test_transformers_and_trl_load_checkpoints_safely():
     assert [f for f in _findings(trl_files) if "torch.load" in f or "pickle" in f] == []
 
 
-@pytest.mark.parametrize("loader", ["rl.config.load_recipe_file", "rl.slurm.load_recipe"])
+@pytest.mark.parametrize("loader", ["rl.train.config.load_recipe_file", "rl.launch.slurm.load_recipe"])
 @pytest.mark.parametrize("tag", ["!!python/object/apply:os.system", "!!python/object/new:os.system"])
 def test_recipe_yaml_loaders_refuse_python_tags(tmp_path, loader, tag):
     """Every recipe reader (`rl train`, `rl submit`) refuses a tag that would construct a Python
@@ -151,7 +151,7 @@ def test_no_secret_in_any_file_a_run_writes(tmp_path, tiny_model_dir):
 
 
 def test_rendered_sbatch_holds_no_secret(tmp_path, tiny_model_dir):
-    from rl.slurm import render_sbatch
+    from rl.launch.slurm import render_sbatch
 
     recipe = write_recipe(tmp_path, tiny_model_dir)
     text = render_sbatch(recipe, nodes=2, gpus_per_node=8, run_dir=tmp_path / "run", environ=dict(SECRETS),
@@ -161,7 +161,7 @@ def test_rendered_sbatch_holds_no_secret(tmp_path, tiny_model_dir):
 
 def test_sbatch_refuses_an_override_holding_an_env_secret(tmp_path, tiny_model_dir):
     from rl.errors import UserError
-    from rl.slurm import render_sbatch
+    from rl.launch.slurm import render_sbatch
 
     recipe = write_recipe(tmp_path, tiny_model_dir)
     with pytest.raises(UserError, match=r"\$HF_TOKEN"):
@@ -171,7 +171,7 @@ def test_sbatch_refuses_an_override_holding_an_env_secret(tmp_path, tiny_model_d
 
 def test_sbatch_refuses_a_token_override_not_in_the_environment(tmp_path, tiny_model_dir):
     from rl.errors import UserError
-    from rl.slurm import render_sbatch
+    from rl.launch.slurm import render_sbatch
 
     recipe = write_recipe(tmp_path, tiny_model_dir)
     with pytest.raises(UserError):
@@ -182,7 +182,7 @@ def test_sbatch_refuses_a_token_override_not_in_the_environment(tmp_path, tiny_m
 def test_hub_token_is_moved_out_of_the_training_arguments():
     from types import SimpleNamespace
 
-    from rl.wandb_secrets import move_secret_args
+    from rl.runtime.wandb_secrets import move_secret_args
 
     args, env = SimpleNamespace(hub_token=HUB_TOKEN_ARG), {}
     argv = ["rl", "train", "--hub_token", HUB_TOKEN_ARG, "--wandb_api_key=abc", "--max_completion_length", "9"]

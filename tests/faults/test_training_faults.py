@@ -12,9 +12,9 @@ import torch
 from safetensors.torch import load_file
 
 from rewards.rpt import rpt_reward
-from rl.checkpoint import check_complete, list_checkpoints
+from rl.runtime.checkpoint import check_complete, list_checkpoints
 from rl.errors import UserError
-from rl.faults import NonFiniteGuard, RewardError, wrap_reward
+from rl.runtime.faults import NonFiniteGuard, RewardError, wrap_reward
 from rewards.registry import required_columns
 from tests.faults.flaky_rewards import boom_reward, nan_reward
 from tests.faults.helpers import one_error_line, rpt_rows, run_cli, write_recipe
@@ -124,7 +124,7 @@ def test_raising_reward_with_policy_none_keeps_training(tmp_path, tiny_model_dir
 @pytest.fixture
 def poison_steps(monkeypatch):
     """Make the loss of the given optimizer steps NaN or inf (so their gradients are too)."""
-    from rl.trainer import EntropyGRPOTrainer
+    from rl.train.trainer import EntropyGRPOTrainer
 
     plan: dict[int, float] = {}
     original = EntropyGRPOTrainer.compute_loss

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from rl.wandb_secrets import wandb_fallback
+from rl.runtime.wandb_secrets import wandb_fallback
 from tests.faults.helpers import run_cli, write_recipe
 
 FAKE_KEY = "f" * 40
@@ -87,7 +87,7 @@ def test_unreachable_server_goes_offline(clean_env):
 
 def test_slow_server_is_bounded_by_the_timeout(clean_env, monkeypatch):
     """A server that never answers: the probe waits `timeout` seconds once, then goes offline."""
-    import rl.wandb_secrets
+    import rl.runtime.wandb_secrets
 
     seen = {}
 
@@ -96,7 +96,7 @@ def test_slow_server_is_bounded_by_the_timeout(clean_env, monkeypatch):
         time.sleep(timeout)
         raise socket.timeout("timed out")
 
-    monkeypatch.setattr(rl.wandb_secrets.socket, "create_connection", never_answers)
+    monkeypatch.setattr(rl.runtime.wandb_secrets.socket, "create_connection", never_answers)
     clean_env.update(WANDB_API_KEY=FAKE_KEY, WANDB_BASE_URL="https://wandb.example.com")
     start = time.perf_counter()
     assert "unreachable" in wandb_fallback(["wandb"], clean_env, timeout=0.5)
@@ -171,6 +171,6 @@ def test_training_goes_on_offline(tmp_path, tiny_model_dir, monkeypatch, caplog,
     assert rc == 0, lines
     assert time.perf_counter() - start < 120
     assert list((tmp_path / "run" / "wandb").glob("offline-run-*")), "no offline W&B run written"
-    warned = [r.getMessage() for r in caplog.records if r.name == "rl.wandb_secrets" and "W&B" in r.getMessage()]
+    warned = [r.getMessage() for r in caplog.records if r.name == "rl.runtime.wandb_secrets" and "W&B" in r.getMessage()]
     assert len(warned) == 1 and "logging offline" in warned[0], warned
     assert "WANDB_MODE" not in os.environ  # the process environment is restored after the run

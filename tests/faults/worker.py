@@ -61,7 +61,7 @@ def install_kill(step: int, point: str) -> None:
 
         torch.save = save
     elif point == "marker":
-        import rl.checkpoint as ck
+        import rl.runtime.checkpoint as ck
 
         real_marker = ck.write_complete_marker
 
@@ -76,7 +76,7 @@ def install_kill(step: int, point: str) -> None:
 
 
 def install_fsize_limit(after_step: int, limit: int = 64 * 1024) -> None:
-    import rl.checkpoint as ck
+    import rl.runtime.checkpoint as ck
 
     real_marker = ck.write_complete_marker
 

@@ -98,7 +98,7 @@ def test_hostile_model_output_never_raises(name):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_the_guards_wrapper_keeps_the_registration(name):
-    from rl.faults import wrap_reward
+    from rl.runtime.faults import wrap_reward
 
     spec = REGISTRY[name]
     wrapped = wrap_reward(spec.func)

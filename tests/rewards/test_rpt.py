@@ -222,7 +222,7 @@ def test_rpt_reward_column_errors():
 
 
 def test_rewards_module_does_not_import_torch_or_trainer():
-    code = "import sys, rewards, rewards.rpt; print([m for m in ('torch', 'trl', 'rl.trainer') if m in sys.modules])"
+    code = "import sys, rewards, rewards.rpt; print([m for m in ('torch', 'trl', 'rl.train.trainer') if m in sys.modules])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from tests.rl.test_learning_report import LINE
+from tests.rl.eval.test_learning_report import LINE
 
 DOCS = [f"Problem {i}: add {i} and {i + 1}. Solution: {i} plus {i + 1} is {2 * i + 1}, so the answer is {2 * i + 1}."
         for i in range(16)]

@@ -23,9 +23,9 @@ import torch.distributed as dist
 from safetensors.torch import save_file
 from transformers import TrainerControl, TrainerState
 
-from rl import checkpoint as ck
-from rl import preemption
-from rl.slurm import load_recipe
+from rl.runtime import checkpoint as ck
+from rl.runtime import preemption
+from rl.launch.slurm import load_recipe
 
 TOTAL_STEPS = 8
 STEP_SECONDS = 0.5

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from rl import checkpoint as ck
-from rl import slurm
+from rl.runtime import checkpoint as ck
+from rl.launch import slurm
 from tests.slurm_cluster import REGISTRY, SlurmCluster, pid_alive, reap_stale_clusters
 
 REPO = Path(__file__).resolve().parents[2]

@@ -11,7 +11,7 @@ tiny random model:
   the newest complete checkpoint -> finishes with bitwise the weights, per-step rewards, losses and
   grad norms of the uninterrupted run (same seed; CPU is deterministic), every step logged once.
   The data (8 rows, 4 steps per epoch) makes the run span 3 epochs and the stop land after epoch 0:
-  a resume there needs TRL's per-epoch shuffle order restored too (rl.checkpoint.replay_sampler_epochs;
+  a resume there needs TRL's per-epoch shuffle order restored too (rl.runtime.checkpoint.replay_sampler_epochs;
   without it the prompts differ from step 8 on, which this test caught).
 
 The uninterrupted run is a module fixture (submitted with the real CLI) shared by both tests, so
@@ -35,8 +35,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rl import checkpoint as ck
-from rl import slurm
+from rl.runtime import checkpoint as ck
+from rl.launch import slurm
 
 REPO = Path(__file__).resolve().parents[2]
 MAX_STEPS = 12
@@ -98,7 +98,7 @@ def write_recipe(path: Path, run_dir: Path, model_dir: Path, data_dir: Path) -> 
         "save_total_limit": 3,
         "report_to": ["none"],
         "seed": 0,
-        "signal_check": "off",  # tested on its own (tests/rl/test_signal_check.py)
+        "signal_check": "off",  # tested on its own (tests/rl/train/test_signal_check.py)
     }
     path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
     return path

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from rl.data.rpt import RPTBuildConfig, build_rpt_dataset, format_prompt, window_plan
-from rl.config import DEFAULT_RPT_PROMPT
+from rl.train.config import DEFAULT_RPT_PROMPT
 from rl.errors import UserError
 from rewards.rpt import prefix_match_reward
 

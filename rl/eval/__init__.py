@@ -1,0 +1,1 @@
+"""Measuring models: `rl eval next-token`, `rl profile`, paired statistics, the demo's learning report."""

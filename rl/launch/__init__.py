@@ -1,0 +1,1 @@
+"""Launching runs: `rl submit` (Slurm), `rl train --dry-run` (preflight), the shipped recipes."""

@@ -1,0 +1,138 @@
+"""The batch arithmetic TRL does at the run's world size, and the steps and checkpoints that follow.
+
+Completions per optimizer step, the generation batch and the optimizer steps it serves, and the
+divisibility rules: the generation batch holds whole groups of `num_generations`,
+`generation_batch_size` splits into global batches, the dataset holds at least one generation
+batch of prompts, `save_steps` falls on generation-cycle boundaries.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from rl.launch.dryrun.dataset_peek import DataInfo
+from rl.launch.dryrun.report import Report
+from rl.launch.dryrun.world import LaunchPlan
+
+
+def enum_value(x) -> str:
+    """An enum's value (TrainingArguments turns strategies into enums), else str(x)."""
+    return str(getattr(x, "value", x))
+
+
+def check_batch(report: Report, view, world: int, plan: LaunchPlan, data: DataInfo | None) -> None:
+    per_device = int(view.per_device_train_batch_size)
+    accum = int(view.gradient_accumulation_steps)
+    G = int(view.num_generations) if view.num_generations is not None else None
+    iters = int(getattr(view, "num_iterations", 1) or 1)
+    gen_batch, spg = view.generation_batch_size, view.steps_per_generation
+    global_batch = per_device * world
+    if G is None or G < 2:
+        report.problem(f"num_generations: GRPO needs at least 2 generations per prompt, got {G}")
+        return
+    if gen_batch is not None and spg is not None and not hasattr(view, "_trl_generation_batch_size"):
+        report.problem("generation_batch_size and steps_per_generation can not both be set; keep one")
+        return
+    if gen_batch is None:
+        spg = int(spg if spg is not None else accum)
+        gen_batch = global_batch * spg
+    else:
+        gen_batch = int(gen_batch)
+        if gen_batch % global_batch:
+            report.problem(f"generation_batch_size {gen_batch} must be a multiple of the global batch "
+                           f"(per_device_train_batch_size {per_device} x {world} processes = {global_batch})")
+            return
+        spg = gen_batch // global_batch
+    per_step = global_batch * accum
+    lines = [f"{per_device} completion(s)/device x {world} process(es) x {accum} accumulation = "
+             f"{per_step} completions per optimizer step"
+             + (f" = {per_step // G} prompts x {G}" if per_step % G == 0 else f" ({per_step / G:g} prompts x {G})")]
+    if gen_batch % G:
+        mult = G // math.gcd(G, per_device * spg)
+        report.problem(
+            f"batch: the generation batch ({per_device} per device x {world} processes x {spg} steps_per_generation "
+            f"= {gen_batch} completions) is not a multiple of num_generations {G}: TRL needs whole prompt groups. "
+            f"At {world} processes use e.g. per_device_train_batch_size x steps_per_generation divisible by "
+            f"{G // math.gcd(G, world)}; with these batch settings the world size must be a multiple of {mult}")
+        report.add("batch", "\n".join(lines))
+        return
+    prompts = gen_batch // G
+    if spg % accum == 0:
+        opt_steps = spg * iters // accum
+        lines.append(f"generation batch: {gen_batch} completions = {prompts} prompts x {G}, used for {opt_steps} "
+                     f"optimizer step(s) (steps_per_generation {spg} / accumulation {accum}"
+                     + (f" x num_iterations {iters}" if iters != 1 else "") + ")")
+    else:
+        opt_steps = spg * iters / accum
+        lines.append(f"generation batch: {gen_batch} completions = {prompts} prompts x {G} every {spg} micro-steps")
+        report.note(f"steps_per_generation {spg} is not a multiple of gradient_accumulation_steps {accum}: "
+                    "generation batches straddle optimizer steps")
+    if per_step % G and spg == accum:
+        report.note(f"an optimizer step holds {per_step} completions, not whole groups of {G}")
+    if getattr(view, "top_entropy_quantile", 1.0) < 1.0:
+        scope = getattr(view, "entropy_mask_scope", "step")
+        population = (f"each generation batch ({gen_batch} completions)" if scope == "step"
+                      else f"each micro-batch ({per_device} completions/device, gathered over {world} processes)")
+        lines.append(f"forking mask: top {view.top_entropy_quantile:g} of completion tokens by entropy over "
+                     f"{population}; loss normalised over {getattr(view, 'entropy_mask_normalize', 'kept')} tokens")
+    max_steps = int(getattr(view, "max_steps", -1) or -1)
+    rows = data.num_rows if data is not None else None
+    if rows is not None and rows < prompts:
+        report.problem(f"{data.source}: {rows} rows, fewer than the {prompts} prompts of one generation batch; "
+                       "TRL's sampler would yield no batch")
+    if max_steps > 0:
+        batches = max_steps / opt_steps
+        consumed = batches * prompts
+        text = f"max_steps {max_steps:,} optimizer steps = {batches:,.4g} generation batches = {consumed:,.0f} prompts"
+        if rows:
+            text += f" ({consumed / rows:.3g} passes over {rows:,} rows)"
+        lines.append(text)
+    elif rows:
+        epochs = float(getattr(view, "num_train_epochs", 1) or 1)
+        per_epoch = rows // prompts  # TRL's sampler drops an incomplete last generation batch
+        lines.append(f"{epochs:g} epoch(s) of {per_epoch:,} generation batch(es) over {rows:,} rows = about "
+                     f"{epochs * per_epoch * opt_steps:,.0f} optimizer steps")
+    if getattr(view, "do_eval", False) or enum_value(getattr(view, "eval_strategy", "no")) != "no":
+        g_eval = int(getattr(view, "num_generations_eval", None) or G)
+        eval_global = int(view.per_device_eval_batch_size) * world
+        if eval_global % g_eval:
+            report.problem(f"eval batch: per_device_eval_batch_size {view.per_device_eval_batch_size} x {world} "
+                           f"processes = {eval_global} is not a multiple of {g_eval} generations")
+    cycle = math.lcm(spg * iters, accum) // accum
+    save_steps = getattr(view, "save_steps", None)
+    if enum_value(getattr(view, "save_strategy", "no")) == "steps" and save_steps and float(save_steps) >= 1:
+        if int(save_steps) % cycle:
+            report.problem(f"save_steps: {save_steps} is not a multiple of the generation cycle ({cycle} optimizer "
+                           "steps); `rl train` refuses it because a resume is exact only at those boundaries")
+    trl_gb = getattr(view, "_trl_generation_batch_size", None)
+    if trl_gb is not None and trl_gb != gen_batch:  # our arithmetic and TRL's must agree
+        report.note(f"TRL derived generation_batch_size {trl_gb}, the dry-run {gen_batch}")
+    report.add("batch", "\n".join(lines))
+
+
+def check_output(report: Report, view) -> None:
+    """The output directory (and a checkpoint it already holds) and how often the run checkpoints."""
+    out = Path(str(view.output_dir))
+    text = str(out)
+    if out.is_dir():
+        from transformers.trainer_utils import get_last_checkpoint
+
+        try:
+            last = get_last_checkpoint(str(out))
+        except Exception:  # noqa: BLE001
+            last = None
+        if last:
+            text += f" (holds {Path(last).name}; --resume_from_checkpoint auto continues from it)"
+    if enum_value(view.save_strategy) == "steps":
+        text += f"; checkpoint every {view.save_steps} steps"
+    report.add("output", text)
+    resume = getattr(view, "resume_from_checkpoint", None)
+    if resume is not None:
+        from rl.runtime.checkpoint import resolve_resume
+        from rl.errors import UserError
+
+        try:  # the run resolves it the same way before any model loads
+            resolve_resume(resume, str(out))
+        except UserError as exc:
+            report.problem(str(exc))

@@ -1,0 +1,193 @@
+"""Recipe parsing as the run's machines would do it, from this (possibly GPU-less) machine.
+
+* `parse_for_target`: `rl.train.config.parse_recipe` at the run's world size, with bf16 allowed and
+  without initialising DeepSpeed (`target_machines`);
+* the CPU-machine shims: raw field values after file + overrides without the dataclasses'
+  validation (`raw_value`, `raw_namespace`), every bad recipe field reported on its own
+  (`check_fields`), and the merged view of all parsed fields the checks read (`target_view`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from types import SimpleNamespace
+
+from rl.launch.dryrun.report import Report, exc_summary
+from rl.errors import UserError
+
+# TRL's GRPOConfig batch-size errors: the dry-run's own batch check reports these with more context.
+TRL_BATCH_ERRORS = ("must be divisible by num_generations", "must be divisible by the global batch size",
+                    "global eval batch size", "can not be both configured")
+
+
+class ArgError(Exception):
+    pass
+
+
+def raise_error(message: str):
+    raise ArgError(message)
+
+
+@contextlib.contextmanager
+def restored_environ():
+    """Restore os.environ as it was on entry (recipes' `env:` sections change it)."""
+    saved_env = dict(os.environ)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved_env)
+
+
+@contextlib.contextmanager
+def target_machines(world_size: int):
+    """Evaluate TRL/transformers config validation as on the run's machines, not this one.
+
+    * `world_size`: GRPOConfig derives and checks its batch sizes from `TrainingArguments.world_size`,
+      which is 1 in this process; here it is the run's number of processes.
+    * bf16: transformers refuses `bf16: true` on a machine without a bf16 GPU; the run has GPUs
+      (unless the recipe sets `use_cpu`, in which case the check is not reached anyway).
+    * the recipe's `env:` is applied by TRL's parser to os.environ; it is restored afterwards.
+    """
+    import transformers.training_args as training_args_module
+
+    from rl.train.config import EntropyGRPOConfig
+
+    with restored_environ():
+        saved_bf16 = training_args_module.is_torch_bf16_gpu_available
+        training_args_module.is_torch_bf16_gpu_available = lambda: True
+        EntropyGRPOConfig.world_size = property(lambda self: world_size)  # type: ignore[assignment]
+        try:
+            yield
+        finally:
+            del EntropyGRPOConfig.world_size
+            training_args_module.is_torch_bf16_gpu_available = saved_bf16
+
+
+def parse_for_target(argv: list[str], world_size: int = 1):
+    """`rl.train.config.parse_recipe(argv)` as on the run's machines (see `target_machines`), without
+    initialising DeepSpeed (the `deepspeed` field is checked separately and restored on the result)."""
+    from rl.train.config import parse_recipe
+
+    raw_ds = raw_value(argv, "deepspeed")
+    with target_machines(world_size), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore", FutureWarning)  # TRL's own gradient_checkpointing default warns
+        script_args, training_args, model_args = parse_recipe(list(argv) + ["--deepspeed", ""])
+    training_args.deepspeed = raw_ds
+    return script_args, training_args, model_args
+
+
+def _recipe_parser(values: dict):
+    """rl's recipe parser with `values` (a recipe file's fields, less `env`) as defaults; errors raise ArgError."""
+    from rl.train.config import make_parser
+
+    parser = make_parser()
+    parser.error = raise_error  # type: ignore[method-assign]
+    parser.set_defaults_with_config(**{k: v for k, v in values.items() if k != "env"})
+    return parser
+
+
+def raw_value(argv: list[str], name: str):
+    """The value of one recipe field after file + overrides, without building the dataclasses."""
+    from rl.train.config import load_recipe_file
+
+    argv = list(argv)
+    data = {}
+    if "--config" in argv:
+        i = argv.index("--config")
+        data = load_recipe_file(argv[i + 1])
+        del argv[i:i + 2]
+    ns, _ = _recipe_parser(data).parse_known_args(argv)
+    return getattr(ns, name, None)
+
+
+def raw_namespace(clean: dict, overrides: list[str], report: Report):
+    """Every field after file + overrides, as argparse sees them (no dataclass __post_init__)."""
+    try:
+        ns, unknown = _recipe_parser(clean).parse_known_args(overrides)
+    except ArgError as exc:
+        report.problem(f"command-line override: {exc}")
+        return None
+    if unknown:
+        report.problem(f"command-line override: unknown argument(s) {' '.join(unknown)} (see rl train --help-fields)")
+    return ns
+
+
+def raw_field(clean: dict, overrides: list[str], name: str):
+    from rl.launch.slurm import _override_value
+
+    value = _override_value(overrides, name)
+    return value if value is not None else clean.get(name)
+
+
+def script_has_field(name: str) -> bool:
+    from rl.train.config import ScriptArguments
+
+    return name in {f.name for f in dataclasses.fields(ScriptArguments)}
+
+
+def check_fields(path: Path, data: dict, report: Report) -> tuple[dict, list[str]]:
+    """Fields of the file, each checked on its own so that every bad one is reported: (good fields, bad keys)."""
+    from rl.train.config import check_fields, make_parser
+
+    parser = make_parser()
+    bad_keys = []
+    for key, value in data.items():
+        try:
+            check_fields(path, {key: value}, parser)
+        except UserError as exc:
+            report.problem(str(exc))
+            bad_keys.append(key)
+    return {k: v for k, v in data.items() if k not in bad_keys}, bad_keys
+
+
+def target_view(path: Path, clean: dict, bad_keys: list[str], overrides: list[str], ns, world: int,
+                report: Report) -> tuple[SimpleNamespace | None, str | None]:
+    """The full TRL parse for the target machines, merged over the raw namespace `ns`.
+
+    Returns (view, TRL batch error): the view is `ns` itself when TRL's validation fails (and
+    None when `ns` is); a TRL batch-size error is returned, not reported, since the dry-run's own
+    batch check words it better.
+    """
+    if ns is None:
+        return None, None
+    parsed, trl_batch_error = None, None
+    recipe_path = path
+    tmp = None
+    if bad_keys:
+        tmp = tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False, encoding="utf-8")
+        import yaml
+
+        yaml.safe_dump(clean, tmp)
+        tmp.close()
+        recipe_path = Path(tmp.name)
+    try:
+        parsed = parse_for_target(["--config", str(recipe_path), *overrides], world)
+    except UserError as exc:
+        msg = str(exc).replace(str(recipe_path), str(path))
+        msg = msg if msg.startswith(str(path)) else f"{path}: {msg}"
+        if any(k in msg for k in TRL_BATCH_ERRORS):
+            trl_batch_error = msg  # reported only if the dry-run's own batch check finds nothing
+        else:
+            report.problem(msg)
+    except Exception as exc:  # noqa: BLE001 - any other failure of TRL's validation is a finding
+        report.problem(f"{path}: {exc_summary(exc)}")
+    finally:
+        if tmp is not None:
+            os.unlink(tmp.name)
+    if parsed is None:
+        return ns, trl_batch_error
+    training_args = parsed[1]
+    merged = {**vars(ns)}
+    for obj in parsed:
+        merged.update({f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)})
+    view = SimpleNamespace(**merged)
+    # what TRL derived for the run's world size
+    view._trl_generation_batch_size = training_args.generation_batch_size
+    return view, trl_batch_error

@@ -1,0 +1,94 @@
+"""The dry run itself: parse the recipe for the run's machines, then run every check in order."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from rl.launch.dryrun.batch import check_batch, check_output
+from rl.launch.dryrun.data import check_data
+from rl.launch.dryrun.distributed import check_deepspeed, read_accelerate_config
+from rl.launch.dryrun.generation import check_lengths, check_vllm
+from rl.launch.dryrun.models import check_model
+from rl.launch.dryrun.parse import (ArgError, check_fields, raw_field, raw_namespace, restored_environ, script_has_field,
+                             target_view)
+from rl.launch.dryrun.report import Report
+from rl.launch.dryrun.reward_checks import check_rewards
+from rl.launch.dryrun.signal import check_format, check_signal
+from rl.launch.dryrun.world import (flags_parser, plan_from_header, resolve_plan, summarise_launch,
+                             world_from_accelerate_config)
+from rl.errors import UserError
+
+
+def dry_run(argv: list[str]) -> Report:
+    """Check the recipe given by `--config` (plus overrides and the dry-run's own flags); returns the report."""
+    with restored_environ():
+        return _dry_run(list(argv))
+
+
+def _dry_run(argv: list[str]) -> Report:
+    from rl.train.config import load_recipe_file
+
+    try:
+        opts, overrides = flags_parser().parse_known_args(argv)
+    except ArgError as exc:
+        report = Report(recipe="(recipe)")
+        report.problem(f"dry-run flags: {exc}")
+        return report
+    report = Report(recipe=opts.config or "(no --config)")
+    if not opts.config:
+        report.problem("--config: pass the recipe to check (rl train --config RECIPE.yaml --dry-run)")
+        return report
+    path = Path(opts.config)
+    try:
+        data = load_recipe_file(path)
+    except UserError as exc:
+        report.problem(str(exc))
+        return report
+    text = path.read_text(encoding="utf-8")
+
+    # 1. fields of the file, each checked on its own so that every bad one is reported
+    clean, bad_keys = check_fields(path, data, report)
+
+    # 2. the launch plan
+    header = plan_from_header(text, str(path), report)
+    recipe_accel = None
+    if script_has_field("accelerate_config"):
+        recipe_accel = raw_field(clean, overrides, "accelerate_config")
+    plan = resolve_plan(opts, header, recipe_accel, report)
+    if plan.accelerate_config and script_has_field("accelerate_config") and "--accelerate_config" not in overrides:
+        overrides = overrides + ["--accelerate_config", plan.accelerate_config]
+    all_overrides = plan.overrides + overrides
+    if plan.vllm_server_node:  # what `rl submit --vllm-server-node` adds to the trainer's arguments
+        all_overrides += ["--use_vllm", "true", "--vllm_mode", "server", "--vllm_server_host", "<vLLM node>"]
+
+    # 3. raw values (no dataclass validation) and the full TRL parse for the target machines
+    ns = raw_namespace(clean, all_overrides, report)
+    accel = read_accelerate_config(plan, report) if plan.accelerate_config else None
+    if plan.world_size == 0:  # `accelerate launch --config_file X` without --num_processes
+        world_from_accelerate_config(plan, accel, report)
+    world = plan.world_size
+    view, trl_batch_error = target_view(path, clean, bad_keys, all_overrides, ns, world, report)
+    if view is None:
+        return report
+    env = clean.get("env") if isinstance(clean.get("env"), dict) else {}
+    if env:
+        os.environ.update({k: str(v) for k, v in env.items()})
+
+    # 4. the checks, in the order of the report
+    summarise_launch(report, plan, world)
+    ds_info = check_deepspeed(report, view, plan, accel, world)
+    reward_funcs = check_rewards(report, view)
+    policy = check_model(report, "model", view.model_name_or_path, view)
+    data = check_data(report, view, reward_funcs, policy)
+    before = len(report.problems)
+    check_batch(report, view, world, plan, data)
+    if trl_batch_error and len(report.problems) == before:
+        report.problem(trl_batch_error)
+    check_vllm(report, view, world, plan, ds_info)
+    check_lengths(report, view, policy, data)
+    check_output(report, view)
+    check_format(report, view, reward_funcs)
+    if not report.problems:  # the one check that loads weights: only for a recipe that would start
+        check_signal(report, view, reward_funcs, policy, data.rows if data is not None else None)
+    return report

@@ -1,0 +1,77 @@
+"""Will GRPO have signal? The RPT format against the rewards, and the signal check on a local model.
+
+* Format: data built from `corpus` gets `rpt_format` rows; a reward made for the other format
+  (`rpt` on completion rows, `rpt_completion` or `boxed_format` on reasoning rows) would stop the
+  run at its first batch, so the dry run reports it now.
+* Signal: when the policy is local (a directory or a builtin) and rows are at hand (a prepared
+  dataset, or RPT data already built for this run), the dry run loads the weights (the only check
+  that does) and runs the same signal check as `rl train` (rl/train/signal_check.py); otherwise it says
+  when the check will run.
+"""
+
+from __future__ import annotations
+
+from rl.launch.dryrun.report import Report, exc_summary
+from rl.errors import UserError
+
+
+def check_format(report: Report, view, funcs) -> None:
+    """Rewards that read a fixed RPT format vs the format the corpus will be built in."""
+    if getattr(view, "dataset_path", None) or not getattr(view, "corpus", None):
+        return  # a prepared dataset's rows are checked by the reward probe on its first rows
+    from rewards.registry import spec_of
+
+    fmt = getattr(view, "rpt_format", "reasoning")
+    for func in funcs:
+        spec = spec_of(func)
+        wanted = spec.rpt_format if spec is not None else None
+        name = getattr(func, "__name__", repr(func))
+        if wanted is not None and wanted != fmt:
+            report.problem(f"reward_funcs: `{name}` scores {wanted}-format RPT rows but rpt_format is {fmt}; use "
+                           f"reward `{'rpt' if fmt == 'reasoning' else 'rpt_completion'}` or set rpt_format: {wanted}")
+        if name == "boxed_format_reward" and fmt == "completion":
+            report.problem("reward_funcs: `boxed_format` asks for a \\boxed{} answer but rpt_format is completion "
+                           "(the completion itself is the guess); drop it")
+
+
+def check_signal(report: Report, view, funcs, policy, rows: list[dict] | None) -> None:
+    """Run the signal check when the model is local and training rows are at hand."""
+    action = getattr(view, "signal_check", "stop")
+    if action == "off":
+        report.add("signal check", "off (signal_check: off)")
+        return
+    if policy is None or policy.kind not in ("local", "builtin") or not policy.path:
+        report.offline.append("signal check: runs when training starts (the model is not local here)")
+        return
+    if not rows:
+        report.add("signal check", "runs when training starts, on the RPT rows built then")
+        return
+    try:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from rl.train.signal_check import format_hint, run_signal_check
+
+        tokenizer = AutoTokenizer.from_pretrained(policy.path)
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        model = AutoModelForCausalLM.from_pretrained(policy.path, dtype=torch.float32)
+        result = run_signal_check(
+            model, tokenizer, rows, funcs, getattr(view, "reward_weights", None),
+            generations=int(view.num_generations), max_new_tokens=int(view.max_completion_length),
+            prompts=int(getattr(view, "signal_check_prompts", 8)), temperature=float(view.temperature),
+            top_p=float(view.top_p), top_k=view.top_k, min_p=view.min_p,
+            repetition_penalty=float(view.repetition_penalty), seed=int(view.seed))
+    except UserError as exc:
+        report.problem(str(exc))
+        return
+    except Exception as exc:  # noqa: BLE001 - the run would fail the same way at its first batch
+        report.problem(f"signal check: sampling or scoring failed ({exc_summary(exc)})")
+        return
+    report.add("signal check", result.format().removeprefix("signal check: ") + " (weights loaded for this check)")
+    if result.groups_with_signal == 0:
+        message = result.no_signal_message(format_hint(funcs))
+        if action == "stop":
+            report.problem(message)
+        else:
+            report.note(message)

@@ -1,0 +1,438 @@
+"""Recipe dataclasses and recipe loading for `rl train`.
+
+A recipe is a TRL-style flat YAML file read by `trl.TrlParser` into three dataclasses:
+`ScriptArguments` (data and rewards), `EntropyGRPOConfig` (TRL's GRPOConfig plus the forking-mask
+fields) and TRL's `ModelConfig` (model path, dtype, LoRA). Command-line flags override the file
+exactly as in TRL (`rl train --config r.yaml --learning_rate 1e-6`).
+
+Before TRL sees the file we validate it ourselves, so that a typo becomes one line naming the file
+and field (with the closest valid name) instead of an argparse usage dump or a traceback.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from trl import GRPOConfig, ModelConfig, TrlParser
+
+from rl.errors import UserError
+
+DEFAULT_RPT_PROMPT = (
+    'Complete the text under "### Context" by predicting its next token.\n'
+    "Reason step by step about what most plausibly comes next: list a few candidate tokens and "
+    "pick the most probable one.\n"
+    "Put only the predicted token in \\boxed{}, copied exactly as it would appear in the text. "
+    "A token may start with a space, as in \\boxed{ para}; never wrap it in \\text{}.\n\n"
+    "### Context\n{context}"
+)
+
+
+@dataclass
+class ScriptArguments:
+    """Data and reward settings of a run (the part of a recipe that is not TRL's config)."""
+
+    dataset_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "An RPT dataset made by `rl data rpt` (a `save_to_disk` dir or a .jsonl file), or any "
+            "dataset with a `prompt` column plus the columns your rewards need. Leave unset and set "
+            "`corpus` to build the RPT dataset first."
+        },
+    )
+    corpus: str | None = field(
+        default=None,
+        metadata={
+            "help": "Corpus to build RPT data from when `dataset_path` is unset: `builtin:champ`, a .txt file "
+            "or dir, a .jsonl/.parquet file with a `text` column, or a local HF dataset dir. The built "
+            "dataset goes to `<output_dir>/rpt-data` and is reused if already there."
+        },
+    )
+    proxy_model: str | None = field(
+        default=None,
+        metadata={
+            "help": "Model whose next-token entropy chooses the training positions (the paper uses a small "
+            "model of the same family). Default: the policy model itself."
+        },
+    )
+    accelerate_config: str | None = field(
+        default=None,
+        metadata={"help": "Accelerate config this recipe is meant for (e.g. recipes/accelerate/zero3.yaml); "
+                  "`rl train --dry-run` checks it."},
+    )
+    reward_funcs: list[str] = field(
+        default_factory=lambda: ["rpt"],
+        metadata={
+            "help": "Reward functions by registry name (`rpt`, ...) or dotted import path "
+            "(`my_pkg.rewards.my_reward`), each with TRL's reward-function signature."
+        },
+    )
+    rpt_format: str = field(
+        default="reasoning",
+        metadata={
+            "help": "How RPT prompts are made. `reasoning` (the paper's): an instruction around the context, "
+            "the model reasons and answers in \\boxed{} (reward `rpt`), for reasoning/instruction-following "
+            "models. `completion`: the raw context is the prompt and the completion itself is the guess "
+            "(reward `rpt_completion`), for base and small chat models: SmolLM2-135M-Instruct is right at "
+            "41% of high-entropy positions this way and 6% under the reasoning instruction."
+        },
+    )
+    signal_check: str = field(
+        default="stop",
+        metadata={
+            "help": "Before the first step, sample num_generations completions for `signal_check_prompts` "
+            "training rows, score them with the recipe's rewards and print the mean reward and the share of "
+            "groups whose rewards are not all equal (GRPO learns only from those). `stop`: stop with one line "
+            "when no group has signal; `warn`: print and train anyway; `off`: skip."
+        },
+    )
+    signal_check_prompts: int = field(
+        default=8,
+        metadata={"help": "Training rows (prompts) sampled by the signal check. It samples with transformers "
+                  "`generate` (not vLLM) at max_completion_length: seconds for short completions, minutes for "
+                  "4k-token reasoning; lower this for long-reasoning recipes. Skipped under ZeRO-3."},
+    )
+    rpt_entropy: str = field(
+        default="topk",
+        metadata={"help": "Entropy used to pick positions: `topk` (renormalised top-k, as in the paper) or `full`."},
+    )
+    rpt_top_k: int = field(default=16, metadata={"help": "k for `rpt_entropy: topk` (paper: 16)."})
+    rpt_min_entropy: float = field(
+        default=0.5, metadata={"help": "Keep only positions whose proxy next-token entropy (nats) is at least this."}
+    )
+    rpt_max_per_doc: int = field(default=8, metadata={"help": "At most this many positions sampled per document."})
+    rpt_continuation_tokens: int = field(
+        default=8, metadata={"help": "Ground-truth tokens kept after each position (the prefix-match targets)."}
+    )
+    rpt_max_context_tokens: int = field(
+        default=512, metadata={"help": "Long contexts keep only their most recent this-many tokens."}
+    )
+    rpt_min_context_tokens: int = field(
+        default=16, metadata={"help": "Positions with fewer preceding tokens than this are not used."}
+    )
+    rpt_window_tokens: int = field(
+        default=1024, metadata={"help": "Proxy forward window (tokens); windows overlap by half."}
+    )
+    rpt_max_documents: int | None = field(
+        default=None, metadata={"help": "Read at most this many documents from the corpus (None: all)."}
+    )
+    rpt_prompt_template: str = field(
+        default=DEFAULT_RPT_PROMPT,
+        metadata={"help": "Instruction with a `{context}` placeholder (RPT paper template v0 in spirit)."},
+    )
+    rpt_proxy_batch_size: int = field(default=4, metadata={"help": "Windows per proxy forward pass."})
+    rpt_seed: int = field(default=0, metadata={"help": "Seed for sampling positions."})
+    eval_fraction: float = field(
+        default=0.0, metadata={"help": "Hold out this fraction of rows (by document) as an eval split (0 <= f < 1)."}
+    )
+    rpt_text_field: str = field(
+        default="text",
+        metadata={"help": "Corpus field/column holding the text (.jsonl, .parquet, HF dataset dir), e.g. `content`."},
+    )
+    rpt_id_field: str | None = field(
+        default=None,
+        metadata={"help": "Corpus field/column used as the document id (default: file and line/row number)."},
+    )
+
+    def __post_init__(self):
+        if not 0.0 <= float(self.eval_fraction) < 1.0:
+            raise UserError(f"eval_fraction: must be in [0, 1) (a fraction held out for eval; 0 = none), "
+                            f"got {self.eval_fraction}")
+        if self.rpt_format not in ("reasoning", "completion"):
+            raise UserError(f"rpt_format: expected `reasoning` or `completion`, got {self.rpt_format!r}")
+        if self.signal_check not in ("stop", "warn", "off"):
+            raise UserError(f"signal_check: expected `stop`, `warn` or `off`, got {self.signal_check!r}")
+        if self.signal_check_prompts < 1:
+            raise UserError(f"signal_check_prompts: must be at least 1, got {self.signal_check_prompts}")
+
+
+@dataclass
+class EntropyGRPOConfig(GRPOConfig):
+    """TRL's GRPOConfig plus the forking-token mask ("Beyond the 80/20 Rule", arXiv 2506.01939).
+
+    `top_entropy_quantile` keeps TRL's meaning: the fraction of completion tokens that receive
+    policy gradient (0.2 in the paper; 1.0 turns the mask off).
+    """
+
+    entropy_mask_scope: str = field(
+        default="step",
+        metadata={
+            "help": "`step`: choose the top-`top_entropy_quantile` tokens over every completion token of one "
+            "optimizer step (all ranks, all accumulation micro-batches), from the policy's entropies at "
+            "generation time. `micro_batch`: TRL / paper-code behaviour, per micro-batch."
+        },
+    )
+    entropy_mask_normalize: str = field(
+        default="kept",
+        metadata={
+            "help": "`kept`: average the policy loss over the kept tokens (paper Eq. 6). `all`: over all "
+            "completion tokens, as TRL does (the update shrinks by about the kept ratio)."
+        },
+    )
+    forking_table_steps: int = field(
+        default=50,
+        metadata={"help": "Every this many steps, log a W&B table of the most frequent forking tokens (0: never)."},
+    )
+    max_bad_steps: int = field(
+        default=3,
+        metadata={
+            "help": "An optimizer step whose gradients hold NaN/inf is skipped (not applied, not saved) and counted; "
+            "after this many consecutive bad steps the run stops with a clear error (rl/runtime/faults.py)."
+        },
+    )
+    reward_error_policy: str = field(
+        default="raise",
+        metadata={
+            "help": "When a reward function raises (or returns a non-finite or non-numeric score): `raise` stops "
+            "the run with an error naming the reward and the sample; `none` scores only the failing samples None "
+            "from that reward (a sample every reward scores None is left out of its group's baseline and gets "
+            "advantage 0) and goes on, with a warning and a `reward_errors/<name>` metric.",
+            "choices": ["raise", "none"],
+        },
+    )
+
+    def __post_init__(self):
+        if self.entropy_mask_scope not in ("step", "micro_batch"):
+            raise UserError(
+                f"entropy_mask_scope: expected `step` or `micro_batch`, got {self.entropy_mask_scope!r}"
+            )
+        if self.entropy_mask_normalize not in ("kept", "all"):
+            raise UserError(
+                f"entropy_mask_normalize: expected `kept` or `all`, got {self.entropy_mask_normalize!r}"
+            )
+        if not 0.0 < self.top_entropy_quantile <= 1.0:
+            raise UserError(
+                f"top_entropy_quantile: the fraction of tokens kept must be in (0, 1], got {self.top_entropy_quantile}"
+            )
+        if self.reward_error_policy not in ("raise", "none"):
+            raise UserError(f"reward_error_policy: expected `raise` or `none`, got {self.reward_error_policy!r}")
+        # Values torch/TRL would only reject after the model has loaded (or never).
+        for name in ("max_bad_steps", "per_device_train_batch_size", "gradient_accumulation_steps", "num_iterations"):
+            value = getattr(self, name, None)
+            if value is not None and value < 1:
+                raise UserError(f"{name}: must be at least 1, got {value}")
+        if self.max_completion_length is not None and self.max_completion_length < 1:
+            raise UserError(f"max_completion_length: must be at least 1 token, got {self.max_completion_length}")
+        if self.learning_rate < 0:
+            raise UserError(f"learning_rate: must be >= 0, got {self.learning_rate}")
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise UserError(f"max_steps: must be a positive number of optimizer steps, or -1 to train for "
+                            f"num_train_epochs, got {self.max_steps}")
+        super().__post_init__()
+
+
+RECIPE_DATACLASSES = (ScriptArguments, EntropyGRPOConfig, ModelConfig)
+
+
+def make_parser() -> TrlParser:
+    return TrlParser(dataclass_types=list(RECIPE_DATACLASSES))
+
+
+def load_recipe_file(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a recipe with a safe YAML loader; one-line UserError naming the file (and line) on failure."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: recipe file not found")
+    from rl.runtime.strict_yaml import DuplicateKeyError, load
+
+    try:
+        data = load(path.read_text(encoding="utf-8"))
+    except DuplicateKeyError as exc:
+        raise UserError(f"{path}:{exc.line}: {exc}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise UserError(f"{path}{where}: not valid YAML ({problem})") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: recipe is not UTF-8 text") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: a recipe must be a YAML mapping of field: value, got {type(data).__name__}")
+    return data
+
+
+def check_fields(path: Path, data: dict[str, Any], parser: TrlParser) -> None:
+    """Unknown fields (with the closest valid name) and values of the wrong type, before TRL parses."""
+    actions = {a.dest: a for a in parser._actions if a.dest != "help"}
+    for key, value in data.items():
+        if key == "env":
+            if not isinstance(value, dict):
+                raise UserError(f"{path}: field 'env' must be a mapping of VARIABLE: value")
+            continue
+        if key not in actions:
+            close = difflib.get_close_matches(str(key), list(actions), n=1, cutoff=0.6)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise UserError(f"{path}: unknown field '{key}'{hint}")
+        action = actions[key]
+        if value is None:
+            continue
+        if action.nargs in ("+", "*") and not isinstance(value, (list, str)):
+            raise UserError(f"{path}: field '{key}' expects a list (e.g. {key}: [a, b]), got {value!r}")
+        if action.nargs in ("+", "*") and isinstance(value, list):
+            nested = [v for v in value if isinstance(v, (list, dict))]
+            if nested:
+                raise UserError(f"{path}: field '{key}' expects a list of plain values, got {nested[0]!r} in it")
+        values = value if (action.nargs in ("+", "*") and isinstance(value, list)) else [value]
+        if action.nargs not in ("+", "*") and isinstance(value, (list, dict)) and action.type not in (None, str):
+            raise UserError(f"{path}: field '{key}' expects a single value, got a {type(value).__name__}")
+        if action.choices is not None:
+            for item in values:
+                if str(item) not in [str(c) for c in action.choices]:
+                    raise UserError(
+                        f"{path}: field '{key}' must be one of {list(action.choices)}, got {item!r}"
+                    )
+        if callable(action.type):
+            for item in values:
+                if isinstance(item, (dict, list)):
+                    continue
+                try:
+                    action.type(str(item) if not isinstance(item, str) else item)
+                except (ValueError, TypeError, Exception):
+                    raise UserError(f"{path}: field '{key}' expects {_type_name(action.type)}, got {item!r}") from None
+
+
+def _type_name(kind) -> str:
+    name = getattr(kind, "__name__", "a value")
+    return {"string_to_bool": "true or false", "float": "a number", "int": "an integer (whole number)",
+            "str": "text"}.get(name, name)
+
+
+def _cli_overrides(argv: list[str]) -> list[tuple[str, list[str]]]:
+    """`--name value...` / `--name=value` pairs of the command line, without `--config PATH`."""
+    out: list[tuple[str, list[str]]] = []
+    i = 0
+    while i < len(argv):
+        tok = argv[i]
+        if tok == "--config":
+            i += 2
+            continue
+        if tok.startswith("--"):
+            if "=" in tok:
+                name, value = tok.split("=", 1)
+                out.append((name, [value]))
+            else:
+                values = []
+                while i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+                    i += 1
+                    values.append(argv[i])
+                out.append((tok, values))
+        else:
+            out.append(("", [tok]))
+        i += 1
+    return out
+
+
+def _check_overrides(argv: list[str], parser: TrlParser) -> None:
+    """Unknown command-line overrides (closest valid flag) and mistyped values, as one line each."""
+    options = {s: a for s, a in parser._option_string_actions.items() if s.startswith("--") and a.dest != "help"}
+    for name, values in _cli_overrides(argv):
+        if not name:
+            raise UserError(f"command line: unexpected value {values[0]!r}; overrides are --field value")
+        action = options.get(name)
+        if action is None:
+            close = difflib.get_close_matches(name, list(options), n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]}?" if close else "; see `rl train --help-fields`"
+            raise UserError(f"command line: unknown override {name}{hint}")
+        if action.nargs not in ("+", "*", "?") and action.nargs != 0 and len(values) != 1:
+            raise UserError(f"command line: {name} takes one value, got {len(values)}")
+        if action.choices is not None:
+            for item in values:
+                if item not in [str(c) for c in action.choices]:
+                    raise UserError(f"command line: {name} must be one of {list(action.choices)}, got {item!r}")
+        if callable(action.type):
+            for item in values:
+                try:
+                    action.type(item)
+                except Exception:  # noqa: BLE001 - any conversion failure is a wrong type
+                    raise UserError(f"command line: {name} expects {_type_name(action.type)}, got {item!r}") from None
+
+
+def _check_deepspeed(where: str, value: Any) -> None:
+    """A `deepspeed` setting that names a JSON file (or holds inline JSON) that does not parse: one line."""
+    import json
+
+    if not isinstance(value, str) or not value.strip():
+        return
+    text, source = None, None
+    stripped = value.strip()
+    if stripped.startswith("{"):
+        text, source = stripped, "inline JSON"
+    else:
+        ds_path = Path(stripped).expanduser()
+        if ds_path.is_file():
+            try:
+                text, source = ds_path.read_text(encoding="utf-8"), str(ds_path)
+            except (OSError, UnicodeDecodeError) as exc:
+                raise UserError(f"{where}: field 'deepspeed': {ds_path} cannot be read ({exc})") from None
+        elif ds_path.suffix.lower() in (".json", ".yaml", ".yml") or "/" in stripped:
+            raise UserError(f"{where}: field 'deepspeed': {ds_path} not found; give the path of an existing DeepSpeed "
+                            "JSON config, or leave `deepspeed` unset")
+    if text is None:
+        return  # base64-encoded JSON: transformers decodes and checks it
+    try:
+        parsed = json.loads(text)
+    except ValueError as exc:
+        line = getattr(exc, "lineno", None)
+        col = getattr(exc, "colno", None)
+        at = f":{line}:{col}" if line else ""
+        msg = getattr(exc, "msg", str(exc))
+        raise UserError(f"{where}: field 'deepspeed': {source}{at}: not valid JSON ({msg}); fix the DeepSpeed "
+                        "config") from None
+    if not isinstance(parsed, dict):
+        raise UserError(f"{where}: field 'deepspeed': {source} must hold a JSON object, got {type(parsed).__name__}")
+
+
+def _explain_trl_error(message: str) -> str:
+    """Add the fix to TRL's batch-size messages (they name the numbers but not what to change)."""
+    if "divisible by num_generations" in message:
+        return (message.rstrip(".") + "; the generation batch is per_device_train_batch_size x number of processes "
+                "x steps_per_generation (default: gradient_accumulation_steps): change one of them, or "
+                "num_generations, so num_generations divides it")
+    if "divisible by the global batch size" in message:
+        return (message.rstrip(".") + "; the global batch is per_device_train_batch_size x number of processes: "
+                "make generation_batch_size a multiple of it, or leave generation_batch_size unset")
+    if "at least 2 generations" in message:
+        return message.rstrip(".") + "; set num_generations to 2 or more"
+    return message
+
+
+def parse_recipe(argv: list[str]) -> tuple[ScriptArguments, EntropyGRPOConfig, ModelConfig]:
+    """Parse `--config RECIPE.yaml` plus CLI overrides into the three recipe dataclasses.
+
+    Raises UserError (one line) for a missing/malformed file, unknown or mistyped fields and bad
+    overrides; TRL's own parser does the actual merge so the semantics stay TRL's.
+    """
+    parser = make_parser()
+    argv = list(argv)
+    if "--config" in argv:
+        idx = argv.index("--config")
+        if idx + 1 >= len(argv):
+            raise UserError("--config needs a recipe path")
+        config_path = Path(argv[idx + 1])
+        data = load_recipe_file(config_path)
+        check_fields(config_path, data, parser)
+        where = str(config_path)
+    else:
+        data, where = {}, "command line"
+    _check_overrides(argv, parser)
+    ds_overrides = [values for name, values in _cli_overrides(argv) if name == "--deepspeed"]
+    if ds_overrides:  # the last one wins, as in argparse
+        _check_deepspeed("command line", ds_overrides[-1][0] if ds_overrides[-1] else None)
+    else:
+        _check_deepspeed(where, data.get("deepspeed"))
+    try:
+        script_args, training_args, model_args = parser.parse_args_and_config(argv)
+    except SystemExit as exc:  # argparse already printed the offending flag
+        raise UserError("invalid command-line override (see the message above)") from exc
+    except UserError:
+        raise
+    except (ValueError, TypeError) as exc:
+        lines = str(exc).strip().splitlines()
+        raise UserError(f"{where}: {_explain_trl_error(lines[0] if lines else type(exc).__name__)}") from None
+    return script_args, training_args, model_args

@@ -1,0 +1,466 @@
+"""`rl train --config R --dry-run` (rl/launch/dryrun/): every recipe dry-runs; broken recipes yield numbered problems.
+
+No weights are loaded and nothing is downloaded: hub models are listed under "not checked offline";
+the data a recipe expects the user to prepare (an OmniMATH corpus, a DAPO-Math dataset) is replaced
+by tiny local stand-ins passed as overrides, exactly as a user would point the recipe at their copy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rl.launch.dryrun import EXIT_OK, EXIT_PROBLEMS, dry_run, header_commands, main
+
+ROOT = Path(__file__).resolve().parents[3]
+RECIPES = sorted(p for p in (ROOT / "recipes").rglob("*.yaml") if "accelerate" not in p.parts)
+REAL = sorted(p for p in RECIPES if p.parent.name in ("rpt", "forking"))
+SMOKE = sorted((ROOT / "recipes" / "smoke").glob("*.yaml"))
+
+
+def rel(p: Path) -> str:
+    return str(p.relative_to(ROOT))
+
+
+def load(p: Path) -> dict:
+    return yaml.safe_load(p.read_text(encoding="utf-8"))
+
+
+@pytest.fixture(autouse=True)
+def _in_repo(monkeypatch):
+    monkeypatch.chdir(ROOT)  # recipes name their accelerate configs relative to the repository root
+
+
+@pytest.fixture(scope="module")
+def corpus_file(tmp_path_factory) -> Path:
+    """Stand-in for data/omni-math.jsonl: a few problem + solution documents in a `text` column."""
+    path = tmp_path_factory.mktemp("corpus") / "omni-math.jsonl"
+    docs = [f"Problem: What is {a} times {b}?\n\nSolution: Multiply: {a} x {b} = {a * b}. So the answer is {a * b}."
+            for a in range(2, 6) for b in range(2, 6)]
+    path.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def math_file(tmp_path_factory) -> Path:
+    """Stand-in for data/dapo-math-17k: 512 DAPO-prompt rows (one paper rollout batch) with gold answers."""
+    from rewards.math import dapo_math_prompt
+
+    path = tmp_path_factory.mktemp("math") / "dapo-math.jsonl"
+    rows = [{"prompt": [{"role": "user", "content": dapo_math_prompt(f"What is {a} + {b}?")}], "solution": str(a + b)}
+            for a in range(32) for b in range(16)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def stand_ins(recipe: Path, tmp_path: Path, corpus_file: Path, math_file: Path, tiny_model_dir: Path) -> list[str]:
+    """Overrides that replace what the user prepares (data; for smoke recipes the model) with local stand-ins."""
+    data = load(recipe)
+    args = ["--output_dir", str(tmp_path / "run")]
+    corpus = str(data.get("corpus") or "")
+    if corpus and not corpus.startswith("builtin:"):
+        args += ["--corpus", str(corpus_file)]
+    if data.get("dataset_path"):
+        args += ["--dataset_path", str(math_file)]
+    if recipe.parent.name == "smoke":
+        args += ["--model_name_or_path", str(tiny_model_dir)]
+    return args
+
+
+# ---------------------------------------------------------------------------------------------
+# every recipe
+
+
+# recipe -> (world size, batch line fragment): what the header's launch line and the batch fields imply
+EXPECTED = {
+    "recipes/rpt/r1-distill-qwen-14b.yaml": (32, "2048 completions = 256 prompts x 8, used for 1 optimizer step"),
+    "recipes/rpt/forking-rpt.yaml": (32, "2048 completions = 256 prompts x 8, used for 1 optimizer step"),
+    "recipes/rpt/qwen3-1.7b-lora.yaml": (8, "512 completions = 64 prompts x 8, used for 1 optimizer step"),
+    "recipes/forking/qwen3-8b-dapo.yaml": (64, "8192 completions = 512 prompts x 16, used for 16 optimizer step"),
+    "recipes/forking/qwen3-14b-dapo.yaml": (64, "8192 completions = 512 prompts x 16, used for 16 optimizer step"),
+    "recipes/forking/qwen3-32b-dapo.yaml": (128, "8192 completions = 512 prompts x 16, used for 16 optimizer step"),
+}
+
+
+def test_the_expected_recipes_exist():
+    assert set(EXPECTED) == {rel(p) for p in REAL}
+    assert {p.stem for p in SMOKE} == {f"{p.parent.name}-{p.stem}" for p in REAL}
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=rel)
+def test_every_recipe_dry_runs_clean(recipe, tmp_path, corpus_file, math_file, tiny_model_dir, capsys):
+    env_before = dict(os.environ)
+    argv = ["--config", rel(recipe), *stand_ins(recipe, tmp_path, corpus_file, math_file, tiny_model_dir)]
+    report = dry_run(argv)
+    assert report.problems == [], report.format()
+    assert dict(os.environ) == env_before  # the recipe's `env:` is not left behind
+    assert main(argv) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "problems: none" in out and "dry run of" in out
+    summary = dict(report.summary)
+    if rel(recipe) in EXPECTED:
+        world, batch = EXPECTED[rel(recipe)]
+        assert summary["world size"].startswith(f"{world} training processes (recipe header:")
+        assert batch in summary["batch"]
+        assert "ZeRO-3" in summary["distributed"] or "DDP" in summary["distributed"]
+        # hub models cannot be checked here: reported as such, never as problems
+        data = load(recipe)
+        models = [data["model_name_or_path"]] + ([data["proxy_model"]] if data.get("proxy_model") else [])
+        for model in models:
+            assert any(model in item and "not checked" in item for item in report.offline), report.format()
+        assert "not checked offline" in out
+    if recipe.parent.name == "smoke":
+        assert report.offline == []  # a smoke recipe is fully checkable offline
+        assert "(local;" in summary["model"]
+
+
+@pytest.mark.parametrize("recipe", REAL, ids=rel)
+def test_real_recipe_without_prepared_data_names_exactly_that(recipe, tmp_path):
+    report = dry_run(["--config", rel(recipe), "--output_dir", str(tmp_path / "run")])
+    data = load(recipe)
+    path = data.get("dataset_path") or data.get("corpus")
+    assert len(report.problems) == 1, report.format()
+    assert path in report.problems[0] and "recipe header" in report.problems[0]
+    assert report.exit_code == EXIT_PROBLEMS
+
+
+def test_world_size_flags_override_the_header(tmp_path, corpus_file):
+    recipe = "recipes/rpt/r1-distill-qwen-14b.yaml"
+    base = ["--config", recipe, "--corpus", str(corpus_file), "--output_dir", str(tmp_path / "run")]
+    report = dry_run(base + ["--nodes", "8", "--gpus-per-node", "8"])
+    assert dict(report.summary)["world size"].startswith("64 training processes (--nodes/--gpus-per-node")
+    assert "4096 completions = 512 prompts x 8" in dict(report.summary)["batch"]
+    assert report.problems == []
+    # one node with the header's local variant: same 2,048 completions per step
+    report = dry_run(base + ["--num_processes", "8", "--gradient_accumulation_steps", "128"])
+    assert "2048 completions = 256 prompts x 8" in dict(report.summary)["batch"]
+    assert report.problems == []
+
+
+def test_accelerate_launch_header_line_and_its_overrides(tmp_path, tiny_model_dir, small_math):
+    header = ("# local run\n#   accelerate launch --config_file recipes/accelerate/zero2.yaml --num_processes 4 \\\n"
+              "#       -m rl.cli train --config recipe.yaml --max_steps 8\n")
+    path = recipe_file(tmp_path, header, **base_recipe(tmp_path, tiny_model_dir, small_math))
+    report = dry_run(["--config", str(path)])
+    assert report.problems == [], report.format()
+    summary = dict(report.summary)
+    assert summary["world size"] == "4 training processes (recipe header: accelerate launch --num_processes 4)"
+    assert "recipes/accelerate/zero2.yaml: DeepSpeed ZeRO-2" in summary["distributed"]
+    assert "max_steps 8 optimizer steps" in summary["batch"]  # the launch line's override applies
+
+
+def test_recipe_headers_give_launch_source_and_departures():
+    for recipe in REAL + SMOKE:
+        text = recipe.read_text(encoding="utf-8")
+        assert text.startswith("# "), rel(recipe)
+        commands = header_commands(text)
+        if recipe in REAL:
+            submit = [c for c in commands if c.startswith("rl submit ")]
+            assert submit and f"--config {rel(recipe)}" in submit[0], rel(recipe)
+            assert "--accelerate-config recipes/accelerate/" in submit[0]
+            assert any(c.startswith(f"rl train --config {rel(recipe)} --dry-run") for c in commands)
+            assert re.search(r"arXiv 250[0-9]\.[0-9]{5}", text) and "Departures" in text, rel(recipe)
+            for accel in re.findall(r"recipes/accelerate/[\w.]+\.yaml", text):
+                assert (ROOT / accel).is_file(), accel
+        else:
+            assert any(c.startswith(f"rl train --config {rel(recipe)} --model_name_or_path") for c in commands)
+            parent = re.search(r"smoke variant of (recipes/\S+\.yaml)", text).group(1)
+            assert (ROOT / parent).is_file()
+
+
+@pytest.mark.parametrize("recipe", REAL, ids=rel)
+def test_header_launch_line_renders_with_rl_submit(recipe, tmp_path):
+    """The header's `rl submit` command is valid for `rl submit` itself (rendered as with --dry-run)."""
+    import shlex
+
+    from rl.launch.dryrun import submit_parser
+    from rl.launch.slurm import render_sbatch
+
+    line = [c for c in header_commands(recipe.read_text(encoding="utf-8")) if c.startswith("rl submit ")][0]
+    args = submit_parser().parse_args(shlex.split(line, comments=True)[2:])
+    text = render_sbatch(args.config, nodes=args.nodes, gpus_per_node=args.gpus_per_node,
+                         accelerate_config=args.accelerate_config, run_dir=tmp_path / "run", workdir=ROOT,
+                         environ={})
+    assert f"#SBATCH --nodes={args.nodes}" in text and f"#SBATCH --gpus-per-node={args.gpus_per_node}" in text
+    assert args.accelerate_config in text and rel(recipe) in text
+
+
+@pytest.mark.parametrize("recipe", REAL + SMOKE, ids=rel)
+def test_every_field_has_a_comment(recipe):
+    lines = recipe.read_text(encoding="utf-8").splitlines()
+    for i, line in enumerate(lines):
+        if re.match(r"^[A-Za-z_]\w*:", line) and line.split(":")[0] != "env":
+            assert "#" in line or lines[i - 1].lstrip().startswith("#"), f"{rel(recipe)}:{i + 1}: {line}"
+        if re.match(r"^  [A-Z_]+:", line):  # env variables
+            assert "#" in line, f"{rel(recipe)}:{i + 1}: {line}"
+
+
+# fields whose value is the algorithm (not the size): a smoke variant keeps its parent's
+SAME_AS_PARENT = ["reward_funcs", "loss_type", "beta", "epsilon", "epsilon_high", "top_entropy_quantile",
+                  "entropy_mask_scope", "entropy_mask_normalize", "scale_rewards", "temperature", "learning_rate",
+                  "lr_scheduler_type", "use_peft", "mask_truncated_completions", "entropy_coef", "num_iterations",
+                  "rpt_entropy", "rpt_top_k", "rpt_continuation_tokens", "lora_target_modules"]
+
+
+@pytest.mark.parametrize("smoke", SMOKE, ids=rel)
+def test_smoke_variant_keeps_its_parents_algorithm(smoke):
+    parent = ROOT / "recipes" / smoke.stem.split("-", 1)[0] / (smoke.stem.split("-", 1)[1] + ".yaml")
+    mine, theirs = load(smoke), load(parent)
+    for key in SAME_AS_PARENT:
+        assert mine.get(key) == theirs.get(key), f"{rel(smoke)}: {key} {mine.get(key)!r} != parent's {theirs.get(key)!r}"
+    # several optimizer steps per generation batch where the parent has them (the 80/20 mapping)
+    ratio = lambda d: d.get("steps_per_generation", d["gradient_accumulation_steps"]) / d["gradient_accumulation_steps"]  # noqa: E731
+    assert (ratio(mine) > 1) == (ratio(theirs) > 1)
+    assert mine["use_cpu"] is True and mine["max_steps"] <= 2 and mine["max_completion_length"] <= 32
+
+
+# ---------------------------------------------------------------------------------------------
+# broken recipes
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def small_math(tmp_path) -> Path:
+    from rewards.math import dapo_math_prompt
+
+    rows = [{"prompt": dapo_math_prompt(f"What is {a} + 1?"), "solution": str(a + 1)} for a in range(16)]
+    return write(tmp_path, "math.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+
+
+def base_recipe(tmp_path, model, data, **fields) -> dict:
+    recipe = {"model_name_or_path": str(model), "dataset_path": str(data), "reward_funcs": ["math"],
+              "output_dir": str(tmp_path / "run"), "per_device_train_batch_size": 4, "num_generations": 4,
+              "max_completion_length": 16, "bf16": False, "use_cpu": True, "max_steps": 2, "report_to": ["none"],
+              "signal_check": "off"}  # the signal check has its own tests below
+    recipe.update(fields)
+    return recipe
+
+
+def recipe_file(tmp_path, header: str = "", **fields) -> Path:
+    body = yaml.safe_dump(fields, sort_keys=False)
+    return write(tmp_path, "recipe.yaml", header + body)
+
+
+def problems_of(tmp_path, *extra, header: str = "", **fields) -> list[str]:
+    path = recipe_file(tmp_path, header, **fields)
+    report = dry_run(["--config", str(path), *extra])
+    assert report.exit_code == (EXIT_PROBLEMS if report.problems else EXIT_OK)
+    return report.problems
+
+
+def test_clean_base_recipe_has_no_problems(tmp_path, tiny_model_dir, small_math):
+    assert problems_of(tmp_path, **base_recipe(tmp_path, tiny_model_dir, small_math)) == []
+
+
+def test_broken_recipe_lists_every_problem_numbered(tmp_path, tiny_model_dir, capsys):
+    accel = write(tmp_path, "accel.yaml", "distributed_type: DEEPSPEED\ndeepspeed_config:\n  zero_stage: 4\n"
+                  "  offload_optimizer_device: gpu\nmixed_precision: bf16\n")
+    data = write(tmp_path, "data.jsonl", json.dumps({"prompt": "What is 1+1?", "answer": "2"}) + "\n")
+    header = f"# broken\n#   rl submit --config recipe.yaml --nodes 2 --gpus-per-node 3 --accelerate-config {accel}\n"
+    fields = base_recipe(tmp_path, tiny_model_dir, data, reward_funcs=["math", "mth"], per_device_train_batch_size=3,
+                         use_vllm=True, vllm_mode="server", learnin_rate=1e-6, warmup_stepz=3)
+    path = recipe_file(tmp_path, header, **fields)
+    assert main(["--config", str(path)]) == EXIT_PROBLEMS
+    out = capsys.readouterr().out
+    listed = re.findall(r"^  (\d+)\. (.*)$", out, re.M)
+    assert [int(n) for n, _ in listed] == list(range(1, len(listed) + 1))
+    expected = [
+        "unknown field 'learnin_rate'; did you mean 'learning_rate'?",
+        "unknown field 'warmup_stepz'; did you mean 'warmup_steps'?",
+        "zero_stage must be 0, 1, 2 or 3, got 4",
+        "offload_optimizer_device must be one of none, cpu, nvme, got 'gpu'",
+        "unknown reward 'mth'; did you mean 'math'?",
+        "reward `math_reward` needs column(s) ['solution']",
+        "batch: the generation batch (3 per device x 6 processes x 1 steps_per_generation = 18 completions)",
+        "vllm_mode server: set vllm_server_host",
+    ]
+    assert len(listed) == len(expected), out
+    for (_, text), fragment in zip(listed, expected):
+        assert fragment in text, (fragment, text)
+    assert f"problems ({len(expected)}):" in out
+    assert "world size   6 training processes (recipe header: 2 nodes x 3 GPUs)" in out
+
+
+def test_bad_divisibility_names_the_fix(tmp_path, tiny_model_dir, small_math):
+    problems = problems_of(tmp_path, "--num_processes", "3",
+                           **base_recipe(tmp_path, tiny_model_dir, small_math, per_device_train_batch_size=2))
+    assert len(problems) == 1 and problems[0].startswith("batch:")
+    assert "6 completions" in problems[0] and "not a multiple of num_generations 4" in problems[0]
+    assert "world size must be a multiple of 2" in problems[0]
+    # generation_batch_size that does not split into global batches
+    problems = problems_of(tmp_path, "--num_processes", "2",
+                           **base_recipe(tmp_path, tiny_model_dir, small_math, generation_batch_size=12))
+    assert len(problems) == 1 and "generation_batch_size 12 must be a multiple of the global batch" in problems[0]
+
+
+def test_unknown_reward_and_missing_column(tmp_path, tiny_model_dir, small_math):
+    problems = problems_of(tmp_path, **base_recipe(tmp_path, tiny_model_dir, small_math, reward_funcs=["maths"]))
+    assert len(problems) == 1 and "unknown reward 'maths'; did you mean 'math'?" in problems[0]
+    problems = problems_of(tmp_path, **base_recipe(tmp_path, tiny_model_dir, small_math, reward_funcs=["rpt"]))
+    assert len(problems) == 1 and "reward `rpt_reward` needs column(s) ['continuation', 'boundaries']" in problems[0]
+
+
+def test_unparseable_gold_answers_are_a_problem(tmp_path, tiny_model_dir):
+    rows = [{"prompt": f"q{i}", "solution": "\\boxed{"} for i in range(8)]
+    data = write(tmp_path, "bad-gold.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    problems = problems_of(tmp_path, **base_recipe(tmp_path, tiny_model_dir, data))
+    assert any("none of the first 8 gold answers parses" in p for p in problems), problems
+
+
+def test_bad_deepspeed_configs(tmp_path, tiny_model_dir, small_math):
+    ds = write(tmp_path, "ds.json", json.dumps({"train_micro_batch_size_per_gpu": 8, "gradient_accumulation_steps": "auto",
+                                                "zero_optimization": {"stage": 2}, "bf16": {"enabled": True}}))
+    problems = problems_of(tmp_path, "--deepspeed", str(ds), **base_recipe(tmp_path, tiny_model_dir, small_math))
+    assert len(problems) == 2, problems
+    assert "train_micro_batch_size_per_gpu is 8 but the recipe implies 4" in problems[0]
+    assert "bf16.enabled is True but the recipe has bf16: False" in problems[1]
+    assert problems_of(tmp_path, "--deepspeed", str(tmp_path / "nope.json"),
+                       **base_recipe(tmp_path, tiny_model_dir, small_math)) == [f"deepspeed {tmp_path / 'nope.json'}: file not found"]
+    broken = write(tmp_path, "broken.json", "{not json")
+    (problem,) = problems_of(tmp_path, "--deepspeed", str(broken), **base_recipe(tmp_path, tiny_model_dir, small_math))
+    assert "not valid JSON" in problem
+    # an accelerate config whose deepspeed_config_file is missing, plus two DeepSpeed configs at once
+    accel = write(tmp_path, "acc.yaml", "distributed_type: DEEPSPEED\ndeepspeed_config:\n  deepspeed_config_file: x.json\n")
+    problems = problems_of(tmp_path, "--accelerate_config", str(accel), **base_recipe(tmp_path, tiny_model_dir, small_math))
+    assert problems == [f"accelerate config {accel}: deepspeed_config_file x.json: file not found"]
+    good = write(tmp_path, "ds2.json", json.dumps({"zero_optimization": {"stage": 3}}))
+    problems = problems_of(tmp_path, "--accelerate_config", "recipes/accelerate/zero2.yaml", "--deepspeed", str(good),
+                           **base_recipe(tmp_path, tiny_model_dir, small_math))
+    assert len(problems) == 1 and "already configures DeepSpeed; keep one of the two" in problems[0]
+    problems = problems_of(tmp_path, "--accelerate_config", str(tmp_path / "missing.yaml"),
+                           **base_recipe(tmp_path, tiny_model_dir, small_math))
+    assert problems == [f"accelerate config {tmp_path / 'missing.yaml'} (--accelerate_config): file not found"]
+
+
+def test_repository_accelerate_configs_parse(tmp_path, tiny_model_dir, small_math):
+    for name, kind in [("ddp", "MULTI_GPU"), ("zero2", "ZeRO-2"), ("zero3", "ZeRO-3, no offload"),
+                       ("zero3_offload", "ZeRO-3, offload optimizer -> cpu, params -> cpu")]:
+        path = recipe_file(tmp_path, **base_recipe(tmp_path, tiny_model_dir, small_math))
+        report = dry_run(["--config", str(path), "--accelerate_config", f"recipes/accelerate/{name}.yaml",
+                          "--num_processes", "2"])
+        assert report.problems == [], report.format()
+        assert kind in dict(report.summary)["distributed"]
+
+
+def test_vllm_consistency(tmp_path, tiny_model_dir, small_math):
+    base = base_recipe(tmp_path, tiny_model_dir, small_math, use_vllm=True)
+    (problem,) = problems_of(tmp_path, **{**base, "vllm_mode": "server"})
+    assert "vllm_mode server: set vllm_server_host" in problem
+    assert problems_of(tmp_path, **{**base, "vllm_mode": "server", "vllm_server_host": "gpu-node-1",
+                                    "vllm_max_model_length": 256}) == []
+    # `rl submit --vllm-server-node`: the first node serves, the others train
+    path = recipe_file(tmp_path, **{**base, "vllm_mode": "colocate", "vllm_max_model_length": 256})
+    report = dry_run(["--config", str(path), "--nodes", "3", "--gpus-per-node", "2", "--vllm-server-node"])
+    assert report.problems == [], report.format()
+    assert dict(report.summary)["world size"].startswith("4 training processes")
+    assert "server at the first node of the job" in dict(report.summary)["generation"]
+    # colocated tensor parallelism must divide the processes and fit in a node
+    (problem,) = problems_of(tmp_path, "--nodes", "1", "--gpus-per-node", "3",
+                             **{**base, "vllm_tensor_parallel_size": 2, "per_device_train_batch_size": 4,
+                                "vllm_max_model_length": 256})
+    assert "vllm_tensor_parallel_size 2 must divide the 3 training processes" in problem
+    (problem,) = problems_of(tmp_path, "--nodes", "2", "--gpus-per-node", "2",
+                             **{**base, "vllm_tensor_parallel_size": 4, "vllm_max_model_length": 256})
+    assert "larger than the 2 GPUs of a node" in problem
+
+
+def test_lengths_against_vllm_and_model(tmp_path, tiny_model_dir, small_math):
+    base = base_recipe(tmp_path, tiny_model_dir, small_math, use_vllm=True)
+    # the longest of the first prompts is 64 tokens (DAPO instruction + problem, GPT-2 BPE, no chat template)
+    problems = problems_of(tmp_path, **{**base, "max_completion_length": 4096})
+    assert problems == ["lengths: prompt (64) + max_completion_length (4096) = 4160 exceeds the model's 2048 positions"]
+    (problem,) = problems_of(tmp_path, **{**base, "vllm_max_model_length": 40})
+    assert "exceeds vllm_max_model_length 40" in problem
+    (problem,) = problems_of(tmp_path, **{**base, "vllm_max_model_length": 16})
+    assert "leaves no room for prompts" in problem
+
+
+def test_save_steps_must_fit_the_generation_cycle(tmp_path, tiny_model_dir, small_math):
+    base = base_recipe(tmp_path, tiny_model_dir, small_math, per_device_train_batch_size=2,
+                       steps_per_generation=4, save_strategy="steps", save_steps=3)
+    (problem,) = problems_of(tmp_path, **base)
+    assert "save_steps: 3 is not a multiple of the generation cycle (4 optimizer steps)" in problem
+    assert problems_of(tmp_path, **{**base, "save_steps": 8}) == []
+
+
+def test_missing_model_and_data_and_bad_override(tmp_path, small_math):
+    base = base_recipe(tmp_path, tmp_path / "no-model", tmp_path / "no-data.jsonl")
+    problems = problems_of(tmp_path, **base)
+    assert len(problems) == 2
+    assert "no-model" in problems[0] and "no such directory" in problems[0]
+    assert "no-data.jsonl: does not exist" in problems[1]
+    problems = problems_of(tmp_path, "--learning_rate", "fast", **base_recipe(tmp_path, "x", small_math))
+    assert any("command-line override" in p and "learning_rate" in p for p in problems), problems
+
+
+def test_hub_model_is_not_checked_offline_not_a_problem(tmp_path, small_math):
+    report = dry_run(["--config", str(recipe_file(tmp_path, **base_recipe(tmp_path, "some-org/some-model", small_math)))])
+    assert report.problems == [], report.format()
+    assert len(report.offline) == 1 and "some-org/some-model" in report.offline[0]
+
+
+def test_gpu_recipe_checks_on_this_cpu_machine(tmp_path, tiny_model_dir, small_math):
+    """bf16 on GPUs is valid for the target even though this machine has no bf16 GPU."""
+    from rl.train.config import EntropyGRPOConfig
+
+    base = base_recipe(tmp_path, tiny_model_dir, small_math, bf16=True, use_cpu=False)
+    assert problems_of(tmp_path, **base) == []
+    assert "world_size" not in EntropyGRPOConfig.__dict__  # the simulated world size is undone
+
+
+def test_no_config_is_one_problem(capsys):
+    assert main([]) == EXIT_PROBLEMS
+    assert "1. --config: pass the recipe" in capsys.readouterr().out
+
+
+def test_rl_train_dry_run_flag_is_wired(tmp_path, tiny_model_dir, small_math, capsys):
+    """`rl train --config R --dry-run` goes through rl/cli.py."""
+    from rl.cli import main as rl_main
+
+    path = recipe_file(tmp_path, **base_recipe(tmp_path, tiny_model_dir, small_math))
+    assert rl_main(["train", "--config", str(path), "--dry-run", "--num_processes", "2"]) == EXIT_OK
+    assert "2 training processes (--num_processes 2)" in capsys.readouterr().out
+    bad = recipe_file(tmp_path, **base_recipe(tmp_path, tiny_model_dir, small_math, num_generations=3))
+    assert rl_main(["train", "--config", str(bad), "--dry-run"]) == EXIT_PROBLEMS
+
+
+def test_signal_check_runs_on_a_local_model_and_stops_a_recipe_without_signal(tmp_path, tiny_model_dir, small_math):
+    """A random tiny model never boxes a math answer: no group has signal, and the dry run says so."""
+    path = recipe_file(tmp_path, **base_recipe(tmp_path, tiny_model_dir, small_math, signal_check="stop",
+                                               signal_check_prompts=2, num_generations=2,
+                                               per_device_train_batch_size=2))
+    report = dry_run(["--config", str(path)])
+    assert len(report.problems) == 1 and report.problems[0].startswith("signal check: no signal for GRPO")
+    summary = dict(report.summary)
+    assert "0 of 2 groups have unequal rewards" in summary["signal check"]
+    assert "weights loaded only for the signal check" in report.format()
+
+
+def test_signal_check_with_a_reward_that_varies(tmp_path, tiny_model_dir, small_math):
+    path = recipe_file(tmp_path, **base_recipe(tmp_path, tiny_model_dir, small_math, signal_check="stop",
+                                               signal_check_prompts=2, num_generations=2,
+                                               per_device_train_batch_size=2, max_completion_length=6,
+                                               reward_funcs=["tests.slurm.rewards_for_tests.length_reward"]))
+    report = dry_run(["--config", str(path)])
+    assert report.problems == [], report.format()
+    assert "groups have unequal rewards" in dict(report.summary)["signal check"]
+
+
+def test_rpt_format_and_rewards_must_agree(tmp_path, tiny_model_dir, corpus_file):
+    fields = base_recipe(tmp_path, tiny_model_dir, corpus_file, reward_funcs=["rpt", "boxed_format"],
+                         rpt_format="completion")
+    fields.pop("dataset_path")
+    fields["corpus"] = str(corpus_file)
+    problems = problems_of(tmp_path, **fields)
+    assert any("`rpt_reward` scores reasoning-format RPT rows but rpt_format is completion" in p for p in problems)
+    assert any("`boxed_format` asks for a \\boxed{} answer" in p for p in problems)

@@ -1,0 +1,130 @@
+"""select_forking_tokens / masked_stats over 2 real gloo ranks holding different numbers of tokens.
+
+Each case is a global population; rank 0 and rank 1 take consecutive slices of it (different
+sizes and shapes). The union of the ranks' masks must equal the single-process selection on the
+whole population, and both ranks must report the single-process threshold and statistics.
+All ranks run all cases in one spawn (process start-up dominates the cost); the parent asserts.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+from datetime import timedelta
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from rl.train.entropy import masked_stats, select_forking_tokens
+
+pytestmark = [pytest.mark.multiprocess, pytest.mark.timeout(240)]
+
+WORLD = 2
+
+
+def _cases() -> dict[str, dict]:
+    """name -> global population (1-D), valid mask, keys or None, ratio, per-rank shapes."""
+    g = torch.Generator().manual_seed(1234)
+    cases = {}
+
+    def add(name, e, ratio, shapes, valid=None, keys=None):
+        n = e.numel()
+        if valid is None:
+            valid = torch.rand(n, generator=g) < 0.8
+        assert sum(math.prod(s) for s in shapes) == n
+        cases[name] = dict(e=e, valid=valid, keys=keys, ratio=ratio, shapes=shapes)
+
+    shapes = [(3, 37), (5, 11)]  # 111 and 55 tokens
+    add("random", torch.rand(166, generator=g) * 3, 0.2, shapes)
+    ties = torch.randint(0, 3, (166,), generator=g).float() * 0.5
+    ties[ties == 0] = -0.0
+    add("ties_default_keys", ties, 0.3, shapes)
+    add("ties_global_keys", ties.clone(), 0.3, shapes, keys=torch.randperm(166, generator=g))
+    add("float64", torch.rand(166, generator=g, dtype=torch.float64), 0.25, shapes)
+    add("bfloat16", (torch.rand(166, generator=g) * 4).bfloat16(), 0.2, shapes)
+    add("ratio_one", torch.rand(166, generator=g), 1.0, shapes)
+    add("rank1_empty", torch.rand(40, generator=g), 0.2, [(4, 10), (0,)])
+    add("no_valid", torch.rand(166, generator=g), 0.2, shapes, valid=torch.zeros(166, dtype=torch.bool))
+    nan = torch.rand(166, generator=g)
+    valid = torch.ones(166, dtype=torch.bool)
+    nan[150] = math.nan  # on rank 1
+    add("nan_on_rank1", nan, 0.2, shapes, valid=valid)
+    big = torch.randint(0, 1000, (200_000,), generator=g).float() / 100  # many ties, bigger counts
+    add("big_ties", big, 0.2, [(137_000,), (63, 1000)])
+    return cases
+
+
+def _local(case: dict, rank: int):
+    sizes = [math.prod(s) for s in case["shapes"]]
+    start, stop = sum(sizes[:rank]), sum(sizes[: rank + 1])
+    shape = case["shapes"][rank]
+    keys = None if case["keys"] is None else case["keys"][start:stop].reshape(shape)
+    return case["e"][start:stop].reshape(shape), case["valid"][start:stop].reshape(shape), keys
+
+
+def _worker(rank: int, world: int, port: int, outdir: str) -> None:
+    """One rank: run every case through the real gloo group, save results for the parent."""
+    torch.set_num_threads(1)
+    os.environ["MASTER_ADDR"] = "127.0.0.1"
+    os.environ["MASTER_PORT"] = str(port)
+    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=timedelta(seconds=60))
+    try:
+        results = {}
+        for name, case in _cases().items():
+            e, valid, keys = _local(case, rank)
+            try:
+                mask, thr = select_forking_tokens(e, valid, case["ratio"], dist.group.WORLD, order_key=keys)
+            except ValueError as exc:
+                results[name] = f"ValueError: {exc}"
+                continue
+            stats = masked_stats(e, valid, mask, dist.group.WORLD, threshold=thr)
+            results[name] = (mask, thr, stats)
+        torch.save(results, os.path.join(outdir, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def rank_results(tmp_path_factory):
+    outdir = tmp_path_factory.mktemp("entropy-dist")
+    mp.spawn(_worker, args=(WORLD, _free_port(), str(outdir)), nprocs=WORLD, join=True)
+    return [torch.load(outdir / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
+
+
+def _same(a: float, b: float) -> bool:
+    return (math.isnan(a) and math.isnan(b)) or a == b
+
+
+@pytest.mark.parametrize("name", [n for n in _cases() if n != "nan_on_rank1"])
+def test_union_equals_single_process(rank_results, name):
+    case = _cases()[name]
+    want_mask, want_thr = select_forking_tokens(case["e"], case["valid"], case["ratio"], order_key=case["keys"])
+    want_stats = masked_stats(case["e"], case["valid"], want_mask, threshold=want_thr)
+    per_rank = [rank_results[r][name] for r in range(WORLD)]
+    assert all(not isinstance(p, str) for p in per_rank), per_rank
+    for rank, (mask, thr, _) in enumerate(per_rank):
+        assert mask.shape == case["shapes"][rank] and thr.dtype == case["e"].dtype
+    union = torch.cat([mask.reshape(-1) for mask, _, _ in per_rank])
+    assert torch.equal(union, want_mask)
+    n_valid = int(case["valid"].sum())
+    assert int(union.sum()) == math.ceil(round(case["ratio"] * n_valid, 9))
+    for _, thr, stats in per_rank:
+        assert _same(thr.item(), want_thr.item())
+        assert stats.keys() == want_stats.keys()
+        assert all(_same(stats[k], want_stats[k]) or math.isclose(stats[k], want_stats[k], rel_tol=1e-12)
+                   for k in stats), (stats, want_stats)
+
+
+def test_nan_on_one_rank_raises_on_every_rank(rank_results):
+    for r in range(WORLD):
+        msg = rank_results[r]["nan_on_rank1"]
+        assert isinstance(msg, str) and msg.startswith("ValueError") and "NaN" in msg and "[1]" in msg
