@@ -22,20 +22,21 @@ import shutil
 import subprocess
 import sys
 import time as _time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import yaml
 
 from rl.errors import UserError
+from rl.train.preflight import override_value
 
 PLACEHOLDER = re.compile(r"\{\{([A-Z_]+)\}\}")
 SECRET_NAMES = ("WANDB_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HUGGINGFACE_HUB_TOKEN", "HF_API_TOKEN",
                 "HUGGINGFACE_TOKEN", "OPENAI_API_KEY", "ANTHROPIC_API_KEY", "AWS_SECRET_ACCESS_KEY",
                 "AWS_SESSION_TOKEN", "GITHUB_TOKEN", "GH_TOKEN")
-SECRET_PATTERN = re.compile(r"TOKEN|SECRET|API_KEY|PASSWORD|PASSWD|ACCESS_KEY|PRIVATE_KEY|CREDENTIAL", re.I)
+SECRET_PATTERN = re.compile(r"TOKEN|SECRET|API_KEY|PASSWORD|PASSWD|ACCESS_KEY|PRIVATE_KEY|CREDENTIAL", re.IGNORECASE)
 HEADER_VALUE = re.compile(r"^[^\s'\"$`\\]+$")
-TIME_VALUE = re.compile(r"^(\d+-)?\d+(:\d+){0,2}$|^\d+-\d+$|^(UNLIMITED|INFINITE)$", re.I)
+TIME_VALUE = re.compile(r"^(\d+-)?\d+(:\d+){0,2}$|^\d+-\d+$|^(UNLIMITED|INFINITE)$", re.IGNORECASE)
 DEFAULT_SIGNAL_SECONDS = 180
 
 
@@ -53,17 +54,6 @@ def check_no_secrets(text: str, environ: Mapping[str, str] | None = None) -> Non
         raise UserError(f"refusing to write the sbatch script: it would contain the value of ${', $'.join(leaked)}; "
                         "secrets reach the job from your environment (sbatch --export=ALL), "
                         "do not pass them as overrides")
-
-
-def _override_value(overrides: Sequence[str], name: str) -> str | None:
-    """Last value given for `--name` in CLI-style overrides (`--name v` or `--name=v`)."""
-    found = None
-    for i, tok in enumerate(overrides):
-        if tok == f"--{name}" and i + 1 < len(overrides):
-            found = overrides[i + 1]
-        elif tok.startswith(f"--{name}="):
-            found = tok.split("=", 1)[1]
-    return found
 
 
 def load_recipe(recipe_path: str | os.PathLike) -> dict:
@@ -142,7 +132,7 @@ def render_sbatch(recipe_path: str | os.PathLike, nodes: int = 1, gpus_per_node:
     recipe = (workdir / recipe_path).resolve()
     data = load_recipe(recipe)
     overrides = list(overrides)
-    if run_dir is not None and _override_value(overrides, "output_dir") is None:
+    if run_dir is not None and override_value(overrides, "output_dir") is None:
         overrides += ["--output_dir", str((workdir / Path(str(run_dir)).expanduser()).resolve())]
     run_dir = run_dir_for(recipe, run_dir, overrides, workdir)
     if nodes < 1:
@@ -170,7 +160,7 @@ def render_sbatch(recipe_path: str | os.PathLike, nodes: int = 1, gpus_per_node:
         if not accelerate_config.is_file():
             raise UserError(f"--accelerate-config: {accelerate_config} not found")
     if vllm_server_node:
-        vllm_model = vllm_model or _override_value(overrides, "model_name_or_path") or data.get("model_name_or_path")
+        vllm_model = vllm_model or override_value(overrides, "model_name_or_path") or data.get("model_name_or_path")
         if not vllm_model:
             raise UserError(f"{recipe}: --vllm-server-node needs model_name_or_path in the recipe")
     from rl.runtime.wandb_secrets import SECRET_FLAG
@@ -181,7 +171,7 @@ def render_sbatch(recipe_path: str | os.PathLike, nodes: int = 1, gpus_per_node:
             raise UserError(f"refusing to write the sbatch script: override {name} would put a secret in it; "
                             "export it in the submitting shell instead (e.g. $HF_TOKEN)")
     train_args = ["train", "--config", str(recipe), *overrides]
-    if _override_value(overrides, "resume_from_checkpoint") is None:
+    if override_value(overrides, "resume_from_checkpoint") is None:
         train_args += ["--resume_from_checkpoint", "auto"]
     from rl.launch.shipped import shipped_path
 
@@ -220,7 +210,7 @@ def run_dir_for(recipe_path: str | os.PathLike, run_dir: str | os.PathLike | Non
     """Where a submission's files go: --run-dir, else an --output_dir override, else the recipe's output_dir."""
     workdir = Path(workdir or os.getcwd()).resolve()
     if run_dir is None:
-        run_dir = _override_value(overrides, "output_dir") or load_recipe(workdir / recipe_path).get("output_dir")
+        run_dir = override_value(overrides, "output_dir") or load_recipe(workdir / recipe_path).get("output_dir")
         if not run_dir:
             raise UserError(f"{recipe_path}: no output_dir in the recipe; set it or pass --run-dir")
     return (workdir / Path(str(run_dir)).expanduser()).resolve()
@@ -236,7 +226,7 @@ def check_run_dir(recipe_path, run_dir: Path, overrides: Sequence[str], workdir:
     data = load_recipe(recipe)
     inputs = {"recipe": recipe}
     for name in ("dataset_path", "corpus", "model_name_or_path", "proxy_model"):
-        value = _override_value(overrides, name) or data.get(name)
+        value = override_value(overrides, name) or data.get(name)
         if value:
             inputs[name] = (workdir / Path(str(value)).expanduser()) if not str(value).startswith("builtin:") else value
     cwd = os.getcwd()
@@ -257,7 +247,7 @@ def check_recipe_like_dry_run(args, overrides: Sequence[str]) -> None:
 
     # The signal check loads the model's weights: the job runs it when it starts, not the submit host.
     argv = ["--config", str(args.config), *overrides, "--signal_check", "off"]
-    if args.run_dir is not None and _override_value(overrides, "output_dir") is None:
+    if args.run_dir is not None and override_value(overrides, "output_dir") is None:
         argv += ["--output_dir", str(args.run_dir)]
     if args.cpu:
         argv += ["--num_processes", str(args.nodes * (args.procs_per_node or 2))]
@@ -311,7 +301,7 @@ def submit(recipe_path: str | os.PathLike, *, dry_run: bool = False, sbatch: str
     if proc.returncode != 0:
         raise UserError(f"sbatch {script} failed: {(proc.stderr or proc.stdout).strip()}")
     job_id = proc.stdout.strip().split(";")[0]
-    name = re.search(r"^#SBATCH --job-name=(\S+)", text, re.M).group(1)
+    name = re.search(r"^#SBATCH --job-name=(\S+)", text, re.MULTILINE).group(1)
     out.write(f"submitted job {job_id}\nscript: {script}\nlog:    {run_dir / 'slurm' / f'{name}-{job_id}.out'}\n")
     return job_id
 

@@ -21,6 +21,15 @@ import yaml
 from trl import GRPOConfig, ModelConfig, TrlParser
 
 from rl.errors import UserError
+from rl.train.preflight import (
+    TargetMachine,
+    cli_overrides,
+    current_target,
+    generation_batch_problem,
+    launch_world_size,
+    parsing_for,
+    read_deepspeed_config,
+)
 
 DEFAULT_RPT_PROMPT = (
     'Complete the text under "### Context" by predicting its next token.\n'
@@ -222,7 +231,20 @@ class EntropyGRPOConfig(GRPOConfig):
         if self.max_steps == 0 or self.max_steps < -1:
             raise UserError(f"max_steps: must be a positive number of optimizer steps, or -1 to train for "
                             f"num_train_epochs, got {self.max_steps}")
+        # TRL's batch rules, worded with the fix; the dry run reports the same function's words.
+        batch_problem = generation_batch_problem(
+            self.per_device_train_batch_size, self.gradient_accumulation_steps, self.num_generations,
+            self.generation_batch_size, self.steps_per_generation, launch_world_size())
+        if batch_problem:
+            raise UserError(batch_problem)
         super().__post_init__()
+
+    @property
+    def world_size(self) -> int:
+        """The processes this config is for: the dry run's target machine while parsing for one, else the
+        launch's own (transformers' `TrainingArguments.world_size`)."""
+        target = current_target()
+        return target.world_size if target is not None else super().world_size
 
 
 RECIPE_DATACLASSES = (ScriptArguments, EntropyGRPOConfig, ModelConfig)
@@ -303,35 +325,10 @@ def _type_name(kind) -> str:
             "str": "text"}.get(name, name)
 
 
-def _cli_overrides(argv: list[str]) -> list[tuple[str, list[str]]]:
-    """`--name value...` / `--name=value` pairs of the command line, without `--config PATH`."""
-    out: list[tuple[str, list[str]]] = []
-    i = 0
-    while i < len(argv):
-        tok = argv[i]
-        if tok == "--config":
-            i += 2
-            continue
-        if tok.startswith("--"):
-            if "=" in tok:
-                name, value = tok.split("=", 1)
-                out.append((name, [value]))
-            else:
-                values = []
-                while i + 1 < len(argv) and not argv[i + 1].startswith("--"):
-                    i += 1
-                    values.append(argv[i])
-                out.append((tok, values))
-        else:
-            out.append(("", [tok]))
-        i += 1
-    return out
-
-
 def _check_overrides(argv: list[str], parser: TrlParser) -> None:
     """Unknown command-line overrides (closest valid flag) and mistyped values, as one line each."""
     options = {s: a for s, a in parser._option_string_actions.items() if s.startswith("--") and a.dest != "help"}
-    for name, values in _cli_overrides(argv):
+    for name, values in cli_overrides(argv):
         if not name:
             raise UserError(f"command line: unexpected value {values[0]!r}; overrides are --field value")
         action = options.get(name)
@@ -355,37 +352,9 @@ def _check_overrides(argv: list[str], parser: TrlParser) -> None:
 
 def _check_deepspeed(where: str, value: Any) -> None:
     """A `deepspeed` setting that names a JSON file (or holds inline JSON) that does not parse: one line."""
-    import json
-
-    if not isinstance(value, str) or not value.strip():
-        return
-    text, source = None, None
-    stripped = value.strip()
-    if stripped.startswith("{"):
-        text, source = stripped, "inline JSON"
-    else:
-        ds_path = Path(stripped).expanduser()
-        if ds_path.is_file():
-            try:
-                text, source = ds_path.read_text(encoding="utf-8"), str(ds_path)
-            except (OSError, UnicodeDecodeError) as exc:
-                raise UserError(f"{where}: field 'deepspeed': {ds_path} cannot be read ({exc})") from None
-        elif ds_path.suffix.lower() in (".json", ".yaml", ".yml") or "/" in stripped:
-            raise UserError(f"{where}: field 'deepspeed': {ds_path} not found; give the path of an existing DeepSpeed "
-                            "JSON config, or leave `deepspeed` unset")
-    if text is None:
-        return  # base64-encoded JSON: transformers decodes and checks it
-    try:
-        parsed = json.loads(text)
-    except ValueError as exc:
-        line = getattr(exc, "lineno", None)
-        col = getattr(exc, "colno", None)
-        at = f":{line}:{col}" if line else ""
-        msg = getattr(exc, "msg", str(exc))
-        raise UserError(f"{where}: field 'deepspeed': {source}{at}: not valid JSON ({msg}); fix the DeepSpeed "
-                        "config") from None
-    if not isinstance(parsed, dict):
-        raise UserError(f"{where}: field 'deepspeed': {source} must hold a JSON object, got {type(parsed).__name__}")
+    _, problem = read_deepspeed_config(where, value)
+    if problem:
+        raise UserError(problem)
 
 
 def _explain_trl_error(message: str) -> str:
@@ -402,11 +371,14 @@ def _explain_trl_error(message: str) -> str:
     return message
 
 
-def parse_recipe(argv: list[str]) -> tuple[ScriptArguments, EntropyGRPOConfig, ModelConfig]:
+def parse_recipe(argv: list[str], target: TargetMachine | None = None
+                 ) -> tuple[ScriptArguments, EntropyGRPOConfig, ModelConfig]:
     """Parse `--config RECIPE.yaml` plus CLI overrides into the three recipe dataclasses.
 
     Raises UserError (one line) for a missing/malformed file, unknown or mistyped fields and bad
-    overrides; TRL's own parser does the actual merge so the semantics stay TRL's.
+    overrides; TRL's own parser does the actual merge so the semantics stay TRL's. `target`: parse
+    for other machines than this one (the dry run: their world size; bf16 GPUs, so a bf16 recipe
+    is not refused on a CPU login node); None: this launch's own processes.
     """
     parser = make_parser()
     argv = list(argv)
@@ -421,18 +393,40 @@ def parse_recipe(argv: list[str]) -> tuple[ScriptArguments, EntropyGRPOConfig, M
     else:
         data, where = {}, "command line"
     _check_overrides(argv, parser)
-    ds_overrides = [values for name, values in _cli_overrides(argv) if name == "--deepspeed"]
+    ds_overrides = [values for name, values in cli_overrides(argv) if name == "--deepspeed"]
     if ds_overrides:  # the last one wins, as in argparse
         _check_deepspeed("command line", ds_overrides[-1][0] if ds_overrides[-1] else None)
     else:
         _check_deepspeed(where, data.get("deepspeed"))
+    # bf16 on the target's GPUs: transformers checks this machine's, so parse with bf16 off and put it back.
+    bf16_back = None
+    if target is not None and target.bf16_gpus and not _bf16_supported_here():
+        bf16_back, argv = _bf16_setting(data, argv), argv + ["--bf16", "false"]
     try:
-        script_args, training_args, model_args = parser.parse_args_and_config(argv)
+        with parsing_for(target):
+            script_args, training_args, model_args = parser.parse_args_and_config(argv)
     except SystemExit as exc:  # argparse already printed the offending flag
         raise UserError("invalid command-line override (see the message above)") from exc
-    except UserError:
-        raise
+    except UserError as exc:  # a field value the dataclasses refuse: name the recipe too
+        message = str(exc)
+        raise (exc if message.startswith(where) else UserError(f"{where}: {message}")) from None
     except (ValueError, TypeError) as exc:
         lines = str(exc).strip().splitlines()
         raise UserError(f"{where}: {_explain_trl_error(lines[0] if lines else type(exc).__name__)}") from None
+    if bf16_back is not None or (target is not None and target.bf16_gpus and not _bf16_supported_here()):
+        # as TRL resolves it: unset means bf16 unless fp16
+        training_args.bf16 = bf16_back if bf16_back is not None else not training_args.fp16
     return script_args, training_args, model_args
+
+
+def _bf16_setting(data: dict, argv: list[str]) -> bool | None:
+    """The recipe's `bf16` after overrides (None: unset, which TRL resolves to `not fp16`)."""
+    values = [v for name, v in cli_overrides(argv) if name == "--bf16"]
+    value = values[-1][0] if values and values[-1] else data.get("bf16")
+    return None if value is None else str(value).lower() in ("true", "1", "yes")
+
+
+def _bf16_supported_here() -> bool:
+    from transformers.utils import is_torch_bf16_gpu_available
+
+    return bool(is_torch_bf16_gpu_available())

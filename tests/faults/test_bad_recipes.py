@@ -31,11 +31,13 @@ CASES = [
     ("zero-max-bad-steps", {"max_bad_steps": 0}, [], ["max_bad_steps: must be at least 1"]),
     ("quantile-out-of-range", {"top_entropy_quantile": 2}, [], ["top_entropy_quantile"]),
     ("batch-not-divisible-by-generations", {"per_device_train_batch_size": 3, "num_generations": 2}, [],
-     ["recipe.yaml", "divisible by num_generations", "per_device_train_batch_size x number of processes"]),
+     ["recipe.yaml", "generation batch (3 per device x 1 processes x 1 steps_per_generation = 3 completions)",
+      "not a multiple of num_generations 2", "per_device_train_batch_size x steps_per_generation divisible by 2"]),
     ("generation-batch-steps", {"per_device_train_batch_size": 1, "steps_per_generation": 3, "num_generations": 2}, [],
-     ["divisible by num_generations (2)"]),
-    ("generation-batch-vs-global", {"generation_batch_size": 6}, [], ["divisible by the global batch size"]),
-    ("one-generation", {"num_generations": 1}, [], ["set num_generations to 2 or more"]),
+     ["= 3 completions) is not a multiple of num_generations 2"]),
+    ("generation-batch-vs-global", {"generation_batch_size": 6}, [],
+     ["generation_batch_size 6 must be a multiple of the global batch", "leave generation_batch_size unset"]),
+    ("one-generation", {"num_generations": 1}, [], ["at least 2 generations", "set num_generations to 2 or more"]),
     ("unknown-reward", {"reward_funcs": ["rtp"]}, [], ["unknown reward 'rtp'", "did you mean 'rpt'"]),
     ("unknown-reward-module", {"reward_funcs": ["no_such_pkg.rewards.f"]}, [],
      ["cannot import module 'no_such_pkg.rewards'"]),
@@ -117,3 +119,18 @@ def test_values_are_never_evaluated(tmp_path, tiny_model_dir, forbid_model_load)
     rc, lines = run_cli(["train", "--config", str(path)])
     assert "'learning_rate' expects a number" in one_error_line(rc, lines)
     assert not marker.exists()
+
+
+
+@pytest.mark.parametrize("case_id,spec,extra,expected", CASES, ids=[c[0] for c in CASES])
+def test_dry_run_reports_every_recipe_rl_train_refuses(tmp_path, tiny_model_dir, forbid_model_load, case_id, spec,
+                                                       extra, expected):
+    """Parity of the two doors: whatever `rl train` refuses before loading weights, `rl train --dry-run`
+    lists as a problem (exit 2) that names the same thing (one of the train error's needles)."""
+    from rl.launch.dryrun import EXIT_PROBLEMS, dry_run
+
+    report = dry_run(_materialise(tmp_path, tiny_model_dir, spec, extra)[1:])  # [1:]: drop "train"
+    problems = "\n".join(report.problems)
+    assert report.exit_code == EXIT_PROBLEMS, f"{case_id}: the dry-run found no problem"
+    assert any(needle in problems for needle in expected), \
+        f"{case_id}: none of {expected} in the dry-run's problems:\n{problems}"

@@ -47,14 +47,34 @@ from rl.launch.dryrun.cli import DRY_RUN_EXAMPLES, main
 from rl.launch.dryrun.corpus import RPT_COLUMNS
 from rl.launch.dryrun.dataset_peek import PEEK_ROWS, DataInfo
 from rl.launch.dryrun.models import ModelInfo
-from rl.launch.dryrun.parse import parse_for_target, target_machines
+from rl.launch.dryrun.parse import parse_for_target
 from rl.launch.dryrun.report import EXIT_OK, EXIT_PROBLEMS, Report
 from rl.launch.dryrun.reward_checks import PROBE_ROWS
 from rl.launch.dryrun.run import dry_run
-from rl.launch.dryrun.world import LaunchPlan, submit_parser, header_commands, plan_from_header, resolve_plan
+from rl.launch.dryrun.world import (
+    LaunchPlan,
+    header_commands,
+    plan_from_header,
+    resolve_plan,
+    submit_parser,
+)
 
 __all__ = [
-    "DRY_RUN_EXAMPLES", "EXIT_OK", "EXIT_PROBLEMS", "PEEK_ROWS", "PROBE_ROWS", "RPT_COLUMNS", "DataInfo",
-    "LaunchPlan", "ModelInfo", "Report", "submit_parser", "dry_run", "header_commands", "main",
-    "parse_for_target", "plan_from_header", "resolve_plan", "target_machines",
+    "DRY_RUN_EXAMPLES",
+    "EXIT_OK",
+    "EXIT_PROBLEMS",
+    "PEEK_ROWS",
+    "PROBE_ROWS",
+    "RPT_COLUMNS",
+    "DataInfo",
+    "LaunchPlan",
+    "ModelInfo",
+    "Report",
+    "dry_run",
+    "header_commands",
+    "main",
+    "parse_for_target",
+    "plan_from_header",
+    "resolve_plan",
+    "submit_parser",
 ]

@@ -14,6 +14,7 @@ from pathlib import Path
 from rl.launch.dryrun.dataset_peek import DataInfo
 from rl.launch.dryrun.report import Report
 from rl.launch.dryrun.world import LaunchPlan
+from rl.train.preflight import generation_batch_problem
 
 
 def enum_value(x) -> str:
@@ -28,35 +29,22 @@ def check_batch(report: Report, view, world: int, plan: LaunchPlan, data: DataIn
     iters = int(getattr(view, "num_iterations", 1) or 1)
     gen_batch, spg = view.generation_batch_size, view.steps_per_generation
     global_batch = per_device * world
-    if G is None or G < 2:
-        report.problem(f"num_generations: GRPO needs at least 2 generations per prompt, got {G}")
-        return
-    if gen_batch is not None and spg is not None and not hasattr(view, "_trl_generation_batch_size"):
-        report.problem("generation_batch_size and steps_per_generation can not both be set; keep one")
+    has_trl_view = hasattr(view, "_trl_generation_batch_size")  # TRL's parse succeeded: the knobs were resolved
+    problem = generation_batch_problem(per_device, accum, G, None if has_trl_view and spg is not None else gen_batch,
+                                       spg, world)
+    if problem:
+        report.problem(problem)
         return
     if gen_batch is None:
         spg = int(spg if spg is not None else accum)
         gen_batch = global_batch * spg
     else:
         gen_batch = int(gen_batch)
-        if gen_batch % global_batch:
-            report.problem(f"generation_batch_size {gen_batch} must be a multiple of the global batch "
-                           f"(per_device_train_batch_size {per_device} x {world} processes = {global_batch})")
-            return
         spg = gen_batch // global_batch
     per_step = global_batch * accum
     lines = [f"{per_device} completion(s)/device x {world} process(es) x {accum} accumulation = "
              f"{per_step} completions per optimizer step"
              + (f" = {per_step // G} prompts x {G}" if per_step % G == 0 else f" ({per_step / G:g} prompts x {G})")]
-    if gen_batch % G:
-        mult = G // math.gcd(G, per_device * spg)
-        report.problem(
-            f"batch: the generation batch ({per_device} per device x {world} processes x {spg} steps_per_generation "
-            f"= {gen_batch} completions) is not a multiple of num_generations {G}: TRL needs whole prompt groups. "
-            f"At {world} processes use e.g. per_device_train_batch_size x steps_per_generation divisible by "
-            f"{G // math.gcd(G, world)}; with these batch settings the world size must be a multiple of {mult}")
-        report.add("batch", "\n".join(lines))
-        return
     prompts = gen_batch // G
     if spg % accum == 0:
         opt_steps = spg * iters // accum
@@ -129,8 +117,8 @@ def check_output(report: Report, view) -> None:
     report.add("output", text)
     resume = getattr(view, "resume_from_checkpoint", None)
     if resume is not None:
-        from rl.runtime.checkpoint import resolve_resume
         from rl.errors import UserError
+        from rl.runtime.checkpoint import resolve_resume
 
         try:  # the run resolves it the same way before any model loads
             resolve_resume(resume, str(out))

@@ -8,12 +8,12 @@ explicit values that contradict the recipe (micro-batch, accumulation, train bat
 from __future__ import annotations
 
 import importlib.util
-import json
 from pathlib import Path
 from typing import Any
 
 from rl.launch.dryrun.report import Report, parsed_or_problem
 from rl.launch.dryrun.world import LaunchPlan
+from rl.train.preflight import read_deepspeed_config
 
 _DISTRIBUTED_TYPES = ("NO", "MULTI_GPU", "MULTI_CPU", "MULTI_XPU", "MULTI_NPU", "MULTI_MLU", "MULTI_MUSA",
                       "MULTI_HPU", "DEEPSPEED", "FSDP", "XLA", "MEGATRON_LM")
@@ -135,18 +135,12 @@ def _check_accelerate_ds(report: Report, where: str, ds: dict, view, world: int)
 
 
 def _load_ds_json(report: Report, raw, where: str) -> dict | None:
-    """A DeepSpeed config given inline (a dict or a JSON string) or as a JSON file; None after reporting why not."""
-    if isinstance(raw, dict):
-        return raw
-    text = str(raw).strip()
-    path = None if text.startswith("{") else Path(text)
-    if path is not None and not path.is_file():
-        report.problem(f"{where}: file not found")
-        return None
-    return parsed_or_problem(report, where,
-                             lambda: json.loads(text if path is None else path.read_text(encoding="utf-8")),
-                             (json.JSONDecodeError, UnicodeDecodeError), "JSON",
-                             lambda obj: isinstance(obj, dict), "a DeepSpeed config must be a JSON object")
+    """A DeepSpeed config given inline (a dict or a JSON string) or as a JSON file; None after reporting why
+    not (rl.train.preflight.read_deepspeed_config: the same reader and words as `rl train`)."""
+    obj, problem = read_deepspeed_config(where, raw, field=None)
+    if problem:
+        report.problem(problem)
+    return obj
 
 
 def _num(value):

@@ -1,7 +1,7 @@
 """Recipe parsing as the run's machines would do it, from this (possibly GPU-less) machine.
 
-* `parse_for_target`: `rl.train.config.parse_recipe` at the run's world size, with bf16 allowed and
-  without initialising DeepSpeed (`target_machines`);
+* `parse_for_target`: `rl.train.config.parse_recipe` for the run's machines (an explicit
+  `rl.train.preflight.TargetMachine`), without initialising DeepSpeed;
 * the CPU-machine shims: raw field values after file + overrides without the dataclasses'
   validation (`raw_value`, `raw_namespace`), every bad recipe field reported on its own
   (`check_fields`), and the merged view of all parsed fields the checks read (`target_view`).
@@ -18,12 +18,13 @@ import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
-from rl.launch.dryrun.report import Report, exc_summary
 from rl.errors import UserError
+from rl.launch.dryrun.report import Report, exc_summary
 
-# TRL's GRPOConfig batch-size errors: the dry-run's own batch check reports these with more context.
-TRL_BATCH_ERRORS = ("must be divisible by num_generations", "must be divisible by the global batch size",
-                    "global eval batch size", "can not be both configured")
+# Batch-size errors of the parse (rl.train.preflight.generation_batch_problem, TRL's eval batch rule): the
+# dry run's own batch check reports the same problem with the batch arithmetic beside it.
+TRL_BATCH_ERRORS = ("is not a multiple of num_generations", "must be a multiple of the global batch",
+                    "global eval batch size", "can not both be set", "at least 2 generations")
 
 
 class ArgError(Exception):
@@ -45,40 +46,18 @@ def restored_environ():
         os.environ.update(saved_env)
 
 
-@contextlib.contextmanager
-def target_machines(world_size: int):
-    """Evaluate TRL/transformers config validation as on the run's machines, not this one.
-
-    * `world_size`: GRPOConfig derives and checks its batch sizes from `TrainingArguments.world_size`,
-      which is 1 in this process; here it is the run's number of processes.
-    * bf16: transformers refuses `bf16: true` on a machine without a bf16 GPU; the run has GPUs
-      (unless the recipe sets `use_cpu`, in which case the check is not reached anyway).
-    * the recipe's `env:` is applied by TRL's parser to os.environ; it is restored afterwards.
-    """
-    import transformers.training_args as training_args_module
-
-    from rl.train.config import EntropyGRPOConfig
-
-    with restored_environ():
-        saved_bf16 = training_args_module.is_torch_bf16_gpu_available
-        training_args_module.is_torch_bf16_gpu_available = lambda: True
-        EntropyGRPOConfig.world_size = property(lambda self: world_size)  # type: ignore[assignment]
-        try:
-            yield
-        finally:
-            del EntropyGRPOConfig.world_size
-            training_args_module.is_torch_bf16_gpu_available = saved_bf16
-
-
 def parse_for_target(argv: list[str], world_size: int = 1):
-    """`rl.train.config.parse_recipe(argv)` as on the run's machines (see `target_machines`), without
-    initialising DeepSpeed (the `deepspeed` field is checked separately and restored on the result)."""
+    """`rl.train.config.parse_recipe(argv)` for the run's machines (`TargetMachine`: its world size, bf16
+    GPUs), without initialising DeepSpeed (the `deepspeed` field is checked separately and restored on
+    the result); the recipe's `env:` changes os.environ only for the parse."""
     from rl.train.config import parse_recipe
+    from rl.train.preflight import TargetMachine
 
     raw_ds = raw_value(argv, "deepspeed")
-    with target_machines(world_size), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+    with restored_environ(), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore", FutureWarning)  # TRL's own gradient_checkpointing default warns
-        script_args, training_args, model_args = parse_recipe(list(argv) + ["--deepspeed", ""])
+        script_args, training_args, model_args = parse_recipe(list(argv) + ["--deepspeed", ""],
+                                                              target=TargetMachine(world_size=world_size))
     training_args.deepspeed = raw_ds
     return script_args, training_args, model_args
 
@@ -120,9 +99,9 @@ def raw_namespace(clean: dict, overrides: list[str], report: Report):
 
 
 def raw_field(clean: dict, overrides: list[str], name: str):
-    from rl.launch.slurm import _override_value
+    from rl.train.preflight import override_value
 
-    value = _override_value(overrides, name)
+    value = override_value(overrides, name)
     return value if value is not None else clean.get(name)
 
 
