@@ -79,7 +79,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from rl.eval.next_token import evaluate_next_token, left_pad
+    from rl.eval.next_token import evaluate_next_token
+    from rl.train.padding import left_pad
     from tests.tiny_models import build_tiny_model
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -73,7 +73,7 @@ def position_metrics(model, tokenizer, contexts: list[list[int]], targets: list[
     (`continuation`, `boundaries`); longest-first left-padded batches, last-position logits only."""
     import torch
 
-    from rl.eval.next_token import left_pad
+    from rl.train.padding import left_pad
 
     if temperature <= 0:
         raise ValueError("expected accuracy needs a temperature > 0")

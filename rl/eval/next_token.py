@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from rl.errors import UserError
+from rl.train.padding import left_pad
 
 logger = logging.getLogger(__name__)
 
@@ -237,21 +238,6 @@ def load_model(name_or_path: str, device: str | None = None):
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model.to(device).eval(), tokenizer
-
-
-def left_pad(seqs: list[list[int]], pad_id: int, device) -> tuple[Any, Any, Any]:
-    """Left-padded (input_ids, attention_mask, position_ids); positions count real tokens only,
-    so a padded row gives the same last-position logits as the row run alone."""
-    import torch
-
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for r, s in enumerate(seqs):
-        ids[r, width - len(s):] = torch.tensor(s, dtype=torch.long)
-        mask[r, width - len(s):] = 1
-    pos = (mask.cumsum(-1) - 1).clamp_min(0)
-    return ids.to(device), mask.to(device), pos.to(device)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -254,7 +254,7 @@ def generated_entropies(model, tokenizer, prompts, *, samples=1, max_new_tokens=
     import torch
     from tqdm.auto import tqdm
 
-    from rl.eval.next_token import left_pad
+    from rl.train.padding import left_pad
 
     device = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0

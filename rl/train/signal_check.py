@@ -128,7 +128,7 @@ def sample_completions(model, tokenizer, prompts: list, generations: int, *, max
     in the form TRL passes to rewards (text, or one assistant message for chat prompts) and their ids."""
     import torch
 
-    from rl.eval.next_token import left_pad
+    from rl.train.padding import left_pad
 
     device = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)

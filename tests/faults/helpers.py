@@ -8,55 +8,20 @@ import logging
 import contextlib
 from pathlib import Path
 
-import yaml
+from tests.kit import TINY_GRPO, rpt_rows, tiny_recipe, write_jsonl, write_yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# A tiny, fast GRPO run: plain-text prompts, RPT columns, no data build, no W&B.
-BASE_RECIPE = {
-    "max_steps": 2,
-    "per_device_train_batch_size": 4,
-    "num_generations": 2,
-    "max_completion_length": 8,
-    "learning_rate": 1e-3,
-    "beta": 0.0,
-    "bf16": False,
-    "gradient_checkpointing": False,
-    "use_cpu": True,
-    "logging_steps": 1,
-    "save_strategy": "steps",
-    "save_steps": 1,
-    "report_to": ["none"],
-    "seed": 1,
-    "dataloader_num_workers": 0,
-    "signal_check": "off",  # tested on its own (tests/rl/train/test_signal_check.py)
-}
-
-
-def rpt_rows(n: int = 8) -> list[dict]:
-    words = ["world", "there", "again", "friend", "moon", "sun", "sea", "sky"]
-    return [{"prompt": f"Say hello {i}:", "continuation": f" {words[i % len(words)]}",
-             "boundaries": [1 + len(words[i % len(words)])], "doc_id": f"doc{i}"} for i in range(n)]
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return path
+# The kit's tiny run (tests/kit.py); fault tests override what each is about.
+BASE_RECIPE = TINY_GRPO
 
 
 def write_recipe(tmp_path: Path, model_dir: Path | str, *, name: str = "recipe.yaml", rows=None, **overrides) -> Path:
-    """A recipe for the tiny run; `dataset_path` defaults to 8 RPT rows written next to it."""
+    """The kit's tiny recipe; `dataset_path` defaults to 8 RPT rows written next to it."""
     tmp_path = Path(tmp_path)
-    recipe = {"model_name_or_path": str(model_dir), "output_dir": str(tmp_path / "run"), **BASE_RECIPE}
     if "dataset_path" not in overrides and "corpus" not in overrides:
-        recipe["dataset_path"] = str(write_jsonl(tmp_path / "data.jsonl", rows if rows is not None else rpt_rows()))
-    recipe.update(overrides)
-    recipe = {k: v for k, v in recipe.items() if v is not None}
-    path = tmp_path / name
-    path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
-    return path
+        overrides["dataset_path"] = str(write_jsonl(tmp_path / "data.jsonl", rows if rows is not None else rpt_rows()))
+    return write_yaml(tmp_path / name, tiny_recipe(model_dir, tmp_path / "run", **overrides))
 
 
 def run_cli(argv: list[str]) -> tuple[int, list[str]]:

@@ -33,10 +33,10 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 from rl.runtime import checkpoint as ck
 from rl.launch import slurm
+from tests.kit import tiny_recipe, write_yaml
 
 REPO = Path(__file__).resolve().parents[2]
 MAX_STEPS = 12
@@ -78,30 +78,12 @@ def rpt_data_dir(root: Path, model_dir: Path) -> Path:
 
 
 def write_recipe(path: Path, run_dir: Path, model_dir: Path, data_dir: Path) -> Path:
-    recipe = {
-        "model_name_or_path": str(model_dir),
-        "dataset_path": str(data_dir),
-        "reward_funcs": ["rpt", "tests.slurm.rewards_for_tests.length_reward"],
-        "output_dir": str(run_dir),
-        "max_steps": MAX_STEPS,
-        "per_device_train_batch_size": 2,
-        "num_generations": 2,  # 2 ranks x 2 = generation batch 4: 2 prompts x 2 completions per step
-        "max_completion_length": 8,
-        "learning_rate": 1e-3,  # large, so a wrong resume would show in the weights
-        "beta": 0.0,
-        "bf16": False,
-        "gradient_checkpointing": False,
-        "use_cpu": True,
-        "logging_steps": 1,
-        "save_strategy": "steps",
-        "save_steps": SAVE_STEPS,
-        "save_total_limit": 3,
-        "report_to": ["none"],
-        "seed": 0,
-        "signal_check": "off",  # tested on its own (tests/rl/train/test_signal_check.py)
-    }
-    path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
-    return path
+    """The kit's tiny recipe on 2 ranks: 2 x 2 = generation batch 4 (2 prompts x 2 completions) per step."""
+    return write_yaml(path, tiny_recipe(
+        model_dir, run_dir, dataset_path=str(data_dir),
+        reward_funcs=["rpt", "tests.slurm.rewards_for_tests.length_reward"],
+        max_steps=MAX_STEPS, per_device_train_batch_size=2, save_steps=SAVE_STEPS, save_total_limit=3, seed=0,
+        dataloader_num_workers=None))  # learning_rate 1e-3: large, so a wrong resume would show in the weights
 
 
 def submit_env(cluster) -> dict:

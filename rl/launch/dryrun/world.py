@@ -56,10 +56,10 @@ def header_commands(text: str) -> list[str]:
 
 
 def submit_parser() -> argparse.ArgumentParser:
-    from rl.launch import slurm
+    """`rl submit`'s parser (its flags from rl.launch.submit_flags), raising ArgError instead of exiting."""
+    from rl.launch.submit_flags import add_submit_arguments
 
-    sub = argparse.ArgumentParser(add_help=False).add_subparsers()
-    parser = slurm.register(sub)
+    parser = add_submit_arguments(argparse.ArgumentParser(prog="rl submit", add_help=False))
     parser.error = raise_error  # type: ignore[method-assign]
     return parser
 

@@ -414,8 +414,6 @@ def test_hub_model_is_not_checked_offline_not_a_problem(tmp_path, small_math):
 
 def test_gpu_recipe_checks_on_this_cpu_machine(tmp_path, tiny_model_dir, small_math):
     """bf16 on GPUs is valid for the target even though this machine has no bf16 GPU."""
-    from rl.train.config import EntropyGRPOConfig
-
     base = base_recipe(tmp_path, tiny_model_dir, small_math, bf16=True, use_cpu=False)
     assert problems_of(tmp_path, **base) == []
     from rl.train.preflight import current_target

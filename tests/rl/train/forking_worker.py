@@ -139,20 +139,6 @@ def make_trainer(model_dir, output_dir, *, impl="ours", bs=4, ga=1, num_generati
                processing_class=tok, peft_config=peft_config)
 
 
-def build_sharp_model(src, dst, scale: float = 8.0):
-    """Copy of a tiny model with its (tied) embeddings scaled: the random-init model's next-token
-    distributions are nearly uniform (entropies within 1e-3 of log V); scaled by 8 they spread
-    from ~0.1 to ~7.5 nats like a trained model's, so the kept set is not decided by rounding."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32)
-    with torch.no_grad():
-        model.get_input_embeddings().weight.mul_(scale)
-    model.save_pretrained(dst)
-    AutoTokenizer.from_pretrained(src).save_pretrained(dst)
-    return Path(dst)
-
-
 def trainable_state(trainer) -> dict[str, torch.Tensor]:
     """Full copies of the trainable parameters (gathered first under DeepSpeed ZeRO-3)."""
     import contextlib

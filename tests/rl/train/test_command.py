@@ -7,9 +7,9 @@ import math
 from pathlib import Path
 
 import pytest
-import yaml
 
 from rl.cli import main as rl_main
+from tests.kit import tiny_recipe, write_yaml
 
 DOCS = [
     "Let x be a real number with x squared equal to four. Then x is two or x is minus two, so the sum of roots is zero.",
@@ -20,36 +20,13 @@ DOCS = [
 
 
 def write_recipe(tmp_path: Path, model_dir: Path, **overrides) -> Path:
+    """The kit's tiny recipe, building its RPT rows from a 4-document corpus at the start of the run."""
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n\n".join(DOCS), encoding="utf-8")
-    recipe = {
-        "env": {"WANDB_MODE": "offline", "WANDB_SILENT": "true"},
-        "model_name_or_path": str(model_dir),
-        "corpus": str(corpus),
-        "rpt_min_entropy": 0.0,
-        "rpt_max_per_doc": 4,
-        "rpt_min_context_tokens": 4,
-        "output_dir": str(tmp_path / "run"),
-        "max_steps": 2,
-        "per_device_train_batch_size": 4,
-        "num_generations": 2,
-        "max_completion_length": 12,
-        "learning_rate": 1e-3,
-        "beta": 0.0,
-        "bf16": False,
-        "gradient_checkpointing": False,
-        "use_cpu": True,
-        "logging_steps": 1,
-        "save_strategy": "steps",
-        "save_steps": 2,
-        "report_to": ["none"],
-        "seed": 1,
-        "signal_check": "off",  # tested on its own (tests/rl/train/test_signal_check.py)
-    }
-    recipe.update(overrides)
-    path = tmp_path / "recipe.yaml"
-    path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
-    return path
+    fields = {"env": {"WANDB_MODE": "offline", "WANDB_SILENT": "true"}, "corpus": str(corpus),
+              "rpt_min_entropy": 0.0, "rpt_max_per_doc": 4, "rpt_min_context_tokens": 4,
+              "max_completion_length": 12, "save_steps": 2, **overrides}
+    return write_yaml(tmp_path / "recipe.yaml", tiny_recipe(model_dir, tmp_path / "run", **fields))
 
 
 def read_state(run: Path, step: int) -> dict:

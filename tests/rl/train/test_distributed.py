@@ -46,6 +46,8 @@ import pytest
 import torch
 import yaml
 
+from tests.kit import build_sharp_model
+
 ROOT = Path(__file__).resolve().parents[3]
 CONFIGS = ROOT / "recipes" / "accelerate"
 WORKER = ROOT / "tests" / "rl" / "distributed_worker.py"
@@ -327,19 +329,6 @@ def compare(ref: Run, run: Run, init: dict[str, torch.Tensor]) -> dict:
 def matches(m: dict) -> bool:
     return (not m["reward_mismatch"] and m["loss_diff"] <= LOSS_ATOL and m["grad_norm_rel"] <= GRAD_NORM_RTOL
             and m["param_diff"] <= PARAM_ATOL and m["rel_tensor_diff"] <= REL_TENSOR_TOL)
-
-
-def build_sharp_model(src: Path, dst: Path, scale: float = 8.0) -> Path:
-    """The tiny model with embeddings x8: next-token entropies spread over ~0.1-7.5 nats instead of
-    all within 1e-3 of log V, so the forking mask's kept set is not decided by float rounding."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32)
-    with torch.no_grad():
-        model.get_input_embeddings().weight.mul_(scale)
-    model.save_pretrained(dst)
-    AutoTokenizer.from_pretrained(src).save_pretrained(dst)
-    return dst
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.rl.train.forking_worker import build_sharp_model
+from tests.kit import build_sharp_model
 
 pytestmark = [pytest.mark.multiprocess, pytest.mark.slow, pytest.mark.timeout(900)]
 

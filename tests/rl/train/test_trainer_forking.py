@@ -15,7 +15,8 @@ from trl.trainer.utils import split_tensor_dict
 
 import rl.train.forking
 from rl.train.entropy import token_entropy
-from tests.rl.train.forking_worker import PROMPTS, build_sharp_model, make_trainer
+from tests.kit import build_sharp_model
+from tests.rl.train.forking_worker import PROMPTS, make_trainer
 
 pytestmark = pytest.mark.timeout(600)
 
