@@ -21,7 +21,8 @@ def write_recipe(tmp_path: Path, model_dir: Path | str, *, name: str = "recipe.y
     tmp_path = Path(tmp_path)
     if "dataset_path" not in overrides and "corpus" not in overrides:
         overrides["dataset_path"] = str(write_jsonl(tmp_path / "data.jsonl", rows if rows is not None else rpt_rows()))
-    return write_yaml(tmp_path / name, tiny_recipe(model_dir, tmp_path / "run", **overrides))
+    output_dir = overrides.pop("output_dir", tmp_path / "run")
+    return write_yaml(tmp_path / name, tiny_recipe(model_dir, output_dir, **overrides))
 
 
 def run_cli(argv: list[str]) -> tuple[int, list[str]]:
