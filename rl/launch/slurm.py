@@ -28,7 +28,8 @@ from pathlib import Path
 import yaml
 
 from rl.errors import UserError
-from rl.launch.submit_flags import DEFAULT_SIGNAL_SECONDS, add_submit_arguments
+from rl.launch.submit_flags import (DEFAULT_SIGNAL_SECONDS, add_submit_arguments, apply_launch_section,
+                                     check_launch_section)
 from rl.train.preflight import override_value
 
 PLACEHOLDER = re.compile(r"\{\{([A-Z_]+)\}\}")
@@ -310,6 +311,9 @@ def _main(args: argparse.Namespace) -> int:
     overrides = list(args.overrides or [])
     if overrides and overrides[0] == "--":
         overrides = overrides[1:]
+    recipe = load_recipe(args.config)
+    section = check_launch_section(str(args.config), recipe["launch"]) if "launch" in recipe else {}
+    args = apply_launch_section(args, section)
     for name in ("nodes", "gpus_per_node", "procs_per_node", "cpus_per_task"):
         value = getattr(args, name)
         if value is not None and value < 1:

@@ -1,17 +1,30 @@
-"""`rl submit`'s flags, in a leaf module: the submit command and the dry run (which reads a recipe's
-`rl submit ...` launch line with the same parser) both build their parser from here."""
+"""`rl submit`'s flags and a recipe's `launch:` section, in a leaf module.
+
+A recipe says how it is launched in a `launch:` mapping whose keys are `rl submit`'s flags
+(underscores for dashes), e.g. `launch: {nodes: 8, gpus_per_node: 8, accelerate_config: ...}`.
+`rl submit` takes each setting from its command line when given there, else from `launch:`; the
+dry run plans the world size from the same section. `rl train` ignores it (it is not a training
+field), so a recipe runs unchanged under `accelerate launch`.
+"""
 
 from __future__ import annotations
 
 import argparse
+import difflib
+from typing import Any
+
+from rl.errors import UserError
 
 DEFAULT_SIGNAL_SECONDS = 180
+DEFAULT_NODES = 1
+# `rl submit` flags a recipe may not set: the recipe itself, where one submission writes, printing only.
+NOT_LAUNCH_KEYS = ("config", "run_dir", "dry_run", "overrides")
 
 
 def add_submit_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add `rl submit`'s flags (and the trailing `-- overrides`) to `p`."""
     p.add_argument("--config", required=True, help="recipe YAML")
-    p.add_argument("--nodes", type=int, default=1, help="nodes to train on (default 1)")
+    p.add_argument("--nodes", type=int, help="nodes to train on (default: the recipe's launch.nodes, else 1)")
     p.add_argument("--gpus-per-node", type=int, help="GPUs (= training ranks) per node; required unless --cpu")
     p.add_argument("--partition", help="Slurm partition (queue) to submit to (default: the cluster's default)")
     p.add_argument("--time", help="time limit (HH:MM:SS or D-HH:MM:SS)")
@@ -23,11 +36,63 @@ def add_submit_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--procs-per-node", type=int, help="training ranks per node (default: GPUs per node; 2 with --cpu)")
     p.add_argument("--cpus-per-task", type=int, help="CPU cores per training rank (default: Slurm's; with --cpu: "
                    "--procs-per-node)")
-    p.add_argument("--signal-seconds", type=int, default=DEFAULT_SIGNAL_SECONDS,
-                   help="send SIGUSR1 this long before the time limit (checkpoint + requeue)")
+    p.add_argument("--signal-seconds", type=int,
+                   help=f"send SIGUSR1 this long before the time limit (checkpoint + requeue; default "
+                        f"{DEFAULT_SIGNAL_SECONDS})")
     p.add_argument("--job-name", help="Slurm job name (default: rl-<recipe file stem>)")
     p.add_argument("--vllm-server-node", action="store_true",
                    help="run `trl vllm-serve` on the first node; train on the others")
     p.add_argument("--dry-run", action="store_true", help="print the script; write and submit nothing")
     p.add_argument("overrides", nargs=argparse.REMAINDER, help="-- then `rl train` overrides")
     return p
+
+
+def _launch_actions() -> dict[str, argparse.Action]:
+    parser = add_submit_arguments(argparse.ArgumentParser(add_help=False))
+    return {a.dest: a for a in parser._actions if a.dest not in NOT_LAUNCH_KEYS and a.option_strings}
+
+
+def launch_keys() -> list[str]:
+    """The keys a recipe's `launch:` section may hold (rl submit's flags, underscored)."""
+    return sorted(_launch_actions())
+
+
+def check_launch_section(where: str, section: Any) -> dict[str, Any]:
+    """The `launch:` mapping, each value checked as `rl submit` would parse it: {key: value} or UserError."""
+    if not isinstance(section, dict):
+        raise UserError(f"{where}: 'launch' must be a mapping of rl submit settings (e.g. nodes: 2, gpus_per_node: 8), "
+                        f"got {type(section).__name__}")
+    actions = _launch_actions()
+    out: dict[str, Any] = {}
+    for key, value in section.items():
+        action = actions.get(str(key))
+        if action is None:
+            close = difflib.get_close_matches(str(key), list(actions), n=1, cutoff=0.6)
+            hint = f"; did you mean '{close[0]}'?" if close else f"; known: {', '.join(sorted(actions))}"
+            raise UserError(f"{where}: launch.{key}: not an rl submit setting{hint}")
+        if action.nargs == 0:  # a switch (--cpu, --vllm-server-node)
+            if not isinstance(value, bool):
+                raise UserError(f"{where}: launch.{key}: expects true or false, got {value!r}")
+        elif action.type is int:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise UserError(f"{where}: launch.{key}: expects a positive integer, got {value!r}")
+        elif not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise UserError(f"{where}: launch.{key}: expects a single value, got {value!r}")
+        else:
+            value = str(value)
+        out[key] = value
+    return out
+
+
+def apply_launch_section(args: argparse.Namespace, section: dict[str, Any]) -> argparse.Namespace:
+    """`rl submit`'s settings: each flag given on the command line wins, else the recipe's `launch:`
+    value, else the default (nodes 1, signal 180 s)."""
+    merged = argparse.Namespace(**vars(args))
+    for key, value in section.items():
+        if getattr(merged, key, None) in (None, False):
+            setattr(merged, key, value)
+    if merged.nodes is None:
+        merged.nodes = DEFAULT_NODES
+    if merged.signal_seconds is None:
+        merged.signal_seconds = DEFAULT_SIGNAL_SECONDS
+    return merged

@@ -250,8 +250,17 @@ class EntropyGRPOConfig(GRPOConfig):
 RECIPE_DATACLASSES = (ScriptArguments, EntropyGRPOConfig, ModelConfig)
 
 
+class RecipeParser(TrlParser):
+    """TRL's parser for recipes, less their `launch:` section: that is how `rl submit` and the dry run
+    launch the recipe (rl.launch.submit_flags), not a training field."""
+
+    def set_defaults_with_config(self, **kwargs) -> list[str]:
+        kwargs.pop("launch", None)
+        return super().set_defaults_with_config(**kwargs)
+
+
 def make_parser() -> TrlParser:
-    return TrlParser(dataclass_types=list(RECIPE_DATACLASSES))
+    return RecipeParser(dataclass_types=list(RECIPE_DATACLASSES))
 
 
 def load_recipe_file(path: str | os.PathLike) -> dict[str, Any]:
@@ -286,6 +295,11 @@ def check_fields(path: Path, data: dict[str, Any], parser: TrlParser) -> None:
         if key == "env":
             if not isinstance(value, dict):
                 raise UserError(f"{path}: field 'env' must be a mapping of VARIABLE: value")
+            continue
+        if key == "launch":
+            from rl.launch.submit_flags import check_launch_section
+
+            check_launch_section(str(path), value)
             continue
         if key not in actions:
             close = difflib.get_close_matches(str(key), list(actions), n=1, cutoff=0.6)

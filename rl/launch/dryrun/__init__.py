@@ -7,11 +7,10 @@ What a run resolves, and what the dry-run checks instead (nothing is downloaded,
   machines the run will use: the world size below, and GPUs unless the recipe says `use_cpu`
   (so a bf16 GPU recipe can be checked on a CPU login node);
 * the launch: world size (= training processes) from, in this order, `--num_processes N`,
-  `--nodes N --gpus-per-node G` [`--vllm-server-node`], the recipe header's launch line (the first
-  `rl submit ...` in the recipe's opening comment, else its first `accelerate launch ...`), the
-  accelerate config's `num_processes`, else 1. The accelerate config comes from
-  `--accelerate_config PATH`, else a recipe field `accelerate_config` (when ScriptArguments has
-  one), else the launch line. Overrides after `--` on the launch line apply as in the real run;
+  `--nodes N --gpus-per-node G` [`--vllm-server-node`], the recipe's `launch:` section (the
+  settings `rl submit` reads), the accelerate config's `num_processes`, else 1. The accelerate
+  config comes from `--accelerate_config PATH`, else a recipe field `accelerate_config` (when
+  ScriptArguments has one), else `launch.accelerate_config`;
 * the batch arithmetic TRL does at that world size (completions per optimizer step, generation
   batch, optimizer steps per generation batch) and its divisibility rules: the generation batch
   holds whole groups of `num_generations`, `generation_batch_size` splits into global batches,
@@ -53,8 +52,7 @@ from rl.launch.dryrun.reward_checks import PROBE_ROWS
 from rl.launch.dryrun.run import dry_run
 from rl.launch.dryrun.world import (
     LaunchPlan,
-    header_commands,
-    plan_from_header,
+    plan_from_launch,
     resolve_plan,
     submit_parser,
 )
@@ -71,10 +69,9 @@ __all__ = [
     "ModelInfo",
     "Report",
     "dry_run",
-    "header_commands",
     "main",
     "parse_for_target",
-    "plan_from_header",
+    "plan_from_launch",
     "resolve_plan",
     "submit_parser",
 ]

@@ -15,7 +15,7 @@ from rl.launch.dryrun.parse import (ArgError, check_fields, raw_field, raw_names
 from rl.launch.dryrun.report import Report
 from rl.launch.dryrun.reward_checks import check_rewards
 from rl.launch.dryrun.signal import check_format, check_signal
-from rl.launch.dryrun.world import (flags_parser, plan_from_header, resolve_plan, summarise_launch,
+from rl.launch.dryrun.world import (flags_parser, plan_from_launch, resolve_plan, summarise_launch,
                              world_from_accelerate_config)
 from rl.errors import UserError
 
@@ -45,13 +45,12 @@ def _dry_run(argv: list[str]) -> Report:
     except UserError as exc:
         report.problem(str(exc))
         return report
-    text = path.read_text(encoding="utf-8")
 
     # 1. fields of the file, each checked on its own so that every bad one is reported
     clean, bad_keys = check_fields(path, data, report)
 
     # 2. the launch plan
-    header = plan_from_header(text, str(path), report)
+    header = plan_from_launch(clean.get("launch"), str(path), report)
     recipe_accel = None
     if script_has_field("accelerate_config"):
         recipe_accel = raw_field(clean, overrides, "accelerate_config")

@@ -1,25 +1,24 @@
 """The launch plan: world size (training processes) and accelerate config of the run.
 
 From, in this order: the dry-run's own flags (`--num_processes N`, `--nodes N --gpus-per-node G`
-[`--vllm-server-node`], `--accelerate_config PATH`), a recipe field `accelerate_config`, the recipe
-header's launch line (its first `rl submit ...`, else its first `accelerate launch ...`), the
-accelerate config's `num_processes`, else 1.
+[`--vllm-server-node`], `--accelerate_config PATH`), a recipe field `accelerate_config`, the recipe's
+`launch:` section (rl submit's settings: nodes, gpus_per_node, accelerate_config, ...), else 1.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import shlex
 
 from rl.launch.dryrun.parse import ArgError, raise_error
+from rl.errors import UserError
 from rl.launch.dryrun.report import Report
 
 
 @dataclasses.dataclass
 class LaunchPlan:
     world_size: int = 1
-    source: str = "single process (no launch line, no --nodes/--num_processes)"
+    source: str = "single process (no launch: section, no --nodes/--num_processes)"
     nodes: int | None = None  # training nodes
     job_nodes: int | None = None  # nodes of the job (one more than `nodes` with a vLLM server node)
     gpus_per_node: int | None = None  # training processes per node
@@ -27,32 +26,8 @@ class LaunchPlan:
     accelerate_source: str | None = None
     vllm_server_node: bool = False
     cpu: bool = False
-    command: str | None = None  # the header launch line used, if any
-    overrides: list[str] = dataclasses.field(default_factory=list)  # from the launch line, applied first
-
-
-def header_commands(text: str) -> list[str]:
-    """The commands in a recipe's opening comment block (one per line, `\\` continuations joined)."""
-    lines: list[str] = []
-    for raw in text.splitlines():
-        stripped = raw.strip()
-        if not stripped:
-            if lines:
-                lines.append("")
-            continue
-        if not stripped.startswith("#"):
-            break
-        lines.append(stripped[1:].strip())
-    commands, current = [], ""
-    for line in lines:
-        if line.endswith("\\"):
-            current += line[:-1].strip() + " "
-            continue
-        commands.append((current + line).strip())
-        current = ""
-    if current:
-        commands.append(current.strip())
-    return [c for c in commands if c]
+    command: str | None = None  # kept for the report; a launch: section has no command line
+    overrides: list[str] = dataclasses.field(default_factory=list)
 
 
 def submit_parser() -> argparse.ArgumentParser:
@@ -64,66 +39,29 @@ def submit_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def plan_from_header(text: str, where: str, report: Report) -> LaunchPlan | None:
-    """The launch plan of the recipe's header: its first `rl submit` line, else its first `accelerate launch`."""
-    commands = header_commands(text)
-    for command in commands:
-        if command.startswith("rl submit "):
-            return _plan_from_submit(command, where, report)
-    for command in commands:
-        if command.startswith("accelerate launch "):
-            return _plan_from_accelerate_launch(command, where, report)
-    return None
-
-
-def _plan_from_submit(command: str, where: str, report: Report) -> LaunchPlan | None:
-    try:
-        tokens = shlex.split(command, comments=True)
-        args = submit_parser().parse_args(tokens[2:])
-    except (ValueError, ArgError) as exc:
-        report.problem(f"{where}: header launch line `{command}` does not parse ({exc})")
+def plan_from_launch(section, where: str, report: Report) -> LaunchPlan | None:
+    """The launch plan of the recipe's `launch:` section (rl submit's settings, as `rl submit` would
+    apply them); None without one. A bad section was already reported by the field check."""
+    if not isinstance(section, dict) or not section:
         return None
-    overrides = list(args.overrides or [])
-    if overrides[:1] == ["--"]:
-        overrides = overrides[1:]
+    from rl.launch.submit_flags import apply_launch_section, check_launch_section
+
+    try:
+        args = apply_launch_section(submit_parser().parse_args(["--config", where]),
+                                    check_launch_section(where, section))
+    except (ArgError, UserError):
+        return None
     train_nodes = args.nodes - 1 if args.vllm_server_node else args.nodes
     per_node = args.procs_per_node or (2 if args.cpu else args.gpus_per_node)
-    if not per_node or args.nodes < 1 or train_nodes < 1:
-        report.problem(f"{where}: header launch line `{command}` needs --nodes >= 1 (>= 2 with "
-                       "--vllm-server-node) and --gpus-per-node")
+    if not per_node or train_nodes < 1:
+        report.problem(f"{where}: launch: needs gpus_per_node (or cpu: true) and nodes >= 1 (>= 2 with "
+                       "vllm_server_node)")
         return None
     return LaunchPlan(world_size=train_nodes * per_node, nodes=train_nodes, job_nodes=args.nodes,
-                      gpus_per_node=per_node,
-                      accelerate_config=args.accelerate_config, vllm_server_node=args.vllm_server_node,
-                      cpu=args.cpu, command=shlex.join(tokens), overrides=overrides,
-                      source="recipe header: " + _describe_nodes(train_nodes, per_node, args.cpu,
+                      gpus_per_node=per_node, accelerate_config=args.accelerate_config,
+                      vllm_server_node=args.vllm_server_node, cpu=args.cpu,
+                      source="recipe launch: " + _describe_nodes(train_nodes, per_node, args.cpu,
                                                                 args.vllm_server_node))
-
-
-def _plan_from_accelerate_launch(command: str, where: str, report: Report) -> LaunchPlan | None:
-    try:
-        tokens = shlex.split(command, comments=True)
-    except ValueError as exc:
-        report.problem(f"{where}: header launch line `{command}` does not parse ({exc})")
-        return None
-    plan = LaunchPlan(command=shlex.join(tokens), source="recipe header: accelerate launch")
-    num_processes = None
-    for i, tok in enumerate(tokens[:-1]):
-        if tok in ("--config_file", "--config-file"):
-            plan.accelerate_config = tokens[i + 1]
-        elif tok in ("--num_processes", "--num-processes"):
-            num_processes = tokens[i + 1]
-    if "--config" in tokens:
-        plan.overrides = [t for t in tokens[tokens.index("--config") + 2:]]
-    if num_processes is not None:
-        try:
-            plan.world_size = int(num_processes)
-        except ValueError:
-            report.problem(f"{where}: header launch line: --num_processes {num_processes!r} is not a number")
-        plan.source = f"recipe header: accelerate launch --num_processes {num_processes}"
-    else:
-        plan.world_size = 0  # from the accelerate config, resolved later (world_from_accelerate_config)
-    return plan
 
 
 def _describe_nodes(nodes: int, per_node: int, cpu: bool, server: bool) -> str:
@@ -147,12 +85,12 @@ def flags_parser() -> argparse.ArgumentParser:
 
 
 def resolve_plan(opts, header: LaunchPlan | None, recipe_accelerate: str | None, report: Report) -> LaunchPlan:
-    """Merge the flags, the recipe field and the header launch line into one plan (flags win)."""
+    """Merge the flags, the recipe field and the recipe's launch: section into one plan (flags win)."""
     plan = LaunchPlan()
     if header is not None:
         plan = dataclasses.replace(header)
         if header.accelerate_config:
-            plan.accelerate_source = "recipe header"
+            plan.accelerate_source = "recipe launch.accelerate_config"
     if recipe_accelerate:
         plan.accelerate_config, plan.accelerate_source = recipe_accelerate, "recipe field accelerate_config"
     if opts.accelerate_config:
@@ -175,6 +113,10 @@ def resolve_plan(opts, header: LaunchPlan | None, recipe_accelerate: str | None,
             report.problem(f"--num_processes {opts.num_processes}: need at least 1")
         plan.world_size = max(opts.num_processes, 1)
         plan.source = f"--num_processes {opts.num_processes}"
+    sized = header is not None or opts.num_processes is not None or opts.nodes is not None \
+        or opts.gpus_per_node is not None or opts.vllm_server_node
+    if not sized and plan.accelerate_config:
+        plan.world_size = 0  # `accelerate launch --config_file X`: X's num_processes (world_from_accelerate_config)
     return plan
 
 

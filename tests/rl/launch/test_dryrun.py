@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rl.launch.dryrun import EXIT_OK, EXIT_PROBLEMS, dry_run, header_commands, main
+from rl.launch.dryrun import EXIT_OK, EXIT_PROBLEMS, dry_run, main
 
 ROOT = Path(__file__).resolve().parents[3]
 RECIPES = sorted(p for p in (ROOT / "recipes").rglob("*.yaml") if "accelerate" not in p.parts)
@@ -76,7 +76,7 @@ def stand_ins(recipe: Path, tmp_path: Path, corpus_file: Path, math_file: Path, 
 # every recipe
 
 
-# recipe -> (world size, batch line fragment): what the header's launch line and the batch fields imply
+# recipe -> (world size, batch line fragment): what the launch: section and the batch fields imply
 EXPECTED = {
     "recipes/rpt/r1-distill-qwen-14b.yaml": (32, "2048 completions = 256 prompts x 8, used for 1 optimizer step"),
     "recipes/rpt/forking-rpt.yaml": (32, "2048 completions = 256 prompts x 8, used for 1 optimizer step"),
@@ -105,7 +105,7 @@ def test_every_recipe_dry_runs_clean(recipe, tmp_path, corpus_file, math_file, t
     summary = dict(report.summary)
     if rel(recipe) in EXPECTED:
         world, batch = EXPECTED[rel(recipe)]
-        assert summary["world size"].startswith(f"{world} training processes (recipe header:")
+        assert summary["world size"].startswith(f"{world} training processes (recipe launch:")
         assert batch in summary["batch"]
         assert "ZeRO-3" in summary["distributed"] or "DDP" in summary["distributed"]
         # hub models cannot be checked here: reported as such, never as problems
@@ -129,7 +129,7 @@ def test_real_recipe_without_prepared_data_names_exactly_that(recipe, tmp_path):
     assert report.exit_code == EXIT_PROBLEMS
 
 
-def test_world_size_flags_override_the_header(tmp_path, corpus_file):
+def test_world_size_flags_override_the_launch_section(tmp_path, corpus_file):
     recipe = "recipes/rpt/r1-distill-qwen-14b.yaml"
     base = ["--config", recipe, "--corpus", str(corpus_file), "--output_dir", str(tmp_path / "run")]
     report = dry_run(base + ["--nodes", "8", "--gpus-per-node", "8"])
@@ -142,47 +142,65 @@ def test_world_size_flags_override_the_header(tmp_path, corpus_file):
     assert report.problems == []
 
 
-def test_accelerate_launch_header_line_and_its_overrides(tmp_path, tiny_model_dir, small_math):
-    header = ("# local run\n#   accelerate launch --config_file recipes/accelerate/zero2.yaml --num_processes 4 \\\n"
-              "#       -m rl.cli train --config recipe.yaml --max_steps 8\n")
-    path = recipe_file(tmp_path, header, **base_recipe(tmp_path, tiny_model_dir, small_math))
+def test_launch_section_plans_the_world_and_flags_win(tmp_path, tiny_model_dir, small_math):
+    launch = {"cpu": True, "procs_per_node": 4, "accelerate_config": "recipes/accelerate/zero2.yaml"}
+    path = recipe_file(tmp_path, **base_recipe(tmp_path, tiny_model_dir, small_math, launch=launch))
     report = dry_run(["--config", str(path)])
     assert report.problems == [], report.format()
     summary = dict(report.summary)
-    assert summary["world size"] == "4 training processes (recipe header: accelerate launch --num_processes 4)"
+    assert summary["world size"] == "4 training processes (recipe launch: 1 node x 4 CPU processes)"
     assert "recipes/accelerate/zero2.yaml: DeepSpeed ZeRO-2" in summary["distributed"]
-    assert "max_steps 8 optimizer steps" in summary["batch"]  # the launch line's override applies
+    report = dry_run(["--config", str(path), "--num_processes", "2"])
+    assert dict(report.summary)["world size"] == "2 training processes (--num_processes 2)"
 
 
-def test_recipe_headers_give_launch_source_and_departures():
+def test_accelerate_config_alone_sizes_the_world_from_its_num_processes(tmp_path, tiny_model_dir, small_math):
+    accel = write(tmp_path, "acc.yaml", "distributed_type: MULTI_GPU\nnum_processes: 4\n")
+    path = recipe_file(tmp_path, **base_recipe(tmp_path, tiny_model_dir, small_math))
+    report = dry_run(["--config", str(path), "--accelerate_config", str(accel)])
+    assert dict(report.summary)["world size"] == f"4 training processes (accelerate config {accel}: num_processes 4)"
+
+
+def opening_comment(text: str) -> list[str]:
+    """The lines of a recipe's opening comment block, without `#` and surrounding blanks."""
+    out = []
+    for line in text.splitlines():
+        if not line.startswith("#"):
+            break
+        out.append(line[1:].strip())
+    return out
+
+
+def test_recipes_name_their_launch_sources_and_departures():
     for recipe in REAL + SMOKE:
         text = recipe.read_text(encoding="utf-8")
         assert text.startswith("# "), rel(recipe)
-        commands = header_commands(text)
+        commands = opening_comment(text)
         if recipe in REAL:
-            submit = [c for c in commands if c.startswith("rl submit ")]
-            assert submit and f"--config {rel(recipe)}" in submit[0], rel(recipe)
-            assert "--accelerate-config recipes/accelerate/" in submit[0]
+            assert any(c.startswith(f"rl submit --config {rel(recipe)}") for c in commands), rel(recipe)
+            launch = load(recipe)["launch"]
+            assert launch["nodes"] >= 1 and launch["gpus_per_node"] >= 1, rel(recipe)
+            assert (ROOT / launch["accelerate_config"]).is_file(), rel(recipe)
             assert any(c.startswith(f"rl train --config {rel(recipe)} --dry-run") for c in commands)
             assert re.search(r"arXiv 250[0-9]\.[0-9]{5}", text) and "Departures" in text, rel(recipe)
             for accel in re.findall(r"recipes/accelerate/[\w.]+\.yaml", text):
                 assert (ROOT / accel).is_file(), accel
         else:
+            assert "launch" not in load(recipe)  # a smoke variant runs in one process
             assert any(c.startswith(f"rl train --config {rel(recipe)} --model_name_or_path") for c in commands)
             parent = re.search(r"smoke variant of (recipes/\S+\.yaml)", text).group(1)
             assert (ROOT / parent).is_file()
 
 
 @pytest.mark.parametrize("recipe", REAL, ids=rel)
-def test_header_launch_line_renders_with_rl_submit(recipe, tmp_path):
-    """The header's `rl submit` command is valid for `rl submit` itself (rendered as with --dry-run)."""
-    import shlex
-
+def test_launch_section_renders_with_rl_submit(recipe, tmp_path):
+    """`rl submit --config R` takes nodes, GPUs and the accelerate config from the recipe's launch: section."""
     from rl.launch.dryrun import submit_parser
     from rl.launch.slurm import render_sbatch
+    from rl.launch.submit_flags import apply_launch_section, check_launch_section
 
-    line = [c for c in header_commands(recipe.read_text(encoding="utf-8")) if c.startswith("rl submit ")][0]
-    args = submit_parser().parse_args(shlex.split(line, comments=True)[2:])
+    args = apply_launch_section(submit_parser().parse_args(["--config", rel(recipe)]),
+                                check_launch_section(rel(recipe), load(recipe)["launch"]))
     text = render_sbatch(args.config, nodes=args.nodes, gpus_per_node=args.gpus_per_node,
                          accelerate_config=args.accelerate_config, run_dir=tmp_path / "run", workdir=ROOT,
                          environ={})
@@ -266,10 +284,10 @@ def test_broken_recipe_lists_every_problem_numbered(tmp_path, tiny_model_dir, ca
     accel = write(tmp_path, "accel.yaml", "distributed_type: DEEPSPEED\ndeepspeed_config:\n  zero_stage: 4\n"
                   "  offload_optimizer_device: gpu\nmixed_precision: bf16\n")
     data = write(tmp_path, "data.jsonl", json.dumps({"prompt": "What is 1+1?", "answer": "2"}) + "\n")
-    header = f"# broken\n#   rl submit --config recipe.yaml --nodes 2 --gpus-per-node 3 --accelerate-config {accel}\n"
     fields = base_recipe(tmp_path, tiny_model_dir, data, reward_funcs=["math", "mth"], per_device_train_batch_size=3,
-                         use_vllm=True, vllm_mode="server", learnin_rate=1e-6, warmup_stepz=3)
-    path = recipe_file(tmp_path, header, **fields)
+                         use_vllm=True, vllm_mode="server", learnin_rate=1e-6, warmup_stepz=3,
+                         launch={"nodes": 2, "gpus_per_node": 3, "accelerate_config": str(accel)})
+    path = recipe_file(tmp_path, **fields)
     assert main(["--config", str(path)]) == EXIT_PROBLEMS
     out = capsys.readouterr().out
     listed = re.findall(r"^  (\d+)\. (.*)$", out, re.M)
@@ -288,7 +306,7 @@ def test_broken_recipe_lists_every_problem_numbered(tmp_path, tiny_model_dir, ca
     for (_, text), fragment in zip(listed, expected):
         assert fragment in text, (fragment, text)
     assert f"problems ({len(expected)}):" in out
-    assert "world size   6 training processes (recipe header: 2 nodes x 3 GPUs)" in out
+    assert "world size   6 training processes (recipe launch: 2 nodes x 3 GPUs)" in out
 
 
 def test_bad_divisibility_names_the_fix(tmp_path, tiny_model_dir, small_math):

@@ -374,3 +374,23 @@ def test_submit_help_documents_every_flag(capsys):
     for action in sub._actions:
         if action.option_strings and action.dest != "help":
             assert action.help, f"{action.option_strings} has no help text"
+
+
+def test_submit_reads_the_recipes_launch_section_and_flags_win(recipe, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    _with_data(recipe)
+    recipe.write_text(recipe.read_text() + "launch:\n  nodes: 2\n  cpu: true\n  time: '02:00:00'\n  job_name: from-recipe\n")
+    assert _submit_cli(["--config", str(recipe), "--dry-run"]) == 0
+    text = capsys.readouterr().out
+    assert "#SBATCH --nodes=2" in text and "#SBATCH --time=02:00:00" in text and "#SBATCH --job-name=from-recipe" in text
+    assert _submit_cli(["--config", str(recipe), "--time", "01:00:00", "--nodes", "1", "--dry-run"]) == 0
+    text = capsys.readouterr().out
+    assert "#SBATCH --nodes=1" in text and "#SBATCH --time=01:00:00" in text  # the command line wins
+
+
+def test_submit_refuses_a_bad_launch_section_in_one_line(recipe, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    recipe.write_text(recipe.read_text() + "launch:\n  gpu_per_node: 8\n")
+    assert _submit_cli(["--config", str(recipe), "--dry-run"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "launch.gpu_per_node: not an rl submit setting; did you mean 'gpus_per_node'?" in line
