@@ -1,25 +1,20 @@
 """Tests for rl/train/entropy.py: entropies against float64 references, exact forking-token selection.
 
-Multi-rank selection logic is exercised here in-process: `_ThreadGroup` stands in for a process
-group (threads meet at a barrier for each collective) so 1/2/4-way splits run in milliseconds;
-tests/rl/train/test_entropy_distributed.py runs the real torch.distributed (gloo) path.
+Selection over several ranks runs on real gloo process groups (2 and 4 ranks) in
+tests/rl/train/test_entropy_distributed.py.
 """
 
 from __future__ import annotations
 
 import math
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
-import torch.distributed as dist
 
-import rl.train.entropy as entropy_mod
 from rl.train.entropy import masked_stats, select_forking_tokens, token_entropy, topk_entropy
 
 
@@ -317,93 +312,7 @@ def test_large_population_above_quantile_limit():
     assert elapsed < 10, f"selection took {elapsed:.1f} s"
 
 
-# ----------------------------------------------------------------------------------------------
-# select_forking_tokens: split over "ranks" (threads standing in for a process group)
-# ----------------------------------------------------------------------------------------------
-
-
-class _ThreadGroup:
-    """Shared state of an in-process fake group: each collective is two barrier waits."""
-
-    def __init__(self, world: int) -> None:
-        self.world = world
-        self.barrier = threading.Barrier(world, timeout=30)
-        self.slots: list = [None] * world
-
-
-class _ThreadComm:
-    """Drop-in for rl.train.entropy._Comm; `group` is SimpleNamespace(shared=_ThreadGroup, rank=int)."""
-
-    def __init__(self, group) -> None:
-        self.shared, self.rank, self.world = group.shared, group.rank, group.shared.world
-
-    def all_gather(self, t):
-        self.shared.slots[self.rank] = t.clone()
-        self.shared.barrier.wait()
-        out = torch.stack(self.shared.slots)
-        self.shared.barrier.wait()
-        return out
-
-    def all_reduce(self, t, op=None):
-        g = self.all_gather(t)
-        t.copy_(g.min(0).values if op == dist.ReduceOp.MIN else g.sum(0))
-        return t
-
-
-def _run_split(monkeypatch, pieces, call):
-    """Run call(piece, group) for each piece in its own thread, as the ranks of one fake group."""
-    monkeypatch.setattr(entropy_mod, "_Comm", _ThreadComm)
-    shared = _ThreadGroup(len(pieces))
-
-    def one(rank):
-        return call(pieces[rank], SimpleNamespace(shared=shared, rank=rank))
-
-    with ThreadPoolExecutor(len(pieces)) as pool:
-        return list(pool.map(one, range(len(pieces))))
-
-
-def _split(t: torch.Tensor, sizes):
-    return list(torch.split(t, sizes))
-
-
-@pytest.mark.parametrize("sizes", [[3000], [1100, 1900], [0, 700, 1, 2299], [750, 750, 750, 750]])
-@pytest.mark.parametrize("with_keys", [True, False])
-def test_split_invariance(monkeypatch, sizes, with_keys):
-    g = torch.Generator().manual_seed(10)
-    n = 3000
-    e = torch.randint(0, 6, (n,), generator=g).float() * 0.25  # many ties across pieces
-    valid = torch.rand(n, generator=g) < 0.85
-    keys = torch.randperm(n, generator=g) if with_keys else None
-    want, want_thr = ref_select(e, valid, 0.3, keys)
-    pieces = [(pe, pv, pk) for pe, pv, pk in zip(_split(e, sizes), _split(valid, sizes),
-                                                 _split(keys, sizes) if with_keys else [None] * len(sizes))]
-    last_shape = {2299: (11, 209), 750: (25, 30)}.get(sizes[-1])
-    if last_shape:  # ranks may hold different shapes
-        pieces[-1] = tuple(None if t is None else t.reshape(last_shape) for t in pieces[-1])
-    results = _run_split(monkeypatch, pieces,
-                         lambda p, group: select_forking_tokens(p[0], p[1], 0.3, group, order_key=p[2]))
-    union = torch.cat([m.reshape(-1) for m, _ in results])
-    assert torch.equal(union, want)
-    assert all(t.item() == want_thr for _, t in results)
-
-
-def test_split_nan_on_one_rank_raises_everywhere(monkeypatch):
-    e = torch.rand(100)
-    e[70] = math.nan
-    v = torch.ones(100, dtype=torch.bool)
-    pieces = [(e[:50], v[:50], None), (e[50:], v[50:], None)]
-    def call(piece, group):
-        try:
-            select_forking_tokens(piece[0], piece[1], 0.2, group)
-        except ValueError as exc:
-            return str(exc)
-        return "no error"
-
-    msgs = _run_split(monkeypatch, pieces, call)
-    assert all("NaN" in m and "[1]" in m for m in msgs), msgs
-
-
-def test_masked_stats_local_and_split(monkeypatch):
+def test_masked_stats():
     e = torch.tensor([[1.0, 2.0, 3.0], [4.0, 9.0, 5.0]])
     valid = torch.tensor([[True, True, True], [True, False, True]])
     kept = torch.tensor([[False, False, True], [True, True, True]])  # (1, 1) is padding: ignored
@@ -413,10 +322,6 @@ def test_masked_stats_local_and_split(monkeypatch):
     empty = masked_stats(e, torch.zeros_like(valid), kept)
     assert math.isnan(empty["threshold"]) and math.isnan(empty["kept_fraction"])
     assert empty["valid_tokens"] == 0.0
-
-    pieces = [(e[0], valid[0], kept[0]), (e[1], valid[1], kept[1])]
-    split = _run_split(monkeypatch, pieces, lambda p, group: masked_stats(*p, group, threshold=1.5))
-    assert split[0] == split[1] == {**s, "threshold": 1.5}
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""select_forking_tokens / masked_stats over 2 real gloo ranks holding different numbers of tokens.
+"""select_forking_tokens / masked_stats over real gloo ranks (2, and 4 with an empty rank) holding different
+numbers of tokens.
 
 Each case is a global population; rank 0 and rank 1 take consecutive slices of it (different
 sizes and shapes). The union of the ranks' masks must equal the single-process selection on the
@@ -57,6 +58,23 @@ def _cases() -> dict[str, dict]:
     return cases
 
 
+def _cases_4() -> dict[str, dict]:
+    """Populations split over 4 ranks: an empty rank, a 1-token rank, different shapes, many ties."""
+    g = torch.Generator().manual_seed(10)
+    n = 3000
+    e = torch.randint(0, 6, (n,), generator=g).float() * 0.25  # many ties across ranks
+    valid = torch.rand(n, generator=g) < 0.85
+    keys = torch.randperm(n, generator=g)
+    cases = {}
+    for suffix, k in (("", None), ("_keys", keys)):
+        cases["uneven" + suffix] = dict(e=e, valid=valid, keys=k, ratio=0.3, shapes=[(0,), (700,), (1,), (11, 209)])
+        cases["even" + suffix] = dict(e=e, valid=valid, keys=k, ratio=0.3, shapes=[(750,), (750,), (750,), (25, 30)])
+    return cases
+
+
+CASES_BY_WORLD = {2: _cases, 4: _cases_4}
+
+
 def _local(case: dict, rank: int):
     sizes = [math.prod(s) for s in case["shapes"]]
     start, stop = sum(sizes[:rank]), sum(sizes[: rank + 1])
@@ -73,7 +91,7 @@ def _worker(rank: int, world: int, port: int, outdir: str) -> None:
     dist.init_process_group("gloo", rank=rank, world_size=world, timeout=timedelta(seconds=60))
     try:
         results = {}
-        for name, case in _cases().items():
+        for name, case in CASES_BY_WORLD[world]().items():
             e, valid, keys = _local(case, rank)
             try:
                 mask, thr = select_forking_tokens(e, valid, case["ratio"], dist.group.WORLD, order_key=keys)
@@ -93,23 +111,30 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _spawn(tmp_path_factory, world: int) -> list[dict]:
+    outdir = tmp_path_factory.mktemp(f"entropy-dist{world}")
+    mp.spawn(_worker, args=(world, _free_port(), str(outdir)), nprocs=world, join=True)
+    return [torch.load(outdir / f"rank{r}.pt", weights_only=False) for r in range(world)]
+
+
 @pytest.fixture(scope="module")
 def rank_results(tmp_path_factory):
-    outdir = tmp_path_factory.mktemp("entropy-dist")
-    mp.spawn(_worker, args=(WORLD, _free_port(), str(outdir)), nprocs=WORLD, join=True)
-    return [torch.load(outdir / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
+    return _spawn(tmp_path_factory, WORLD)
+
+
+@pytest.fixture(scope="module")
+def rank_results_4(tmp_path_factory):
+    return _spawn(tmp_path_factory, 4)
 
 
 def _same(a: float, b: float) -> bool:
     return (math.isnan(a) and math.isnan(b)) or a == b
 
 
-@pytest.mark.parametrize("name", [n for n in _cases() if n != "nan_on_rank1"])
-def test_union_equals_single_process(rank_results, name):
-    case = _cases()[name]
+def _check_union(case: dict, per_rank: list) -> None:
+    """The ranks' masks, concatenated, equal the single-process selection; every rank has its threshold/stats."""
     want_mask, want_thr = select_forking_tokens(case["e"], case["valid"], case["ratio"], order_key=case["keys"])
     want_stats = masked_stats(case["e"], case["valid"], want_mask, threshold=want_thr)
-    per_rank = [rank_results[r][name] for r in range(WORLD)]
     assert all(not isinstance(p, str) for p in per_rank), per_rank
     for rank, (mask, thr, _) in enumerate(per_rank):
         assert mask.shape == case["shapes"][rank] and thr.dtype == case["e"].dtype
@@ -122,6 +147,16 @@ def test_union_equals_single_process(rank_results, name):
         assert stats.keys() == want_stats.keys()
         assert all(_same(stats[k], want_stats[k]) or math.isclose(stats[k], want_stats[k], rel_tol=1e-12)
                    for k in stats), (stats, want_stats)
+
+
+@pytest.mark.parametrize("name", [n for n in _cases() if n != "nan_on_rank1"])
+def test_union_equals_single_process(rank_results, name):
+    _check_union(_cases()[name], [rank_results[r][name] for r in range(WORLD)])
+
+
+@pytest.mark.parametrize("name", list(_cases_4()))
+def test_four_ranks_union_equals_single_process(rank_results_4, name):
+    _check_union(_cases_4()[name], [rank_results_4[r][name] for r in range(4)])
 
 
 def test_nan_on_one_rank_raises_on_every_rank(rank_results):
