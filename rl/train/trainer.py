@@ -60,6 +60,7 @@ from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 from trl.models.utils import disable_gradient_checkpointing
 
 from rl.train.entropy import masked_stats, select_forking_tokens
+from rl.train.rlp_trainer import RLPTrainerMixin
 from rl.train.losses import LOSS_VARIANTS
 from rl.train.forking import (
     ForkingRequest,
@@ -103,8 +104,11 @@ class OldLogpCapture:
         return self.entropy
 
 
-class EntropyGRPOTrainer(GRPOTrainer):
-    """GRPOTrainer for entropy-rl recipes (accepts `EntropyGRPOConfig`; plain GRPOConfig gets its defaults)."""
+class EntropyGRPOTrainer(RLPTrainerMixin, GRPOTrainer):
+    """GRPOTrainer for entropy-rl recipes (accepts `EntropyGRPOConfig`; plain GRPOConfig gets its defaults).
+
+    RLP (the `rlp` reward's policy scorer, teacher updates, advantage scaling) comes from
+    `RLPTrainerMixin` (rl/train/rlp_trainer.py)."""
 
     _tag_names = ["trl", "grpo", "entropy-rl"]
     #: Use the selective LM head when allowed (switch off to compare with the full head).
