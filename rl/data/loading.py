@@ -184,6 +184,14 @@ def _template_for(script_args) -> str:
     return template
 
 
+def _chat_for(script_args) -> str | None:
+    """RLP rows: the recipe's `rlp_thought_prompt` when it is not `auto` (yes/no), else None."""
+    choice = getattr(script_args, "rlp_thought_prompt", "auto")
+    if script_args.rpt_format != "rlp" or choice == "auto":
+        return None
+    return "yes" if choice == "chat" else "no"
+
+
 def rpt_config_for_run(script_args, model_path: str, tokenizer, *, chat: str | None = None):
     """The RPTBuildConfig `rl train` builds `<output_dir>/rpt-data` with: the chat form from the
     policy's tokenizer, or `chat` when given (the dry run may have no tokenizer). The one mapping of
@@ -205,7 +213,7 @@ def rpt_config_for_run(script_args, model_path: str, tokenizer, *, chat: str | N
         max_documents=script_args.rpt_max_documents,
         prompt_template=_template_for(script_args),
         seed=script_args.rpt_seed,
-        chat=chat or ("yes" if getattr(tokenizer, "chat_template", None) else "no"),
+        chat=_chat_for(script_args) or chat or ("yes" if getattr(tokenizer, "chat_template", None) else "no"),
         text_field=script_args.rpt_text_field,
         id_field=script_args.rpt_id_field,
         format=script_args.rpt_format,

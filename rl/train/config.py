@@ -140,12 +140,25 @@ class ScriptArguments:
         metadata={"help": "Corpus field/column used as the document id (default: file and line/row number)."},
     )
 
+    rlp_thought_prompt: str = field(
+        default="auto",
+        metadata={
+            "help": "RLP rows (`rpt_format: rlp`): how the thought is asked for. `chat`: an instruction in the chat "
+            "template (the thought is the reply); `plain`: the raw context followed by ` <think>`, so the thought "
+            "continues the text (base models; also small chat models); `auto`: chat when the tokenizer has a "
+            "chat template.",
+            "choices": ["auto", "chat", "plain"],
+        },
+    )
+
     def __post_init__(self):
         if not 0.0 <= float(self.eval_fraction) < 1.0:
             raise UserError(f"eval_fraction: must be in [0, 1) (a fraction held out for eval; 0 = none), "
                             f"got {self.eval_fraction}")
         if self.rpt_format not in ("reasoning", "completion", "rlp"):
             raise UserError(f"rpt_format: expected `reasoning`, `completion` or `rlp`, got {self.rpt_format!r}")
+        if self.rlp_thought_prompt not in ("auto", "chat", "plain"):
+            raise UserError(f"rlp_thought_prompt: expected `auto`, `chat` or `plain`, got {self.rlp_thought_prompt!r}")
         if self.signal_check not in ("stop", "warn", "off"):
             raise UserError(f"signal_check: expected `stop`, `warn` or `off`, got {self.signal_check!r}")
         if self.signal_check_prompts < 1:
