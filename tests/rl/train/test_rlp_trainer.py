@@ -44,8 +44,9 @@ def make_rlp_trainer(model_dir, out, *, teacher="ema", use_peft=False, max_steps
         output_dir=str(out), per_device_train_batch_size=4, gradient_accumulation_steps=1, num_generations=4,
         max_completion_length=8, learning_rate=1e-2, optim="adamw_torch", lr_scheduler_type="constant", beta=0.0,
         scale_rewards="none", bf16=False, gradient_checkpointing=False, use_cpu=True, max_steps=max_steps,
-        logging_steps=1, save_strategy="no", report_to=["none"], seed=0, temperature=1.0, disable_dropout=True,
-        dataloader_num_workers=0, rlp_teacher=teacher, rlp_ema_decay=0.5, rlp_score_batch_size=3, **extra)
+        logging_steps=1, save_strategy="no", seed=0, temperature=1.0, disable_dropout=True,
+        dataloader_num_workers=0, rlp_teacher=teacher, rlp_ema_decay=0.5, rlp_score_batch_size=3,
+        **{"report_to": ["none"], **extra})
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     peft_config = None
@@ -127,3 +128,34 @@ def test_rpt_format_rlp_accepted_and_checked():
     assert ScriptArguments(rpt_format="rlp").rpt_format == "rlp"
     with pytest.raises(UserError, match="rpt_format: expected"):
         ScriptArguments(rpt_format="rlpp")
+
+
+def test_wandb_table_of_best_and_worst_thoughts(tiny_model_dir_plain, tmp_path, monkeypatch):
+    wandb = pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    from wandb.sdk.wandb_run import Run
+
+    logged = []
+    real_log = Run.log
+
+    def spy(self, data, *args, **kwargs):  # the W&B boundary: record what reaches it, then log for real
+        logged.append(data)
+        return real_log(self, data, *args, **kwargs)
+
+    monkeypatch.setattr(Run, "log", spy)  # wandb.init rebinds wandb.log to the run's method
+    trainer = make_rlp_trainer(tiny_model_dir_plain, tmp_path / "out", teacher="base", report_to=["wandb"],
+                               rlp_table_steps=1)
+    try:
+        trainer.train()
+    finally:
+        wandb.finish()
+    tables = [d["rlp_thoughts"] for d in logged if "rlp_thoughts" in d]
+    assert len(tables) == 2  # one per step with rlp_table_steps 1
+    table = tables[-1]
+    assert table.columns == ["kind", "step", "info_gain", "context_tail", "thought", "next_tokens"]
+    best = [r[2] for r in table.data if r[0] == "best"]
+    worst = [r[2] for r in table.data if r[0] == "worst"]
+    assert best and worst and max(best) >= min(worst)
+    assert all(r[5] == " the" or r[5].startswith(" ") for r in table.data)  # the true next token
