@@ -32,7 +32,7 @@ from rewards.rlp import THINK_CLOSE, THINK_OPEN, bind_scorer
 from rl.train.rlp_scoring import agreed_chunks, score_targets, scored_sequence
 from rl.train.rlp_teacher import make_teacher
 
-__all__ = ["RLPScorer", "RLPTrainerMixin", "TABLE_COLUMNS", "target_text"]
+__all__ = ["TABLE_COLUMNS", "RLPScorer", "RLPTrainerMixin", "target_text"]
 
 TABLE_COLUMNS = ["step", "info_gain", "context_tail", "thought", "next_tokens"]
 
@@ -69,7 +69,7 @@ class RLPScorer:
         self._pair_cache: dict[tuple[str, str], tuple[list[int], list[int]]] = {}
         self.forward_calls = 0  # policy + teacher forward calls (tests check the ranks agree)
 
-    def quiet(self) -> "RLPScorer":
+    def quiet(self) -> RLPScorer:
         """The same scorer without logging (the signal check before step 1)."""
         twin = copy.copy(self)
         twin.record = None

@@ -17,7 +17,6 @@ with the generation prompt; strings tokenized as they are).
 from __future__ import annotations
 
 import contextlib
-
 import inspect
 import logging
 import math
@@ -272,7 +271,8 @@ def check_signal_before_training(trainer, script_args, training_args) -> SignalR
         if is_deepspeed_zero3_enabled():
             logger.info("signal check skipped under ZeRO-3 (sharded weights); `rl train --dry-run` runs it")
             return None
-    from rewards.rlp import bind_scorer  # the `rlp` reward scores with the trainer's policy scorer
+    # the `rlp` reward scores with the trainer's policy scorer
+    from rewards.rlp import bind_scorer
 
     scorer = getattr(trainer, "_rlp", None)
     scope = bind_scorer(scorer.quiet()) if scorer is not None else contextlib.nullcontext()

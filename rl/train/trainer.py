@@ -60,7 +60,6 @@ from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 from trl.models.utils import disable_gradient_checkpointing
 
 from rl.train.entropy import masked_stats, select_forking_tokens
-from rl.train.rlp_trainer import RLPTrainerMixin
 from rl.train.losses import LOSS_VARIANTS
 from rl.train.forking import (
     ForkingRequest,
@@ -72,6 +71,7 @@ from rl.train.forking import (
     token_order_key,
     top_forking_tokens,
 )
+from rl.train.rlp_trainer import RLPTrainerMixin
 
 logger = logging.getLogger(__name__)
 

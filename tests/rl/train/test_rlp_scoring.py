@@ -14,7 +14,13 @@ import torch
 from rewards.rlp import THINK_CLOSE, THINK_OPEN, bind_scorer, rlp_reward, split_thought
 from rl.errors import UserError
 from rl.train.rlp_scoring import agreed_chunks, score_targets, scored_sequence
-from rl.train.rlp_teacher import EmaTeacher, FrozenTeacher, NoTeacher, check_teacher, make_teacher
+from rl.train.rlp_teacher import (
+    EmaTeacher,
+    FrozenTeacher,
+    NoTeacher,
+    check_teacher,
+    make_teacher,
+)
 from rl.train.rlp_trainer import RLPScorer, target_text
 
 
@@ -79,7 +85,7 @@ def tok():
 
 def _plain_gain(tok, policy, teacher, context, thought, target):
     """The formula by hand: full-logits log-probs of the true token after the sequences, from text."""
-    enc = lambda s: tok(s, add_special_tokens=False)["input_ids"]  # noqa: E731
+    enc = lambda s: tok(s, add_special_tokens=False)["input_ids"]
     ctx, tgt = enc(context), enc(context + target)[len(enc(context)):][:1]
     with_thought = ctx + enc(THINK_OPEN) + enc(thought) + enc(THINK_CLOSE) + tgt
     return reference(policy, with_thought, 1) - reference(teacher, ctx + tgt, 1)
@@ -100,7 +106,7 @@ def test_information_gain_equals_independent_formula(tok):
                          boundaries=[bnd] * 3)
     want = [_plain_gain(tok, policy, teacher_model, context, t, " on") for t in ("it sits somewhere", truncated, "")]
     assert out == pytest.approx(want, abs=1e-5)
-    assert len(set(round(v, 6) for v in out)) == 3  # the thought matters
+    assert len({round(v, 6) for v in out}) == 3  # the thought matters
 
 
 def test_reward_without_scorer_scores_none_and_bad_rows_none(tok):
