@@ -211,6 +211,8 @@ def _rank(rank: int, world: int, init_file: str, out_dir: str) -> None:
     dist.destroy_process_group()
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_two_ranks_make_the_same_number_of_forward_calls(tmp_path):
     import torch.multiprocessing as mp
 
