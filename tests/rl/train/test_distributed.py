@@ -48,7 +48,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[3]
 CONFIGS = ROOT / "recipes" / "accelerate"
-WORKER = ROOT / "tests" / "rl" / "train" / "distributed_worker.py"
+WORKER = ROOT / "tests" / "rl" / "distributed_worker.py"
 
 PARAM_ATOL = 1e-5  # see the module docstring
 REL_TENSOR_TOL = 1e-3  # per tensor: |final - final_ref| / |update_ref| (measured <= 1.1e-5; alone: 0.81)
