@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 import rewards.format  # noqa: F401  (each reward module registers its rewards on import)
 import rewards.math  # noqa: F401
+import rewards.rlp  # noqa: F401
 import rewards.rpt  # noqa: F401
 from rewards.registry import REGISTRY
 from rl.errors import UserError

@@ -31,7 +31,7 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 def register(subparsers) -> None:
     data = subparsers.add_parser("data", help="build training data (rl data rpt --help)")
-    data_sub = data.add_subparsers(dest="data_command", metavar="{rpt}")
+    data_sub = data.add_subparsers(dest="data_command", metavar="{rpt,rlp}")
     data_sub.required = True
     p = data_sub.add_parser(
         "rpt",
@@ -42,6 +42,29 @@ def register(subparsers) -> None:
         epilog=RPT_EXAMPLES,
         formatter_class=_HelpFormatter,
     )
+    _add_build_args(p)
+    p.add_argument("--format", choices=["reasoning", "completion"], default="reasoning",
+                   help="reasoning: instruction + answer in \\boxed{} (paper; reward rpt); completion: the raw "
+                   "context is the prompt and the completion is the guess (reward rpt_completion; base and small "
+                   "chat models)")
+    p.set_defaults(func=run_rpt)
+    r = data_sub.add_parser(
+        "rlp",
+        help="corpus -> RLP thought tasks (information-gain reward `rlp`)",
+        description="Build RLP rows (arXiv 2510.01265): the same positions as `rl data rpt` (the proxy's "
+        "next-token entropy filter, --min-entropy 0 for any position, at most --max-per-doc per document), "
+        "with a thought prompt: chat models get an instruction to think about the next word and close with "
+        "</think>; base models get the context followed by ' <think>'. The reward `rlp` scores the true next "
+        "token after the thought.",
+        epilog="examples:\n  rl data rlp --corpus builtin:champ --proxy-model builtin:smollm2-135m --output runs/champ-rlp\n",
+        formatter_class=_HelpFormatter,
+    )
+    _add_build_args(r)
+    r.set_defaults(func=run_rpt, format="rlp")
+
+
+def _add_build_args(p) -> None:
+    """Options `rl data rpt` and `rl data rlp` share (corpus, proxy model, position choice, output)."""
     p.add_argument("--corpus", required=True, help="builtin:champ, .txt file/dir, .jsonl/.parquet (text column), HF dataset dir")
     p.add_argument("--proxy-model", "--model", dest="proxy_model", default="builtin:smollm2-135m-instruct",
                    help="model whose next-token entropy picks positions (builtin:, hub id or local dir)")
@@ -64,16 +87,11 @@ def register(subparsers) -> None:
     p.add_argument("--window-tokens", type=int, default=1024, help="proxy forward window; windows overlap by half")
     p.add_argument("--batch-size", type=int, default=4, help="windows per proxy forward pass")
     p.add_argument("--max-documents", type=int, default=None, help="read at most N documents (default: all)")
-    p.add_argument("--prompt-template-file", default=None, help="file with the instruction; must contain {context} (default: the built-in RPT instruction)")
-    p.add_argument("--format", choices=["reasoning", "completion"], default="reasoning",
-                   help="reasoning: instruction + answer in \\boxed{} (paper; reward rpt); completion: the raw "
-                   "context is the prompt and the completion is the guess (reward rpt_completion; base and small "
-                   "chat models)")
+    p.add_argument("--prompt-template-file", default=None, help="file with the instruction; must contain {context} (default: the built-in instruction)")
     p.add_argument("--chat", choices=["auto", "yes", "no"], default="auto",
                    help="wrap prompts as chat messages (auto: when the tokenizer has a chat template)")
     p.add_argument("--seed", type=int, default=0, help="seed for sampling positions")
     p.add_argument("--jsonl", action="store_true", help="also write the rows as OUTPUT/rows.jsonl")
-    p.set_defaults(func=run_rpt)
 
 
 def run_rpt(args) -> int:
@@ -82,7 +100,7 @@ def run_rpt(args) -> int:
     from rl.data.rpt import RPTBuildConfig, build_rpt_dataset
     from rl.errors import UserError
 
-    template = DEFAULT_RPT_PROMPT
+    template = DEFAULT_RPT_PROMPT if args.format != "rlp" else ""
     if args.prompt_template_file:
         try:
             template = Path(args.prompt_template_file).read_text(encoding="utf-8")

@@ -174,6 +174,24 @@ def prepare_dataset(script_args, training_args, model_path: str, tokenizer):
     )
 
 
+def _template_for(script_args) -> str:
+    """The instruction template: RLP rows use RLP's own thought prompt unless the recipe set one."""
+    from rl.train.config import DEFAULT_RPT_PROMPT
+
+    template = script_args.rpt_prompt_template
+    if script_args.rpt_format == "rlp" and template == DEFAULT_RPT_PROMPT:
+        return ""
+    return template
+
+
+def _chat_for(script_args) -> str | None:
+    """RLP rows: the recipe's `rlp_thought_prompt` when it is not `auto` (yes/no), else None."""
+    choice = getattr(script_args, "rlp_thought_prompt", "auto")
+    if script_args.rpt_format != "rlp" or choice == "auto":
+        return None
+    return "yes" if choice == "chat" else "no"
+
+
 def rpt_config_for_run(script_args, model_path: str, tokenizer, *, chat: str | None = None):
     """The RPTBuildConfig `rl train` builds `<output_dir>/rpt-data` with: the chat form from the
     policy's tokenizer, or `chat` when given (the dry run may have no tokenizer). The one mapping of
@@ -193,9 +211,9 @@ def rpt_config_for_run(script_args, model_path: str, tokenizer, *, chat: str | N
         window_tokens=script_args.rpt_window_tokens,
         batch_size=script_args.rpt_proxy_batch_size,
         max_documents=script_args.rpt_max_documents,
-        prompt_template=script_args.rpt_prompt_template,
+        prompt_template=_template_for(script_args),
         seed=script_args.rpt_seed,
-        chat=chat or ("yes" if getattr(tokenizer, "chat_template", None) else "no"),
+        chat=_chat_for(script_args) or chat or ("yes" if getattr(tokenizer, "chat_template", None) else "no"),
         text_field=script_args.rpt_text_field,
         id_field=script_args.rpt_id_field,
         format=script_args.rpt_format,

@@ -32,6 +32,10 @@ from rl.errors import UserError
 
 logger = logging.getLogger(__name__)
 
+#: Row formats the builder writes: RPT's two, and `rlp` (a thought prompt, rewards/rlp.py; the
+#: positions are chosen exactly as for RPT: the proxy's entropy filter, sampled per document).
+BUILD_FORMATS = FORMATS + ("rlp",)
+
 
 @dataclass
 class RPTBuildConfig:
@@ -79,8 +83,8 @@ class RPTBuildConfig:
             raise UserError("window_tokens: must be at least 2")
         if self.min_context_tokens < 1:
             raise UserError(f"min_context_tokens: must be at least 1, got {self.min_context_tokens}")
-        if self.format not in FORMATS:
-            raise UserError(f"format: expected one of {', '.join(FORMATS)}, got {self.format!r}")
+        if self.format not in BUILD_FORMATS:
+            raise UserError(f"format: expected one of {', '.join(BUILD_FORMATS)}, got {self.format!r}")
         if self.format == "reasoning" and "{context}" not in self.prompt_template:
             raise UserError("prompt_template: must contain the placeholder {context}")
         if self.chat not in ("auto", "yes", "no"):
@@ -131,6 +135,10 @@ def make_prompt(fmt: str, template: str, context: str, use_chat: bool):
     """
     if fmt == "completion":
         return context
+    if fmt == "rlp":  # chat: `template` (must hold {context}) or RLP's own instruction; base: context + " <think>"
+        from rewards.rlp import rlp_prompt
+
+        return rlp_prompt(context, use_chat, template if "{context}" in (template or "") else None)
     content = format_prompt(template, context)
     return [{"role": "user", "content": content}] if use_chat else content
 

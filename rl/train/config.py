@@ -87,7 +87,9 @@ class ScriptArguments:
             "the model reasons and answers in \\boxed{} (reward `rpt`), for reasoning/instruction-following "
             "models. `completion`: the raw context is the prompt and the completion itself is the guess "
             "(reward `rpt_completion`), for base and small chat models: SmolLM2-135M-Instruct is right at "
-            "41% of high-entropy positions this way and 6% under the reasoning instruction."
+            "41% of high-entropy positions this way and 6% under the reasoning instruction. `rlp`: a thought "
+            "prompt (chat models: an instruction; base models: the context then ` <think>`) for the RLP "
+            "information-gain reward (`rlp`)."
         },
     )
     signal_check: str = field(
@@ -147,12 +149,25 @@ class ScriptArguments:
         metadata={"help": "Corpus field/column used as the document id (default: file and line/row number)."},
     )
 
+    rlp_thought_prompt: str = field(
+        default="auto",
+        metadata={
+            "help": "RLP rows (`rpt_format: rlp`): how the thought is asked for. `chat`: an instruction in the chat "
+            "template (the thought is the reply); `plain`: the raw context followed by ` <think>`, so the thought "
+            "continues the text (base models; also small chat models); `auto`: chat when the tokenizer has a "
+            "chat template.",
+            "choices": ["auto", "chat", "plain"],
+        },
+    )
+
     def __post_init__(self):
         if not 0.0 <= float(self.eval_fraction) < 1.0:
             raise UserError(f"eval_fraction: must be in [0, 1) (a fraction held out for eval; 0 = none), "
                             f"got {self.eval_fraction}")
-        if self.rpt_format not in ("reasoning", "completion"):
-            raise UserError(f"rpt_format: expected `reasoning` or `completion`, got {self.rpt_format!r}")
+        if self.rpt_format not in ("reasoning", "completion", "rlp"):
+            raise UserError(f"rpt_format: expected `reasoning`, `completion` or `rlp`, got {self.rpt_format!r}")
+        if self.rlp_thought_prompt not in ("auto", "chat", "plain"):
+            raise UserError(f"rlp_thought_prompt: expected `auto`, `chat` or `plain`, got {self.rlp_thought_prompt!r}")
         if self.signal_check not in ("stop", "warn", "off"):
             raise UserError(f"signal_check: expected `stop`, `warn` or `off`, got {self.signal_check!r}")
         if self.signal_check_prompts < 1:
@@ -204,6 +219,39 @@ class EntropyGRPOConfig(GRPOConfig):
         },
     )
 
+    rlp_teacher: str = field(
+        default="ema",
+        metadata={
+            "help": "RLP reward (`rlp`): the model scoring the no-think baseline log p(x_t | x_<t). `ema` (the "
+            "paper's): moving average of the policy, updated after each optimizer step (LoRA: the adapter "
+            "weights only). `base`: the initial model (LoRA: adapter disabled). `none`: baseline 0. The baseline "
+            "is the same for all thoughts of a group, so it changes the logged information gain, not the gradient.",
+            "choices": ["ema", "base", "none"],
+        },
+    )
+    rlp_ema_decay: float = field(
+        default=0.999, metadata={"help": "RLP `ema` teacher: ema <- decay * ema + (1 - decay) * policy (paper: 0.999)."}
+    )
+    rlp_next_tokens: int = field(
+        default=1,
+        metadata={"help": "RLP: how many true next tokens are scored after the thought (log-probs summed). "
+                  "The paper scores one."},
+    )
+    rlp_score_batch_size: int = field(
+        default=8,
+        metadata={"help": "RLP: sequences per no-grad scoring forward (the LM head sees only the scored "
+                  "positions; every rank makes the same number of calls)."},
+    )
+    rlp_table_steps: int = field(
+        default=50,
+        metadata={"help": "RLP: every this many steps, log a W&B table of the best and worst thoughts (0: never)."},
+    )
+    advantage_group_scaling: bool = field(
+        default=False,
+        metadata={"help": "Multiply advantages by G/(G-1) (G = num_generations). With `scale_rewards: none` this "
+                  "gives RLP's advantage G/(G-1) (r_i - mean r) exactly; TRL alone gives r_i - mean r."},
+    )
+
     def __post_init__(self):
         if self.entropy_mask_scope not in ("step", "micro_batch"):
             raise UserError(
@@ -219,6 +267,17 @@ class EntropyGRPOConfig(GRPOConfig):
             )
         if self.reward_error_policy not in ("raise", "none"):
             raise UserError(f"reward_error_policy: expected `raise` or `none`, got {self.reward_error_policy!r}")
+        if self.rlp_teacher not in ("ema", "base", "none"):
+            raise UserError(f"rlp_teacher: expected `ema`, `base` or `none`, got {self.rlp_teacher!r}")
+        if not 0.0 <= self.rlp_ema_decay < 1.0:
+            raise UserError(f"rlp_ema_decay: must be in [0, 1) (paper: 0.999), got {self.rlp_ema_decay}")
+        for name in ("rlp_next_tokens", "rlp_score_batch_size"):
+            if getattr(self, name) < 1:
+                raise UserError(f"{name}: must be at least 1, got {getattr(self, name)}")
+        if self.rlp_table_steps < 0:
+            raise UserError(f"rlp_table_steps: must be >= 0 (0: no table), got {self.rlp_table_steps}")
+        if self.advantage_group_scaling and self.num_generations is not None and self.num_generations < 2:
+            raise UserError("advantage_group_scaling: needs num_generations >= 2 (G/(G-1))")
         # Values torch/TRL would only reject after the model has loaded (or never).
         for name in ("max_bad_steps", "per_device_train_batch_size", "gradient_accumulation_steps", "num_iterations"):
             value = getattr(self, name, None)

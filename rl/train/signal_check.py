@@ -16,6 +16,7 @@ with the generation prompt; strings tokenized as they are).
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import math
@@ -270,15 +271,13 @@ def check_signal_before_training(trainer, script_args, training_args) -> SignalR
         if is_deepspeed_zero3_enabled():
             logger.info("signal check skipped under ZeRO-3 (sharded weights); `rl train --dry-run` runs it")
             return None
-    model = trainer.model
-    report = run_signal_check(
-        model, trainer.processing_class, trainer.train_dataset, trainer.reward_funcs,
-        getattr(trainer, "reward_weights", None).tolist() if getattr(trainer, "reward_weights", None) is not None
-        else None,
-        generations=training_args.num_generations, max_new_tokens=training_args.max_completion_length,
-        prompts=script_args.signal_check_prompts, temperature=training_args.temperature, top_p=training_args.top_p,
-        top_k=training_args.top_k, min_p=training_args.min_p, repetition_penalty=training_args.repetition_penalty,
-        seed=training_args.seed)
+    # the `rlp` reward scores with the trainer's policy scorer
+    from rewards.rlp import bind_scorer
+
+    scorer = getattr(trainer, "_rlp", None)
+    scope = bind_scorer(scorer.quiet()) if scorer is not None else contextlib.nullcontext()
+    with scope:
+        report = _run_for(trainer, script_args, training_args)
     if trainer.is_world_process_zero():
         print(report.format(), flush=True)
     if report.groups_with_signal == 0:
@@ -287,3 +286,14 @@ def check_signal_before_training(trainer, script_args, training_args) -> SignalR
             raise UserError(message)
         logger.warning(message)
     return report
+
+
+def _run_for(trainer, script_args, training_args) -> SignalReport:
+    return run_signal_check(
+        trainer.model, trainer.processing_class, trainer.train_dataset, trainer.reward_funcs,
+        getattr(trainer, "reward_weights", None).tolist() if getattr(trainer, "reward_weights", None) is not None
+        else None,
+        generations=training_args.num_generations, max_new_tokens=training_args.max_completion_length,
+        prompts=script_args.signal_check_prompts, temperature=training_args.temperature, top_p=training_args.top_p,
+        top_k=training_args.top_k, min_p=training_args.min_p, repetition_penalty=training_args.repetition_penalty,
+        seed=training_args.seed)

@@ -71,6 +71,7 @@ from rl.train.forking import (
     token_order_key,
     top_forking_tokens,
 )
+from rl.train.rlp_trainer import RLPTrainerMixin
 
 logger = logging.getLogger(__name__)
 
@@ -103,8 +104,11 @@ class OldLogpCapture:
         return self.entropy
 
 
-class EntropyGRPOTrainer(GRPOTrainer):
-    """GRPOTrainer for entropy-rl recipes (accepts `EntropyGRPOConfig`; plain GRPOConfig gets its defaults)."""
+class EntropyGRPOTrainer(RLPTrainerMixin, GRPOTrainer):
+    """GRPOTrainer for entropy-rl recipes (accepts `EntropyGRPOConfig`; plain GRPOConfig gets its defaults).
+
+    RLP (the `rlp` reward's policy scorer, teacher updates, advantage scaling) comes from
+    `RLPTrainerMixin` (rl/train/rlp_trainer.py)."""
 
     _tag_names = ["trl", "grpo", "entropy-rl"]
     #: Use the selective LM head when allowed (switch off to compare with the full head).

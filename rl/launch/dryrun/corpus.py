@@ -65,7 +65,18 @@ def check_corpus(report: Report, view, corpus: str, policy: ModelInfo | None) ->
                        f"{proxy.max_positions} positions")
     data = DataInfo(f"corpus {corpus}", list(RPT_COLUMNS), None, [])  # built when the run starts
     template = str(view.rpt_prompt_template).replace("{context}", "")
-    if getattr(view, "rpt_format", "reasoning") == "completion":  # the prompt is the context itself
+    fmt = getattr(view, "rpt_format", "reasoning")
+    plain_rlp = False
+    if fmt == "rlp":  # RLP's thought prompt: the context + " <think>", or RLP's instruction in the chat template
+        from rewards.rlp import CHAT_PROMPT, THINK_OPEN
+
+        choice = getattr(view, "rlp_thought_prompt", "auto")
+        plain_rlp = choice == "plain" or (choice == "auto" and tok is not None and not chat_overhead(tok))
+        template = THINK_OPEN if plain_rlp else CHAT_PROMPT.replace("{context}", "")
+    if plain_rlp:
+        overhead = len(tok(template, add_special_tokens=True)["input_ids"]) if tok is not None else 4
+        how = "context + ' <think>' (RLP plain thought prompt) plus special tokens"
+    elif fmt == "completion":  # the prompt is the context itself
         overhead = len(tok("", add_special_tokens=True)["input_ids"]) if tok is not None else 1
         how = "raw context (completion format) plus the tokenizer's special tokens"
     elif tok is not None:

@@ -187,5 +187,5 @@ def test_reasoning_format_rows_keep_the_instruction(tmp_path, tiny_model_dir):
 
 
 def test_unknown_format_is_refused_before_any_work(tmp_path, tiny_model_dir):
-    with pytest.raises(UserError, match="format: expected one of reasoning, completion, got 'poem'"):
+    with pytest.raises(UserError, match="format: expected one of reasoning, completion, rlp, got 'poem'"):
         build_rpt_dataset(_cfg(_corpus_file(tmp_path), tiny_model_dir, format="poem"), tmp_path / "rpt")

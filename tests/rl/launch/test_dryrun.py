@@ -19,7 +19,7 @@ from rl.launch.dryrun import EXIT_OK, EXIT_PROBLEMS, dry_run, main
 
 ROOT = Path(__file__).resolve().parents[3]
 RECIPES = sorted(p for p in (ROOT / "recipes").rglob("*.yaml") if "accelerate" not in p.parts)
-REAL = sorted(p for p in RECIPES if p.parent.name in ("rpt", "forking"))
+REAL = sorted(p for p in RECIPES if p.parent.name in ("rpt", "forking", "rlp"))
 SMOKE = sorted((ROOT / "recipes" / "smoke").glob("*.yaml"))
 
 
@@ -84,6 +84,7 @@ EXPECTED = {
     "recipes/forking/qwen3-8b-dapo.yaml": (64, "8192 completions = 512 prompts x 16, used for 16 optimizer step"),
     "recipes/forking/qwen3-14b-dapo.yaml": (64, "8192 completions = 512 prompts x 16, used for 16 optimizer step"),
     "recipes/forking/qwen3-32b-dapo.yaml": (128, "8192 completions = 512 prompts x 16, used for 16 optimizer step"),
+    "recipes/rlp/qwen3-1.7b-base.yaml": (8, "8192 completions = 512 prompts x 16, used for 1 optimizer step"),
 }
 
 
@@ -182,7 +183,7 @@ def test_recipes_name_their_launch_sources_and_departures():
             assert launch["nodes"] >= 1 and launch["gpus_per_node"] >= 1, rel(recipe)
             assert (ROOT / launch["accelerate_config"]).is_file(), rel(recipe)
             assert any(c.startswith(f"rl train --config {rel(recipe)} --dry-run") for c in commands)
-            assert re.search(r"arXiv 250[0-9]\.[0-9]{5}", text) and "Departures" in text, rel(recipe)
+            assert re.search(r"arXiv 25[01][0-9]\.[0-9]{5}", text) and "Departures" in text, rel(recipe)
             for accel in re.findall(r"recipes/accelerate/[\w.]+\.yaml", text):
                 assert (ROOT / accel).is_file(), accel
         else:

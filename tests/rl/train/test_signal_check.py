@@ -141,5 +141,5 @@ def test_signal_check_field_is_validated(tmp_path, tiny_model_dir):
 
     with pytest.raises(UserError, match="signal_check: expected `stop`, `warn` or `off`"):
         parse_recipe(["--config", str(_recipe(tmp_path, tiny_model_dir, signal_check="maybe"))])
-    with pytest.raises(UserError, match="rpt_format: expected `reasoning` or `completion`"):
+    with pytest.raises(UserError, match="rpt_format: expected `reasoning`, `completion` or `rlp`"):
         parse_recipe(["--config", str(_recipe(tmp_path, tiny_model_dir, rpt_format="poem"))])
