@@ -13,7 +13,8 @@ import logging
 import sys
 
 # Order = order in `rl --help`.
-SUBCOMMAND_MODULES = ["rl.data.cli", "rl.train.command", "rl.eval.cli", "rl.launch.slurm", "rl.launch.recipes"]
+SUBCOMMAND_MODULES = ["rl.data.cli", "rl.train.command", "rl.eval.cli", "rl.prune.cli", "rl.launch.slurm",
+                      "rl.launch.recipes"]
 
 EPILOG = """examples:
   rl data rpt --corpus builtin:champ --output runs/champ-rpt      # RPT tasks from a corpus

@@ -61,8 +61,8 @@ class PruneSettings:
             return []
         return [f"approximation: only the {self.candidates} remaining chain tokens of lowest surprisal are "
                 "scored at each step (pre-filter by per-token loss)",
-                f"approximation: {self.per_step:g} of the remaining chain (at least 1 token) is deleted per step, "
-                "best-scoring candidates of one scoring pass first"]
+                f"approximation: {self.per_step:g} of the remaining chain (at least 1 token, at most half the scored "
+                "candidates) is deleted per step, best-scoring candidates of one scoring pass first"]
 
 
 @dataclass
@@ -226,7 +226,9 @@ def prune(model, enc: Encoded, settings: PruneSettings | None = None, stop_at: i
         else:
             by_loss = sorted(range(len(kept)), key=lambda j: (-float(shared.chain_lp[j]), j))
             cands = sorted(by_loss[:settings.candidates])
-            k = max(1, math.ceil(settings.per_step * len(kept)))
+            # at most half the scored candidates go per step, so the scores still choose (deleting all
+            # of them would be plain surprisal order)
+            k = max(1, min(math.ceil(settings.per_step * len(kept)), settings.candidates // 2))
         k = min(k, len(kept) - stop_at, len(cands))
         scores = score_candidates(model, enc, kept, cands, settings, shared)
         scored += len(cands)
