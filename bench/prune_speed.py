@@ -38,7 +38,14 @@ def main() -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from rl.prune.chains import read_chains
-    from rl.prune.pruner import APPROX, PruneSettings, encode, prune, score_candidates, score_kept
+    from rl.prune.pruner import (
+        APPROX,
+        PruneSettings,
+        encode,
+        prune,
+        score_candidates,
+        score_kept,
+    )
     from rl.runtime.assets import resolve_model
 
     torch.manual_seed(0)

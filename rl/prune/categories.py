@@ -23,24 +23,29 @@ from __future__ import annotations
 
 import re
 
+
+def _words(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
 CATEGORIES = ("symbolic_math", "verbal_math", "coreference", "meta_discourse", "function_grammar",
               "entity_names", "other")
 
-NUMBER_WORDS = set("""zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen
+NUMBER_WORDS = _words("""zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen
 sixteen seventeen eighteen nineteen twenty thirty forty fifty sixty seventy eighty ninety hundred thousand million
-billion half halves twice thrice third thirds quarter quarters dozen double triple""".split())
-PRONOUNS = set("""it its itself they them their theirs themselves this these those he him his himself she her hers
-herself former latter which whose whom who each other""".split()) - {"each", "other"}
-DISCOURSE = set("""so thus therefore hence first firstly second secondly next then now finally lastly note notice
+billion half halves twice thrice third thirds quarter quarters dozen double triple""")
+PRONOUNS = _words("""it its itself they them their theirs themselves this these those he him his himself she her hers
+herself former latter which whose whom who each other""") - {"each", "other"}
+DISCOURSE = _words("""so thus therefore hence first firstly second secondly next then now finally lastly note notice
 let lets we us our ours i me my consider recall since because wait however similarly clearly obviously hmm okay ok
 alternatively also indeed actually conclude conclusion check verify suppose assume want need know see get find try
-step steps case cases answer result means thing things way hence altogether overall""".split())
-STOP_WORDS = set("""a an the of to in on at by for from with without into onto over under about between among
+step steps case cases answer result means thing things way hence altogether overall""")
+STOP_WORDS = _words("""a an the of to in on at by for from with without into onto over under about between among
 through during before after above below up down out off and or but nor if than as is are was were be been being
 am do does did done has have had having will would shall should can could may might must not no yes that what
 when where while whether also just only very too such some any all both either neither each every other another
-same own more most less least much many few there here how why""".split())
-MATH_WORDS = set("""sum sums product products equal equals equality multiply multiplied multiplying times plus minus
+same own more most less least much many few there here how why""")
+MATH_WORDS = _words("""sum sums product products equal equals equality multiply multiplied multiplying times plus minus
 divide divided dividing divisible divisor divisors quotient remainder remainders prime primes factor factors
 factorial integer integers number numbers digit digits even odd square squares squared cube cubes cubed root roots
 power powers exponent equation equations inequality function functions polynomial coefficient coefficients
@@ -48,7 +53,7 @@ variable variables solution solve solving value values total difference ratio fr
 count counting counts combinations permutations permutation sequence sequences term terms maximum minimum max min
 greater smaller larger less least positive negative real rational irrational odd parity multiple multiples
 congruent triangle circle area length angle sides side average mean probability set sets subset element
-elements recurrence formula""".split())
+elements recurrence formula""")
 SYMBOL_CHARS = set("+-*/=<>^_()[]{}|!%$\\~≤≥≠·×÷±∑∏∫√∞≡→⇒")
 _WORD = re.compile(r"\\[A-Za-z]+|\d+|[A-Za-z]+(?:'[A-Za-z]+)?|\S")
 

@@ -82,7 +82,7 @@ def run(args) -> int:
 
     out = check_out()
     model_path = check_model_arg(args.model, "--model")
-    rows, tok, max_len = _read_rows(args, model_path)
+    rows, tok = _read_rows(args, model_path)
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -125,7 +125,7 @@ def _read_rows(args, model_path):
             raise UserError(f"row {ch.id}: field {fields[2]!r} has no tokens; an answer is needed")
         check_fits(enc.total_len, max_len, ch.id, len(enc.chain_ids))
         rows.append((ch, enc))
-    return rows, tok, max_len
+    return rows, tok
 
 
 def _prune_all(model, tok, rows, settings, keeps):

@@ -59,10 +59,10 @@ class PruneSettings:
         """Human-readable list of what departs from exact greedy deletion (empty in exact mode)."""
         if self.mode == EXACT:
             return []
-        return [f"approximation: only the {self.candidates} remaining chain tokens of lowest surprisal are "
-                "scored at each step (pre-filter by per-token loss)",
-                f"approximation: {self.per_step:g} of the remaining chain (at least 1 token, at most half the scored "
-                "candidates) is deleted per step, best-scoring candidates of one scoring pass first"]
+        return [(f"approximation: only the {self.candidates} remaining chain tokens of lowest surprisal are "
+                 "scored at each step (pre-filter by per-token loss)"),
+                (f"approximation: {self.per_step:g} of the remaining chain (at least 1 token, at most half the "
+                 "scored candidates) is deleted per step, best-scoring candidates of one scoring pass first")]
 
 
 @dataclass
@@ -104,7 +104,7 @@ class PruneResult:
 
 
 def keep_count(n: int, keep: float) -> int:
-    return max(0, min(n, int(round(n * keep))))
+    return max(0, min(n, round(n * keep)))
 
 
 def kept_positions(order: list[int], n: int, keep: float) -> list[int]:
