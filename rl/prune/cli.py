@@ -56,7 +56,9 @@ def register(subparsers) -> None:
     p.add_argument("--per-step", type=float, default=0.1,
                    help="approx: fraction of the remaining chain deleted per step (at least one token)")
     p.add_argument("--batch-size", type=int, default=16, help="candidates per batched forward")
-    p.add_argument("--limit", type=int, default=None, help="prune only the first N rows")
+    p.add_argument("--limit", type=int, default=None, help="prune only the first N rows (after --max-chain-tokens)")
+    p.add_argument("--max-chain-tokens", type=int, default=None,
+                   help="skip rows whose chain has more tokens than this (counted and reported); default: none")
     for role in ("question", "reasoning", "answer"):
         p.add_argument(f"--{role}-field", default=role, help=f"JSONL field holding the {role} (default {role})")
     p.add_argument("--overwrite", action="store_true", help="replace an output directory not written by rl prune")
@@ -111,20 +113,29 @@ def _read_rows(args, model_path):
     from rl.prune.pruner import encode
 
     fields = (args.question_field, args.reasoning_field, args.answer_field)
-    chains = read_chains(args.data, fields, args.limit)
+    chains = read_chains(args.data, fields, None if args.max_chain_tokens else args.limit)
     tok = AutoTokenizer.from_pretrained(model_path)
     if not getattr(tok, "is_fast", False):
         raise UserError(f"--model {args.model}: a fast tokenizer (character offsets) is needed to categorise tokens")
     max_len = getattr(AutoConfig.from_pretrained(model_path), "max_position_embeddings", None)
-    rows = []
+    rows, skipped = [], 0
     for ch in chains:
+        if args.limit is not None and len(rows) >= args.limit:
+            break
         enc = encode(tok, ch.question, ch.reasoning, ch.answer)
+        if args.max_chain_tokens is not None and len(enc.chain_ids) > args.max_chain_tokens:
+            skipped += 1
+            continue
         if not enc.chain_ids:
             raise UserError(f"row {ch.id}: field {fields[1]!r} has no tokens; a non-empty chain is needed")
         if not enc.answer_ids:
             raise UserError(f"row {ch.id}: field {fields[2]!r} has no tokens; an answer is needed")
         check_fits(enc.total_len, max_len, ch.id, len(enc.chain_ids))
         rows.append((ch, enc))
+    if not rows:
+        raise UserError(f"--max-chain-tokens {args.max_chain_tokens}: every row's chain is longer; raise it")
+    if skipped:
+        print(f"[rl prune] skipped {skipped} rows with more than {args.max_chain_tokens} chain tokens", file=sys.stderr)
     return rows, tok
 
 

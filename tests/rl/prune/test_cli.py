@@ -89,3 +89,10 @@ def test_foreign_output_dir_refused(tmp_path, tiny_model_dir, capsys):
 def test_bad_keep(keep, capsys):
     with pytest.raises(SystemExit):
         main(["prune", "--data", "d.jsonl", "--model", "m", "-o", "o", "--keep", keep])
+
+
+def test_max_chain_tokens_skips_long_rows(tmp_path, tiny_model_dir, capsys):
+    data = _write(tmp_path / "chains.jsonl", ROWS)
+    err = _error(capsys, ["prune", "--data", str(data), "--model", str(tiny_model_dir), "-o", str(tmp_path / "o"),
+                          "--max-chain-tokens", "3"])
+    assert "every row's chain is longer" in err
