@@ -168,6 +168,12 @@ def _prefix_cache(cache, length: int, batch: int):
     """A fresh DynamicCache holding the first `length` positions of `cache`, repeated `batch` times."""
     from transformers import DynamicCache
 
+    kinds = {type(layer).__name__ for layer in cache.layers}
+    if kinds != {"DynamicLayer"}:  # sliding-window / linear-attention layers cannot be cut at a position
+        from rl.errors import UserError
+
+        raise UserError(f"--model: its KV cache has {', '.join(sorted(kinds))} layers; rl prune shares the prefix "
+                        "cache of full-attention models only (Llama, Qwen2, SmolLM2, ...)")
     return DynamicCache(ddp_cache_data=[(layer.keys[:, :, :length].expand(batch, -1, -1, -1),
                                          layer.values[:, :, :length].expand(batch, -1, -1, -1))
                                         for layer in cache.layers])
