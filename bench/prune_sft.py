@@ -24,6 +24,13 @@ log-likelihood (sum over its tokens, nats) is read off the student. Higher is be
 method (mean over seeds x problems) and as paired differences likelihood - random and likelihood -
 surprisal with 95% paired bootstrap CIs over problems (rl.eval.stats; each problem's seeds stay
 together). The untrained model is scored once for reference.
+
+Measured (2026-12-03, --quick: 8 train chains of 28-66 tokens, 8 held-out, 2 epochs, 3 seeds, one
+thread): base -15.231, likelihood -16.914, random -15.449, surprisal -15.656 nats; likelihood - random
+-1.465 [-1.933, -1.101], likelihood - surprisal -1.258 [-1.806, -0.797]: likelihood-pruned data was
+worse here, and its students wrote shorter chains (11.6 vs 19.7 / 18.1 tokens), which the metric
+(answer after the student's own chain) also measures. Not the paper's setting (frontier teacher,
+larger students, thousands of chains); the full run was not done for lack of CPU time.
 """
 
 from __future__ import annotations
