@@ -13,12 +13,14 @@ import logging
 import sys
 
 # Order = order in `rl --help`.
-SUBCOMMAND_MODULES = ["rl.data.cli", "rl.train.command", "rl.eval.cli", "rl.launch.slurm", "rl.launch.recipes"]
+SUBCOMMAND_MODULES = ["rl.data.cli", "rl.train.command", "rl.eval.cli", "rl.prune.cli", "rl.launch.slurm",
+                      "rl.launch.recipes"]
 
 EPILOG = """examples:
   rl data rpt --corpus builtin:champ --output runs/champ-rpt      # RPT tasks from a corpus
   rl train --config recipes/rpt_smollm2_cpu.yaml                  # train with TRL GRPO + RPT reward
   rl train --config recipes/rpt_smollm2_cpu.yaml --learning_rate 1e-6 --max_steps 10
+  rl prune --data builtin:champ --model builtin:smollm2-135m-instruct --mode approx --limit 20 -o runs/prune
   rl submit --config recipes/rpt_smollm2_cpu.yaml --nodes 2 --gpus-per-node 8 --dry-run
   rl recipes copy rpt_smollm2_cpu -o recipes                      # the shipped recipes, to edit
 """

@@ -1,0 +1,97 @@
+"""Input rows for `rl prune`: question / reasoning chain / answer, from JSONL or `builtin:champ`.
+
+JSONL: one object per line with string fields `question`, `reasoning`, `answer` (names configurable)
+and an optional `id`. `builtin:champ`: the 270 CHAMP problems (PyPI champ-dataset 1.0.0, MIT), whose
+human-written solution steps (one per line) are the chain and whose final answer is the answer, in the
+dataset's own order; ids `champ/<problem id>`. Every problem is reported as one line naming file,
+line and field.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from rl.errors import UserError
+
+FIELDS = ("question", "reasoning", "answer")
+
+
+@dataclass
+class Chain:
+    id: str
+    question: str
+    reasoning: str
+    answer: str
+
+
+def read_chains(spec: str, fields: tuple[str, str, str] = FIELDS, limit: int | None = None) -> list[Chain]:
+    """All rows of `spec` (first `limit`), checked; UserError naming file/line/field on bad input."""
+    if spec.strip().lower() == "builtin:champ":
+        rows = _champ()
+    elif spec.strip().lower().startswith("builtin:"):
+        raise UserError(f"--data {spec}: unknown builtin; the builtin chains are builtin:champ")
+    else:
+        rows = _jsonl(Path(spec).expanduser(), fields)
+    out = []
+    for chain in rows:
+        if limit is not None and len(out) >= limit:
+            break
+        out.append(chain)
+    if not out:
+        raise UserError(f"--data {spec}: no rows; give a JSONL file with {', '.join(fields)} fields per line")
+    return out
+
+
+def _jsonl(path: Path, fields: tuple[str, str, str]):
+    if not path.is_file():
+        raise UserError(f"--data {path}: no such file; give a .jsonl file or builtin:champ")
+    with path.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                row = json.loads(line)
+            except ValueError as exc:
+                raise UserError(f"{where}: not valid JSON ({exc.msg}); one JSON object per line") from None
+            if not isinstance(row, dict):
+                raise UserError(f"{where}: a JSON object with {', '.join(fields)} fields is needed")
+            values = []
+            for role, name in zip(FIELDS, fields):
+                if name not in row:
+                    raise UserError(f"{where}: no {name!r} field (the {role}); every row needs "
+                                    f"{', '.join(repr(f) for f in fields)}, or name the field with --{role}-field")
+                if not isinstance(row[name], str):
+                    raise UserError(f"{where}: field {name!r} must be a string, not {type(row[name]).__name__}")
+                values.append(row[name])
+            yield check_chain(Chain(str(row.get("id", where)), *values), where, fields)
+
+
+def check_chain(chain: Chain, where: str, fields: tuple[str, str, str] = FIELDS) -> Chain:
+    """Refuse an empty chain or answer (nothing to prune / nothing to score)."""
+    if not chain.reasoning.strip():
+        raise UserError(f"{where}: field {fields[1]!r} is empty; a chain with at least one token is needed")
+    if not chain.answer.strip():
+        raise UserError(f"{where}: field {fields[2]!r} is empty; pruning keeps the answer's likelihood, so an answer "
+                        "is needed")
+    return chain
+
+
+def _champ():
+    try:
+        import champ_dataset
+    except ImportError as exc:
+        raise UserError("builtin:champ needs the champ-dataset package: pip install champ-dataset==1.0.0") from exc
+    for pid, p in champ_dataset.load("v0").problems.items():
+        steps = "\n".join(s.text.strip() for s in p.solution.steps if s.text and s.text.strip())
+        if steps and (p.answer or "").strip():
+            yield Chain(f"champ/{pid}", p.text.strip(), steps, p.answer.strip())
+
+
+def check_fits(enc_len: int, max_len: int | None, chain_id: str, chain_tokens: int) -> None:
+    """Refuse a row longer than the pruner's context (it could not be scored in one forward)."""
+    if max_len and enc_len > max_len:
+        raise UserError(f"row {chain_id}: question + chain ({chain_tokens} tokens) + answer is {enc_len} tokens, "
+                        f"longer than the model's context of {max_len}; shorten the chain or use a longer-context model")
