@@ -183,6 +183,18 @@ def model_config(shape: str, vocab: int, tokenizer):
     return config
 
 
+def smollm2_tokenizer():
+    """SmolLM2's own tokenizer (49,152 ids) for the rows whose vocabulary is smaller than GPT-2's."""
+    from transformers import AutoTokenizer
+
+    from rl.runtime.assets import resolve_model
+
+    tok = AutoTokenizer.from_pretrained(resolve_model("builtin:smollm2-135m-instruct"))
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
 def build_model(shape: str, vocab: int, path: Path, tokenizer):
     from transformers import AutoModelForCausalLM
 
@@ -410,7 +422,8 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="forking-bench-") as tmp:
         for shape in args.shapes:
             for vocab in SHAPES[shape][3]:
-                results.append(run_shape(shape, vocab, tokenizer, prompts, Path(tmp), args.quick, repeats))
+                tok = tokenizer if vocab >= len(tokenizer) else smollm2_tokenizer()  # ids must fit the vocab
+                results.append(run_shape(shape, vocab, tok, prompts, Path(tmp), args.quick, repeats))
                 print(f"  done {shape} vocab {vocab} ({time.perf_counter() - start:.0f} s)", file=sys.stderr)
     agreement = entropy_agreement() if args.agreement else None
     total = time.perf_counter() - start

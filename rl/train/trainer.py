@@ -5,21 +5,28 @@ tokens only. TRL 1.16's `top_entropy_quantile` picks them per micro-batch from `
 and keeps its all-token loss denominators. Here (`top_entropy_quantile` keeps TRL's meaning,
 the fraction kept; 1.0 turns everything below off):
 
-* `entropy_mask_scope: step` (default): right after sampling, one no-grad pass over the
-  generation batch gives every completion token's entropy under the policy (temperature applied,
-  as in TRL's loss); `select_forking_tokens` keeps exactly ceil(rho x N) of them over all ranks,
-  with ties broken by (global sample, position). The mask travels with the batch through TRL's
-  shuffle/split, so the kept set and the update do not depend on the number of ranks,
-  gradient-accumulation steps or micro-batch size. The population is TRL's generation batch:
-  one optimizer step under TRL's defaults (steps_per_generation == gradient_accumulation_steps);
-  with num_iterations > 1 the same mask is reused for every pass over the batch. When TRL runs
-  its own no-grad old-log-prob pass (vLLM importance sampling, num_iterations > 1, misaligned
-  accumulation) that pass is replaced by ours, which returns both, so there is still one pass.
-  Cost otherwise: one no-grad forward of the generation batch (LM head on completion tokens only,
-  in row chunks, never a B x T x V logits tensor); bench/forking_mask.py counts it.
-  Why not a logits processor at sampling time: it sees top-k/top-p/penalty-processed scores
-  rather than the policy's distribution, does not exist on the vLLM server path, and its values
-  would depend on the generation batch's padding and KV-cache numerics.
+* `entropy_mask_scope: step` (default): every completion token's entropy under the policy
+  (temperature applied, as in TRL's loss) is known right after sampling, and
+  `select_forking_tokens` keeps exactly ceil(rho x N) of them over all ranks, with ties broken by
+  (global sample, position). The mask travels with the batch through TRL's shuffle/split, so the
+  kept set and the update do not depend on the gradient-accumulation steps or micro-batch size
+  (nor on the number of ranks, given the same samples and entropies). The population is TRL's
+  generation batch: one optimizer step under TRL's defaults (steps_per_generation ==
+  gradient_accumulation_steps); with num_iterations > 1 the same mask is reused for every pass.
+  Where the entropies come from, cheapest first:
+  1. TRL's transformers `generate` path: recorded WHILE SAMPLING by a logits processor placed
+     first in generate's list (rl/train/forking.py `GenerationEntropy`), i.e. of the raw logits /
+     temperature before any penalty/top-k/top-p processing; one (B,) vector per step, no extra
+     forward. They differ from a training-time forward only by KV-cache/batching numerics
+     (bench/forking_mask.py measures it on SmolLM2-135M), and are computed once per sample, so
+     every later use (all micro-batches, all passes) sees the same values.
+  2. When TRL runs its own no-grad old-log-prob pass (vLLM importance sampling, num_iterations > 1,
+     misaligned accumulation), that pass is replaced by ours, which returns both: still one pass.
+  3. Otherwise (vLLM without that pass, continuous batching, tool loops, custom rollouts): one
+     no-grad forward of the generation batch (LM head on completion tokens only, in row chunks,
+     never a B x T x V logits tensor).
+* `entropy_mask_side: bottom`: train on the complement of the top set (the paper's bottom-80%
+  ablation), with the same scope, tie-break and normalisation.
 * `entropy_mask_scope: micro_batch`: TRL's behaviour (loss-time entropies of one micro-batch,
   gathered over ranks) with `select_forking_tokens` instead of `torch.quantile` (no 2^24 limit;
   exact count ceil(rho x N) where quantile keeps every tie and floor(rho x N + 1 - rho) on
