@@ -105,3 +105,17 @@ def test_bad_side_is_a_user_error(tmp_path):
 
     with pytest.raises(UserError, match="entropy_mask_side"):
         EntropyGRPOConfig(output_dir=str(tmp_path), entropy_mask_side="middle", use_cpu=True, bf16=False)
+
+
+def test_sampling_time_entropies_give_the_same_kept_set_in_every_accumulation_layout(sharp_model_dir, tmp_path):
+    """One process, real generation: 4 micro-batches of 4 and 1 of 16 sample the same 16 completions
+    (same seed, one generate call per generation batch), so the entropies and the kept set agree exactly."""
+    kept, weights = [], []
+    for bs, ga in ((4, 4), (16, 1)):
+        trainer = real_generation_trainer(sharp_model_dir, tmp_path / f"{bs}x{ga}", bs=bs, ga=ga)
+        trainer.train()
+        assert trainer._generation_entropy is None  # consumed by the step
+        kept.append(sorted(trainer.kept_records))
+        weights.append(sorted(trainer.weight_records))
+    assert kept[0] == kept[1] and len(kept[0]) > 5
+    assert all(math.isclose(a[2], b[2], rel_tol=1e-12) for a, b in zip(*weights))
