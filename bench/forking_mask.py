@@ -177,9 +177,9 @@ def model_config(shape: str, vocab: int, tokenizer):
     else:
         arch = dict(arch)
         config = AutoConfig.for_model(arch.pop("model_type"), **arch)
-    config.update(dict(vocab_size=vocab, tie_word_embeddings=True, max_position_embeddings=4096,
-                       bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                       pad_token_id=tokenizer.pad_token_id, use_cache=True))
+    config.update({"vocab_size": vocab, "tie_word_embeddings": True, "max_position_embeddings": 4096,
+                   "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
+                   "pad_token_id": tokenizer.pad_token_id, "use_cache": True})
     return config
 
 

@@ -27,7 +27,7 @@ from tests.rl.train.forking_worker import build_sharp_model
 pytestmark = [pytest.mark.multiprocess, pytest.mark.slow, pytest.mark.timeout(900)]
 
 REPO = Path(__file__).resolve().parents[3]
-WORKER = REPO / "tests" / "rl" / "forking_worker.py"
+WORKER = REPO / "tests" / "rl" / "train" / "forking_worker.py"
 LAYOUTS = {"1x4": (1, 4, 4), "1x1": (1, 16, 1), "2x2": (2, 4, 2)}  # processes, micro-batch, accumulation
 ZERO3_CONFIG = REPO / "recipes" / "accelerate" / "zero3.yaml"
 
