@@ -18,7 +18,7 @@ degrades. This is a small-scale, offline version on this machine:
   over problems (rl/eval/stats.py), pooled over seeds (problem x seed units, resampled by problem).
 * The most frequent kept (forking) tokens of the top20 runs, as in the paper's table.
 
-    .venv/bin/python bench/forking_learning.py --quick   # ~15 minutes: 1 seed, 5 steps, 32 held-out
+    .venv/bin/python bench/forking_learning.py --quick   # ~10 minutes on a quiet CPU: 1 seed, 4 steps, 32 held-out, 3 arms
     .venv/bin/python bench/forking_learning.py           # about 90 minutes on a quiet 2-core CPU
 
 The last line is `forking_learning: top20_vs_all=D [L, H] bottom80_vs_all=D [L, H] base=B`.
@@ -142,11 +142,12 @@ def train_arm(arm: str, seed: int, model_path: str, tok, train_rows, args, out_d
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true", help="1 seed, 5 steps, 32 held-out problems (a few minutes)")
+    p.add_argument("--quick", action="store_true",
+                   help="1 seed, 4 steps of 2 prompts, 32 held-out problems, no micro-batch arm (a smoke-level run)")
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="training seeds (default 1 2; quick: 1)")
-    p.add_argument("--steps", type=int, default=None, help="optimizer steps per arm (default 40; quick: 5)")
+    p.add_argument("--steps", type=int, default=None, help="optimizer steps per arm (default 30; quick: 4)")
     p.add_argument("--heldout", type=int, default=None, help="held-out problems (default 128; quick: 32)")
-    p.add_argument("--prompts", type=int, default=4, help="prompts per step")
+    p.add_argument("--prompts", type=int, default=None, help="prompts per step (default 4; quick: 2)")
     p.add_argument("--generations", type=int, default=4, help="completions per prompt")
     p.add_argument("--max-new", type=int, default=32, help="max completion tokens (train and eval)")
     p.add_argument("--lr", type=float, default=1e-4, help="LoRA learning rate")
@@ -155,7 +156,10 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     args = p.parse_args(argv)
     args.seeds = args.seeds or ([1] if args.quick else [1, 2])
-    args.steps = args.steps or (5 if args.quick else 40)
+    args.steps = args.steps or (4 if args.quick else 30)
+    args.prompts = args.prompts or (2 if args.quick else 4)
+    if args.quick:
+        args.micro_batch = False
     args.heldout = args.heldout or (32 if args.quick else 128)
     torch.set_num_threads(args.threads)
     import transformers
