@@ -520,7 +520,18 @@ class GenerationEntropy(LogitsProcessor):
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            self.steps.append(token_entropy(scores.detach(), self.temperature).float())
+            # Few passes over (B, V), as in `head_logps_and_entropy`: shift by the max, scale, exp once;
+            # H = log S - (e . z) / S. Non-finite logits (masked vocabulary) take the careful path.
+            z = scores.detach().float()
+            z = z - z.amax(dim=-1, keepdim=True)
+            if self.temperature != 1.0:
+                z.mul_(1.0 / self.temperature)
+            e = torch.exp(z)
+            s = e.sum(-1)
+            h = (torch.log(s) - torch.bmm(e.unsqueeze(1), z.unsqueeze(2)).reshape(-1) / s).clamp_min(0.0)
+            if not torch.isfinite(h).all():
+                h = token_entropy(scores.detach(), self.temperature).float()
+            self.steps.append(h)
         return scores
 
     def per_row(self, lengths: list[int]) -> list[torch.Tensor]:

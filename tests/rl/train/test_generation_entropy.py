@@ -119,3 +119,13 @@ def test_sampling_time_entropies_give_the_same_kept_set_in_every_accumulation_la
         weights.append(sorted(trainer.weight_records))
     assert kept[0] == kept[1] and len(kept[0]) > 5
     assert all(math.isclose(a[2], b[2], rel_tol=1e-12) for a, b in zip(*weights))
+
+
+def test_recorder_handles_masked_vocabulary():
+    z = torch.randn(2, 7, generator=torch.Generator().manual_seed(3))
+    z[0, :3] = -float("inf")
+    rec = GenerationEntropy(temperature=0.5)
+    rec(None, z)
+    want = torch.distributions.Categorical(logits=z / 0.5).entropy()
+    assert torch.allclose(rec.per_row([1, 1])[0], want[:1], atol=1e-6)
+    assert torch.allclose(rec.steps[0], want, atol=1e-6)
