@@ -45,6 +45,13 @@ tokens with transformers `generate` (top-k 50, T 0.7) with the recorder in place
 training-time forward of the finished batch (LM head in float32) gives the same entropies: the
 bench prints their max / mean absolute difference and the overlap of the top-20% sets.
 
+Measured once with `--quick` (1 step after a warm-up per row; the 2-core machine ran 6-9 other
+jobs, so wall times swung 2-5x and the `cpu s` column is the steadier one): SmolLM2 shape (8 x 64)
+1.19x / 0.90 memory at 49,152 and 1.72x / 0.93 at 151,936 (cpu s 1.57x, 1.79x); Qwen3-0.6B shape
+(8 x 32, 151,936) 0.79x wall but 1.10x cpu s, 0.98 memory; toy 2.82x / 0.08 and 3.00x / 0.12.
+Sampling-time vs training-forward entropies on the real SmolLM2: max |dH| 2.5e-4 nats, mean 3.3e-5,
+identical top-20% sets. The memory cause: bench/forking_head_memory.py.
+
 Threads: one torch intra-op thread by default (`--threads 2` uses both cores); on a shared 2-core
 machine two OpenMP threads made step times swing 2-5x with the other jobs' load.
 """
