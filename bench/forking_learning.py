@@ -21,6 +21,10 @@ degrades. This is a small-scale, offline version on this machine:
     .venv/bin/python bench/forking_learning.py --quick   # ~10 minutes on a quiet CPU: 1 seed, 4 steps, 32 held-out, 3 arms
     .venv/bin/python bench/forking_learning.py           # about 90 minutes on a quiet 2-core CPU
 
+Measured once with `--quick` (1 seed, 4 steps x 8 completions, 32 held-out, loaded machine, 21 min):
+base 0.250; all 0.688, top20 0.719, bottom80 0.344; top20 - all +0.031 [+0.000, +0.094],
+bottom80 - all -0.344 [-0.531, -0.188]: the paper's direction, at smoke scale (one seed, few steps).
+
 The last line is `forking_learning: top20_vs_all=D [L, H] bottom80_vs_all=D [L, H] base=B`.
 """
 
