@@ -197,6 +197,15 @@ class EntropyGRPOConfig(GRPOConfig):
             "completion tokens, as TRL does (the update shrinks by about the kept ratio)."
         },
     )
+    entropy_mask_side: str = field(
+        default="top",
+        metadata={
+            "help": "`top`: train on the `top_entropy_quantile` highest-entropy tokens (the paper's method). "
+            "`bottom`: train on the complement, the 1 - `top_entropy_quantile` lowest-entropy tokens (the "
+            "paper's bottom-80% ablation at 0.2); same scope, tie-break and normalisation.",
+            "choices": ["top", "bottom"],
+        },
+    )
     forking_table_steps: int = field(
         default=50,
         metadata={"help": "Every this many steps, log a W&B table of the most frequent forking tokens (0: never)."},
@@ -261,6 +270,8 @@ class EntropyGRPOConfig(GRPOConfig):
             raise UserError(
                 f"entropy_mask_normalize: expected `kept` or `all`, got {self.entropy_mask_normalize!r}"
             )
+        if self.entropy_mask_side not in ("top", "bottom"):
+            raise UserError(f"entropy_mask_side: expected `top` or `bottom`, got {self.entropy_mask_side!r}")
         if not 0.0 < self.top_entropy_quantile <= 1.0:
             raise UserError(
                 f"top_entropy_quantile: the fraction of tokens kept must be in (0, 1], got {self.top_entropy_quantile}"

@@ -22,6 +22,7 @@ itself (`select_forking_tokens`) and the entropies live in rl/train/entropy.py.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import types
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from typing import Callable
 
 import torch
 import torch.utils.checkpoint
+from transformers.generation.logits_process import LogitsProcessor
 from transformers.utils import ModelOutput
 
 from rl.train.entropy import token_entropy
@@ -37,7 +39,7 @@ from rl.train.losses import LOSS_VARIANTS, kept_token_weights
 __all__ = [
     "ForkingStep", "loss_weights", "token_order_key", "head_chunk_rows", "head_logps_and_entropy", "selected_logps",
     "has_plain_logits", "ForkingRequest", "ForkingOutput", "install_forking_forward", "forking_forward",
-    "top_forking_tokens",
+    "top_forking_tokens", "GenerationEntropy", "record_generation_entropy", "entropy_table",
 ]
 
 # Bits reserved for the position inside a completion in `token_order_key`.
@@ -242,6 +244,9 @@ def selected_logps(
     """
     inv_t = 1.0 / float(temperature)
     n = hidden.shape[0]
+    if recompute and num_chunks is None and torch.is_grad_enabled() and _plain_linear(head):
+        slices = _chunk_slices(n, chunk_rows, None, head, hidden, fp32_head) or [slice(0, 0)]
+        return _LinearHeadLogps.apply(hidden, head.weight, head.bias, targets, inv_t, fp32_head, slices)
     parts = []
     for sl in _chunk_slices(n, chunk_rows, num_chunks, head, hidden, fp32_head) or [slice(0, 0)]:
         h, t = hidden[sl], targets[sl]
@@ -251,6 +256,91 @@ def selected_logps(
         else:
             parts.append(_chunk_logps(head, h, t, inv_t, fp32_head))
     return torch.cat(parts)
+
+
+def _plain_linear(head: torch.nn.Module) -> bool:
+    """A bare nn.Linear with a materialised weight and no hooks: the fused backward may read its weight
+    directly (anything else, e.g. a LoRA-wrapped head or a ZeRO-3 partitioned weight, is called as a module)."""
+    weight = getattr(head, "weight", None)
+    return (type(head) is torch.nn.Linear and isinstance(weight, torch.Tensor) and weight.dim() == 2
+            and weight.numel() > 0 and not hasattr(weight, "ds_id")
+            and not (head._forward_hooks or head._forward_pre_hooks or head._backward_hooks))
+
+
+def _head_dtype(weight: torch.Tensor, fp32_head: bool) -> torch.dtype:
+    """The dtype `head(hidden)` computes in: float32 for TRL's fp32 head, else autocast's or the weight's."""
+    if fp32_head:
+        return torch.float64 if weight.dtype == torch.float64 else torch.float32
+    device = weight.device.type
+    if torch.is_autocast_enabled(device) and weight.dtype in (torch.float32, torch.bfloat16, torch.float16):
+        return torch.get_autocast_dtype(device)
+    return weight.dtype
+
+
+class _LinearHeadLogps(torch.autograd.Function):
+    """log p(target) under softmax((hidden @ W^T + b) / T), chunk by chunk, for a plain Linear head.
+
+    Same values and gradients as `_chunk_logps` per chunk under activation checkpointing, but the
+    backward accumulates the weight gradient of every chunk into ONE (V, H) float32 buffer in place.
+    Through autograd, each chunk's weight gradient is a separate (V, H) tensor summed into the
+    engine's buffer: two full-size weight gradients live at once, while the whole backbone's
+    activations are still held (the head's backward runs first). At vocab 151,936 x hidden 576 that
+    is +350 MB of peak memory, the regression bench/forking_mask.py showed against TRL's fused
+    kernel (which accumulates in place, as here). Nothing of size V is saved for the backward.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, targets, inv_t, fp32_head, slices):
+        dtype = _head_dtype(weight, fp32_head)
+        out = torch.empty(hidden.shape[0], dtype=torch.float64 if dtype == torch.float64 else torch.float32,
+                          device=hidden.device)
+        with torch.no_grad(), torch.autocast(hidden.device.type, enabled=False):
+            for sl in slices:
+                z = _LinearHeadLogps._logits(hidden[sl], weight, bias, dtype, inv_t, out.dtype)
+                out[sl] = z.gather(-1, targets[sl, None]).squeeze(-1) - torch.logsumexp(z, dim=-1)
+        ctx.save_for_backward(hidden, targets)
+        ctx.weight, ctx.bias = weight, bias  # parameters: held by reference, not as saved activations
+        ctx.inv_t, ctx.dtype, ctx.slices = inv_t, dtype, slices
+        return out
+
+    @staticmethod
+    def _logits(h, weight, bias, dtype, inv_t, acc):
+        z = h.to(dtype) @ weight.to(dtype).t()
+        if bias is not None:
+            z = z + bias.to(dtype)
+        z = z.to(acc)
+        return z * inv_t if inv_t != 1.0 else z
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        hidden, targets = ctx.saved_tensors
+        weight, bias, inv_t, dtype = ctx.weight, ctx.bias, ctx.inv_t, ctx.dtype
+        acc = grad_out.dtype
+        need_h, need_w, need_b = ctx.needs_input_grad[:3]
+        grad_h = torch.zeros(hidden.shape, dtype=acc, device=hidden.device) if need_h else None
+        grad_w = torch.zeros(weight.shape, dtype=acc, device=weight.device) if need_w else None
+        grad_b = torch.zeros(bias.shape, dtype=acc, device=bias.device) if need_b and bias is not None else None
+        with torch.no_grad(), torch.autocast(hidden.device.type, enabled=False):
+            for sl in ctx.slices:
+                if sl.stop <= sl.start:
+                    continue
+                h = hidden[sl]
+                z = _LinearHeadLogps._logits(h, weight, bias, dtype, inv_t, acc)
+                # d logp(t) / d logits = inv_t * (onehot(t) - softmax(z)), times the incoming gradient
+                g = grad_out[sl].unsqueeze(-1) * inv_t
+                dz = torch.softmax(z, dim=-1).mul_(-g)
+                del z
+                dz.scatter_add_(-1, targets[sl, None], g)
+                if grad_h is not None:
+                    grad_h[sl] = dz @ weight.to(acc)
+                if grad_w is not None:
+                    grad_w.addmm_(dz.t(), h.to(acc))
+                if grad_b is not None:
+                    grad_b += dz.sum(0)
+        grad_h = grad_h.to(hidden.dtype) if grad_h is not None else None
+        grad_w = grad_w.to(weight.dtype) if grad_w is not None else None
+        grad_b = grad_b.to(bias.dtype) if grad_b is not None else None
+        return grad_h, grad_w, grad_b, None, None, None, None
 
 
 def _chunk_slices(n: int, chunk_rows, num_chunks, head, hidden, fp32_head) -> list[slice]:
@@ -404,3 +494,87 @@ def top_forking_tokens(
         rows.append([decode(tok), int(tok), int(count), int(occ), count / occ if occ else float("nan"),
                      kept_entropy_sums.get(tok, 0.0) / count])
     return rows
+
+
+# ----------------------------------------------------------------------------------------------
+# Entropies at sampling time (transformers `generate`)
+# ----------------------------------------------------------------------------------------------
+
+
+class GenerationEntropy(LogitsProcessor):
+    """A logits processor that records, at every decoding step, the entropy of each row's RAW
+    next-token distribution softmax(logits / temperature), and changes nothing.
+
+    `record_generation_entropy` puts it FIRST in `generate`'s processor list, so it sees the model's
+    logits before repetition penalties, top-k/top-p/min-p and the temperature warper: the same
+    distribution the policy loss uses (TRL divides the logits by its temperature). It keeps one
+    (B,) float32 vector per step, never the (B, V) scores, so the cost is one pass over each
+    step's logits. Step s is completion token s of every row (transformers appends one token per
+    row per step; rows that finished keep being padded), so `per_row(lengths)` gives each row's
+    first `lengths[i]` values.
+    """
+
+    def __init__(self, temperature: float = 1.0):
+        self.temperature = float(temperature)
+        self.steps: list[torch.Tensor] = []
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            # Few passes over (B, V), as in `head_logps_and_entropy`: shift by the max, scale, exp once;
+            # H = log S - (e . z) / S. Non-finite logits (masked vocabulary) take the careful path.
+            z = scores.detach().float()
+            z = z - z.amax(dim=-1, keepdim=True)
+            if self.temperature != 1.0:
+                z.mul_(1.0 / self.temperature)
+            e = torch.exp(z)
+            s = e.sum(-1)
+            h = (torch.log(s) - torch.bmm(e.unsqueeze(1), z.unsqueeze(2)).reshape(-1) / s).clamp_min(0.0)
+            if not torch.isfinite(h).all():
+                h = token_entropy(scores.detach(), self.temperature).float()
+            self.steps.append(h)
+        return scores
+
+    def per_row(self, lengths: list[int]) -> list[torch.Tensor]:
+        """Entropies of each row's first `lengths[i]` completion tokens (lengths in generate's row order)."""
+        if not self.steps:
+            return [torch.zeros(0) for _ in lengths]
+        table = torch.stack(self.steps, dim=1)  # (B, steps)
+        if table.shape[0] != len(lengths) or max(lengths, default=0) > table.shape[1]:
+            raise ValueError(f"recorded {tuple(table.shape)} entropies for {len(lengths)} rows of lengths up to "
+                             f"{max(lengths, default=0)}")
+        return [table[i, :n] for i, n in enumerate(lengths)]
+
+
+@contextlib.contextmanager
+def record_generation_entropy(model, temperature: float):
+    """Within the block, every `model.generate` call runs a `GenerationEntropy` first in its
+    processor list; yields the list of recorders, one per generate call.
+
+    `model` is the transformers model whose `generate` does the decoding (the base model under
+    PEFT). Patches the instance's `_get_logits_processor` (the method `generate` builds its list
+    with) and removes the patch on exit.
+    """
+    recorders: list[GenerationEntropy] = []
+    original = model._get_logits_processor
+
+    def with_entropy_first(*args, **kwargs):
+        processors = original(*args, **kwargs)
+        recorder = GenerationEntropy(temperature)
+        recorders.append(recorder)
+        processors.insert(0, recorder)
+        return processors
+
+    model._get_logits_processor = with_entropy_first
+    try:
+        yield recorders
+    finally:
+        del model._get_logits_processor
+
+
+def entropy_table(rows: list[torch.Tensor], num_cols: int, device=None, dtype=torch.float32) -> torch.Tensor:
+    """(len(rows), num_cols) tensor: row i's values left-aligned, zero after (TRL pads completions right)."""
+    out = torch.zeros(len(rows), num_cols, dtype=dtype, device=device)
+    for i, r in enumerate(rows):
+        n = min(int(r.numel()), num_cols)
+        out[i, :n] = r[:n].to(device=device, dtype=dtype)
+    return out

@@ -5,21 +5,28 @@ tokens only. TRL 1.16's `top_entropy_quantile` picks them per micro-batch from `
 and keeps its all-token loss denominators. Here (`top_entropy_quantile` keeps TRL's meaning,
 the fraction kept; 1.0 turns everything below off):
 
-* `entropy_mask_scope: step` (default): right after sampling, one no-grad pass over the
-  generation batch gives every completion token's entropy under the policy (temperature applied,
-  as in TRL's loss); `select_forking_tokens` keeps exactly ceil(rho x N) of them over all ranks,
-  with ties broken by (global sample, position). The mask travels with the batch through TRL's
-  shuffle/split, so the kept set and the update do not depend on the number of ranks,
-  gradient-accumulation steps or micro-batch size. The population is TRL's generation batch:
-  one optimizer step under TRL's defaults (steps_per_generation == gradient_accumulation_steps);
-  with num_iterations > 1 the same mask is reused for every pass over the batch. When TRL runs
-  its own no-grad old-log-prob pass (vLLM importance sampling, num_iterations > 1, misaligned
-  accumulation) that pass is replaced by ours, which returns both, so there is still one pass.
-  Cost otherwise: one no-grad forward of the generation batch (LM head on completion tokens only,
-  in row chunks, never a B x T x V logits tensor); bench/forking_mask.py counts it.
-  Why not a logits processor at sampling time: it sees top-k/top-p/penalty-processed scores
-  rather than the policy's distribution, does not exist on the vLLM server path, and its values
-  would depend on the generation batch's padding and KV-cache numerics.
+* `entropy_mask_scope: step` (default): every completion token's entropy under the policy
+  (temperature applied, as in TRL's loss) is known right after sampling, and
+  `select_forking_tokens` keeps exactly ceil(rho x N) of them over all ranks, with ties broken by
+  (global sample, position). The mask travels with the batch through TRL's shuffle/split, so the
+  kept set and the update do not depend on the gradient-accumulation steps or micro-batch size
+  (nor on the number of ranks, given the same samples and entropies). The population is TRL's
+  generation batch: one optimizer step under TRL's defaults (steps_per_generation ==
+  gradient_accumulation_steps); with num_iterations > 1 the same mask is reused for every pass.
+  Where the entropies come from, cheapest first:
+  1. TRL's transformers `generate` path: recorded WHILE SAMPLING by a logits processor placed
+     first in generate's list (rl/train/forking.py `GenerationEntropy`), i.e. of the raw logits /
+     temperature before any penalty/top-k/top-p processing; one (B,) vector per step, no extra
+     forward. They differ from a training-time forward only by KV-cache/batching numerics
+     (bench/forking_mask.py measures it on SmolLM2-135M), and are computed once per sample, so
+     every later use (all micro-batches, all passes) sees the same values.
+  2. When TRL runs its own no-grad old-log-prob pass (vLLM importance sampling, num_iterations > 1,
+     misaligned accumulation), that pass is replaced by ours, which returns both: still one pass.
+  3. Otherwise (vLLM without that pass, continuous batching, tool loops, custom rollouts): one
+     no-grad forward of the generation batch (LM head on completion tokens only, in row chunks,
+     never a B x T x V logits tensor).
+* `entropy_mask_side: bottom`: train on the complement of the top set (the paper's bottom-80%
+  ablation), with the same scope, tie-break and normalisation.
 * `entropy_mask_scope: micro_batch`: TRL's behaviour (loss-time entropies of one micro-batch,
   gathered over ranks) with `select_forking_tokens` instead of `torch.quantile` (no 2^24 limit;
   exact count ceil(rho x N) where quantile keeps every tie and floor(rho x N + 1 - rho) on
@@ -64,10 +71,12 @@ from rl.train.losses import LOSS_VARIANTS
 from rl.train.forking import (
     ForkingRequest,
     ForkingStep,
+    entropy_table,
     has_plain_logits,
     head_chunk_rows,
     install_forking_forward,
     loss_weights,
+    record_generation_entropy,
     token_order_key,
     top_forking_tokens,
 )
@@ -119,6 +128,10 @@ class EntropyGRPOTrainer(RLPTrainerMixin, GRPOTrainer):
         self.forking_scope = getattr(self.args, "entropy_mask_scope", "step")
         self.forking_normalize = getattr(self.args, "entropy_mask_normalize", "kept")
         self.forking_table_steps = getattr(self.args, "forking_table_steps", 0)
+        self.forking_side = getattr(self.args, "entropy_mask_side", "top")
+        # Per-row entropies recorded while sampling this generation batch (transformers path), or None.
+        self._generation_entropy: list[torch.Tensor] | None = None
+        self._generation_entropy_calls = 0
         self._forking_loss_inputs = None  # the micro-batch inside compute_loss (TRL's loss hooks get no inputs)
         self._old_logp_capture: OldLogpCapture | None = None  # inside _generate_and_score_completions only
         self._forking_table = (Counter(), Counter(), Counter())  # kept counts, valid counts, kept entropy sums
@@ -187,15 +200,57 @@ class EntropyGRPOTrainer(RLPTrainerMixin, GRPOTrainer):
             return super()._generate_and_score_completions(inputs)
         capture = OldLogpCapture() if self._trl_computes_old_logps() else None
         self._old_logp_capture = capture
+        self._generation_entropy, self._generation_entropy_calls = None, 0
         try:
             out = super()._generate_and_score_completions(inputs)
         finally:
             self._old_logp_capture = None
-        entropy = capture.entropy_for(out.get("old_per_token_logps")) if capture is not None else None
+        # Sampling-time entropies (no extra pass) > TRL's old-log-prob pass (shared) > one no-grad scan.
+        entropy = self._generation_entropy_for(out)
+        self._generation_entropy = None
+        if entropy is None and capture is not None:
+            entropy = capture.entropy_for(out.get("old_per_token_logps"))
         if entropy is None:
             entropy = self._forking_scan_batch(out)
         out.update(self._select_step_tokens(out, entropy).to_batch())
         return out
+
+    def _records_generation_entropy(self) -> bool:
+        """Whether sampling can record the entropies: TRL's plain transformers `generate` path, once per batch
+        (vLLM, continuous batching and tool loops fall back to TRL's old-log-prob pass or a scan)."""
+        return bool(self._forking_on and self.forking_scope == "step" and self.model.training and not self.use_vllm
+                    and not getattr(self, "use_transformers_continuous_batching", False) and not self.tools
+                    and getattr(self, "rollout_func", None) is None and self._generation_entropy_calls == 0)
+
+    def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
+        """TRL's sampling, recording each sampled token's entropy of softmax(raw logits / temperature)."""
+        if not self._records_generation_entropy():
+            self._generation_entropy_calls += 1
+            self._generation_entropy = None  # a second call (tool loop) would mix turns: fall back
+            return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations,
+                                                 has_tool_images)
+        self._generation_entropy_calls += 1
+        target = self.model.get_base_model() if is_peft_model(self.model) else self.model
+        with record_generation_entropy(target, self.temperature) as recorders:
+            completion_ids, logprobs = super()._generate_single_turn(
+                prompt_ids, images, multimodal_fields, num_generations, has_tool_images)
+        if len(recorders) == 1:
+            self._generation_entropy = recorders[0].per_row([len(c) for c in completion_ids])
+        return completion_ids, logprobs
+
+    def _generation_entropy_for(self, out: dict) -> torch.Tensor | None:
+        """The recorded entropies as a (B, T) tensor aligned with `out["completion_ids"]`, or None if absent
+        or if TRL's batch does not match what was sampled (then the caller recomputes them)."""
+        rows = self._generation_entropy
+        mask = out["completion_mask"]
+        if rows is None or len(rows) != mask.shape[0]:
+            return None
+        lengths = mask.sum(dim=1).tolist()
+        if any(int(r.numel()) < n for r, n in zip(rows, lengths)):
+            logger.warning("sampling-time entropies do not cover the completions; recomputing them")
+            return None
+        dtype = torch.float64 if self.model.dtype == torch.float64 else torch.float32
+        return entropy_table(rows, mask.shape[1], device=mask.device, dtype=dtype) * mask.to(dtype)
 
     def _forking_scan(self, input_ids, attention_mask, completion_len: int, batch_size: int):
         """No-grad (log-prob, entropy) of every completion token, (B, T) each, zero on padding."""
@@ -241,11 +296,16 @@ class EntropyGRPOTrainer(RLPTrainerMixin, GRPOTrainer):
         keys = token_order_key(rows, cols, self.accelerator.process_index * rows, device=valid.device)
         group = self._forking_group()
         kept, threshold = select_forking_tokens(entropy, valid, self.top_entropy_quantile, group, order_key=keys)
+        kept = self._forking_side_mask(kept, valid)
         stats = masked_stats(entropy, valid, kept, group, threshold=threshold)
         self._forking_record(stats, out["completion_ids"], valid, kept, entropy)
         device = valid.device
         return ForkingStep(kept, entropy, torch.tensor(int(stats["valid_tokens"]), dtype=torch.int64, device=device),
                            torch.tensor(int(stats["kept_tokens"]), dtype=torch.int64, device=device))
+
+    def _forking_side_mask(self, top: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """`entropy_mask_side: bottom` trains on the complement of the top set (the paper's bottom-80% ablation)."""
+        return top if self.forking_side == "top" else valid & ~top
 
     # ------------------------------------------------------------------ loss
 
@@ -271,6 +331,7 @@ class EntropyGRPOTrainer(RLPTrainerMixin, GRPOTrainer):
         else:
             group = self._forking_group()
             kept, thr = select_forking_tokens(entropies.detach(), valid, self.top_entropy_quantile, group)
+            kept = self._forking_side_mask(kept, valid)
             stats = masked_stats(entropies, valid, kept, group, threshold=thr)
             n_valid, n_kept = stats["valid_tokens"], stats["kept_tokens"]
             if inputs is not None:

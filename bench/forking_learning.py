@@ -1,0 +1,240 @@
+"""Evidence bench: does GRPO on only the top 20% highest-entropy tokens still learn? (not a test)
+
+"Beyond the 80/20 Rule" (arXiv 2506.01939; Qwen3-8B/14B/32B, DAPO) finds that training only on the
+top-20% entropy ("forking") tokens matches or beats all-token training, while the bottom 80% alone
+degrades. This is a small-scale, offline version on this machine:
+
+* Task: generated multi-step integer arithmetic ("What is 37 + 18 + 9?"), few-shot raw-text prompt
+  whose examples reason one addition at a time and end with "The answer is N."; reward 1 when the
+  completion's first "The answer is N" matches (`arithmetic_reward`, TRL's reward signature).
+  Train and held-out problems are disjoint draws (different generator seeds).
+* Model: builtin SmolLM2-135M-Instruct with a LoRA adapter (r 16, attention and MLP projections).
+* Arms (same seeds, same prompts in the same order, same steps, same hyper-parameters):
+  `all` (every token), `top20` (entropy_mask_scope step, ratio 0.2), `bottom80` (the complement,
+  entropy_mask_side bottom), and `top20_mb` (scope micro_batch, TRL's population) unless `--no-micro-batch`.
+  All use loss dapo, beta 0, normalisation over the kept tokens (Eq. 6).
+* Held-out success: greedy decoding of the held-out problems, base model and each trained arm;
+  each arm vs base and top20/bottom80 vs all as paired differences with a 95% paired-bootstrap CI
+  over problems (rl/eval/stats.py), pooled over seeds (problem x seed units, resampled by problem).
+* The most frequent kept (forking) tokens of the top20 runs, as in the paper's table.
+
+    .venv/bin/python bench/forking_learning.py --quick   # ~10 minutes on a quiet CPU: 1 seed, 4 steps, 32 held-out, 3 arms
+    .venv/bin/python bench/forking_learning.py           # about 90 minutes on a quiet 2-core CPU
+
+Measured once with `--quick` (1 seed, 4 steps x 8 completions, 32 held-out, loaded machine, 21 min):
+base 0.250; all 0.688, top20 0.719, bottom80 0.344; top20 - all +0.031 [+0.000, +0.094],
+bottom80 - all -0.344 [-0.531, -0.188]: the paper's direction, at smoke scale (one seed, few steps).
+
+The last line is `forking_learning: top20_vs_all=D [L, H] bottom80_vs_all=D [L, H] base=B`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import random
+import re
+import sys
+import tempfile
+import time
+import warnings
+from collections import Counter
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("WANDB_MODE", "disabled")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+FEW_SHOT = (
+    "Q: What is 12 + 5 + 7?\nA: 12 + 5 = 17. 17 + 7 = 24. The answer is 24.\n\n"
+    "Q: What is 48 + 3 + 9?\nA: 48 + 3 = 51. 51 + 9 = 60. The answer is 60.\n\n"
+    "Q: What is 36 + 8 + 4?\nA: 36 + 8 = 44. 44 + 4 = 48. The answer is 48.\n\n"
+)
+ARMS = {  # name: EntropyGRPOConfig overrides
+    "all": {"top_entropy_quantile": 1.0},
+    "top20": {"top_entropy_quantile": 0.2, "entropy_mask_scope": "step"},
+    "bottom80": {"top_entropy_quantile": 0.2, "entropy_mask_scope": "step", "entropy_mask_side": "bottom"},
+    "top20_mb": {"top_entropy_quantile": 0.2, "entropy_mask_scope": "micro_batch"},
+}
+_ANSWER = re.compile(r"answer is\s*(-?\d+)")
+
+
+def make_problems(n: int, seed: int) -> list[dict]:
+    """n problems "a + b + c" (a two-digit, b and c one-digit): prompt and answer columns."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        a, b, c = rng.randint(10, 59), rng.randint(2, 9), rng.randint(2, 9)
+        rows.append({"prompt": f"{FEW_SHOT}Q: What is {a} + {b} + {c}?\nA:", "answer": str(a + b + c)})
+    return rows
+
+
+def extract_answer(text: str) -> str | None:
+    """The N of the first "answer is N" before the model starts another "Q:" example."""
+    match = _ANSWER.search(text.split("\nQ:")[0])
+    return match.group(1) if match else None
+
+
+def arithmetic_reward(prompts, completions, completion_ids=None, answer=None, **kwargs) -> list[float]:
+    """1.0 when the completion's stated answer equals the `answer` column, else 0.0."""
+    return [float(extract_answer(c) == a) for c, a in zip(completions, answer)]
+
+
+@torch.no_grad()
+def success(model, tok, rows: list[dict], max_new: int, batch: int = 32) -> list[float]:
+    """Greedy success (0/1) per problem."""
+    model.eval()
+    out = []
+    for i in range(0, len(rows), batch):
+        chunk = rows[i:i + batch]
+        enc = tok([r["prompt"] for r in chunk], return_tensors="pt", padding=True, padding_side="left")
+        seq = model.generate(**enc, do_sample=False, max_new_tokens=max_new, pad_token_id=tok.pad_token_id)
+        texts = tok.batch_decode(seq[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+        out += arithmetic_reward(None, texts, answer=[r["answer"] for r in chunk])
+    return out
+
+
+def counting_trainer():
+    """EntropyGRPOTrainer that also counts the kept tokens of every step (for the forking-token table)."""
+    from rl.train.trainer import EntropyGRPOTrainer
+
+    class Counting(EntropyGRPOTrainer):
+        def _forking_record(self, stats, completion_ids, valid, kept, entropy):
+            super()._forking_record(stats, completion_ids, valid, kept, entropy)
+            if not self.model.training:
+                return
+            counts = self.__dict__.setdefault("bench_counts", (Counter(), Counter(), Counter()))
+            counts[0].update(completion_ids[kept].tolist())
+            counts[1].update(completion_ids[valid].tolist())
+            for t, e in zip(completion_ids[kept].tolist(), entropy[kept].tolist()):
+                counts[2][t] += e
+
+    return Counting
+
+
+def train_arm(arm: str, seed: int, model_path: str, tok, train_rows, args, out_dir: Path):
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM
+
+    from rl.train.config import EntropyGRPOConfig
+
+    config = EntropyGRPOConfig(
+        output_dir=str(out_dir), per_device_train_batch_size=args.prompts * args.generations,
+        gradient_accumulation_steps=1, num_generations=args.generations, max_completion_length=args.max_new,
+        learning_rate=args.lr, lr_scheduler_type="constant", warmup_steps=0, loss_type="dapo", beta=0.0,
+        temperature=1.0, bf16=False, gradient_checkpointing=False, use_cpu=True, max_steps=args.steps,
+        logging_steps=1, save_strategy="no", report_to=["none"], seed=seed, data_seed=seed,
+        disable_dropout=True, dataloader_num_workers=0, disable_tqdm=True, entropy_mask_normalize="kept",
+        **ARMS[arm])
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+    lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, task_type="CAUSAL_LM",
+                      target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    trainer = counting_trainer()(model=model, reward_funcs=[arithmetic_reward], args=config,
+                                 train_dataset=Dataset.from_list(train_rows), processing_class=tok, peft_config=lora)
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.train()
+    rewards = [e["reward"] for e in trainer.state.log_history if "reward" in e]
+    return trainer, rewards
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true",
+                   help="1 seed, 4 steps of 2 prompts, 32 held-out problems, no micro-batch arm (a smoke-level run)")
+    p.add_argument("--seeds", type=int, nargs="+", default=None, help="training seeds (default 1 2; quick: 1)")
+    p.add_argument("--steps", type=int, default=None, help="optimizer steps per arm (default 30; quick: 4)")
+    p.add_argument("--heldout", type=int, default=None, help="held-out problems (default 128; quick: 32)")
+    p.add_argument("--prompts", type=int, default=None, help="prompts per step (default 4; quick: 2)")
+    p.add_argument("--generations", type=int, default=4, help="completions per prompt")
+    p.add_argument("--max-new", type=int, default=32, help="max completion tokens (train and eval)")
+    p.add_argument("--lr", type=float, default=1e-4, help="LoRA learning rate")
+    p.add_argument("--no-micro-batch", dest="micro_batch", action="store_false",
+                   help="skip the top20 micro-batch-scope arm")
+    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    args = p.parse_args(argv)
+    args.seeds = args.seeds or ([1] if args.quick else [1, 2])
+    args.steps = args.steps or (4 if args.quick else 30)
+    args.prompts = args.prompts or (2 if args.quick else 4)
+    if args.quick:
+        args.micro_batch = False
+    args.heldout = args.heldout or (32 if args.quick else 128)
+    torch.set_num_threads(args.threads)
+    import transformers
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from rl.eval.stats import paired_bootstrap
+    from rl.runtime.assets import resolve_model
+    from rl.train.forking import top_forking_tokens
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    warnings.filterwarnings("ignore")
+    start = time.perf_counter()
+    model_path = resolve_model("builtin:smollm2-135m-instruct")
+    tok = AutoTokenizer.from_pretrained(model_path)
+    heldout = make_problems(args.heldout, seed=1000)
+    base_model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+    base = success(base_model, tok, heldout, args.max_new)
+    del base_model
+    print(f"base held-out success {sum(base) / len(base):.3f} ({len(base)} problems)", file=sys.stderr)
+    arms = [a for a in ARMS if args.micro_batch or a != "top20_mb"]
+    scores: dict[str, list[float]] = {a: [] for a in arms}
+    train_reward: dict[str, list[float]] = {a: [] for a in arms}
+    table = (Counter(), Counter(), Counter())
+    with tempfile.TemporaryDirectory(prefix="forking-learning-") as tmp:
+        for seed in args.seeds:
+            train_rows = make_problems(args.steps * args.prompts, seed=seed)
+            for arm in arms:
+                t0 = time.perf_counter()
+                trainer, rewards = train_arm(arm, seed, model_path, tok, train_rows, args, Path(tmp) / f"{arm}-{seed}")
+                scores[arm] += success(trainer.model, tok, heldout, args.max_new)
+                train_reward[arm] += rewards
+                if arm == "top20":
+                    for mine, theirs in zip(table, getattr(trainer, "bench_counts", ())):
+                        mine.update(theirs)
+                print(f"  seed {seed} {arm}: held-out {sum(scores[arm][-len(heldout):]) / len(heldout):.3f}, "
+                      f"train reward {sum(rewards) / max(1, len(rewards)):.3f} ({time.perf_counter() - t0:.0f} s)",
+                      file=sys.stderr)
+                del trainer
+                gc.collect()
+    n_seeds = len(args.seeds)
+    base_all = base * n_seeds
+    groups = list(range(len(heldout))) * n_seeds  # resample problems; a problem's seeds stay together
+
+    print(f"\nforking-token learning: builtin SmolLM2-135M-Instruct + LoRA, 3-term addition, seeds {args.seeds}, "
+          f"{args.steps} steps x {args.prompts} prompts x {args.generations} completions, max {args.max_new} tokens, "
+          f"lr {args.lr}; held-out greedy success on {len(heldout)} problems (x {n_seeds} seeds); "
+          f"95% CIs: paired bootstrap over problems")
+    print(f"{'arm':<10} {'held-out':>9} {'vs base (95% CI)':>28} {'vs all (95% CI)':>28} {'train reward':>13}")
+    print(f"{'base':<10} {sum(base) / len(base):>9.3f}")
+    rows = {}
+    for arm in arms:
+        vb = paired_bootstrap(base_all, scores[arm], groups)
+        va = paired_bootstrap(scores["all"], scores[arm], groups) if arm != "all" else None
+        rows[arm] = va
+        rr = train_reward[arm]
+        vs_all = f"{va.diff:+.3f} [{va.low:+.3f}, {va.high:+.3f}]" if va else ""
+        print(f"{arm:<10} {vb.after:>9.3f} {f'{vb.diff:+.3f} [{vb.low:+.3f}, {vb.high:+.3f}]':>28} {vs_all:>28} "
+              f"{sum(rr) / max(1, len(rr)):>13.3f}")
+    kept, valid, sums = table
+    if kept:
+        print("\nmost frequent kept (forking) tokens of the top20 runs:")
+        print(f"{'token':<14} {'count':>6} {'occurs':>7} {'kept rate':>9} {'mean H':>7}")
+        for text, _tid, count, occ, rate, mean_h in top_forking_tokens(kept, valid, sums, tok.decode, top=20):
+            print(f"{text!r:<14} {count:>6} {occ:>7} {rate:>9.2f} {mean_h:>7.2f}")
+    print(f"total bench time {time.perf_counter() - start:.0f} s")
+    t, b = rows.get("top20"), rows.get("bottom80")
+    print(f"forking_learning: top20_vs_all={t.diff:+.3f} [{t.low:+.3f}, {t.high:+.3f}] "
+          f"bottom80_vs_all={b.diff:+.3f} [{b.low:+.3f}, {b.high:+.3f}] base={sum(base) / len(base):.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
