@@ -16,7 +16,8 @@ import torch
 from rl.errors import UserError
 from rl.train.entropy import select_forking_tokens
 from rl.train.forking import GenerationEntropy, entropy_table
-from tests.rl.train.forking_worker import build_sharp_model, make_trainer
+from tests.kit import build_sharp_model
+from tests.rl.train.forking_worker import make_trainer
 from tests.rl.train.test_trainer_forking import full_entropies, generation_batch
 
 pytestmark = pytest.mark.timeout(600)
