@@ -89,16 +89,18 @@ def _v(token: str) -> str:
 
 def format_bits(result: dict) -> str:
     s = result["stats"]
-    lines = [f"where the bits are: {result['model']} on {result['source']['path']} "
-             f"({s['documents']} documents, {s['tokens']} tokens, {s['bytes']} bytes)",
-             f"{'mode':14} {'theta':>7} {'patches/token':>13} {'mean len':>8} {'p90 len':>7} "
-             f"{'mean B':>7} {'p90 B':>6} {'starts forking':>14} {'forking starting':>16}"]
+    lines = [(f"where the bits are: {result['model']} on {result['source']['path']} "
+             f"({s['documents']} documents, {s['tokens']} tokens, {s['bytes']} bytes)"),
+             (f"{'mode':14} {'theta':>7} {'patches/token':>13} {'mean len':>8} {'p90 len':>7} "
+             f"{'mean B':>7} {'p90 B':>6} {'starts forking':>14} {'forking starting':>16}")]
     for m in s["patches"]:
         theta = "-" if m["threshold"] is None else f"{m['threshold']:.3f}"
         lines.append(f"{m['mode']:14} {theta:>7} {m['patches_per_token']:13.3f} {m['mean_patch_tokens']:8.2f} "
                      f"{m['p90_patch_tokens']:7.1f} {m['mean_patch_bytes']:7.2f} {m['p90_patch_bytes']:6.1f} "
                      f"{100 * m['starts_that_are_forking']:13.1f}% {100 * m['forking_that_start_patches']:15.1f}%")
     g = s["patches"][0]
+    lines.append(f"share of tokens with entropy above theta {g['threshold']:.4f}: {100 * g['share_above_threshold']:.1f}% "
+                 f"(below or equal: {100 * (1 - g['share_above_threshold']):.1f}%)")
     lines.append("global-mode patch starts by kind: " + ", ".join(
         f"{k} {100 * v:.1f}%" for k, v in g["start_kinds"].items() if v))
     lines.append("most frequent patch-start tokens: " + ", ".join(
@@ -113,13 +115,13 @@ def format_bits(result: dict) -> str:
         lines.append(f"{label}:")
         for ex in dis[key][:4]:
             lines.append(f"  ...{_v(ex['context'][-40:])} [{_v(ex['token'])}] H={ex['entropy']:.2f} "
-                         f"-log p={ex['surprisal']:.2f}")
+                         f"-log p={ex['surprisal']:.2f} (model's guess [{_v(ex.get('top_guess', '?'))}])")
     return "\n".join(lines)
 
 
 def profile_bits(model_path: str, *, data: str, output_dir: str | Path = "runs/bits-profile",
                  threshold: float | None = None, threshold_add: float = 0.0, max_patch_length: int | None = None,
-                 target_bytes_per_patch: float | None = None, eta: float = 0.9, alpha: float = 0.0,
+                 target_bytes_per_patch: float | None = None, eta: float = 0.9, alpha: float = 0.1,
                  window_tokens: int = 1024, batch_size: int = 4, max_documents: int | None = None,
                  max_tokens: int | None = None, device: str | None = None, model=None, tokenizer=None,
                  progress: bool = True, overwrite: bool = False) -> dict:

@@ -146,7 +146,8 @@ def register_bits(pr_sub) -> None:
                    help="find theta of each threshold mode by bisection so patches average B bytes")
     b.add_argument("--max-patch-length", type=int, default=None, help="split patches longer than this many tokens")
     b.add_argument("--eta", type=float, default=0.9, help="past surprise momentum (Titans eta)")
-    b.add_argument("--alpha", type=float, default=0.0, help="memory forgetting (Titans alpha)")
+    b.add_argument("--alpha", type=float, default=0.1,
+                   help="memory forgetting (Titans alpha; 0 = no forgetting: the memory sum grows without bound)")
     b.add_argument("--max-documents", type=int, default=None, help="read at most N documents")
     b.add_argument("--max-tokens", type=int, default=None, help="stop after the document that reaches N tokens")
     b.add_argument("--window-tokens", type=int, default=1024, help="forward window; windows overlap by half")

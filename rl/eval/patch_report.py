@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from typing import Sequence
+from collections.abc import Sequence
 
 from rl.errors import UserError
 
@@ -141,6 +141,8 @@ def patch_summary(docs: list[dict], mode: str, threshold: float, forking: list[b
     return {
         "mode": mode, "threshold": None if mode == "topk" else threshold, **{k: v for k, v in kwargs.items()},
         "tokens": n, "patches": len(lengths), "patches_per_token": len(lengths) / n,
+        "share_above_threshold": (None if mode == "topk" else
+                                  sum(1 for d in docs for h in d["entropy"] if h > threshold) / n),
         "global_step_share": len(lengths) / n,
         "mean_patch_tokens": sum(lengths) / len(lengths), "p90_patch_tokens": _pct(lengths, 90),
         "max_patch_tokens": max(lengths),
@@ -192,7 +194,7 @@ def distribution(values: Sequence[float]) -> dict:
 
 
 def bits_stats(docs: list[dict], texts: list[str], *, modes: Sequence[dict], eta: float = 0.9,
-               alpha: float = 0.0) -> dict:
+               alpha: float = 0.1) -> dict:
     """All the numbers of `rl profile bits` (pure given the scored documents; `texts` are the decoded
     tokens in document order)."""
     from rl.eval.surprise import past_surprise

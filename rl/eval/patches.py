@@ -22,8 +22,9 @@ theta that gives a target mean patch size in bytes (`--target-bytes-per-patch`).
 
 from __future__ import annotations
 
+import itertools
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 MODES = ("global", "monotonic", "threshold_add", "topk")
 # BLT's default global entropy threshold (nats), used when the user gives none.
@@ -82,7 +83,7 @@ def split_long(starts: Sequence[int], n: int, max_patch_length: int) -> list[int
     every max_patch_length units from its own start)."""
     out: list[int] = []
     bounds = list(starts) + [n]
-    for a, b in zip(bounds, bounds[1:]):
+    for a, b in itertools.pairwise(bounds):
         out.extend(range(a, b, max_patch_length))
     return out
 
@@ -91,8 +92,8 @@ def patch_lengths(starts: Sequence[int], n: int, unit_sizes: Sequence[int] | Non
     """Length of each patch in units, or in `unit_sizes` (e.g. bytes per token) when given."""
     bounds = list(starts) + [n]
     if unit_sizes is None:
-        return [b - a for a, b in zip(bounds, bounds[1:])]
-    return [sum(unit_sizes[a:b]) for a, b in zip(bounds, bounds[1:])]
+        return [b - a for a, b in itertools.pairwise(bounds)]
+    return [sum(unit_sizes[a:b]) for a, b in itertools.pairwise(bounds)]
 
 
 def count_patches(sequences: Sequence[Sequence[float]], mode: str, threshold: float, **kwargs) -> int:

@@ -17,11 +17,11 @@ reference is lucidrains/titans-pytorch.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
-__all__ = ["surprisal", "momentary_surprise", "past_surprise"]
+__all__ = ["momentary_surprise", "past_surprise", "surprisal"]
 
 
 def _check(logits: torch.Tensor, targets: torch.Tensor) -> None:

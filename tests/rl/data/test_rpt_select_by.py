@@ -19,8 +19,8 @@ DOCS = ["The derivative of x squared is two x. Hence the slope at one is two, an
 def _cfg(tmp_path, model, **kw):
     path = tmp_path / "corpus.jsonl"
     path.write_text("".join(json.dumps({"text": d}) + "\n" for d in DOCS), encoding="utf-8")
-    base = dict(corpus=str(path), proxy_model=str(model), min_entropy=0.0, max_per_doc=50, min_context_tokens=4,
-                window_tokens=64, batch_size=2, prompt_template=DEFAULT_RPT_PROMPT)
+    base = {"corpus": str(path), "proxy_model": str(model), "min_entropy": 0.0, "max_per_doc": 50, "min_context_tokens": 4,
+                "window_tokens": 64, "batch_size": 2, "prompt_template": DEFAULT_RPT_PROMPT}
     return RPTBuildConfig(**{**base, **kw})
 
 

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 
 import pytest
 
-from rl.eval.patches import bisect_threshold, count_patches, patch_lengths, patch_starts, split_long
+from rl.eval.patches import (
+    bisect_threshold,
+    count_patches,
+    patch_lengths,
+    patch_starts,
+    split_long,
+)
 
 
 def reference(h, mode, theta, add=0.0, size=None, first=1, max_len=None):
@@ -93,7 +100,7 @@ def test_patch_count_never_rises_with_theta(mode, kw):
     rng = random.Random(1)
     seqs = [[rng.expovariate(1.0) for _ in range(rng.randint(0, 40))] for _ in range(10)]
     counts = [count_patches(seqs, mode, theta / 10, **kw) for theta in range(-40, 60)]
-    assert all(a >= b for a, b in zip(counts, counts[1:])) and counts[0] > counts[-1]
+    assert all(a >= b for a, b in itertools.pairwise(counts)) and counts[0] > counts[-1]
 
 
 @pytest.mark.parametrize("mode", ["global", "monotonic", "threshold_add"])
