@@ -90,7 +90,7 @@ def _v(token: str) -> str:
 def format_bits(result: dict) -> str:
     s = result["stats"]
     lines = [(f"where the bits are: {result['model']} on {result['source']['path']} "
-             f"({s['documents']} documents, {s['tokens']} tokens, {s['bytes']} bytes)"),
+             f"({s['documents']} documents or completions, {s['tokens']} tokens, {s['bytes']} bytes)"),
              (f"{'mode':14} {'theta':>7} {'patches/token':>13} {'mean len':>8} {'p90 len':>7} "
              f"{'mean B':>7} {'p90 B':>6} {'starts forking':>14} {'forking starting':>16}")]
     for m in s["patches"]:
@@ -119,21 +119,29 @@ def format_bits(result: dict) -> str:
     return "\n".join(lines)
 
 
-def profile_bits(model_path: str, *, data: str, output_dir: str | Path = "runs/bits-profile",
+def profile_bits(model_path: str, *, data: str | None = None, generate: str | None = None, samples: int = 1,
+                 max_new_tokens: int = 256, temperature: float = 1.0, limit: int | None = None, output_dir: str | Path = "runs/bits-profile",
                  threshold: float | None = None, threshold_add: float = 0.0, max_patch_length: int | None = None,
                  target_bytes_per_patch: float | None = None, eta: float = 0.9, alpha: float = 0.1,
                  window_tokens: int = 1024, batch_size: int = 4, max_documents: int | None = None,
                  max_tokens: int | None = None, device: str | None = None, model=None, tokenizer=None,
                  progress: bool = True, overwrite: bool = False) -> dict:
-    """Check the output and arguments, score the corpus, compute `bits_stats`, write JSON + PNGs."""
+    """Check the output and arguments, score the corpus (`data`) or the model's own completions of
+    `generate` prompts, compute `bits_stats`, write JSON + PNGs."""
     from rl.data.corpus import CorpusStats, read_corpus
     from rl.eval.next_token import load_model
-    from rl.eval.patch_report import bits_stats, score_documents
+    from rl.eval.patch_report import bits_stats, generated_documents, score_documents
+    from rl.eval.profile import read_prompts
     from rl.eval.patches import BLT_THRESHOLD
     from rl.runtime.models import check_model_arg, quiet_long_input_warning
     from rl.runtime.outputs import check_output_dir, replace_dir, written_files
 
-    for name, value in (("--window-tokens", window_tokens), ("--batch-size", batch_size),
+    if (data is None) == (generate is None):
+        raise UserError("rl profile bits: give exactly one of --data CORPUS or --generate PROMPTS")
+    if temperature < 0 or (temperature == 0 and samples > 1):
+        raise UserError(f"--temperature: must be >= 0 (0 = one greedy sample), got {temperature} with {samples} samples")
+    for name, value in (("--samples", samples), ("--max-new-tokens", max_new_tokens), ("--limit", limit),
+                        ("--window-tokens", window_tokens), ("--batch-size", batch_size),
                         ("--max-patch-length", max_patch_length), ("--max-tokens", max_tokens),
                         ("--max-documents", max_documents)):
         if value is not None and value < (2 if name == "--window-tokens" else 1):
@@ -147,18 +155,31 @@ def profile_bits(model_path: str, *, data: str, output_dir: str | Path = "runs/b
 
     def check_out():
         return check_output_dir(output_dir, "--output-dir", BITS_COMMAND, overwrite=overwrite,
-                                inputs={"--data": data, "--model": model_path}, containers={"--data": data})
+                                inputs={"--data": data, "--generate": generate, "--model": model_path},
+                                containers={"--data": data})
 
     check_out()
     if model is None:
         check_model_arg(model_path, "--model")
     corpus_stats = CorpusStats()
-    documents = read_corpus(data, stats=corpus_stats)
+    documents = read_corpus(data, stats=corpus_stats) if data is not None else None  # spec errors before loading
+    prompts = read_prompts(generate, limit) if generate is not None else None
     if model is None:
         model, tokenizer = load_model(model_path, device)
     quiet_long_input_warning(tokenizer)
-    docs = score_documents(model, tokenizer, documents, window_tokens=window_tokens, batch_size=batch_size,
-                           max_documents=max_documents, max_tokens=max_tokens, progress=progress)
+    if documents is not None:
+        docs = score_documents(model, tokenizer, documents, window_tokens=window_tokens, batch_size=batch_size,
+                               max_documents=max_documents, max_tokens=max_tokens, progress=progress)
+        source = {"kind": "corpus (teacher-forced)", "path": data, "documents": len(docs),
+                  "corpus": corpus_stats.summary()}
+    else:
+        import torch
+
+        torch.manual_seed(0)
+        docs = generated_documents(model, tokenizer, prompts, samples=samples, max_new_tokens=max_new_tokens,
+                                   temperature=temperature, batch_size=batch_size, progress=progress)
+        source = {"kind": "generated (scored at T=1)", "path": generate, "prompts": len(prompts),
+                  "completions": len(docs)}
     cache = {t: tokenizer.decode([t], clean_up_tokenization_spaces=False) for t in {t for d in docs for t in d["ids"]}}
     texts = [cache[t] for d in docs for t in d["ids"]]
     modes = patch_modes(BLT_THRESHOLD if threshold is None else threshold, threshold_add, max_patch_length, docs,
@@ -170,10 +191,10 @@ def profile_bits(model_path: str, *, data: str, output_dir: str | Path = "runs/b
                 ex["top_guess"] = tokenizer.decode([ex["top_guess_id"]], clean_up_tokenization_spaces=False)
     out = Path(output_dir)
     result = {"model": str(model_path), "written_by": BITS_COMMAND,
-              "source": {"kind": "corpus (teacher-forced)", "path": data, "documents": len(docs),
-                         "corpus": corpus_stats.summary()},
+              "source": source,
               "settings": {"threshold": threshold, "threshold_add": threshold_add, "max_patch_length": max_patch_length,
                            "target_bytes_per_patch": target_bytes_per_patch, "eta": eta, "alpha": alpha,
+                           "samples": samples, "max_new_tokens": max_new_tokens, "temperature": temperature,
                            "window_tokens": window_tokens, "max_documents": max_documents, "max_tokens": max_tokens},
               "stats": stats}
     with replace_dir(out, BITS_COMMAND, recheck=check_out) as tmp:

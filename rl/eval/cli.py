@@ -136,7 +136,15 @@ def register_bits(pr_sub) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     b.add_argument("--model", required=True, help="entropy model: checkpoint dir, hub id or builtin: name")
-    b.add_argument("--data", required=True, help="corpus: builtin:champ, .txt file/dir, .jsonl/.parquet, HF dataset dir")
+    src = b.add_mutually_exclusive_group(required=True)
+    src.add_argument("--data", help="corpus: builtin:champ, .txt file/dir, .jsonl/.parquet, HF dataset dir")
+    src.add_argument("--generate", metavar="PROMPTS",
+                     help="the model's own completions of these prompts (.txt, one per line, or .jsonl with `prompt`)")
+    b.add_argument("--samples", type=int, default=1, help="generate: completions per prompt")
+    b.add_argument("--max-new-tokens", type=int, default=256, help="generate: completion length")
+    b.add_argument("--temperature", type=float, default=1.0,
+                   help="generate: sampling temperature (0 = greedy); tokens are scored at T=1")
+    b.add_argument("--limit", type=int, default=None, help="generate: use only the first N prompts")
     b.add_argument("--output-dir", "-o", default="runs/bits-profile",
                    help="where JSON and PNGs go: a new dir or a previous bits profile (replaced atomically)")
     b.add_argument("--overwrite", action="store_true", help="let --output-dir replace a directory this command did not write")
@@ -160,7 +168,9 @@ def run_bits(args) -> int:
     from rl.eval.bits import format_bits, profile_bits
 
     result = profile_bits(
-        args.model, data=args.data, output_dir=args.output_dir, threshold=args.threshold,
+        args.model, data=args.data, generate=args.generate, samples=args.samples,
+        max_new_tokens=args.max_new_tokens, temperature=args.temperature, limit=args.limit,
+        output_dir=args.output_dir, threshold=args.threshold,
         threshold_add=args.threshold_add, max_patch_length=args.max_patch_length,
         target_bytes_per_patch=args.target_bytes_per_patch, eta=args.eta, alpha=args.alpha,
         window_tokens=args.window_tokens, batch_size=args.batch_size, max_documents=args.max_documents,

@@ -221,3 +221,54 @@ def bits_stats(docs: list[dict], texts: list[str], *, modes: Sequence[dict], eta
         "disagreement": {"surprisal": disagreement(docs, texts, "surprisal"),
                          "momentary_surprise": disagreement(docs, texts, "surprise")},
     }
+
+
+def generated_documents(model, tokenizer, prompts, *, samples=1, max_new_tokens=256, temperature=1.0,
+                        batch_size=4, progress=True) -> list[dict]:
+    """The model's own completions as documents for `bits_stats`: sample (chat template when the
+    tokenizer has one), cut each at its first end-of-sequence token, then re-score prompt +
+    completion unpadded (`_window_scores`) and keep the completion's tokens, scored at T = 1.
+    Bytes per token come from decoding growing prefixes (a token holding part of a UTF-8
+    character counts the bytes it completes)."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from rl.train.padding import left_pad
+
+    device = next(model.parameters()).device
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    eos = model.generation_config.eos_token_id
+    stop = set(eos if isinstance(eos, list) else [eos] if eos is not None else []) | {pad_id}
+    chat = bool(getattr(tokenizer, "chat_template", None))
+    seqs = []
+    for prompt in prompts:
+        messages = prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
+        seqs.append(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
+                                                  return_dict=True)["input_ids"] if chat
+                    else tokenizer("\n\n".join(m["content"] for m in messages))["input_ids"])
+    sampling = ({"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0} if temperature > 0
+                else {"do_sample": False})
+    docs = []
+    for b in tqdm(range(0, len(seqs), batch_size), desc="generate", unit="batch", disable=not progress):
+        group = seqs[b:b + batch_size]
+        ids, mask, _ = left_pad(group, pad_id, device)
+        with torch.inference_mode():
+            out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
+                                 num_return_sequences=samples, pad_token_id=pad_id, **sampling)
+        for r, row in enumerate(out[:, ids.shape[1]:].tolist()):
+            new = row[:next((t for t, tok in enumerate(row) if tok in stop), len(row))]
+            if not new:
+                continue
+            prompt_ids = group[r // samples]
+            cols = _window_scores(model, [prompt_ids + new], pad_id)[0]
+            keep = slice(len(prompt_ids) - 1, len(prompt_ids) - 1 + len(new))
+            lengths = [len(tokenizer.decode(new[:t], clean_up_tokenization_spaces=False)) for t in range(len(new) + 1)]
+            text = tokenizer.decode(new, clean_up_tokenization_spaces=False)
+            sizes = [len(tokenizer.decode(new[:t], clean_up_tokenization_spaces=False).encode("utf-8"))
+                     for t in range(len(new) + 1)]
+            docs.append({"doc_id": f"prompt{b + r // samples}:sample{r % samples}", "text": text, "ids": new,
+                         "starts": lengths[:-1], "bytes": [max(0, y - x) for x, y in zip(sizes, sizes[1:])],
+                         **{k: v[keep] for k, v in cols.items()}})
+    if not docs:
+        raise UserError("rl profile bits --generate: every completion was empty; raise --max-new-tokens")
+    return docs

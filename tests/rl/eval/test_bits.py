@@ -98,3 +98,21 @@ def test_refusals_are_one_line_and_touch_nothing(tiny_model_dir, corpus, capsys,
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
     assert len(err) == 1 and match in err[0], err
     assert {p: p.read_bytes() for p in corpus.parent.rglob("*") if p.is_file()} == before
+
+
+def test_generated_completions_are_scored_at_their_own_tokens(tiny_model_dir, corpus, capsys):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from rl.eval.patch_report import generated_documents
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    docs = generated_documents(model, tok, ["What is 2+2?"], max_new_tokens=6, temperature=0, progress=False)
+    d = docs[0]
+    assert d["argmax"] == d["ids"]  # greedy: each completion token is the scored distribution's argmax
+    assert len(d["entropy"]) == len(d["ids"]) == len(d["bytes"]) and sum(d["bytes"]) == len(d["text"].encode())
+    (corpus.parent / "p.txt").write_text("What is 2+2?\nWhy is the sky blue?\n")
+    assert main(["profile", "bits", "--model", str(tiny_model_dir), "--generate", "p.txt", "--samples", "2",
+                 "--max-new-tokens", "5", "-o", "gen", "--device", "cpu"]) == 0
+    saved = json.loads((corpus.parent / "gen" / "bits_profile.json").read_text())
+    assert saved["source"]["prompts"] == 2 and 1 <= saved["source"]["completions"] <= 4
