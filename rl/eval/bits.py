@@ -131,8 +131,8 @@ def profile_bits(model_path: str, *, data: str | None = None, generate: str | No
     from rl.data.corpus import CorpusStats, read_corpus
     from rl.eval.next_token import load_model
     from rl.eval.patch_report import bits_stats, generated_documents, score_documents
-    from rl.eval.profile import read_prompts
     from rl.eval.patches import BLT_THRESHOLD
+    from rl.eval.profile import read_prompts
     from rl.runtime.models import check_model_arg, quiet_long_input_warning
     from rl.runtime.outputs import check_output_dir, replace_dir, written_files
 

@@ -12,6 +12,7 @@ forking tokens, and where entropy and surprise disagree, with examples.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import Counter
 from collections.abc import Sequence
@@ -267,7 +268,7 @@ def generated_documents(model, tokenizer, prompts, *, samples=1, max_new_tokens=
             sizes = [len(tokenizer.decode(new[:t], clean_up_tokenization_spaces=False).encode("utf-8"))
                      for t in range(len(new) + 1)]
             docs.append({"doc_id": f"prompt{b + r // samples}:sample{r % samples}", "text": text, "ids": new,
-                         "starts": lengths[:-1], "bytes": [max(0, y - x) for x, y in zip(sizes, sizes[1:])],
+                         "starts": lengths[:-1], "bytes": [max(0, y - x) for x, y in itertools.pairwise(sizes)],
                          **{k: v[keep] for k, v in cols.items()}})
     if not docs:
         raise UserError("rl profile bits --generate: every completion was empty; raise --max-new-tokens")
