@@ -128,7 +128,8 @@ def register_bits(pr_sub) -> None:
     b = pr_sub.add_parser(
         "bits",
         help="where the bits are: entropy patches (BLT) and surprise (Titans) vs forking tokens",
-        description="Over a corpus (teacher-forced) or the model's own completions: cut entropy patches as the Byte Latent Transformer does "
+        description="Over a corpus (teacher-forced) or the model's own completions: cut entropy patches as the "
+        "Byte Latent Transformer does "
         "(patches per token = the share of global steps a patch-level model runs, patch lengths in tokens and "
         "bytes, patch-start tokens, overlap with the top-20% forking tokens) and measure surprise as Titans "
         "does, with the positions where entropy and surprise disagree.",
