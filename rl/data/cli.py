@@ -7,7 +7,10 @@ import argparse
 from rl.train.config import DEFAULT_RPT_PROMPT
 
 # The measured comparison (bench/rpt_select_by.py); kept next to the flag so users see it.
-SELECT_BY_EVIDENCE = "Measured: not yet (see bench/rpt_select_by.py)."
+SELECT_BY_EVIDENCE = (
+    "Measured (bench/rpt_select_by.py --quick: demo recipe, 192 rows, 20 steps, ONE seed, random arm not run): "
+    "held-out expected accuracy +0.46 pts [95%% CI +0.28, +0.72] with entropy >= 1.0 vs +0.67 [+0.54, +0.84] "
+    "with surprisal >= 1.0; the intervals overlap, so no winner is established yet.")
 
 RPT_EXAMPLES = """examples:
   rl data rpt --corpus builtin:champ --proxy-model builtin:smollm2-135m-instruct --output runs/champ-rpt
