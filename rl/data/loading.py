@@ -204,6 +204,8 @@ def rpt_config_for_run(script_args, model_path: str, tokenizer, *, chat: str | N
         entropy=script_args.rpt_entropy,
         top_k=script_args.rpt_top_k,
         min_entropy=script_args.rpt_min_entropy,
+        select_by=script_args.rpt_select_by,
+        min_surprise=script_args.rpt_min_surprise,
         max_per_doc=script_args.rpt_max_per_doc,
         continuation_tokens=script_args.rpt_continuation_tokens,
         max_context_tokens=script_args.rpt_max_context_tokens,

@@ -4,7 +4,12 @@ Each document is tokenized once with the proxy model's tokenizer. The proxy mode
 document in overlapping windows (one batched forward pass per window, never one per position) and
 gives the next-token entropy at every position. Positions whose entropy is at least
 `min_entropy` are candidates ("hard" tokens carry the signal); up to `max_per_doc` are sampled per
-document. Each kept position becomes one row:
+document. `select_by` can pick positions by what actually surprised the proxy instead (Titans,
+arXiv 2501.00663; rl/eval/surprise.py): `surprisal` (-log p of the true token >= `min_surprise`) or
+`surprise` (the cross-entropy's gradient norm ||softmax(z) - onehot(y)||, in [0, sqrt 2], >=
+`min_surprise`), or `random` (every position is a candidate: the control). The same context
+filters, per-document cap and seeded sampling apply whichever criterion chooses. Each kept
+position becomes one row:
 
     prompt · rpt_format · context · continuation · boundaries · entropy · doc_id · position
 
@@ -31,6 +36,7 @@ from rewards.rpt import FORMATS
 from rl.errors import UserError
 
 logger = logging.getLogger(__name__)
+SELECT_BY = ("entropy", "surprisal", "surprise", "random")
 
 #: Row formats the builder writes: RPT's two, and `rlp` (a thought prompt, rewards/rlp.py; the
 #: positions are chosen exactly as for RPT: the proxy's entropy filter, sampled per document).
@@ -46,6 +52,8 @@ class RPTBuildConfig:
     entropy: str = "topk"
     top_k: int = 16
     min_entropy: float = 0.5
+    select_by: str = "entropy"  # entropy | surprisal | surprise | random: which score picks positions
+    min_surprise: float = 2.0  # threshold on the select_by score when it is surprisal or surprise
     max_per_doc: int = 8
     continuation_tokens: int = 8
     max_context_tokens: int = 512
@@ -68,6 +76,9 @@ class RPTBuildConfig:
         from rl.data.fingerprint import corpus_fingerprint, model_fingerprint
 
         settings = json.loads(json.dumps(asdict(self), default=str))
+        if self.select_by == "entropy":  # data built before select_by existed stays reusable
+            settings.pop("select_by")
+            settings.pop("min_surprise")
         settings["inputs"] = {"corpus": corpus_fingerprint(self.corpus),
                               "proxy_model": model_fingerprint(self.proxy_model)}
         return settings
@@ -75,6 +86,8 @@ class RPTBuildConfig:
     def validate(self) -> None:
         if self.entropy not in ("topk", "full"):
             raise UserError(f"entropy: expected `topk` or `full`, got {self.entropy!r}")
+        if self.select_by not in SELECT_BY:
+            raise UserError(f"select_by: expected one of {', '.join(SELECT_BY)}, got {self.select_by!r}")
         positive = ("top_k", "max_per_doc", "continuation_tokens", "max_context_tokens", "window_tokens", "batch_size")
         for name in positive:
             if int(getattr(self, name)) < 1:
@@ -166,7 +179,8 @@ def window_plan(n_tokens: int, window: int) -> list[tuple[int, int, int, int]]:
 
 
 def _forward_entropies(model, batch_ids: list[list[int]], pad_id: int, cfg: RPTBuildConfig):
-    """One batched no-grad forward over windows; returns per-window float32 entropy lists.
+    """One batched no-grad forward over windows; returns per-window (entropy list, score list), the
+    score being what `cfg.select_by` ranks (the entropy itself unless surprisal/surprise).
 
     Entropy at window index j is for the distribution predicting window token j + 1. The LM head is
     applied row by row over the backbone's hidden states so the full (batch x window x vocab)
@@ -174,6 +188,7 @@ def _forward_entropies(model, batch_ids: list[list[int]], pad_id: int, cfg: RPTB
     """
     import torch
 
+    from rl.eval.surprise import momentary_surprise, surprisal
     from rl.train.entropy import token_entropy, topk_entropy
 
     longest = max(len(ids) for ids in batch_ids)
@@ -201,7 +216,14 @@ def _forward_entropies(model, batch_ids: list[list[int]], pad_id: int, cfg: RPTB
                 ent = topk_entropy(logits, k=cfg.top_k)
             else:
                 ent = token_entropy(logits)
-            results.append(ent.float().cpu().tolist())
+            target = input_ids[row, 1: len(ids)]
+            if cfg.select_by == "surprisal":
+                score = surprisal(logits, target)
+            elif cfg.select_by == "surprise":
+                score = momentary_surprise(logits, target)
+            else:
+                score = ent
+            results.append((ent.float().cpu().tolist(), score.float().cpu().tolist()))
     return results
 
 
@@ -230,13 +252,15 @@ def iter_rpt_rows(cfg: RPTBuildConfig, model, tokenizer, documents, summary: Bui
     def finish_doc(key: int) -> Iterator[dict]:
         doc = pending.pop(key)
         entropy = doc["entropy"]  # entropy[p] for predicted position p (index 0 unused)
+        score = doc["score"]  # the select_by score at p (the entropy when select_by is entropy)
+        threshold = cfg.min_entropy if cfg.select_by == "entropy" else cfg.min_surprise
         ids, offsets, text = doc["ids"], doc["offsets"], doc["text"]
         n = len(ids)
         candidates = []
         for p in range(max(1, cfg.min_context_tokens), n):
             summary.candidate_positions += 1
             all_entropies.append(entropy[p])
-            if entropy[p] >= cfg.min_entropy:
+            if cfg.select_by == "random" or score[p] >= threshold:
                 candidates.append(p)
         summary.positions_above_threshold += len(candidates)
         rng = random.Random(cfg.seed * 1_000_003 + zlib.crc32(doc["doc_id"].encode("utf-8")))
@@ -265,11 +289,12 @@ def iter_rpt_rows(cfg: RPTBuildConfig, model, tokenizer, documents, summary: Bui
         if not queue:
             return
         ents = _forward_entropies(model, [item[2] for item in queue], pad_id, cfg)
-        for (key, _, _ids, start), ent in zip(queue, ents):
+        for (key, _, _ids, start), (ent, score) in zip(queue, ents):
             doc = pending[key]
             own_from, own_to = doc["plans_owned"].pop(start)
             for p in range(own_from, own_to):
                 doc["entropy"][p] = ent[p - start - 1]
+                doc["score"][p] = score[p - start - 1]
             doc["windows_left"] -= 1
             scored[0] += own_to - own_from
         queue.clear()
@@ -298,6 +323,7 @@ def iter_rpt_rows(cfg: RPTBuildConfig, model, tokenizer, documents, summary: Bui
             "ids": ids,
             "offsets": offsets,
             "entropy": [0.0] * len(ids),
+            "score": [0.0] * len(ids),
             "windows_left": len(plans),
             "plans_owned": {start: (own_from, own_to) for start, _, own_from, own_to in plans},
         }
@@ -384,6 +410,9 @@ def no_rows_reason(cfg: RPTBuildConfig, summary: BuildSummary) -> str:
     if summary.documents_too_short == summary.documents:
         return (f"{where}; every document is shorter than min_context_tokens + 1 = {cfg.min_context_tokens + 1} "
                 "tokens: use longer documents or lower min_context_tokens (--min-context-tokens)")
+    if summary.positions_above_threshold == 0 and cfg.select_by in ("surprisal", "surprise"):
+        return (f"{where}; no position's {cfg.select_by} reaches min_surprise {cfg.min_surprise}: lower min_surprise "
+                "(--min-surprise)")
     if summary.positions_above_threshold == 0:
         top = max(summary.entropy_percentiles.values(), default=None)
         seen = f" (99th percentile {top:.3f} nats)" if top is not None else ""

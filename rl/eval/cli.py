@@ -73,7 +73,7 @@ def register(subparsers) -> None:
     p.set_defaults(func=run_eval)
 
     pr = subparsers.add_parser("profile", help="profile models (rl profile entropy --help)")
-    pr_sub = pr.add_subparsers(dest="profile_command", metavar="{entropy}")
+    pr_sub = pr.add_subparsers(dest="profile_command", metavar="{entropy,bits}")
     pr_sub.required = True
     q = pr_sub.add_parser(
         "entropy",
@@ -107,6 +107,79 @@ def register(subparsers) -> None:
     q.add_argument("--wandb", action="store_true", help="log plots and a table to W&B (mode from WANDB_MODE)")
     q.add_argument("--wandb-project", default="entropy-rl", help="W&B project for --wandb")
     q.set_defaults(func=run_profile)
+    register_bits(pr_sub)
+
+
+BITS_EXAMPLES = """examples:
+  rl profile bits --model builtin:smollm2-135m --data builtin:champ --max-documents 20
+  rl profile bits --model runs/rpt --data notes.jsonl --target-bytes-per-patch 8 --max-patch-length 16
+
+writes OUTPUT_DIR/bits_profile.json, patch_trace.png, patch_lengths.png. Patches (BLT, arXiv 2412.09871):
+global (H_t > theta; BLT's default theta 1.3354 nats), monotonic (H_t - H_{t-1} > theta), threshold_add
+(both, the difference against --threshold-add) and topk (the global mode's mean patch size). Units are
+the model's tokens; a byte-level entropy model plugs in the same way where a user has one (any causal LM
+whose tokens are bytes). Surprise (Titans, arXiv 2501.00663): surprisal -log p(y) and momentary surprise
+||softmax(z) - onehot(y)||_2 (the cross-entropy's gradient norm w.r.t. the logits, closed form), past
+surprise S_t = eta S_{t-1} + u_t and memory M_t = (1 - alpha) M_{t-1} + S_t.
+"""
+
+
+def register_bits(pr_sub) -> None:
+    b = pr_sub.add_parser(
+        "bits",
+        help="where the bits are: entropy patches (BLT) and surprise (Titans) vs forking tokens",
+        description="Over a corpus (teacher-forced) or the model's own completions: cut entropy patches as the "
+        "Byte Latent Transformer does "
+        "(patches per token = the share of global steps a patch-level model runs, patch lengths in tokens and "
+        "bytes, patch-start tokens, overlap with the top-20% forking tokens) and measure surprise as Titans "
+        "does, with the positions where entropy and surprise disagree.",
+        epilog=BITS_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    b.add_argument("--model", required=True, help="entropy model: checkpoint dir, hub id or builtin: name")
+    src = b.add_mutually_exclusive_group(required=True)
+    src.add_argument("--data", help="corpus: builtin:champ, .txt file/dir, .jsonl/.parquet, HF dataset dir")
+    src.add_argument("--generate", metavar="PROMPTS",
+                     help="the model's own completions of these prompts (.txt, one per line, or .jsonl with `prompt`)")
+    b.add_argument("--samples", type=int, default=1, help="generate: completions per prompt")
+    b.add_argument("--max-new-tokens", type=int, default=256, help="generate: completion length")
+    b.add_argument("--temperature", type=float, default=1.0,
+                   help="generate: sampling temperature (0 = greedy); tokens are scored at T=1")
+    b.add_argument("--limit", type=int, default=None, help="generate: use only the first N prompts")
+    b.add_argument("--output-dir", "-o", default="runs/bits-profile",
+                   help="where JSON and PNGs go: a new dir or a previous bits profile (replaced atomically)")
+    b.add_argument("--overwrite", action="store_true", help="let --output-dir replace a directory this command did not write")
+    b.add_argument("--threshold", type=float, default=None, help="theta in nats (default: BLT's 1.3354)")
+    b.add_argument("--threshold-add", type=float, default=0.0, help="threshold_add mode: H_t - H_{t-1} must exceed this")
+    b.add_argument("--target-bytes-per-patch", type=float, default=None, metavar="B",
+                   help="find theta of each threshold mode by bisection so patches average B bytes")
+    b.add_argument("--max-patch-length", type=int, default=None, help="split patches longer than this many tokens")
+    b.add_argument("--eta", type=float, default=0.9, help="past surprise momentum (Titans eta)")
+    b.add_argument("--alpha", type=float, default=0.1,
+                   help="memory forgetting (Titans alpha; 0 = no forgetting: the memory sum grows without bound)")
+    b.add_argument("--max-documents", type=int, default=None, help="read at most N documents")
+    b.add_argument("--max-tokens", type=int, default=None, help="stop after the document that reaches N tokens")
+    b.add_argument("--window-tokens", type=int, default=1024, help="forward window; windows overlap by half")
+    b.add_argument("--batch-size", type=int, default=4, help="windows per forward pass")
+    b.add_argument("--device", default=None, help="cpu, cuda ... (default: cuda if available)")
+    b.set_defaults(func=run_bits)
+
+
+def run_bits(args) -> int:
+    from rl.eval.bits import format_bits, profile_bits
+
+    result = profile_bits(
+        args.model, data=args.data, generate=args.generate, samples=args.samples,
+        max_new_tokens=args.max_new_tokens, temperature=args.temperature, limit=args.limit,
+        output_dir=args.output_dir, threshold=args.threshold,
+        threshold_add=args.threshold_add, max_patch_length=args.max_patch_length,
+        target_bytes_per_patch=args.target_bytes_per_patch, eta=args.eta, alpha=args.alpha,
+        window_tokens=args.window_tokens, batch_size=args.batch_size, max_documents=args.max_documents,
+        max_tokens=args.max_tokens, device=args.device, overwrite=args.overwrite)
+    print(format_bits(result))
+    for path in result["written"]:
+        print(f"wrote {path}")
+    return 0
 
 
 EVAL_COMMAND = "rl eval next-token"

@@ -115,6 +115,16 @@ class ScriptArguments:
     rpt_min_entropy: float = field(
         default=0.5, metadata={"help": "Keep only positions whose proxy next-token entropy (nats) is at least this."}
     )
+    rpt_select_by: str = field(
+        default="entropy",
+        metadata={"help": "Which proxy score picks positions: `entropy` (the paper; >= rpt_min_entropy), "
+                  "`surprisal` (-log p of the true token) or `surprise` (Titans: ||softmax(z) - onehot(y)||_2, the "
+                  "cross-entropy's gradient norm, in [0, 1.414]) >= rpt_min_surprise, or `random` (the control). "
+                  "Same context filters and per-document cap in every case (rl data rpt --select-by)."},
+    )
+    rpt_min_surprise: float = field(
+        default=2.0, metadata={"help": "With rpt_select_by surprisal/surprise: keep positions whose score is >= this."}
+    )
     rpt_max_per_doc: int = field(default=8, metadata={"help": "At most this many positions sampled per document."})
     rpt_continuation_tokens: int = field(
         default=8, metadata={"help": "Ground-truth tokens kept after each position (the prefix-match targets)."}

@@ -1,0 +1,209 @@
+"""`rl profile bits`: the command (check outputs, score, cut patches, write JSON + PNGs, print).
+
+The numbers come from rl/eval/patch_report.py, the patching from rl/eval/patches.py and the
+surprise from rl/eval/surprise.py; this module only orders the work and draws the plots.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rl.errors import UserError
+
+BITS_COMMAND = "rl profile bits"
+
+
+def patch_modes(threshold: float, threshold_add: float, max_patch_length: int | None, docs: list[dict],
+                target_bytes_per_patch: float | None) -> list[dict]:
+    """The modes to cut, each as patch_starts keyword arguments. With a byte target, theta of each
+    threshold mode is found by bisection; topk then targets the global mode's mean patch size."""
+    from rl.eval.patches import bisect_threshold, count_patches
+
+    extra = {"max_patch_length": max_patch_length} if max_patch_length else {}
+    seqs = [d["entropy"] for d in docs]
+    modes = []
+    for mode, kw in (("global", {}), ("monotonic", {}), ("threshold_add", {"threshold_add": threshold_add})):
+        theta = threshold
+        if target_bytes_per_patch:
+            theta = bisect_threshold(seqs, sum(b for d in docs for b in d["bytes"]), target_bytes_per_patch, mode,
+                                     **kw, **extra)
+        modes.append({"mode": mode, "threshold": theta, **kw, **extra})
+    n = sum(len(s) for s in seqs)
+    size = n / max(1, count_patches(seqs, **modes[0]))
+    modes.append({"mode": "topk", "threshold": 0.0, "target_patch_size": size, **extra})
+    return modes
+
+
+def save_plots(docs: list[dict], stats: dict, texts: list[str], out: Path, title: str) -> dict[str, str]:
+    """patch_trace.png (entropy and surprisal of the first document's first 160 tokens, global-mode
+    patch starts marked) and patch_lengths.png (patch length histogram per mode)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from rl.eval.patches import patch_starts
+
+    g = next(m for m in stats["patches"] if m["mode"] == "global")
+    d = docs[0]
+    n = min(160, len(d["ids"]))
+    kw = {k: g[k] for k in ("threshold", "max_patch_length") if g.get(k) is not None}
+    starts = [s for s in patch_starts(d["entropy"], "global", **kw) if s < n]
+    fig, ax = plt.subplots(figsize=(14, 4.5))
+    ax.plot(range(n), d["entropy"][:n], color="#4C72B0", label="entropy (nats)")
+    ax.plot(range(n), d["surprisal"][:n], color="#DD8452", alpha=0.6, label="surprisal -log p(y) (nats)")
+    ax.axhline(g["threshold"], color="#C44E52", linestyle="--", label=f"theta = {g['threshold']:.3f}")
+    for s in starts:
+        ax.axvline(s, color="gray", alpha=0.35, linewidth=0.8)
+    ax.set_xticks(range(n), [texts[i].replace("\n", "\\n") for i in range(n)], rotation=90, fontsize=5)
+    ax.set_ylabel("nats")
+    ax.set_title(f"{title}: {len(starts)} patches in {n} tokens (grey lines: patch starts, global mode)")
+    ax.legend(loc="upper right")
+    fig.tight_layout()
+    trace = out / "patch_trace.png"
+    fig.savefig(trace, dpi=120)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    top = max(max(m["_lengths"]) for m in stats["patches"])
+    bins = range(1, min(top, 60) + 2)
+    for m in stats["patches"]:
+        ax.hist([min(x, 60) for x in m["_lengths"]], bins=bins, histtype="step", linewidth=1.5,
+                label=f"{m['mode']} (mean {m['mean_patch_tokens']:.2f})")
+    ax.set_xlabel("patch length (tokens; longer than 60 drawn at 60)")
+    ax.set_ylabel("patches")
+    ax.set_yscale("log")
+    ax.set_title(f"patch lengths: {title}")
+    ax.legend()
+    fig.tight_layout()
+    hist = out / "patch_lengths.png"
+    fig.savefig(hist, dpi=110)
+    plt.close(fig)
+    return {"trace": str(trace), "lengths": str(hist)}
+
+
+def _v(token: str) -> str:
+    return repr(token)[1:-1].replace(" ", "␣") or "∅"
+
+
+def format_bits(result: dict) -> str:
+    s = result["stats"]
+    lines = [(f"where the bits are: {result['model']} on {result['source']['path']} "
+             f"({s['documents']} documents or completions, {s['tokens']} tokens, {s['bytes']} bytes)"),
+             (f"{'mode':14} {'theta':>7} {'patches/token':>13} {'mean len':>8} {'p90 len':>7} "
+             f"{'mean B':>7} {'p90 B':>6} {'starts forking':>14} {'forking starting':>16}")]
+    for m in s["patches"]:
+        theta = "-" if m["threshold"] is None else f"{m['threshold']:.3f}"
+        lines.append(f"{m['mode']:14} {theta:>7} {m['patches_per_token']:13.3f} {m['mean_patch_tokens']:8.2f} "
+                     f"{m['p90_patch_tokens']:7.1f} {m['mean_patch_bytes']:7.2f} {m['p90_patch_bytes']:6.1f} "
+                     f"{100 * m['starts_that_are_forking']:13.1f}% {100 * m['forking_that_start_patches']:15.1f}%")
+    g = s["patches"][0]
+    lines.append(f"share of tokens with entropy above theta {g['threshold']:.4f}: {100 * g['share_above_threshold']:.1f}% "
+                 f"(below or equal: {100 * (1 - g['share_above_threshold']):.1f}%)")
+    lines.append("global-mode patch starts by kind: " + ", ".join(
+        f"{k} {100 * v:.1f}%" for k, v in g["start_kinds"].items() if v))
+    lines.append("most frequent patch-start tokens: " + ", ".join(
+        f"{_v(t['token'])} {t['count']}" for t in g["top_start_tokens"][:12]))
+    for name, dist in s["distributions"].items():
+        lines.append(f"{name:28} mean {dist['mean']:.3f}  p50 {dist['p50']:.3f}  p90 {dist['p90']:.3f}")
+    for name, dis in s["disagreement"].items():
+        lines.append(f"top-20% by entropy that are also top-20% by {name}: {100 * dis['overlap_share']:.1f}%")
+    dis = s["disagreement"]["surprisal"]
+    for label, key in (("surprised but confident", "high_surprise_low_entropy"),
+                       ("uncertain but unsurprised", "high_entropy_low_surprise")):
+        lines.append(f"{label}:")
+        for ex in dis[key][:4]:
+            lines.append(f"  ...{_v(ex['context'][-40:])} [{_v(ex['token'])}] H={ex['entropy']:.2f} "
+                         f"-log p={ex['surprisal']:.2f} (model's guess [{_v(ex.get('top_guess', '?'))}])")
+    return "\n".join(lines)
+
+
+def profile_bits(model_path: str, *, data: str | None = None, generate: str | None = None, samples: int = 1,
+                 max_new_tokens: int = 256, temperature: float = 1.0, limit: int | None = None, output_dir: str | Path = "runs/bits-profile",
+                 threshold: float | None = None, threshold_add: float = 0.0, max_patch_length: int | None = None,
+                 target_bytes_per_patch: float | None = None, eta: float = 0.9, alpha: float = 0.1,
+                 window_tokens: int = 1024, batch_size: int = 4, max_documents: int | None = None,
+                 max_tokens: int | None = None, device: str | None = None, model=None, tokenizer=None,
+                 progress: bool = True, overwrite: bool = False) -> dict:
+    """Check the output and arguments, score the corpus (`data`) or the model's own completions of
+    `generate` prompts, compute `bits_stats`, write JSON + PNGs."""
+    from rl.data.corpus import CorpusStats, read_corpus
+    from rl.eval.next_token import load_model
+    from rl.eval.patch_report import bits_stats, generated_documents, score_documents
+    from rl.eval.patches import BLT_THRESHOLD
+    from rl.eval.profile import read_prompts
+    from rl.runtime.models import check_model_arg, quiet_long_input_warning
+    from rl.runtime.outputs import check_output_dir, replace_dir, written_files
+
+    if (data is None) == (generate is None):
+        raise UserError("rl profile bits: give exactly one of --data CORPUS or --generate PROMPTS")
+    if temperature < 0 or (temperature == 0 and samples > 1):
+        raise UserError(f"--temperature: must be >= 0 (0 = one greedy sample), got {temperature} with {samples} samples")
+    for name, value in (("--samples", samples), ("--max-new-tokens", max_new_tokens), ("--limit", limit),
+                        ("--window-tokens", window_tokens), ("--batch-size", batch_size),
+                        ("--max-patch-length", max_patch_length), ("--max-tokens", max_tokens),
+                        ("--max-documents", max_documents)):
+        if value is not None and value < (2 if name == "--window-tokens" else 1):
+            raise UserError(f"{name}: too small ({value})")
+    if target_bytes_per_patch is not None and not target_bytes_per_patch > 0:
+        raise UserError(f"--target-bytes-per-patch: must be > 0, got {target_bytes_per_patch}")
+    if target_bytes_per_patch is not None and threshold is not None:
+        raise UserError("--threshold and --target-bytes-per-patch: give one (the target finds theta by bisection)")
+    if not (0 <= eta <= 1 and 0 <= alpha <= 1):
+        raise UserError(f"--eta and --alpha: must be in [0, 1], got {eta} and {alpha}")
+
+    def check_out():
+        return check_output_dir(output_dir, "--output-dir", BITS_COMMAND, overwrite=overwrite,
+                                inputs={"--data": data, "--generate": generate, "--model": model_path},
+                                containers={"--data": data})
+
+    check_out()
+    if model is None:
+        check_model_arg(model_path, "--model")
+    corpus_stats = CorpusStats()
+    documents = read_corpus(data, stats=corpus_stats) if data is not None else None  # spec errors before loading
+    prompts = read_prompts(generate, limit) if generate is not None else None
+    if model is None:
+        model, tokenizer = load_model(model_path, device)
+    quiet_long_input_warning(tokenizer)
+    if documents is not None:
+        docs = score_documents(model, tokenizer, documents, window_tokens=window_tokens, batch_size=batch_size,
+                               max_documents=max_documents, max_tokens=max_tokens, progress=progress)
+        source = {"kind": "corpus (teacher-forced)", "path": data, "documents": len(docs),
+                  "corpus": corpus_stats.summary()}
+    else:
+        import torch
+
+        torch.manual_seed(0)
+        docs = generated_documents(model, tokenizer, prompts, samples=samples, max_new_tokens=max_new_tokens,
+                                   temperature=temperature, batch_size=batch_size, progress=progress)
+        source = {"kind": "generated (scored at T=1)", "path": generate, "prompts": len(prompts),
+                  "completions": len(docs)}
+    cache = {t: tokenizer.decode([t], clean_up_tokenization_spaces=False) for t in {t for d in docs for t in d["ids"]}}
+    texts = [cache[t] for d in docs for t in d["ids"]]
+    modes = patch_modes(BLT_THRESHOLD if threshold is None else threshold, threshold_add, max_patch_length, docs,
+                        target_bytes_per_patch)
+    stats = bits_stats(docs, texts, modes=modes, eta=eta, alpha=alpha)
+    for dis in stats["disagreement"].values():
+        for key in ("high_surprise_low_entropy", "high_entropy_low_surprise"):
+            for ex in dis[key]:
+                ex["top_guess"] = tokenizer.decode([ex["top_guess_id"]], clean_up_tokenization_spaces=False)
+    out = Path(output_dir)
+    result = {"model": str(model_path), "written_by": BITS_COMMAND,
+              "source": source,
+              "settings": {"threshold": threshold, "threshold_add": threshold_add, "max_patch_length": max_patch_length,
+                           "target_bytes_per_patch": target_bytes_per_patch, "eta": eta, "alpha": alpha,
+                           "samples": samples, "max_new_tokens": max_new_tokens, "temperature": temperature,
+                           "window_tokens": window_tokens, "max_documents": max_documents, "max_tokens": max_tokens},
+              "stats": stats}
+    with replace_dir(out, BITS_COMMAND, recheck=check_out) as tmp:
+        files = save_plots(docs, stats, texts, tmp, Path(str(model_path)).name)
+        result["files"] = {k: str(out / Path(v).name) for k, v in files.items()}
+        result["files"]["json"] = str(out / "bits_profile.json")
+        public = json.loads(json.dumps(result, default=str))
+        for m in public["stats"]["patches"]:
+            m.pop("_lengths", None)
+        (tmp / "bits_profile.json").write_text(json.dumps(public, indent=2, ensure_ascii=False), encoding="utf-8")
+    result["written"] = written_files(out)
+    return result

@@ -1,0 +1,275 @@
+"""`rl profile bits`: where the bits are. Entropy patches (BLT) and surprise (Titans) of one model
+over a corpus, next to the forking tokens `rl profile entropy` reports.
+
+Scoring (`score_documents`) is teacher-forced, one no-grad forward per window (windows overlap by
+half, rl.data.rpt.window_plan; each position scored once), the LM head applied in chunks: per
+predicted token its entropy, surprisal -log p(y), momentary surprise ||softmax(z) - onehot(y)||
+(rl/eval/surprise.py), the model's top guess and the token's size in bytes (from the tokenizer's
+offsets). `bits_stats` turns that into the numbers (pure, tested): patches in each mode
+(rl/eval/patches.py), their lengths, the patch starts' token kinds and overlap with the top-20%
+forking tokens, and where entropy and surprise disagree, with examples.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections import Counter
+from collections.abc import Sequence
+
+from rl.errors import UserError
+
+TOP_FRACTION = 0.2
+
+
+def _token_bytes(text: str, offsets: Sequence[tuple[int, int]]) -> list[int]:
+    """UTF-8 bytes each token covers: from its start to the next token's start (so whitespace and
+    bytes merged into a neighbour are counted once, and the sizes add up to the text's bytes)."""
+    starts = [a for a, _ in offsets]
+    ends = starts[1:] + [len(text)]
+    return [len(text[a:b].encode("utf-8")) for a, b in zip(starts, ends)]
+
+
+def _window_scores(model, windows: list[list[int]], pad_id: int) -> list[dict[str, list]]:
+    """One batched forward; for each window, per predicted token (index 1 onward) its entropy,
+    surprisal, momentary surprise and the argmax id."""
+    import torch
+
+    from rl.eval.surprise import momentary_surprise, surprisal
+    from rl.train.entropy import token_entropy
+
+    device = next(model.parameters()).device
+    width = max(len(w) for w in windows)
+    ids = torch.full((len(windows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for r, w in enumerate(windows):
+        ids[r, :len(w)], mask[r, :len(w)] = torch.tensor(w), 1
+    ids, mask = ids.to(device), mask.to(device)
+    head = model.get_output_embeddings()
+    backbone = getattr(model, model.base_model_prefix, None)
+    plain = backbone is not None and head is not None and not getattr(model.config, "final_logit_softcapping", None)
+    out = []
+    with torch.inference_mode():
+        states = (backbone(input_ids=ids, attention_mask=mask).last_hidden_state if plain
+                  else model(input_ids=ids, attention_mask=mask).logits)
+        for r, w in enumerate(windows):
+            cols: dict[str, list] = {"entropy": [], "surprisal": [], "surprise": [], "argmax": []}
+            for s in range(0, len(w) - 1, 256):
+                e = min(len(w) - 1, s + 256)
+                logits = (head(states[r, s:e]) if plain else states[r, s:e]).float()
+                target = ids[r, s + 1:e + 1]
+                cols["entropy"] += token_entropy(logits).tolist()
+                cols["surprisal"] += surprisal(logits, target).tolist()
+                cols["surprise"] += momentary_surprise(logits, target).tolist()
+                cols["argmax"] += logits.argmax(-1).tolist()
+            out.append(cols)
+    return out
+
+
+def score_documents(model, tokenizer, documents, *, window_tokens=1024, batch_size=4, max_documents=None,
+                    max_tokens=None, progress=True) -> list[dict]:
+    """Per document with at least two tokens: `ids`, `bytes`, `entropy`, `surprisal`, `surprise`,
+    `argmax` for tokens 1..n-1 (token 0 has no prediction), plus `text` and `starts` (char offsets)."""
+    from tqdm.auto import tqdm
+
+    from rl.data.rpt import window_plan
+
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    docs, scored = [], 0
+    for doc in tqdm(documents, desc="profile bits", unit="doc", total=max_documents, disable=not progress):
+        if (max_documents is not None and len(docs) >= max_documents) or (max_tokens and scored >= max_tokens):
+            break
+        enc = tokenizer(doc.text, add_special_tokens=False, return_offsets_mapping=True)
+        ids, offsets = list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
+        if len(ids) < 2:
+            continue
+        row = {"doc_id": doc.doc_id, "text": doc.text, "ids": ids[1:], "starts": [a for a, _ in offsets[1:]],
+               "bytes": _token_bytes(doc.text, offsets)[1:],
+               "entropy": [0.0] * (len(ids) - 1), "surprisal": [0.0] * (len(ids) - 1),
+               "surprise": [0.0] * (len(ids) - 1), "argmax": [0] * (len(ids) - 1)}
+        plans = window_plan(len(ids), window_tokens)
+        for b in range(0, len(plans), batch_size):
+            group = plans[b:b + batch_size]
+            for (start, _end, own_from, own_to), cols in zip(group, _window_scores(
+                    model, [ids[p[0]:p[1]] for p in group], pad_id)):
+                for p in range(own_from, own_to):  # position p is predicted by window index p - start - 1
+                    for key, values in cols.items():
+                        row[key][p - 1] = values[p - start - 1]
+        docs.append(row)
+        scored += len(ids) - 1
+    if not docs:
+        raise UserError("rl profile bits: no document has two tokens to score; give more or longer documents")
+    return docs
+
+
+def top_mask(values: Sequence[float], fraction: float = TOP_FRACTION) -> list[bool]:
+    """The top ceil(fraction x N) values (ties to the earlier position), as in entropy_profile_stats."""
+    n = len(values)
+    k = min(n, math.ceil(fraction * n - 1e-9))
+    keep = [False] * n
+    for i in sorted(range(n), key=lambda i: (-values[i], i))[:k]:
+        keep[i] = True
+    return keep
+
+
+def _pct(values: Sequence[float], q: float) -> float:
+    import numpy as np
+
+    return float(np.percentile(np.asarray(values, dtype=np.float64), q)) if len(values) else 0.0
+
+
+def patch_summary(docs: list[dict], mode: str, threshold: float, forking: list[bool], texts: list[str],
+                  **kwargs) -> dict:
+    """Patches of every document cut in one mode: counts, lengths in tokens and bytes, the share of
+    global steps, the kinds and most frequent tokens that start patches, overlap with forking tokens."""
+    from rl.eval.patches import patch_lengths, patch_starts
+    from rl.eval.profile import KINDS, token_kind
+
+    n = sum(len(d["ids"]) for d in docs)
+    lengths, byte_lengths, start_flags = [], [], []
+    for d in docs:
+        starts = patch_starts(d["entropy"], mode, threshold, **kwargs)
+        lengths += patch_lengths(starts, len(d["ids"]))
+        byte_lengths += patch_lengths(starts, len(d["ids"]), d["bytes"])
+        flags = [False] * len(d["ids"])
+        for s in starts:
+            flags[s] = True
+        start_flags += flags
+    n_starts = sum(start_flags)
+    both = sum(1 for s, f in zip(start_flags, forking) if s and f)
+    kinds = Counter(token_kind(t) for t, s in zip(texts, start_flags) if s)
+    firsts = Counter(t for t, s in zip(texts, start_flags) if s)
+    return {
+        "mode": mode, "threshold": None if mode == "topk" else threshold, **{k: v for k, v in kwargs.items()},
+        "tokens": n, "patches": len(lengths), "patches_per_token": len(lengths) / n,
+        "share_above_threshold": (None if mode == "topk" else
+                                  sum(1 for d in docs for h in d["entropy"] if h > threshold) / n),
+        "global_step_share": len(lengths) / n,
+        "mean_patch_tokens": sum(lengths) / len(lengths), "p90_patch_tokens": _pct(lengths, 90),
+        "max_patch_tokens": max(lengths),
+        "mean_patch_bytes": sum(byte_lengths) / len(byte_lengths), "p90_patch_bytes": _pct(byte_lengths, 90),
+        "starts_that_are_forking": both / n_starts if n_starts else 0.0,
+        "forking_that_start_patches": both / max(1, sum(forking)),
+        "start_kinds": {k: kinds.get(k, 0) / n_starts if n_starts else 0.0 for k in KINDS},
+        "top_start_tokens": [{"token": t, "count": c} for t, c in firsts.most_common(15)],
+        "_lengths": lengths,
+    }
+
+
+def disagreement(docs: list[dict], texts: list[str], surprise_key: str = "surprisal", examples: int = 8,
+                 context_chars: int = 60) -> dict:
+    """Overlap of the top-20% positions by entropy and by surprise, and examples of each kind of
+    disagreement: surprised but confident (low entropy, high surprise: the model was sure and wrong)
+    and uncertain but unsurprised (high entropy, low surprise: it hesitated and the likely token came)."""
+    ent = [x for d in docs for x in d["entropy"]]
+    sur = [x for d in docs for x in d[surprise_key]]
+    hi_e, hi_s = top_mask(ent), top_mask(sur)
+    both = sum(1 for a, b in zip(hi_e, hi_s) if a and b)
+    where = [(d, i) for d in docs for i in range(len(d["ids"]))]
+
+    def show(j: int) -> dict:
+        d, i = where[j]
+        return {"context": d["text"][max(0, d["starts"][i] - context_chars):d["starts"][i]], "token": texts[j],
+                "entropy": round(ent[j], 3), surprise_key: round(sur[j], 3), "top_guess_id": d["argmax"][i]}
+
+    def rank(values: Sequence[float]) -> list[float]:
+        order = sorted(range(len(values)), key=lambda i: values[i])
+        r = [0.0] * len(values)
+        for k, i in enumerate(order):
+            r[i] = k / max(1, len(values) - 1)
+        return r
+
+    re, rs = rank(ent), rank(sur)
+    confident_wrong = sorted(range(len(ent)), key=lambda j: re[j] - rs[j])[:examples]
+    uncertain_right = sorted(range(len(ent)), key=lambda j: rs[j] - re[j])[:examples]
+    return {
+        "surprise": surprise_key, "top_fraction": TOP_FRACTION, "tokens": len(ent),
+        "overlap_share": both / max(1, sum(hi_e)),  # of the top-entropy group, the share also top-surprise
+        "high_surprise_low_entropy": [show(j) for j in confident_wrong],
+        "high_entropy_low_surprise": [show(j) for j in uncertain_right],
+    }
+
+
+def distribution(values: Sequence[float]) -> dict:
+    return {"mean": sum(values) / len(values), **{f"p{q}": _pct(values, q) for q in (10, 50, 80, 90, 99)}}
+
+
+def bits_stats(docs: list[dict], texts: list[str], *, modes: Sequence[dict], eta: float = 0.9,
+               alpha: float = 0.1) -> dict:
+    """All the numbers of `rl profile bits` (pure given the scored documents; `texts` are the decoded
+    tokens in document order)."""
+    from rl.eval.surprise import past_surprise
+
+    ent = [x for d in docs for x in d["entropy"]]
+    forking = top_mask(ent)
+    past, memory = [], []
+    for d in docs:
+        s, m = past_surprise(d["surprise"], eta=eta, alpha=alpha)
+        past += s
+        memory += m
+    patches = [patch_summary(docs, **m, forking=forking, texts=texts) for m in modes]
+    return {
+        "tokens": len(ent), "documents": len(docs), "bytes": sum(b for d in docs for b in d["bytes"]),
+        "forking_threshold": min((e for e, f in zip(ent, forking) if f), default=None),
+        "patches": patches,
+        "distributions": {
+            "entropy": distribution(ent),
+            "surprisal": distribution([x for d in docs for x in d["surprisal"]]),
+            "momentary_surprise": distribution([x for d in docs for x in d["surprise"]]),
+            f"past_surprise(eta={eta})": distribution(past),
+            f"memory(eta={eta},alpha={alpha})": distribution(memory),
+        },
+        "disagreement": {"surprisal": disagreement(docs, texts, "surprisal"),
+                         "momentary_surprise": disagreement(docs, texts, "surprise")},
+    }
+
+
+def generated_documents(model, tokenizer, prompts, *, samples=1, max_new_tokens=256, temperature=1.0,
+                        batch_size=4, progress=True) -> list[dict]:
+    """The model's own completions as documents for `bits_stats`: sample (chat template when the
+    tokenizer has one), cut each at its first end-of-sequence token, then re-score prompt +
+    completion unpadded (`_window_scores`) and keep the completion's tokens, scored at T = 1.
+    Bytes per token come from decoding growing prefixes (a token holding part of a UTF-8
+    character counts the bytes it completes)."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from rl.train.padding import left_pad
+
+    device = next(model.parameters()).device
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    eos = model.generation_config.eos_token_id
+    stop = set(eos if isinstance(eos, list) else [eos] if eos is not None else []) | {pad_id}
+    chat = bool(getattr(tokenizer, "chat_template", None))
+    seqs = []
+    for prompt in prompts:
+        messages = prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
+        seqs.append(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
+                                                  return_dict=True)["input_ids"] if chat
+                    else tokenizer("\n\n".join(m["content"] for m in messages))["input_ids"])
+    sampling = ({"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0} if temperature > 0
+                else {"do_sample": False})
+    docs = []
+    for b in tqdm(range(0, len(seqs), batch_size), desc="generate", unit="batch", disable=not progress):
+        group = seqs[b:b + batch_size]
+        ids, mask, _ = left_pad(group, pad_id, device)
+        with torch.inference_mode():
+            out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
+                                 num_return_sequences=samples, pad_token_id=pad_id, **sampling)
+        for r, row in enumerate(out[:, ids.shape[1]:].tolist()):
+            new = row[:next((t for t, tok in enumerate(row) if tok in stop), len(row))]
+            if not new:
+                continue
+            prompt_ids = group[r // samples]
+            cols = _window_scores(model, [prompt_ids + new], pad_id)[0]
+            keep = slice(len(prompt_ids) - 1, len(prompt_ids) - 1 + len(new))
+            lengths = [len(tokenizer.decode(new[:t], clean_up_tokenization_spaces=False)) for t in range(len(new) + 1)]
+            text = tokenizer.decode(new, clean_up_tokenization_spaces=False)
+            sizes = [len(tokenizer.decode(new[:t], clean_up_tokenization_spaces=False).encode("utf-8"))
+                     for t in range(len(new) + 1)]
+            docs.append({"doc_id": f"prompt{b + r // samples}:sample{r % samples}", "text": text, "ids": new,
+                         "starts": lengths[:-1], "bytes": [max(0, y - x) for x, y in itertools.pairwise(sizes)],
+                         **{k: v[keep] for k, v in cols.items()}})
+    if not docs:
+        raise UserError("rl profile bits --generate: every completion was empty; raise --max-new-tokens")
+    return docs
