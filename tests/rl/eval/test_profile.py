@@ -4,7 +4,6 @@ entropies against direct computations, plots, W&B offline logging, prompts files
 from __future__ import annotations
 
 import json
-import math
 
 import pytest
 import torch

@@ -15,7 +15,8 @@ import pytest
 import torch
 import yaml
 
-from tests.rl.train.test_distributed import DOCS, _launch, build_sharp_model
+from tests.kit import build_sharp_model
+from tests.rl.train.test_distributed import DOCS, _launch
 
 pytestmark = [pytest.mark.slow, pytest.mark.multiprocess, pytest.mark.deepspeed, pytest.mark.timeout(1200)]
 
