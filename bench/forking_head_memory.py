@@ -6,7 +6,7 @@ SmolLM2 shape (hidden 576) at vocab 151,936, 205 kept rows (20% of 8 x 128): pea
 above the starting RSS) and wall time of the selective head's forward + backward, two ways:
 `autograd`: each row chunk under activation checkpointing, autograd summing every chunk's own
 (V, H) weight gradient (the code before the fix; forced here with a no-op forward hook, which makes
-rl/train/forking.py use its generic path); `fused`: `_LinearHeadLogps`, one in-place (V, H)
+rl/train/selective_head.py use its generic path); `fused`: `_LinearHeadLogps`, one in-place (V, H)
 float32 accumulator. Second of two repetitions is printed (the first warms the allocator).
 """
 
@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from rl.train.forking import selected_logps  # noqa: E402
+from rl.train.selective_head import selected_logps  # noqa: E402
 
 VOCAB, HIDDEN, ROWS = 151936, 576, 205
 

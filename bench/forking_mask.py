@@ -16,7 +16,7 @@ The last two are the "realistic" rows; the last line is
 For each (shape, vocab), the random-init model samples 8 completions once (2 prompts x 4, plain
 KV-cache loop, ids of the GPT-2 tokenizer, no EOS). While sampling, the loop also records each
 step's entropy of softmax(logits / T) for ours, exactly what the trainer's generation-time
-recorder (rl/train/forking.py `GenerationEntropy`) does inside `generate`; that cost is timed and
+recorder (rl/train/sampling_entropy.py `GenerationEntropy`) does inside `generate`; that cost is timed and
 ADDED to ours' step time (TRL's sampling does not pay it). Then TRL's GRPOTrainer and
 EntropyGRPOTrainer, loaded from the same weights, train on those same completions (generation is
 replayed), loss dapo, beta 0, 4 per-device x 2 accumulation micro-batches per optimizer step. The
@@ -221,7 +221,7 @@ def sample_completions(model, tokenizer, prompts: list[str], length: int):
     on one thread. Sampling is restricted to ids < len(tokenizer) so the completions decode, and
     EOS is never sampled; the entropy is of the raw logits (before that restriction), as in training.
     """
-    from rl.train.forking import GenerationEntropy
+    from rl.train.sampling_entropy import GenerationEntropy
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -333,7 +333,8 @@ def entropy_agreement(n_rows: int = 8, length: int = 64) -> str:
 
     from rl.runtime.assets import resolve_model
     from rl.train.entropy import select_forking_tokens
-    from rl.train.forking import head_logps_and_entropy, record_generation_entropy
+    from rl.train.selective_head import head_logps_and_entropy
+    from rl.train.sampling_entropy import record_generation_entropy
 
     path = resolve_model("builtin:smollm2-135m-instruct")
     tok = AutoTokenizer.from_pretrained(path)

@@ -15,7 +15,7 @@ the fraction kept; 1.0 turns everything below off):
   gradient_accumulation_steps); with num_iterations > 1 the same mask is reused for every pass.
   Where the entropies come from, cheapest first:
   1. TRL's transformers `generate` path: recorded WHILE SAMPLING by a logits processor placed
-     first in generate's list (rl/train/forking.py `GenerationEntropy`), i.e. of the raw logits /
+     first in generate's list (rl/train/sampling_entropy.py `GenerationEntropy`), i.e. of the raw logits /
      temperature before any penalty/top-k/top-p processing; one (B,) vector per step, no extra
      forward. They differ from a training-time forward only by KV-cache/batching numerics
      (bench/forking_mask.py measures it on SmolLM2-135M), and are computed once per sample, so
@@ -71,15 +71,13 @@ from rl.train.losses import LOSS_VARIANTS
 from rl.train.forking import (
     ForkingRequest,
     ForkingStep,
-    entropy_table,
-    has_plain_logits,
-    head_chunk_rows,
     install_forking_forward,
     loss_weights,
-    record_generation_entropy,
     token_order_key,
     top_forking_tokens,
 )
+from rl.train.selective_head import has_plain_logits, head_chunk_rows
+from rl.train.sampling_entropy import entropy_table, record_generation_entropy
 from rl.train.rlp_trainer import RLPTrainerMixin
 
 logger = logging.getLogger(__name__)

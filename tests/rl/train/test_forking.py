@@ -12,15 +12,12 @@ from rl.train.entropy import token_entropy
 from rl.train.losses import LOSS_VARIANTS
 from rl.train.forking import (
     ForkingRequest,
-    has_plain_logits,
-    head_chunk_rows,
-    head_logps_and_entropy,
     install_forking_forward,
     loss_weights,
-    selected_logps,
     token_order_key,
     top_forking_tokens,
 )
+from rl.train.selective_head import has_plain_logits, head_chunk_rows, head_logps_and_entropy, selected_logps
 
 # ----------------------------------------------------------------------------------------------
 # loss_weights: plugged into TRL 1.16's aggregation formulas (copied from GRPOTrainer._compute_loss)

@@ -15,7 +15,7 @@ import torch
 
 from rl.errors import UserError
 from rl.train.entropy import select_forking_tokens
-from rl.train.forking import GenerationEntropy, entropy_table
+from rl.train.sampling_entropy import GenerationEntropy, entropy_table
 from tests.kit import build_sharp_model
 from tests.rl.train.forking_worker import make_trainer
 from tests.rl.train.test_trainer_forking import full_entropies, generation_batch
