@@ -127,8 +127,10 @@ class EntropyGRPOTrainer(RLPTrainerMixin, GRPOTrainer):
         self.forking_normalize = getattr(self.args, "entropy_mask_normalize", "kept")
         self.forking_table_steps = getattr(self.args, "forking_table_steps", 0)
         self.forking_side = getattr(self.args, "entropy_mask_side", "top")
-        # Per-row entropies recorded while sampling this generation batch (transformers path), or None.
+        # Per-row entropies recorded while sampling this generation batch (transformers path), with the
+        # token ids they belong to, or None.
         self._generation_entropy: list[torch.Tensor] | None = None
+        self._generation_sampled: list[list[int]] | None = None
         self._generation_entropy_calls = 0
         self._forking_loss_inputs = None  # the micro-batch inside compute_loss (TRL's loss hooks get no inputs)
         self._old_logp_capture: OldLogpCapture | None = None  # inside _generate_and_score_completions only
@@ -198,7 +200,7 @@ class EntropyGRPOTrainer(RLPTrainerMixin, GRPOTrainer):
             return super()._generate_and_score_completions(inputs)
         capture = OldLogpCapture() if self._trl_computes_old_logps() else None
         self._old_logp_capture = capture
-        self._generation_entropy, self._generation_entropy_calls = None, 0
+        self._generation_entropy, self._generation_sampled, self._generation_entropy_calls = None, None, 0
         try:
             out = super()._generate_and_score_completions(inputs)
         finally:
@@ -234,18 +236,27 @@ class EntropyGRPOTrainer(RLPTrainerMixin, GRPOTrainer):
                 prompt_ids, images, multimodal_fields, num_generations, has_tool_images)
         if len(recorders) == 1:
             self._generation_entropy = recorders[0].per_row([len(c) for c in completion_ids])
+            self._generation_sampled = [list(c) for c in completion_ids]
         return completion_ids, logprobs
 
     def _generation_entropy_for(self, out: dict) -> torch.Tensor | None:
         """The recorded entropies as a (B, T) tensor aligned with `out["completion_ids"]`, or None if absent
-        or if TRL's batch does not match what was sampled (then the caller recomputes them)."""
-        rows = self._generation_entropy
+        or if the batch's completions are not the tokens that were sampled (a subclass or wrapper that
+        edits completions after `generate`): entropies of other tokens would pick a wrong kept set, so
+        the caller recomputes them."""
+        rows, sampled = self._generation_entropy, self._generation_sampled
+        self._generation_sampled = None
         mask = out["completion_mask"]
-        if rows is None or len(rows) != mask.shape[0]:
+        if rows is None or sampled is None or len(rows) != mask.shape[0]:
             return None
         lengths = mask.sum(dim=1).tolist()
         if any(int(r.numel()) < n for r, n in zip(rows, lengths)):
             logger.warning("sampling-time entropies do not cover the completions; recomputing them")
+            return None
+        ids = out["completion_ids"].tolist()
+        if any(ids[i][:n] != sampled[i][:n] for i, n in enumerate(lengths)):
+            logger.warning("the completions differ from the sampled tokens (edited after generate); "
+                           "recomputing their entropies with a no-grad forward")
             return None
         dtype = torch.float64 if self.model.dtype == torch.float64 else torch.float32
         return entropy_table(rows, mask.shape[1], device=mask.device, dtype=dtype) * mask.to(dtype)

@@ -75,6 +75,23 @@ def test_generation_entropies_match_a_full_forward_and_replace_the_scan(sharp_mo
     assert float(got[out["forking_mask"]].min()) >= float(got[valid & ~out["forking_mask"]].max())
 
 
+def test_completions_edited_after_sampling_get_their_own_entropies(sharp_model_dir, tmp_path):
+    """A wrapper that rewrites the sampled tokens (as tests/rl/train/distributed_worker.py does) must not
+    leave the recorded entropies of the discarded tokens in charge of the kept set."""
+    trainer = real_generation_trainer(sharp_model_dir, tmp_path)
+    sample = trainer._generate_single_turn
+
+    def edited(*args, **kwargs):
+        ids, logprobs = sample(*args, **kwargs)
+        return [[(t + 1) % trainer.model.config.vocab_size for t in c] for c in ids], logprobs
+
+    trainer._generate_single_turn = edited
+    out = generation_batch(trainer)
+    valid = out["completion_mask"].bool()
+    ref = full_entropies(trainer, out)
+    assert torch.allclose(out["forking_entropy"][valid], ref[valid].float(), atol=1e-5)
+
+
 def test_generation_entropies_are_raw_distribution_not_processed(sharp_model_dir, tmp_path):
     """top_k=5 would cap the processed entropy at log 5; the recorded ones exceed it."""
     trainer = real_generation_trainer(sharp_model_dir, tmp_path)
