@@ -80,6 +80,7 @@ def test_compute_loss_hands_entropy_mask_to_get_high_entropy_mask():
     ("get_high_entropy_mask", ["self", "entropies", "mask", "threshold"]),
     ("_generate_and_score_completions", ["self", "inputs"]),
     ("log", ["self", "logs", "start_time"]),
+    ("_save_checkpoint", ["self", "model", "trial"]),  # RLP writes its EMA teacher beside HF's checkpoint
 ])
 def test_signature_of_overridden_method(method, params):
     assert _params(getattr(GRPOTrainer, method)) == params

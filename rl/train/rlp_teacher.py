@@ -13,6 +13,11 @@ advantage: it changes the logged reward (information gain in nats), never the gr
 * `none`: no baseline (0): the reward is log p_theta(x_t | x_<t, c_t), which gives the same
   advantages; only the logged number stops being a gain.
 
+The EMA is training state: every checkpoint holds it (`rlp_teacher.pt`, written by the trainer
+beside the optimizer state), and a resumed run continues the same average instead of restarting
+it from the resumed policy (`EmaTeacher.state_dict` / `load_state_dict`). `base` and `none` have
+no state to keep: the initial model is loaded again from the recipe.
+
 Under DeepSpeed ZeRO-3 the parameters are partitioned, so a copy or a swap of `p.data` is not the
 model: `ema` and full-model `base` are refused there (`check_teacher`); `base` with LoRA and `none`
 work. (Not done: a per-shard EMA of `ds_tensor`.)
@@ -114,6 +119,32 @@ class EmaTeacher:
                 if name in live_buffers:
                     b.copy_(live_buffers[name])
         self.updates += 1
+
+    def _weights(self) -> dict[str, torch.Tensor]:
+        if self.adapter_only:
+            return self.shadow
+        return {**dict(self.copy.named_parameters()), **dict(self.copy.named_buffers())}
+
+    def state_dict(self) -> dict:
+        """What a checkpoint keeps: the averaged weights (adapter only under LoRA), decay and update count."""
+        return {"kind": self.kind, "adapter_only": self.adapter_only, "decay": self.decay, "updates": self.updates,
+                "weights": {n: t.detach().cpu().clone() for n, t in self._weights().items()}}
+
+    @torch.no_grad()
+    def load_state_dict(self, state: dict, where: str = "checkpoint") -> None:
+        """Restore a saved average; one-line UserError when it belongs to another model or adapter."""
+        if state.get("kind") != self.kind or bool(state.get("adapter_only")) != self.adapter_only:
+            raise UserError(f"{where}: the saved RLP teacher is {state.get('kind')!r} "
+                            f"(adapter_only={state.get('adapter_only')}), this run's is {self.kind!r} "
+                            f"(adapter_only={self.adapter_only}); resume with the recipe that wrote it")
+        mine, saved = self._weights(), state["weights"]
+        if set(mine) != set(saved) or any(mine[n].shape != saved[n].shape for n in mine):
+            missing = sorted(set(mine) ^ set(saved))[:3] or [n for n in mine if mine[n].shape != saved[n].shape][:3]
+            raise UserError(f"{where}: the saved RLP teacher does not fit this model (first differences: "
+                            f"{', '.join(missing)}); resume with the model and LoRA settings that wrote it")
+        for n, t in mine.items():
+            t.copy_(saved[n].to(device=t.device, dtype=t.dtype))
+        self.updates = int(state.get("updates", 0))
 
     @contextlib.contextmanager
     def scoring(self):

@@ -6,7 +6,8 @@ rl/train/trainer.py only names the mixin.
   the `rlp` reward: the reward (rewards/rlp.py) hands its rows to `RLPScorer.information_gain`,
   which scores them with the policy (no gradient, gradient checkpointing off) and the teacher.
   Every rank makes the same number of forward calls (rl/train/rlp_scoring.py `agreed_chunks`).
-* The teacher's `update()` runs after each optimizer step (a TrainerCallback's `on_step_end`).
+* The teacher's `update()` runs after each optimizer step (a TrainerCallback's `on_step_end`); the
+  EMA teacher's state is saved in every checkpoint (`rlp_teacher.pt`) and restored on resume.
 * `advantage_group_scaling`: TRL's `scale_rewards: none` gives r_i - mean(r), not the paper's
   G/(G-1) (r_i - mean(r)); this multiplies TRL's advantages by G/(G-1) (any reward).
 * Logs per step: rlp/info_gain (mean nats over all ranks), rlp/positive_share, rlp/thought_tokens,
@@ -19,11 +20,14 @@ from __future__ import annotations
 import contextlib
 import copy
 import heapq
+import logging
 import math
+from pathlib import Path
 
 import torch
 from accelerate.utils import gather_object
 from transformers import TrainerCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 from trl.models.utils import disable_gradient_checkpointing
 
@@ -35,6 +39,9 @@ from rl.train.rlp_teacher import make_teacher
 __all__ = ["TABLE_COLUMNS", "RLPScorer", "RLPTrainerMixin", "target_text"]
 
 TABLE_COLUMNS = ["step", "info_gain", "context_tail", "thought", "next_tokens"]
+TEACHER_STATE = "rlp_teacher.pt"  # the EMA teacher's state inside each checkpoint directory
+
+logger = logging.getLogger(__name__)
 
 
 def _clean(text: str) -> str:
@@ -186,6 +193,31 @@ class RLPTrainerMixin:
     @property
     def rlp_teacher(self):
         return self._rlp.teacher if self._rlp is not None else None
+
+    def _save_checkpoint(self, model, trial):
+        """HF's checkpoint, then the EMA teacher's state beside it (before `on_save` marks it COMPLETE,
+        so the manifest lists it). Every rank holds the same average; the main process writes it."""
+        super()._save_checkpoint(model, trial)
+        teacher = self.rlp_teacher
+        if teacher is None or not hasattr(teacher, "state_dict") or not self.args.should_save:
+            return
+        folder = Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        torch.save(teacher.state_dict(), folder / TEACHER_STATE)
+
+    def train(self, resume_from_checkpoint=None, *args, **kwargs):
+        """HF's train, with the EMA teacher restored first when resuming."""
+        teacher = self.rlp_teacher
+        if resume_from_checkpoint and teacher is not None and hasattr(teacher, "load_state_dict"):
+            folder = resume_from_checkpoint
+            if folder is True:
+                folder = get_last_checkpoint(self.args.output_dir)
+            path = Path(folder) / TEACHER_STATE if folder else None
+            if path is not None and path.is_file():
+                teacher.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), where=str(path))
+            else:
+                logger.warning("%s has no %s (written before the EMA teacher was checkpointed): the EMA teacher "
+                               "restarts from the initial model", folder, TEACHER_STATE)
+        return super().train(resume_from_checkpoint, *args, **kwargs)
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         scope = bind_scorer(self._rlp) if self._rlp is not None else contextlib.nullcontext()

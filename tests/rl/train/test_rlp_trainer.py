@@ -40,13 +40,14 @@ def make_rlp_trainer(model_dir, out, *, teacher="ema", use_peft=False, max_steps
     from rl.train.config import EntropyGRPOConfig
     from rl.train.trainer import EntropyGRPOTrainer
 
-    config = EntropyGRPOConfig(
+    fields = dict(
         output_dir=str(out), per_device_train_batch_size=4, gradient_accumulation_steps=1, num_generations=4,
         max_completion_length=8, learning_rate=1e-2, optim="adamw_torch", lr_scheduler_type="constant", beta=0.0,
         scale_rewards="none", bf16=False, gradient_checkpointing=False, use_cpu=True, max_steps=max_steps,
         logging_steps=1, save_strategy="no", seed=0, temperature=1.0, disable_dropout=True,
         dataloader_num_workers=0, rlp_teacher=teacher, rlp_ema_decay=0.5, rlp_score_batch_size=3,
-        **{"report_to": ["none"], **extra})
+        report_to=["none"])
+    config = EntropyGRPOConfig(**{**fields, **extra})
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     peft_config = None
@@ -159,3 +160,44 @@ def test_wandb_table_of_best_and_worst_thoughts(tiny_model_dir_plain, tmp_path, 
     worst = [r[2] for r in table.data if r[0] == "worst"]
     assert best and worst and max(best) >= min(worst)
     assert all(r[5] == " the" or r[5].startswith(" ") for r in table.data)  # the true next token
+
+
+def _ema_weights(teacher) -> dict[str, torch.Tensor]:
+    return {n: t.detach().clone() for n, t in teacher.state_dict()["weights"].items()}
+
+
+@pytest.mark.parametrize("use_peft", [False, True])
+def test_ema_teacher_is_checkpointed_and_resumed(tiny_model_dir_plain, tmp_path, use_peft):
+    """An interrupted run resumed from checkpoint-1 ends with the same EMA as an uninterrupted one:
+    the average is training state, saved in the checkpoint (listed in its COMPLETE manifest)."""
+    from rl.runtime.checkpoint import CheckpointCallback
+    from rl.train.rlp_trainer import TEACHER_STATE
+
+    save = {"save_strategy": "steps", "save_steps": 1}
+    whole = make_rlp_trainer(tiny_model_dir_plain, tmp_path / "whole", use_peft=use_peft, **save)
+    whole.add_callback(CheckpointCallback())
+    whole.train()
+    ckpt = tmp_path / "whole" / "checkpoint-1"
+    assert TEACHER_STATE in (ckpt / "COMPLETE").read_text()
+    saved = torch.load(ckpt / TEACHER_STATE, weights_only=True)
+    assert saved["updates"] == 1 and saved["adapter_only"] == use_peft
+
+    resumed = make_rlp_trainer(tiny_model_dir_plain, tmp_path / "resumed", use_peft=use_peft, **save)
+    resumed.train(resume_from_checkpoint=str(ckpt))
+    assert resumed.rlp_teacher.updates == whole.rlp_teacher.updates == 2
+    want, got = _ema_weights(whole.rlp_teacher), _ema_weights(resumed.rlp_teacher)
+    assert want.keys() == got.keys()
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], atol=1e-6, rtol=0, msg=name)
+
+
+def test_ema_state_from_another_model_is_one_line(tiny_model_dir_plain, tmp_path):
+    full = make_rlp_trainer(tiny_model_dir_plain, tmp_path / "full", max_steps=1).rlp_teacher
+    lora = make_rlp_trainer(tiny_model_dir_plain, tmp_path / "lora", use_peft=True, max_steps=1).rlp_teacher
+    with pytest.raises(UserError, match="adapter_only") as info:
+        lora.load_state_dict(full.state_dict(), where="ckpt/rlp_teacher.pt")
+    assert "\n" not in str(info.value)
+    state = full.state_dict()
+    state["weights"].popitem()
+    with pytest.raises(UserError, match="does not fit this model"):
+        full.load_state_dict(state, where="ckpt/rlp_teacher.pt")
