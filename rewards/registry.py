@@ -48,6 +48,8 @@ class RewardSpec:
     boxed_answer: it reads a `\\boxed{}` answer (the signal check counts boxed samples).
     example_row: a valid row of the columns it reads (documentation, and the registry contract
         test in tests/rewards/test_registry_contract.py runs every reward on it).
+    needs_policy: it scores with the trainer's policy (bound by the trainer while it computes
+        rewards) and returns None without it, so the dry run's model-free call says nothing of it.
     """
 
     name: str
@@ -58,6 +60,7 @@ class RewardSpec:
     rpt_format: str | None = None
     boxed_answer: bool = False
     example_row: dict[str, Any] = field(default_factory=dict)
+    needs_policy: bool = False
 
 
 REGISTRY: dict[str, RewardSpec] = {}
@@ -65,7 +68,7 @@ REGISTRY: dict[str, RewardSpec] = {}
 
 def register_reward(name: str, *, required_columns: tuple[str, ...] = (), check_dataset=None, probe=None,
                     rpt_format: str | None = None, boxed_answer: bool = False,
-                    example_row: dict[str, Any] | None = None):
+                    example_row: dict[str, Any] | None = None, needs_policy: bool = False):
     """Decorator: register the function under `name` (the name recipes use in `reward_funcs`).
 
     The function is returned unchanged (TRL logs it under its `__name__`). A name registered
@@ -76,7 +79,7 @@ def register_reward(name: str, *, required_columns: tuple[str, ...] = (), check_
         if name in REGISTRY:
             raise ValueError(f"reward {name!r} is registered twice ({REGISTRY[name].func.__module__} and {func.__module__})")
         REGISTRY[name] = RewardSpec(name, func, tuple(required_columns), check_dataset, probe, rpt_format,
-                                    boxed_answer, dict(example_row or {}))
+                                    boxed_answer, dict(example_row or {}), needs_policy)
         return func
 
     return decorate

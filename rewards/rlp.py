@@ -88,6 +88,7 @@ def current_scorer():
     "rlp",
     required_columns=("context", "continuation", "boundaries"),
     example_row={"context": "The cat sat", "continuation": " on the mat", "boundaries": [3, 7, 11]},
+    needs_policy=True,
 )
 def rlp_reward(
     prompts: Sequence[Any],

@@ -171,6 +171,14 @@ def _train(script_args, training_args, model_args) -> int:
             "steps = lcm(steps_per_generation x num_iterations, gradient_accumulation_steps) / "
             "gradient_accumulation_steps); a resume is exact only at those boundaries"
         )
+    if "rlp" in (script_args.reward_funcs or []):  # before the weights load (the trainer checks it again)
+        from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
+
+        from rl.train.rlp_teacher import teacher_problem
+
+        problem = teacher_problem(training_args.rlp_teacher, bool(model_args.use_peft), is_deepspeed_zero3_enabled())
+        if problem:
+            raise UserError(problem)
     from rl.runtime.disk_errors import checkpoint_save_error, is_disk_error
     from rl.runtime.faults import NonFiniteGuard, guard_checkpoint_saves, install_guard
 

@@ -243,8 +243,9 @@ class EntropyGRPOConfig(GRPOConfig):
         metadata={
             "help": "RLP reward (`rlp`): the model scoring the no-think baseline log p(x_t | x_<t). `ema` (the "
             "paper's): moving average of the policy, updated after each optimizer step (LoRA: the adapter "
-            "weights only). `base`: the initial model (LoRA: adapter disabled). `none`: baseline 0. The baseline "
-            "is the same for all thoughts of a group, so it changes the logged information gain, not the gradient.",
+            "weights only; saved in checkpoints). `base`: the initial model (LoRA: adapter disabled). `none`: "
+            "baseline 0. Under ZeRO-3 `ema` and `base` need LoRA. The baseline is the same for all thoughts of a "
+            "group, so it changes the logged information gain, not the gradient.",
             "choices": ["ema", "base", "none"],
         },
     )

@@ -63,6 +63,8 @@ def columns_needed(funcs) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
 
 def probe_rewards(report: Report, funcs, rows: list[dict]) -> None:
     """Call each reward on the first rows with an empty completion, as TRL would (no model needed)."""
+    from rewards.registry import spec_of
+
     rows = rows[:PROBE_ROWS]
     if not rows:
         return
@@ -77,6 +79,9 @@ def probe_rewards(report: Report, funcs, rows: list[dict]) -> None:
         for func in funcs:
             name = func_name(func)
             if inspect.iscoroutinefunction(func):
+                continue
+            if getattr(spec_of(func), "needs_policy", False):  # scores with the trainer's policy: nothing to see here
+                report.note(f"reward `{name}` scores with the policy during training; its columns were checked")
                 continue
             try:
                 out = func(prompts=prompts, completions=completions, completion_ids=[[] for _ in rows],

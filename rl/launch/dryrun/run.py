@@ -78,6 +78,13 @@ def _dry_run(argv: list[str]) -> Report:
     summarise_launch(report, plan, world)
     ds_info = check_deepspeed(report, view, plan, accel, world)
     reward_funcs = check_rewards(report, view)
+    if "rlp" in (getattr(view, "reward_funcs", None) or []):
+        from rl.train.rlp_teacher import teacher_problem
+
+        problem = teacher_problem(getattr(view, "rlp_teacher", "ema"), bool(getattr(view, "use_peft", False)),
+                                  ds_info.get("stage") == 3)
+        if problem:
+            report.problem(problem)
     policy = check_model(report, "model", view.model_name_or_path, view)
     data = check_data(report, view, reward_funcs, policy)
     before = len(report.problems)

@@ -486,3 +486,23 @@ def test_rpt_format_and_rewards_must_agree(tmp_path, tiny_model_dir, corpus_file
     problems = problems_of(tmp_path, **fields)
     assert any("`rpt_reward` scores reasoning-format RPT rows but rpt_format is completion" in p for p in problems)
     assert any("`boxed_format` asks for a \\boxed{} answer" in p for p in problems)
+
+
+def test_rlp_teacher_that_zero3_cannot_hold_is_a_problem(tmp_path, tiny_model_dir):
+    """`rlp_teacher: ema` or `base` without LoRA needs a whole copy of the weights per rank: the dry run
+    reports it from the recipe and the accelerate config, as `rl train` refuses it before loading."""
+    from rewards.rlp import rlp_prompt
+
+    rows = []
+    for i in range(8):
+        context, nxt = f"Counting: {i}, {i + 1},", f" {i + 2}"
+        rows.append({"prompt": rlp_prompt(context, False), "context": context, "continuation": nxt,
+                     "boundaries": [len(nxt.encode())]})
+    data = write(tmp_path, "rlp.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    base = base_recipe(tmp_path, tiny_model_dir, data, reward_funcs=["rlp"], rlp_teacher="ema")
+    zero3 = ("--accelerate_config", "recipes/accelerate/zero3.yaml", "--num_processes", "2")
+    (problem,) = problems_of(tmp_path, *zero3, **base)
+    assert problem.startswith("rlp_teacher: `ema` without LoRA needs a whole copy of the weights"), problem
+    lora = {"use_peft": True, "lora_target_modules": ["q_proj", "v_proj"]}
+    assert problems_of(tmp_path, *zero3, **base, **lora) == []
+    assert problems_of(tmp_path, **base) == []  # one process: the copy fits

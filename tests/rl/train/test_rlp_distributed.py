@@ -2,8 +2,8 @@
 number of scoring forward calls, although the ranks hold different contexts for the teacher) and
 matches one process with the same global batch: same rewards, information gain, loss and adapter.
 
-LoRA with `rlp_teacher: base` (the adapter disabled): the teacher that works under ZeRO-3
-(rl/train/rlp_teacher.py). Real `rl train` launches through tests/rl/train/distributed_worker.py
+LoRA with `rlp_teacher: base` (the adapter disabled) and `ema` (the averaged adapter kept whole on every
+rank; rl/train/rlp_teacher.py). Real `rl train` launches through tests/rl/train/distributed_worker.py
 (layout-independent completions), as tests/rl/train/test_distributed.py does.
 """
 
@@ -62,16 +62,21 @@ def _adapter(run) -> dict:
     return load_file(os.path.join(dirs[0], "adapter_model.safetensors"))
 
 
-def test_rlp_two_ranks_zero3_match_one_process(rlp_work):
+@pytest.mark.parametrize("teacher", ["base", "ema"])
+def test_rlp_two_ranks_zero3_match_one_process(rlp_work, teacher):
+    """`ema` at decay 0.5: step 2's teacher is half the step-1 adapter, so a ZeRO-3 teacher that used
+    the live adapter, the initial one, or a partition instead of the average would not match."""
     pytest.importorskip("deepspeed")
     tmp, recipe = rlp_work
-    ref = _launch("rlp-single", tmp, recipe, config=None, gas=2)
-    run = _launch("rlp-zero3", tmp, recipe, config="zero3", gas=1)
+    overrides = ("--rlp_teacher", teacher, *(("--rlp_ema_decay", "0.5") if teacher == "ema" else ()))
+    ref = _launch(f"rlp-single-{teacher}", tmp, recipe, config=None, gas=2, overrides=overrides)
+    run = _launch(f"rlp-zero3-{teacher}", tmp, recipe, config="zero3", gas=1, overrides=overrides)
     assert [i["process_index"] for i in run.infos] == [0, 1]
     assert all(i["zero_stage"] == 3 for i in run.infos)
     assert len(ref.steps) == len(run.steps) == 2
     for a, b in zip(ref.steps, run.steps):
-        for key in ("rewards/rlp_reward/mean", "rlp/info_gain", "rlp/positive_share", "rlp/thought_tokens"):
+        for key in ("rewards/rlp_reward/mean", "rlp/info_gain", "rlp/positive_share", "rlp/thought_tokens",
+                    "rlp/teacher_logp"):
             assert a[key] == pytest.approx(b[key], abs=1e-4), (key, a[key], b[key])
         assert abs(a["loss"] - b["loss"]) <= 1e-5
         assert b["reward_std"] > 0

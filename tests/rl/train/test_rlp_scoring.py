@@ -164,6 +164,35 @@ def test_ema_teacher_lora_adapter_only():
     assert inside != pytest.approx(score_targets(policy, seq, [1], pad_id=0), abs=1e-7)
 
 
+def test_ema_teacher_zero3_path_scores_like_the_swap(monkeypatch):
+    """The ZeRO-3 path (LoRA linears compute with the averaged weights; partitions never written) gives
+    the same teacher scores as swapping the averaged adapter in. Without DeepSpeed partitions the
+    gathers are no-ops, so this runs in one process; tests/rl/train/test_rlp_distributed.py runs it
+    on 2 ZeRO-3 ranks."""
+    from peft import LoraConfig, get_peft_model
+
+    policy = get_peft_model(tiny_lm(0), LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"],
+                                                   lora_dropout=0.0, init_lora_weights=False))
+    swap, patched = EmaTeacher(policy, decay=0.5), EmaTeacher(policy, decay=0.5, zero3=True)
+    assert len(patched._linears) == 4 * policy.config.num_hidden_layers  # A and B of q and v per layer
+    with torch.no_grad():
+        for p in policy.parameters():
+            if p.requires_grad:
+                p.add_(0.5)
+    swap.update()
+    patched.update()
+    live = {n: p.detach().clone() for n, p in policy.named_parameters()}
+    seq = [[5, 6, 7, 8], [9, 3, 2, 11]]
+    with swap.scoring() as m:
+        want = score_targets(m, seq, [1, 2], pad_id=0)
+    with patched.scoring() as m:
+        got = score_targets(m, seq, [1, 2], pad_id=0)
+        assert all(torch.equal(p, live[n]) for n, p in m.named_parameters())  # nothing written
+    assert got == pytest.approx(want, abs=1e-5)
+    assert got != pytest.approx(score_targets(policy, seq, [1, 2], pad_id=0), abs=1e-4)
+    assert "forward" not in vars(patched._linears[0][0])  # the patch is gone after the block
+
+
 def test_base_teacher_and_checks():
     from peft import LoraConfig, get_peft_model
 
@@ -175,9 +204,10 @@ def test_base_teacher_and_checks():
         off = score_targets(m, [[3, 4, 5]], [1], pad_id=0)
     assert off != pytest.approx(score_targets(policy, [[3, 4, 5]], [1], pad_id=0), abs=1e-7)
     assert isinstance(make_teacher("none", policy), NoTeacher)
-    with pytest.raises(UserError, match="ZeRO-3"):
-        check_teacher("ema", policy, zero3=True)
+    check_teacher("ema", policy, zero3=True)  # LoRA: the averaged adapter is kept whole on every rank
     check_teacher("base", policy, zero3=True)  # LoRA: the adapter is disabled, nothing copied
+    with pytest.raises(UserError, match="ZeRO-3"):
+        check_teacher("ema", tiny_lm(), zero3=True)
     with pytest.raises(UserError, match="ZeRO-3"):
         check_teacher("base", tiny_lm(), zero3=True)
     with pytest.raises(UserError, match="rlp_teacher"):

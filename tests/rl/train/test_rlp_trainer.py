@@ -201,3 +201,20 @@ def test_ema_state_from_another_model_is_one_line(tiny_model_dir_plain, tmp_path
     state["weights"].popitem()
     with pytest.raises(UserError, match="does not fit this model"):
         full.load_state_dict(state, where="ckpt/rlp_teacher.pt")
+
+
+def test_rl_train_refuses_a_teacher_zero3_cannot_hold_before_loading(tiny_model_dir_plain, tmp_path, monkeypatch):
+    """ZeRO-3 (stood in for by its detector: a real launch is in test_rlp_distributed.py) and a
+    full-model `ema`: one line before any weights load."""
+    import transformers.integrations.deepspeed as hf_deepspeed
+
+    import rl.train.command as command
+    from tests.kit import tiny_recipe, write_jsonl, write_yaml
+
+    data = write_jsonl(tmp_path / "rlp.jsonl", [dict(r) for r in rlp_rows(False)])
+    recipe = write_yaml(tmp_path / "r.yaml", tiny_recipe(tiny_model_dir_plain, tmp_path / "run", dataset_path=str(data),
+                                                        reward_funcs=["rlp"], rlp_teacher="ema"))
+    monkeypatch.setattr(hf_deepspeed, "is_deepspeed_zero3_enabled", lambda: True)
+    monkeypatch.setattr(command, "build_trainer", lambda *a, **k: pytest.fail("the model was loaded"))
+    with pytest.raises(UserError, match="`ema` without LoRA needs a whole copy"):
+        command.train(["--config", str(recipe)])
