@@ -120,7 +120,9 @@ class ScriptArguments:
         metadata={"help": "Which proxy score picks positions: `entropy` (the paper; >= rpt_min_entropy), "
                   "`surprisal` (-log p of the true token) or `surprise` (Titans: ||softmax(z) - onehot(y)||_2, the "
                   "cross-entropy's gradient norm, in [0, 1.414]) >= rpt_min_surprise, or `random` (the control). "
-                  "Same context filters and per-document cap in every case (rl data rpt --select-by)."},
+                  "Same context filters and per-document cap in every case (rl data rpt --select-by). Measured on "
+                  "the demo, 3 seeds x 30 steps: held-out gain entropy +1.11 pts, surprisal +1.29, random +0.43, "
+                  "intervals overlapping (bench/rpt_select_by.py)."},
     )
     rpt_min_surprise: float = field(
         default=2.0, metadata={"help": "With rpt_select_by surprisal/surprise: keep positions whose score is >= this."}
