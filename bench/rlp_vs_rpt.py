@@ -30,10 +30,11 @@ held-out expected accuracy vs base, per seed (paired bootstrap CIs over document
     rlp  +0.18 [+0.07, +0.28]   +0.54 [+0.45, +0.64]   -0.09 [-0.20, +0.04]
     rlp - rpt  -0.89 [-1.29, -0.60]   -0.12 [-0.45, +0.18]   -1.70 [-1.90, -1.49]
 over seeds (t-interval): rpt +1.11 [-0.06, +2.28], rlp +0.21 [-0.59, +1.00], rlp - rpt -0.90
-[-2.86, +1.06] pts; NLL and top-1 moved by less than their CIs in every arm. RLP's own reward rose in
-every seed (information gain, first 5 -> last 5 steps: -6.26 -> -3.27, -5.82 -> -5.50, -6.49 ->
--4.99 nats): the policy learned thoughts that hurt the next token less, which did not carry over
-to plain next-token prediction at this scale. An RLP step took 1.7-2.1x an RPT step.
+[-2.86, +1.06] pts; NLL and top-1 moved by less than their CIs in every arm. RLP's own batch reward
+(information gain; each step's prompts differ, so it is noisy) rose in two seeds of three (least-
+squares slope +0.083 and +0.052 nats/step, mean of the first 10 -> last 10 steps -5.92 -> -4.27 and
+-5.77 -> -4.70) and stayed flat in one (+0.003/step): thoughts that hurt the next token less, which
+did not carry over to plain next-token prediction at this scale. An RLP step took 1.7-2.1x an RPT step.
 
 The last line is
 `rlp_vs_rpt: seeds=N steps=S heldout_expected_pts rpt=D [L, H] rlp=D [L, H] rlp_minus_rpt=D [L, H]`
