@@ -45,6 +45,14 @@ tokens with transformers `generate` (top-k 50, T 0.7) with the recorder in place
 training-time forward of the finished batch (LM head in float32) gives the same entropies: the
 bench prints their max / mean absolute difference and the overlap of the top-20% sets.
 
+Measured 2026-12-05 with `--quick --repeats 2` on a quiet machine (one thread; cpu s tracks wall):
+SmolLM2 shape (8 x 64) 0.91x / 0.90 memory at 49,152 and 1.11x / 1.01 at 151,936; Qwen3-0.6B shape
+(8 x 32, 151,936) 0.87x / 0.96; toy 3.21x / 0.09 (50,257) and 2.56x / 0.15 (151,936); last line
+`realistic: min_speedup=0.87 max_memory_ratio=1.01`. Entropy agreement on the real SmolLM2 (134
+tokens): max |dH| 1.9e-5 nats, mean 2.5e-6, identical top-20% sets. The issue's goals (>= 1.0x on
+every realistic shape, <= 0.7x memory at 151,936, toy >= 3x at both vocabularies) are not met.
+
+An earlier, loaded-machine reading (kept for the record; its wall times are the less reliable):
 Measured once with `--quick` (1 step after a warm-up per row; the 2-core machine ran 6-9 other
 jobs, so wall times swung 2-5x and the `cpu s` column is the steadier one): SmolLM2 shape (8 x 64)
 1.19x / 0.90 memory at 49,152 and 1.72x / 0.93 at 151,936 (cpu s 1.57x, 1.79x); Qwen3-0.6B shape
