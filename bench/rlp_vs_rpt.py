@@ -46,30 +46,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from rpt_learning import ROOT, t_interval  # noqa: E402  (the benches' one t-interval over seeds)
+
 sys.path.insert(0, str(ROOT))
 
 RECIPES = {"rpt": ROOT / "recipes" / "rpt_smollm2_cpu.yaml", "rlp": ROOT / "recipes" / "rlp_smollm2_cpu.yaml"}
 EVAL_TEMPERATURE = 0.8  # the RPT evaluation's sampling temperature (the demo's)
-T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
-
-
-def t_interval(values: list[float]) -> tuple[float, float, float]:
-    """Mean and 95% t-interval over seeds (one seed: the value itself)."""
-    n = len(values)
-    mean = sum(values) / n
-    if n < 2:
-        return mean, mean, mean
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-    half = T975.get(n - 1, 1.96) * sd / math.sqrt(n)
-    return mean, mean - half, mean + half
 
 
 def train_arm(arm: str, seed: int, steps: int, run_dir: Path, data: Path | None) -> dict:
@@ -103,13 +92,14 @@ def held_out(run_dirs: dict[str, Path]):
     from rl.data.loading import split_by_document
     from rl.train.config import parse_recipe
 
-    script_args, _, _ = parse_recipe(["--config", str(RECIPES["rpt"])])
     trained, evaluated, rpt_rows = set(), set(), []
     for arm, run_dir in run_dirs.items():
         args, _, _ = parse_recipe(["--config", str(RECIPES[arm])])
         train_rows, eval_rows = split_by_document(load_from_disk(str(run_dir / "rpt-data")), args.eval_fraction,
                                                   args.rpt_seed)
         trained |= set(train_rows["doc_id"])
+        if arm == "rpt":
+            script_args = args  # the corpus fields and context length of the RPT evaluation
         if eval_rows is not None:
             evaluated |= set(eval_rows["doc_id"])
             if arm == "rpt":
