@@ -127,10 +127,9 @@ class EntropyGRPOTrainer(RLPTrainerMixin, GRPOTrainer):
         self.forking_normalize = getattr(self.args, "entropy_mask_normalize", "kept")
         self.forking_table_steps = getattr(self.args, "forking_table_steps", 0)
         self.forking_side = getattr(self.args, "entropy_mask_side", "top")
-        # Per-row entropies recorded while sampling this generation batch (transformers path), with the
-        # token ids they belong to, or None.
-        self._generation_entropy: list[torch.Tensor] | None = None
-        self._generation_sampled: list[list[int]] | None = None
+        # (per-row entropies, the sampled token ids they belong to), recorded while sampling this generation
+        # batch (transformers path), or None.
+        self._generation_entropy: tuple[list[torch.Tensor], list[list[int]]] | None = None
         self._generation_entropy_calls = 0
         self._forking_loss_inputs = None  # the micro-batch inside compute_loss (TRL's loss hooks get no inputs)
         self._old_logp_capture: OldLogpCapture | None = None  # inside _generate_and_score_completions only
@@ -200,7 +199,7 @@ class EntropyGRPOTrainer(RLPTrainerMixin, GRPOTrainer):
             return super()._generate_and_score_completions(inputs)
         capture = OldLogpCapture() if self._trl_computes_old_logps() else None
         self._old_logp_capture = capture
-        self._generation_entropy, self._generation_sampled, self._generation_entropy_calls = None, None, 0
+        self._generation_entropy, self._generation_entropy_calls = None, 0
         try:
             out = super()._generate_and_score_completions(inputs)
         finally:
@@ -235,8 +234,8 @@ class EntropyGRPOTrainer(RLPTrainerMixin, GRPOTrainer):
             completion_ids, logprobs = super()._generate_single_turn(
                 prompt_ids, images, multimodal_fields, num_generations, has_tool_images)
         if len(recorders) == 1:
-            self._generation_entropy = recorders[0].per_row([len(c) for c in completion_ids])
-            self._generation_sampled = [list(c) for c in completion_ids]
+            self._generation_entropy = (recorders[0].per_row([len(c) for c in completion_ids]),
+                                        [list(c) for c in completion_ids])
         return completion_ids, logprobs
 
     def _generation_entropy_for(self, out: dict) -> torch.Tensor | None:
@@ -244,10 +243,11 @@ class EntropyGRPOTrainer(RLPTrainerMixin, GRPOTrainer):
         or if the batch's completions are not the tokens that were sampled (a subclass or wrapper that
         edits completions after `generate`): entropies of other tokens would pick a wrong kept set, so
         the caller recomputes them."""
-        rows, sampled = self._generation_entropy, self._generation_sampled
-        self._generation_sampled = None
         mask = out["completion_mask"]
-        if rows is None or sampled is None or len(rows) != mask.shape[0]:
+        if self._generation_entropy is None:
+            return None
+        rows, sampled = self._generation_entropy
+        if len(rows) != mask.shape[0]:
             return None
         lengths = mask.sum(dim=1).tolist()
         if any(int(r.numel()) < n for r, n in zip(rows, lengths)):
