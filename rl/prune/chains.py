@@ -1,7 +1,8 @@
 """Input rows for `rl prune`: question / reasoning chain / answer, from JSONL or `builtin:champ`.
 
 JSONL: one object per line with string fields `question`, `reasoning`, `answer` (names configurable)
-and an optional `id`. `builtin:champ`: the 270 CHAMP problems (PyPI champ-dataset 1.0.0, MIT), whose
+and an optional `id`; other fields are kept as the row's columns (what a reward sees when the policy
+writes the chains, `rl/prune/samples.py`, where the reasoning field may be absent). `builtin:champ`: the 270 CHAMP problems (PyPI champ-dataset 1.0.0, MIT), whose
 human-written solution steps (one per line) are the chain and whose final answer is the answer, in the
 dataset's own order; ids `champ/<problem id>`. Every problem is reported as one line naming file,
 line and field.
@@ -10,7 +11,7 @@ line and field.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rl.errors import UserError
@@ -24,16 +25,19 @@ class Chain:
     question: str
     reasoning: str
     answer: str
+    columns: dict = field(default_factory=dict)  # the row's other fields (the columns a reward sees)
 
 
-def read_chains(spec: str, fields: tuple[str, str, str] = FIELDS, limit: int | None = None) -> list[Chain]:
-    """All rows of `spec` (first `limit`), checked; UserError naming file/line/field on bad input."""
+def read_chains(spec: str, fields: tuple[str, str, str] = FIELDS, limit: int | None = None,
+                need_reasoning: bool = True) -> list[Chain]:
+    """All rows of `spec` (first `limit`), checked; UserError naming file/line/field on bad input.
+    `need_reasoning=False` (the policy writes the chains) accepts rows without the reasoning field."""
     if spec.strip().lower() == "builtin:champ":
         rows = _champ()
     elif spec.strip().lower().startswith("builtin:"):
         raise UserError(f"--data {spec}: unknown builtin; the builtin chains are builtin:champ")
     else:
-        rows = _jsonl(Path(spec).expanduser(), fields)
+        rows = _jsonl(Path(spec).expanduser(), fields, need_reasoning)
     out = []
     for chain in rows:
         if limit is not None and len(out) >= limit:
@@ -44,7 +48,7 @@ def read_chains(spec: str, fields: tuple[str, str, str] = FIELDS, limit: int | N
     return out
 
 
-def _jsonl(path: Path, fields: tuple[str, str, str]):
+def _jsonl(path: Path, fields: tuple[str, str, str], need_reasoning: bool = True):
     if not path.is_file():
         raise UserError(f"--data {path}: no such file; give a .jsonl file or builtin:champ")
     with path.open(encoding="utf-8") as fh:
@@ -60,18 +64,25 @@ def _jsonl(path: Path, fields: tuple[str, str, str]):
                 raise UserError(f"{where}: a JSON object with {', '.join(fields)} fields is needed")
             values = []
             for role, name in zip(FIELDS, fields):
+                if role == "reasoning" and not need_reasoning and name not in row:
+                    values.append("")
+                    continue
                 if name not in row:
                     raise UserError(f"{where}: no {name!r} field (the {role}); every row needs "
                                     f"{', '.join(repr(f) for f in fields)}, or name the field with --{role}-field")
                 if not isinstance(row[name], str):
                     raise UserError(f"{where}: field {name!r} must be a string, not {type(row[name]).__name__}")
                 values.append(row[name])
-            yield check_chain(Chain(str(row.get("id", where)), *values), where, fields)
+            columns = {k: v for k, v in row.items() if k not in fields and k != "id"}
+            chain = Chain(str(row.get("id", where)), *values, columns)
+            yield check_chain(chain, where, fields, need_reasoning)
 
 
-def check_chain(chain: Chain, where: str, fields: tuple[str, str, str] = FIELDS) -> Chain:
-    """Refuse an empty chain or answer (nothing to prune / nothing to score)."""
-    if not chain.reasoning.strip():
+def check_chain(chain: Chain, where: str, fields: tuple[str, str, str] = FIELDS, need_reasoning: bool = True) -> Chain:
+    """Refuse an empty question, chain or answer (nothing to ask / prune / score)."""
+    if not chain.question.strip():
+        raise UserError(f"{where}: field {fields[0]!r} is empty; a question is needed")
+    if need_reasoning and not chain.reasoning.strip():
         raise UserError(f"{where}: field {fields[1]!r} is empty; a chain with at least one token is needed")
     if not chain.answer.strip():
         raise UserError(f"{where}: field {fields[2]!r} is empty; pruning keeps the answer's likelihood, so an answer "

@@ -14,16 +14,20 @@ import sys
 import time
 
 from rl.errors import UserError
+from rl.prune.chains import read_chains
 
 COMMAND = "rl prune"
 EXAMPLES = """examples:
   rl prune --data builtin:champ --model builtin:smollm2-135m-instruct --keep 0.3,0.5,0.7 -o runs/prune \\
       --mode approx --limit 20
   rl prune --data chains.jsonl --model runs/policy --keep 0.5 -o runs/prune-exact     # exact greedy
+  rl prune --data problems.jsonl --model runs/policy --sample 8 --reward math -o runs/prune-own
+      # the policy's own correct chains: 8 samples per question, kept when the math reward is 1
 
 writes OUT/sft/keep-R.jsonl (TRL prompt/completion rows per keep ratio), OUT/steps.jsonl (per chain:
 tokens, deletion order, ranks, categories, score curve), OUT/summary.json (settings, approximations,
-answer log-likelihood per keep ratio, category statistics), likelihood_curve.png and survival.png.
+answer log-likelihood per keep ratio, category statistics), likelihood_curve.png and survival.png;
+with --sample also OUT/samples.jsonl (every drawn completion, its reward and whether it was pruned).
 """
 
 
@@ -56,11 +60,26 @@ def register(subparsers) -> None:
     p.add_argument("--per-step", type=float, default=0.1,
                    help="approx: fraction of the remaining chain deleted per step (at least one token)")
     p.add_argument("--batch-size", type=int, default=16, help="candidates per batched forward")
-    p.add_argument("--limit", type=int, default=None, help="prune only the first N rows (after --max-chain-tokens)")
+    p.add_argument("--limit", type=int, default=None, help="prune only the first N rows (after --max-chain-tokens); with --sample, the first N questions")
     p.add_argument("--max-chain-tokens", type=int, default=None,
                    help="skip rows whose chain has more tokens than this (counted and reported); default: none")
     for role in ("question", "reasoning", "answer"):
         p.add_argument(f"--{role}-field", default=role, help=f"JSONL field holding the {role} (default {role})")
+    s = p.add_argument_group("the policy's own chains (instead of the rows' reasoning)")
+    s.add_argument("--sample", type=int, default=None, metavar="N",
+                   help="draw N completions per question from --policy in the pruner's frame ('Question: Q / "
+                   "Reasoning:' ... 'Answer: A'), score them with --reward, and prune the correct ones")
+    s.add_argument("--reward", default=None, help="with --sample: a registered reward (e.g. math) or a dotted path; "
+                   "it sees the row's fields as columns and its answer as `solution`")
+    s.add_argument("--policy", default=None, help="with --sample: the model that writes the chains (default: --model)")
+    s.add_argument("--min-reward", type=float, default=1.0, help="with --sample: reward that counts as correct")
+    s.add_argument("--per-question", type=int, default=1, help="with --sample: distinct correct chains kept per question")
+    s.add_argument("--max-new-tokens", type=int, default=256, help="with --sample: completion length cap (tokens)")
+    s.add_argument("--temperature", type=float, default=1.0, help="with --sample: sampling temperature (> 0)")
+    s.add_argument("--seed", type=int, default=0, help="with --sample: sampling seed")
+    s.add_argument("--few-shot", default=None, metavar="FILE",
+                   help="with --sample: JSONL rows (same fields) shown as worked examples before each question, "
+                   "so that a small policy writes the 'Answer:' line; the pruner scores chains without them")
     p.add_argument("--overwrite", action="store_true", help="replace an output directory not written by rl prune")
     p.set_defaults(func=run)
 
@@ -77,24 +96,40 @@ def run(args) -> int:
         raise UserError(f"--batch-size/--candidates/--per-step: {exc}") from None
     if args.limit is not None and args.limit < 1:
         raise UserError(f"--limit: must be >= 1, got {args.limit}")
-    inputs = {"data": args.data, "model": args.model}
+    sampling = _sample_settings(args)
+    inputs = {"data": args.data, "model": args.model, **({"policy": args.policy} if args.policy else {})}
 
     def check_out():
         return check_output_dir(args.output_dir, "--output-dir", COMMAND, overwrite=args.overwrite, inputs=inputs)
 
     out = check_out()
     model_path = check_model_arg(args.model, "--model")
-    rows, tok = _read_rows(args, model_path)
+    tok, max_len = _tokenizer(model_path, args.model)
+    fields = (args.question_field, args.reasoning_field, args.answer_field)
+    if sampling:
+        policy_path = check_model_arg(args.policy, "--policy") if args.policy else model_path
+        questions, reward, policy_tok = _check_sampling(args, sampling, fields, policy_path, model_path, tok, max_len)
+    else:
+        limit = None if args.max_chain_tokens else args.limit  # --limit counts rows that pass the length cap
+        rows = _encode_rows(args, read_chains(args.data, fields, limit), tok, max_len, args.limit)
     import torch
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
     t0 = time.monotonic()
+    source, records = {"kind": "rows", "data": args.data}, None
+    if sampling:
+        rows, source, records = _sample(args, sampling, questions, reward, model, model_path, policy_path,
+                                        policy_tok, tok, max_len)
     chains, sft = _prune_all(model, tok, rows, settings, args.keep)
     summary = _summary(args, settings, chains, sft, time.monotonic() - t0)
+    summary["source"] = source
     with replace_dir(out, COMMAND, recheck=check_out) as tmp:
-        _write(tmp, chains, sft, summary, args.keep)
+        _write(tmp, chains, sft, summary, args.keep, records)
+    if sampling:
+        print(f"policy samples: {source['correct']}/{source['drawn']} correct ({source['pass_rate']:.1%}) over "
+              f"{source['questions']} questions; {len(chains)} chains pruned")
     print(summary["table"])
     for k, c in summary["answer_loglik"].items():
         print(f"keep {float(k):.2f}: mean answer log-likelihood {c['mean']:.3f} over {c['chains']} chains")
@@ -105,25 +140,100 @@ def run(args) -> int:
     return 0
 
 
-def _read_rows(args, model_path):
-    """Rows, tokenised and checked against the context (tokenizer and config only, no weights)."""
+def _sample_settings(args):
+    """SampleSettings when --sample is given (checked with the flags that go with it), else None."""
+    from rl.prune.samples import SampleSettings
+
+    flags = [f for f, given in (("--reward", args.reward), ("--policy", args.policy), ("--few-shot", args.few_shot))
+             if given]
+    if args.sample is None:
+        if flags:
+            raise UserError(f"{flags[0]}: only used with --sample N (the policy writes the chains)")
+        return None
+    if not args.reward:
+        raise UserError("--sample: needs --reward NAME to tell correct samples from wrong ones (e.g. --reward math)")
+    try:
+        return SampleSettings(samples=args.sample, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                              min_reward=args.min_reward, per_question=args.per_question, seed=args.seed)
+    except ValueError as exc:
+        raise UserError(f"--sample/--max-new-tokens/--per-question/--temperature: {exc}") from None
+
+
+def _tokenizer(model_path, name):
+    """The pruner's fast tokenizer and context length (tokenizer and config only, no weights)."""
     from transformers import AutoConfig, AutoTokenizer
 
-    from rl.prune.chains import check_fits, read_chains
+    tok = AutoTokenizer.from_pretrained(model_path)
+    if not getattr(tok, "is_fast", False):
+        raise UserError(f"--model {name}: a fast tokenizer (character offsets) is needed to categorise tokens")
+    return tok, getattr(AutoConfig.from_pretrained(model_path), "max_position_embeddings", None)
+
+
+def _check_sampling(args, sampling, fields, policy_path, model_path, tok, max_len):
+    """Questions, reward and the policy's tokenizer, all checked before any weights load."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    from rewards import get_reward_func
+    from rl.prune.pruner import PROMPT_TEMPLATE
+    from rl.prune.samples import check_reward_columns
+
+    questions = read_chains(args.data, fields, args.limit, need_reasoning=False)
+    if args.few_shot:
+        from rl.prune.samples import few_shot_prefix
+
+        if args.few_shot.strip().lower().startswith("builtin:"):
+            raise UserError(f"--few-shot {args.few_shot}: give a JSONL file of worked examples")
+        sampling.prefix = few_shot_prefix(read_chains(args.few_shot, fields))
+    reward = get_reward_func(args.reward)
+    check_reward_columns(reward, questions, f"--data {args.data}")
+    policy_tok = tok if policy_path == model_path else AutoTokenizer.from_pretrained(policy_path)
+    policy_len = getattr(AutoConfig.from_pretrained(policy_path), "max_position_embeddings", None)
+    for who, t, limit, prefix in (("--policy", policy_tok, policy_len, sampling.prefix), ("--model", tok, max_len, "")):
+        for q in questions:
+            prompt = prefix + PROMPT_TEMPLATE.format(question=q.question.strip())
+            n = len(t(prompt, add_special_tokens=False)["input_ids"])
+            if limit and n + args.max_new_tokens > limit:
+                raise UserError(f"row {q.id}: its prompt ({n} tokens) + --max-new-tokens {args.max_new_tokens} is "
+                                f"longer than the {who} context of {limit}; lower --max-new-tokens")
+    return questions, reward, policy_tok
+
+
+def _sample(args, sampling, questions, reward, model, model_path, policy_path, policy_tok, tok, max_len):
+    """Draw, score and keep the policy's correct chains; encoded rows, source summary, sample records."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from rewards.registry import reward_name
+    from rl.prune.samples import sample_chains, source_summary
+
+    same = policy_path == model_path
+    policy = model if same else AutoModelForCausalLM.from_pretrained(policy_path, dtype=torch.float32).eval()
+    log = (lambda line: print(line, file=sys.stderr, flush=True))
+    chains, records = sample_chains(policy, policy_tok, questions, reward, sampling, log=log)
+    del policy
+    source = source_summary(records, chains, len(questions), sampling, args.policy or args.model, reward_name(reward))
+    if not chains:
+        raise UserError(f"--sample {args.sample}: none of {source['drawn']} completions over {len(questions)} "
+                        f"questions was correct ({source['with_answer_line']} wrote an 'Answer:' line); nothing to "
+                        "prune: draw more (--sample), raise --max-new-tokens or use a stronger --policy")
+    rows = _encode_rows(args, chains, tok, max_len, None, skip_long=True)
+    return rows, source, records
+
+
+def _encode_rows(args, chains, tok, max_len, limit, skip_long=False):
+    """(chain, encoded) pairs, checked against the context; rows over --max-chain-tokens skipped
+    (and, for the policy's own chains, `skip_long`, rows longer than the pruner's context)."""
+    from rl.prune.chains import check_fits
     from rl.prune.pruner import encode
 
     fields = (args.question_field, args.reasoning_field, args.answer_field)
-    chains = read_chains(args.data, fields, None if args.max_chain_tokens else args.limit)
-    tok = AutoTokenizer.from_pretrained(model_path)
-    if not getattr(tok, "is_fast", False):
-        raise UserError(f"--model {args.model}: a fast tokenizer (character offsets) is needed to categorise tokens")
-    max_len = getattr(AutoConfig.from_pretrained(model_path), "max_position_embeddings", None)
     rows, skipped = [], 0
     for ch in chains:
-        if args.limit is not None and len(rows) >= args.limit:
+        if limit is not None and len(rows) >= limit:
             break
         enc = encode(tok, ch.question, ch.reasoning, ch.answer)
-        if args.max_chain_tokens is not None and len(enc.chain_ids) > args.max_chain_tokens:
+        too_long = bool(max_len) and enc.total_len > max_len
+        if (args.max_chain_tokens is not None and len(enc.chain_ids) > args.max_chain_tokens) or (skip_long and too_long):
             skipped += 1
             continue
         if not enc.chain_ids:
@@ -132,11 +242,15 @@ def _read_rows(args, model_path):
             raise UserError(f"row {ch.id}: field {fields[2]!r} has no tokens; an answer is needed")
         check_fits(enc.total_len, max_len, ch.id, len(enc.chain_ids))
         rows.append((ch, enc))
+    if not rows and skip_long:
+        raise UserError(f"--sample: every correct chain is longer than --max-chain-tokens {args.max_chain_tokens} "
+                        "or the pruner's context; raise the cap or lower --max-new-tokens")
     if not rows:
         raise UserError(f"--max-chain-tokens {args.max_chain_tokens}: every row's chain is longer; raise it")
     if skipped:
-        print(f"[rl prune] skipped {skipped} rows with more than {args.max_chain_tokens} chain tokens", file=sys.stderr)
-    return rows, tok
+        print(f"[rl prune] skipped {skipped} rows with more than {args.max_chain_tokens} chain tokens "
+              "(or longer than the pruner's context)", file=sys.stderr)
+    return rows
 
 
 def _prune_all(model, tok, rows, settings, keeps):
@@ -182,9 +296,13 @@ def _summary(args, settings, chains, sft, seconds) -> dict:
             "table": survival_table(stats, args.keep)}
 
 
-def _write(tmp, chains, sft, summary, keeps) -> None:
+def _write(tmp, chains, sft, summary, keeps, records=None) -> None:
     from rl.prune.report import plot_curves, write_sft
 
+    if records is not None:
+        with (tmp / "samples.jsonl").open("w", encoding="utf-8") as fh:
+            for rec in records:
+                fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
     for k in keeps:
         write_sft(tmp, k, sft[k])
     with (tmp / "steps.jsonl").open("w", encoding="utf-8") as fh:
