@@ -42,13 +42,17 @@ import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")
-METHODS = ("likelihood", "random", "surprisal")
+METHODS = ("likelihood", "random", "surprisal")  # pruned to 50%, compared with paired CIs
+REFERENCE = "full"  # the unpruned chains, a reference row
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="8 train chains, 8 held-out problems, 2 epochs")
-    ap.add_argument("--train", type=int, default=None)
+    ap.add_argument("--task", choices=["champ", "arithmetic"], default="champ",
+                    help="champ: CHAMP's human solutions; arithmetic: the builtin model's own correct chains on "
+                    "generated 3-term additions (rl prune --sample)")
+    ap.add_argument("--train", type=int, default=None, help="train chains (arithmetic: questions sampled)")
     ap.add_argument("--heldout", type=int, default=None)
     ap.add_argument("--epochs", type=float, default=None)
     ap.add_argument("--seeds", type=int, default=3)
@@ -57,20 +61,19 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=3e-4)
     args = ap.parse_args()
     q = args.quick
-    args.train = args.train or (8 if q else 16)
-    args.heldout = args.heldout or (8 if q else 16)
+    arith = args.task == "arithmetic"
+    args.train = args.train or (8 if q else 48 if arith else 16)
+    args.heldout = args.heldout or (8 if q else 48 if arith else 16)
     args.epochs = args.epochs or (2 if q else 3)
 
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from rl.prune.chains import read_chains
     from rl.prune.pruner import (
         APPROX,
         PROMPT_TEMPLATE,
         SEP,
         PruneSettings,
-        encode,
         kept_positions,
         prune,
         pruned_text,
@@ -83,12 +86,11 @@ def main() -> None:
     path = resolve_model("builtin:smollm2-135m-instruct")
     tok = AutoTokenizer.from_pretrained(path)
     base = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
-    rows = [(c, encode(tok, c.question, c.reasoning, c.answer)) for c in read_chains("builtin:champ")]
-    heldout = rows[::5][:args.heldout]
-    train = sorted((r for i, r in enumerate(rows) if i % 5), key=lambda r: (len(r[1].chain_ids), r[0].id))[:args.train]
-    print(f"{len(train)} train chains ({sum(len(e.chain_ids) for _, e in train)} tokens, at most "
+    t = time.perf_counter()
+    train, heldout = (arithmetic_task if args.task == "arithmetic" else champ_task)(args, tok, base)
+    print(f"task {args.task}: {len(train)} train chains ({sum(len(e.chain_ids) for _, e in train)} tokens, at most "
           f"{max(len(e.chain_ids) for _, e in train)}), {len(heldout)} held-out problems; "
-          f"torch threads {torch.get_num_threads()}", flush=True)
+          f"torch threads {torch.get_num_threads()} ({time.perf_counter() - t:.0f} s)", flush=True)
 
     settings = PruneSettings(mode=APPROX, candidates=args.candidates, per_step=0.25)
     t = time.perf_counter()
@@ -105,29 +107,82 @@ def main() -> None:
         out = []
         for i, (c, e) in enumerate(train):
             n = len(e.chain_ids)
-            order = random_order(n, 1000 * seed + i) if method == "random" else orders[method][i]
-            kept = kept_positions(order, n, 0.5)
+            if method == REFERENCE:
+                kept = list(range(n))
+            else:
+                order = random_order(n, 1000 * seed + i) if method == "random" else orders[method][i]
+                kept = kept_positions(order, n, 0.5)
             out.append({"prompt": PROMPT_TEMPLATE.format(question=c.question),
                         "completion": f"{pruned_text(e, kept, tok)}{SEP} {c.answer}"})
         return out
 
     print("example (first training chain):")
-    for m in METHODS:
+    for m in METHODS + (REFERENCE,):
         print(f"  {m:<10} {dataset(m, 0)[0]['completion']!r}")
 
     scores = {"base": evaluate(base, tok, heldout, args.max_new_tokens)}
     print(f"untrained model: mean held-out answer log-likelihood {mean(scores['base'][0]):.3f}")
-    for method in METHODS:
-        scores[method] = ([], [])
+    for method in METHODS + (REFERENCE,):
+        scores[method] = ([], [], [])
         for seed in range(args.seeds):
             t = time.perf_counter()
             student = train_student(path, tok, dataset(method, seed), seed, args)
-            lls, lens = evaluate(student, tok, heldout, args.max_new_tokens)
-            scores[method][0].extend(lls)
-            scores[method][1].extend(lens)
+            lls, lens, right = evaluate(student, tok, heldout, args.max_new_tokens)
+            for mine, new in zip(scores[method], (lls, lens, right)):
+                mine.extend(new)
             print(f"{method:<10} seed {seed}: held-out answer log-likelihood {mean(lls):.3f}, "
-                  f"own chain {mean(lens):.1f} tokens ({time.perf_counter() - t:.0f} s)", flush=True)
+                  f"own chain {mean(lens):.1f} tokens, own answer right {mean(right):.3f} "
+                  f"({time.perf_counter() - t:.0f} s)", flush=True)
     report(scores, [c.id for c, _ in heldout], args.seeds)
+
+
+def champ_task(args, tok, base):
+    """CHAMP's human solution chains: held out every 5th problem, train on the shortest others."""
+    from rl.prune.chains import read_chains
+    from rl.prune.pruner import encode
+
+    rows = [(c, encode(tok, c.question, c.reasoning, c.answer)) for c in read_chains("builtin:champ")]
+    heldout = rows[::5][:args.heldout]
+    train = sorted((r for i, r in enumerate(rows) if i % 5), key=lambda r: (len(r[1].chain_ids), r[0].id))[:args.train]
+    return train, heldout
+
+
+FEW_SHOT = [("What is 12 + 5 + 7?", "12 + 5 = 17. 17 + 7 = 24.", "24"),
+            ("What is 48 + 3 + 9?", "48 + 3 = 51. 51 + 9 = 60.", "60"),
+            ("What is 36 + 8 + 4?", "36 + 8 = 44. 44 + 4 = 48.", "48")]
+
+
+def addition_problems(n: int, seed: int):
+    """n questions "What is a + b + c?" (a two-digit, b and c one-digit) with their answers."""
+    import random
+
+    from rl.prune.chains import Chain
+
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        a, b, c = rng.randint(10, 59), rng.randint(2, 9), rng.randint(2, 9)
+        out.append(Chain(f"add{seed}-{i}", f"What is {a} + {b} + {c}?", "", str(a + b + c)))
+    return out
+
+
+def arithmetic_task(args, tok, base):
+    """The builtin model's own correct chains (8 samples per question at T 0.5 after 3 worked
+    examples, the math reward, first correct chain per question: `rl prune --sample`'s code), and
+    held-out questions from another generator seed."""
+    from rewards.math import math_reward
+    from rl.prune.chains import Chain
+    from rl.prune.pruner import encode
+    from rl.prune.samples import SampleSettings, few_shot_prefix, sample_chains
+
+    settings = SampleSettings(samples=8, max_new_tokens=40, temperature=0.5,
+                              prefix=few_shot_prefix([Chain("ex", q, r, a) for q, r, a in FEW_SHOT]))
+    chains, records = sample_chains(base, tok, addition_problems(args.train, seed=7), math_reward, settings)
+    print(f"policy samples: {sum(r['correct'] for r in records)}/{len(records)} correct; "
+          f"{len(chains)} questions with a correct chain", flush=True)
+    train = [(c, encode(tok, c.question, c.reasoning, c.answer)) for c in chains]
+    heldout = [(c, encode(tok, c.question, "", c.answer)) for c in addition_problems(args.heldout, seed=1000)]
+    return train, heldout
 
 
 def mean(xs) -> float:
@@ -155,39 +210,48 @@ def train_student(path, tok, rows, seed, args):
     return trainer.model.eval()
 
 
-def evaluate(model, tok, heldout, max_new_tokens) -> tuple[list[float], list[int]]:
-    """Per held-out problem: answer log-likelihood after the model's own greedy chain, and its length."""
+def evaluate(model, tok, heldout, max_new_tokens) -> tuple[list[float], list[int], list[float]]:
+    """Per held-out problem: answer log-likelihood after the model's own greedy chain, the chain's
+    length, and whether the model's own "Answer:" line is right (math reward, 0/1)."""
     import torch
 
+    from rewards.math import math_reward
     from rl.prune.pruner import PROMPT_TEMPLATE, Encoded, score_kept
+    from rl.prune.samples import split_sample
 
-    lls, lens = [], []
+    lls, lens, right = [], [], []
     for c, e in heldout:
         ids = torch.tensor([e.prompt_ids])
         with torch.inference_mode():
             gen = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
                                  do_sample=False, pad_token_id=tok.pad_token_id or tok.eos_token_id)
-        text = tok.decode(gen[0, ids.shape[1]:], skip_special_tokens=True).split("\nAnswer")[0]
+        full = tok.decode(gen[0, ids.shape[1]:], skip_special_tokens=True)
+        text = full.split("\nAnswer")[0]
         own = tok(text, add_special_tokens=False)["input_ids"]
         enc = Encoded(tok(PROMPT_TEMPLATE.format(question=c.question), add_special_tokens=False)["input_ids"], own,
                       e.sep_ids, e.answer_ids)
         lls.append(score_kept(model, enc, list(range(len(own)))))
         lens.append(len(own))
-    return lls, lens
+        part = split_sample(full)  # no "Answer:" line counts as wrong
+        right.append((math_reward(completions=[part[2]], solution=[c.answer])[0] or 0.0) if part else 0.0)
+    return lls, lens, right
 
 
 def report(scores, ids, seeds) -> None:
     from rl.eval.stats import paired_bootstrap
 
     groups = ids * seeds
-    print("\nheld-out answer log-likelihood (nats, higher is better), mean over seeds x problems:")
-    for m in ("base",) + METHODS:
-        print(f"  {m:<10} {mean(scores[m][0]):8.3f}   own chain {mean(scores[m][1]):5.1f} tokens")
-    for other in ("random", "surprisal"):
-        d = paired_bootstrap(scores[other][0], scores["likelihood"][0], groups)
-        verdict = "CI excludes 0" if d.excludes_zero else "CI includes 0 (no detectable difference)"
-        print(f"likelihood - {other}: {d.diff:+.3f} nats, 95% CI [{d.low:+.3f}, {d.high:+.3f}] over {d.groups} problems "
-              f"x {seeds} seeds; {verdict}")
+    print("\nheld-out answer log-likelihood (nats, higher is better) and own-answer accuracy, mean over seeds x "
+          "problems:")
+    for m in ("base",) + METHODS + (REFERENCE,):
+        print(f"  {m:<10} {mean(scores[m][0]):8.3f}   own chain {mean(scores[m][1]):5.1f} tokens   "
+              f"accuracy {mean(scores[m][2]):.3f}")
+    for metric, i in (("answer log-likelihood", 0), ("accuracy", 2)):
+        for other in ("random", "surprisal"):
+            d = paired_bootstrap(scores[other][i], scores["likelihood"][i], groups)
+            verdict = "CI excludes 0" if d.excludes_zero else "CI includes 0 (no detectable difference)"
+            print(f"{metric}: likelihood - {other}: {d.diff:+.3f}, 95% CI [{d.low:+.3f}, {d.high:+.3f}] over "
+                  f"{d.groups} problems x {seeds} seeds; {verdict}")
 
 
 if __name__ == "__main__":
