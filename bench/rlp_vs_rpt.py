@@ -90,7 +90,7 @@ def held_out(run_dirs: dict[str, Path]):
 
     from rl.data.corpus import read_corpus
     from rl.data.loading import split_by_document
-    from rl.train.config import parse_recipe
+    from rl.train.recipe import parse_recipe
 
     trained, evaluated, rpt_rows = set(), set(), []
     for arm, run_dir in run_dirs.items():

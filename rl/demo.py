@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     from rl.runtime.library_noise import import_integrations_quietly
 
     import_integrations_quietly()  # before the recipe's `env:` sets WANDB_MODE (its import-time banner)
-    from rl.train.config import parse_recipe
+    from rl.train.recipe import parse_recipe
     from rl.errors import UserError
     from rl.train.command import train
 

@@ -1,7 +1,7 @@
 """Runtime guards for long runs: failing rewards, non-finite steps, checkpoint writes.
 
 A training run is hours of cluster time. Bad *input* is refused before any model loads
-(rl/train/config.py, rl/train/command.py); what can only go wrong *during* the run is handled here:
+(rl/train/recipe.py, rl/train/command.py); what can only go wrong *during* the run is handled here:
 
 * `wrap_reward_funcs`: each reward callable is wrapped (name, signature and attributes kept, so
   TRL logs it under the same name and `rewards.registry.spec_of` still finds its registration). When a

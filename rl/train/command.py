@@ -1,6 +1,6 @@
 """`rl train --config RECIPE.yaml [--field value ...]`: one GRPO run with entropy-rl's rewards.
 
-The recipe is parsed TRL-style (rl/train/config.py), the model name resolved (`builtin:` names convert
+The recipe is parsed TRL-style (rl/train/recipe.py), the model name resolved (`builtin:` names convert
 once into the cache), the dataset loaded or built from a corpus (main process first, the others
 reuse it), and `EntropyGRPOTrainer` (a thin TRL GRPOTrainer subclass) trains. Resuming accepts
 `--resume_from_checkpoint auto|PATH` (auto: the newest checkpoint with a COMPLETE marker). On
@@ -55,7 +55,7 @@ def register(subparsers) -> None:
 
 def run_train_cli(args) -> int:
     if args.help_fields:
-        from rl.train.config import make_parser
+        from rl.train.recipe import make_parser
 
         make_parser().print_help()
         return 0
@@ -124,7 +124,7 @@ def train(argv: list[str]) -> int:
     from rl.runtime.cpu_distributed import apply_cpu_workarounds
 
     apply_cpu_workarounds()  # before accelerate state exists; a no-op with CUDA or one process
-    from rl.train.config import parse_recipe
+    from rl.train.recipe import parse_recipe
 
     from rl.runtime.wandb_secrets import move_secret_args, wandb_fallback
     from rl.runtime.library_noise import import_integrations_quietly, quiet_checkpointing_rename, quiet_library_deprecations

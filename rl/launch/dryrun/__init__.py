@@ -3,7 +3,7 @@
 What a run resolves, and what the dry-run checks instead (nothing is downloaded, no weights loaded):
 
 * the recipe: every field known and well typed (all bad fields reported, not only the first), the
-  command-line overrides, and TRL's own validation (`rl.train.config.parse_recipe`), evaluated for the
+  command-line overrides, and TRL's own validation (`rl.train.recipe.parse_recipe`), evaluated for the
   machines the run will use: the world size below, and GPUs unless the recipe says `use_cpu`
   (so a bf16 GPU recipe can be checked on a CPU login node);
 * the launch: world size (= training processes) from, in this order, `--num_processes N`,

@@ -1,6 +1,6 @@
 """Recipe parsing as the run's machines would do it, from this (possibly GPU-less) machine.
 
-* `parse_for_target`: `rl.train.config.parse_recipe` for the run's machines (an explicit
+* `parse_for_target`: `rl.train.recipe.parse_recipe` for the run's machines (an explicit
   `rl.train.preflight.TargetMachine`), without initialising DeepSpeed;
 * the CPU-machine shims: raw field values after file + overrides without the dataclasses'
   validation (`raw_value`, `raw_namespace`), every bad recipe field reported on its own
@@ -47,10 +47,10 @@ def restored_environ():
 
 
 def parse_for_target(argv: list[str], world_size: int = 1):
-    """`rl.train.config.parse_recipe(argv)` for the run's machines (`TargetMachine`: its world size, bf16
+    """`rl.train.recipe.parse_recipe(argv)` for the run's machines (`TargetMachine`: its world size, bf16
     GPUs), without initialising DeepSpeed (the `deepspeed` field is checked separately and restored on
     the result); the recipe's `env:` changes os.environ only for the parse."""
-    from rl.train.config import parse_recipe
+    from rl.train.recipe import parse_recipe
     from rl.train.preflight import TargetMachine
 
     raw_ds = raw_value(argv, "deepspeed")
@@ -64,7 +64,7 @@ def parse_for_target(argv: list[str], world_size: int = 1):
 
 def _recipe_parser(values: dict):
     """rl's recipe parser with `values` (a recipe file's fields, less `env`) as defaults; errors raise ArgError."""
-    from rl.train.config import make_parser
+    from rl.train.recipe import make_parser
 
     parser = make_parser()
     parser.error = raise_error  # type: ignore[method-assign]
@@ -74,7 +74,7 @@ def _recipe_parser(values: dict):
 
 def raw_value(argv: list[str], name: str):
     """The value of one recipe field after file + overrides, without building the dataclasses."""
-    from rl.train.config import load_recipe_file
+    from rl.train.recipe import load_recipe_file
 
     argv = list(argv)
     data = {}
@@ -113,7 +113,7 @@ def script_has_field(name: str) -> bool:
 
 def check_fields(path: Path, data: dict, report: Report) -> tuple[dict, list[str]]:
     """Fields of the file, each checked on its own so that every bad one is reported: (good fields, bad keys)."""
-    from rl.train.config import check_fields, make_parser
+    from rl.train.recipe import check_fields, make_parser
 
     parser = make_parser()
     bad_keys = []

@@ -52,7 +52,7 @@ def test_names_field(tmp_path):
 
 
 def _parse(argv):
-    from rl.train.config import parse_recipe
+    from rl.train.recipe import parse_recipe
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from rl.train.config import parse_recipe
+from rl.train.recipe import parse_recipe
 from rl.launch.dryrun import dry_run
 from rl.errors import UserError
 from tests.faults.helpers import write_recipe

@@ -137,7 +137,7 @@ def test_rl_train_stops_before_step_one_when_no_group_has_signal(tmp_path, tiny_
 
 
 def test_signal_check_field_is_validated(tmp_path, tiny_model_dir):
-    from rl.train.config import parse_recipe
+    from rl.train.recipe import parse_recipe
 
     with pytest.raises(UserError, match="signal_check: expected `stop`, `warn` or `off`"):
         parse_recipe(["--config", str(_recipe(tmp_path, tiny_model_dir, signal_check="maybe"))])
