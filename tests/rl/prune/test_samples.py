@@ -119,6 +119,11 @@ def test_sampling_refusals(tmp_path, parrot_dir, capsys):
     assert "--sample: needs --reward" in _error(capsys, base + ["--sample", "2"])
     assert "--reward: only used with --sample" in _error(capsys, base + ["--reward", "math"])
     assert "unknown reward 'maths'" in _error(capsys, base + ["--sample", "2", "--reward", "maths"])
+    assert "--few-shot: only used with --sample" in _error(capsys, base + ["--few-shot", str(wrong)])
+    sampling = base + ["--sample", "2", "--reward", "math"]
+    assert "give a JSONL file of worked examples" in _error(capsys, sampling + ["--few-shot", "builtin:champ"])
+    shots = _write(tmp_path / "shots.jsonl", [{"question": "What is 1+1?", "answer": "2"}])  # no worked chain
+    assert "shots.jsonl:1: no 'reasoning' field" in _error(capsys, sampling + ["--few-shot", str(shots)])
     assert "lower --max-new-tokens" in _error(capsys, base + ["--sample", "2", "--reward", "math",
                                                              "--max-new-tokens", "4000"])
     err = _error(capsys, base + ["--sample", "2", "--reward", "math", "--temperature", "0.05",
