@@ -115,13 +115,19 @@ def run(args) -> int:
     import torch
     from transformers import AutoModelForCausalLM
 
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
+    def load(path):
+        torch.manual_seed(0)
+        return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+
     t0 = time.monotonic()
-    source, records = {"kind": "rows", "data": args.data}, None
+    source, records, model = {"kind": "rows", "data": args.data}, None, None
     if sampling:
-        rows, source, records = _sample(args, sampling, questions, reward, model, model_path, policy_path,
-                                        policy_tok, tok, max_len)
+        # a separate policy is loaded, used and freed before the pruner loads (one model in memory at a time)
+        model = load(model_path) if policy_path == model_path else None
+        policy = model or load(policy_path)
+        rows, source, records = _sample(args, sampling, questions, reward, policy, policy_tok, tok, max_len)
+        del policy
+    model = model or load(model_path)
     chains, sft = _prune_all(model, tok, rows, settings, args.keep)
     summary = _summary(args, settings, chains, sft, time.monotonic() - t0)
     summary["source"] = source
@@ -198,19 +204,13 @@ def _check_sampling(args, sampling, fields, policy_path, model_path, tok, max_le
     return questions, reward, policy_tok
 
 
-def _sample(args, sampling, questions, reward, model, model_path, policy_path, policy_tok, tok, max_len):
+def _sample(args, sampling, questions, reward, policy, policy_tok, tok, max_len):
     """Draw, score and keep the policy's correct chains; encoded rows, source summary, sample records."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
     from rewards.registry import reward_name
     from rl.prune.samples import sample_chains, source_summary
 
-    same = policy_path == model_path
-    policy = model if same else AutoModelForCausalLM.from_pretrained(policy_path, dtype=torch.float32).eval()
     log = (lambda line: print(line, file=sys.stderr, flush=True))
     chains, records = sample_chains(policy, policy_tok, questions, reward, sampling, log=log)
-    del policy
     source = source_summary(records, chains, len(questions), sampling, args.policy or args.model, reward_name(reward))
     if not chains:
         raise UserError(f"--sample {args.sample}: none of {source['drawn']} completions over {len(questions)} "

@@ -130,3 +130,14 @@ def test_sampling_refusals(tmp_path, parrot_dir, capsys):
                                  "--max-new-tokens", "24"], after_work=True)
     assert "none of 2 completions over 1 questions was correct (2 wrote an 'Answer:' line)" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_policy_other_than_the_pruner(tmp_path, parrot_dir, tiny_model_dir, capsys):
+    data = _write(tmp_path / "q.jsonl", [{"id": "add", "question": "What is 2+3?", "answer": "5"}])
+    out = tmp_path / "out"
+    assert main(["prune", "--data", str(data), "--model", str(tiny_model_dir), "--policy", str(parrot_dir),
+                 "--sample", "2", "--reward", "math", "--temperature", "0.05", "--max-new-tokens", "24",
+                 "--keep", "0.5", "-o", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["source"]["policy"] == str(parrot_dir) and summary["model"] == str(tiny_model_dir)
+    assert summary["source"]["chains"] == 1 and summary["chains"] == 1
