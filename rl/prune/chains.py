@@ -2,10 +2,10 @@
 
 JSONL: one object per line with string fields `question`, `reasoning`, `answer` (names configurable)
 and an optional `id`; other fields are kept as the row's columns (what a reward sees when the policy
-writes the chains, `rl/prune/samples.py`, where the reasoning field may be absent). `builtin:champ`: the 270 CHAMP problems (PyPI champ-dataset 1.0.0, MIT), whose
-human-written solution steps (one per line) are the chain and whose final answer is the answer, in the
-dataset's own order; ids `champ/<problem id>`. Every problem is reported as one line naming file,
-line and field.
+writes the chains, rl/prune/samples.py, where the reasoning field may be absent). `builtin:champ`:
+the 270 CHAMP problems (PyPI champ-dataset 1.0.0, MIT), whose human-written solution steps (one per
+line) are the chain and whose final answer is the answer, in the dataset's own order; ids
+`champ/<problem id>`. Every problem is reported as one line naming file, line and field.
 """
 
 from __future__ import annotations

@@ -2,14 +2,15 @@
 
 The paper prunes chains a model wrote; a user's own policy is the natural source. For each question
 the policy draws N completions in the frame the pruner scores (`PROMPT_TEMPLATE`: "Question: Q\\n
-Reasoning:\\n"), after optional worked examples in the same frame (`few_shot_prefix`), each
-stopped once it has written the line `Answer: ...` (`SEP`). A completion splits into the chain (text before `SEP`) and the policy's answer (the rest of that line); one without it
-has no chain. Each completion is scored by a reward with TRL's signature (a registered name or a
-dotted path, `rewards.get_reward_func`), called as TRL calls it: prompts, completions, completion
-ids, and every other field of the row as a column. The row's gold answer is also passed as
-`solution` (the math reward's column) unless the row has its own. A completion is correct when its
-reward is at least `min_reward`; the first `per_question` distinct correct chains of each question
-are pruned, with the policy's own answer as the answer whose likelihood pruning preserves.
+Reasoning:\\n"), after optional worked examples in the same frame (`few_shot_prefix`), each stopped
+once it has written the line `Answer: ...` (`SEP`). A completion splits into the chain (text before
+`SEP`) and the policy's answer (the rest of that line); one without it has no chain. Each completion
+is scored by a reward with TRL's signature (a registered name or a dotted path,
+`rewards.get_reward_func`), called as TRL calls it: prompts, completions, completion ids, and every
+other field of the row as a column. The row's gold answer is also passed as `solution` (the math
+reward's column) unless the row has its own. A completion is correct when its reward is at least
+`min_reward`; the first `per_question` distinct correct chains of each question are pruned, with the
+policy's own answer as the answer whose likelihood pruning preserves.
 """
 
 from __future__ import annotations
@@ -141,6 +142,9 @@ def sample_chains(policy, tokenizer, questions: list[Chain], reward_func, settin
                                                                           zip(parts, drawn)],
                               completion_ids=[ids for _, ids in drawn],
                               **{k: [v] * len(drawn) for k, v in columns.items()})
+        if len(rewards) != len(drawn):
+            raise UserError(f"--reward: returned {len(rewards)} values for {len(drawn)} completions; a TRL reward "
+                            "returns one per completion")
         seen = set()
         for k, ((text, _), part, reward) in enumerate(zip(drawn, parts, rewards)):
             correct = part is not None and reward is not None and reward >= settings.min_reward
@@ -149,7 +153,7 @@ def sample_chains(policy, tokenizer, questions: list[Chain], reward_func, settin
                 seen.add(part[:2])
                 chains.append(Chain(f"{row.id}#s{k}", row.question, part[0], part[1], dict(row.columns)))
             records.append({"id": row.id, "sample": k, "completion": text, "has_answer_line": part is not None,
-                            "reward": reward, "correct": correct, "pruned": kept})
+                            "reward": None if reward is None else float(reward), "correct": correct, "pruned": kept})
         if log:
             n_ok = sum(r["correct"] for r in records[-len(drawn):])
             log(f"[rl prune] sampled {i}/{len(questions)} {row.id}: {n_ok}/{len(drawn)} correct")

@@ -141,3 +141,19 @@ def test_policy_other_than_the_pruner(tmp_path, parrot_dir, tiny_model_dir, caps
     summary = json.loads((out / "summary.json").read_text())
     assert summary["source"]["policy"] == str(parrot_dir) and summary["model"] == str(tiny_model_dir)
     assert summary["source"]["chains"] == 1 and summary["chains"] == 1
+
+
+def test_reward_returning_the_wrong_count_is_refused(parrot_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from rl.prune.samples import sample_chains
+
+    policy = AutoModelForCausalLM.from_pretrained(parrot_dir).eval()
+    tok = AutoTokenizer.from_pretrained(parrot_dir)
+
+    def one_value(completions, **kwargs):
+        return [1.0]
+
+    with pytest.raises(UserError, match="returned 1 values for 2 completions"):
+        sample_chains(policy, tok, [Chain("q", "What is 2+3?", "", "5")], one_value,
+                      SampleSettings(samples=2, max_new_tokens=8))
