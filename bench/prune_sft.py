@@ -1,36 +1,50 @@
-"""Evidence: SFT on CHAMP chains pruned to 50% by likelihood vs random deletion vs surprisal deletion.
+"""Evidence: SFT on reasoning chains pruned by likelihood vs random deletion vs surprisal deletion.
 
-    OMP_NUM_THREADS=1 .venv/bin/python bench/prune_sft.py [--quick]
+    OMP_NUM_THREADS=1 .venv/bin/python bench/prune_sft.py [--task champ|arithmetic] [--keep 0.5] [--quick]
 
 The claim under test (arXiv 2601.03066): a student fine-tuned on chains pruned by the pruner's answer
 likelihood does better than one trained on chains cut to the same length by other rules.
 
-Data: CHAMP (builtin:champ). Held out: every 5th problem in the dataset's order, the first `--heldout`
-of them (any chain length: the student writes its own chain). Training set: the `--train` shortest
-chains (by tokens under the builtin tokenizer, then id) among the other problems, short because
-likelihood pruning costs about two scored candidates per deleted token on this CPU.
-Each training chain is pruned to round(0.5 n) tokens three ways (same kept count for all three):
-* likelihood: `rl.prune.pruner.prune` with the builtin model as pruner (approx mode: `--candidates`
-  scored per step, at most half of them deleted per step; labelled in the output);
-* random: a random deletion order (a different order per seed);
-* surprisal: the most predictable tokens (lowest surprisal in the full chain) deleted first.
+Tasks (`--task`):
+* champ (default): CHAMP's human solutions (builtin:champ). Held out: every 5th problem in the
+  dataset's order, the first `--heldout` of them (any chain length: the student writes its own
+  chain). Training set: the `--train` shortest chains (by tokens, then id) among the other problems,
+  short because likelihood pruning costs about two scored candidates per deleted token on this CPU.
+* arithmetic: the builtin model's own correct chains (`rl prune --sample`'s code, rl/prune/samples.py):
+  `--train` generated 3-term additions, 8 samples each at T 0.5 after 3 worked examples, the math
+  reward, the first correct chain per question; held out: `--heldout` additions from another seed.
+  Here the student can actually solve the task, so own-answer accuracy means something.
+Each training chain is pruned to round(keep n) tokens (`--keep`, default 0.5) three ways (same kept
+count): likelihood (`rl.prune.pruner.prune`, builtin model as pruner, approx mode: `--candidates`
+scored per step, at most half of them deleted per step; labelled in the output); random (a different
+order per seed); surprisal (the most predictable tokens in the full chain deleted first). A fourth,
+reference arm trains on the unpruned chains.
 Student: the builtin model (SmolLM2-135M-Instruct) with LoRA (r 16, all linear layers), TRL's
 SFTTrainer on prompt = "Question: Q\\nReasoning:\\n", completion = pruned chain + "\\nAnswer: A"
 (completion-only loss), `--epochs` epochs, same hyperparameters and seed per method; 3 seeds.
 
-Metric (held-out problems): the student writes its own chain (greedy, up to `--max-new-tokens`,
-cut at "\\nAnswer"), then "\\nAnswer:" and the reference answer are appended and the answer's
-log-likelihood (sum over its tokens, nats) is read off the student. Higher is better. Reported per
-method (mean over seeds x problems) and as paired differences likelihood - random and likelihood -
-surprisal with 95% paired bootstrap CIs over problems (rl.eval.stats; each problem's seeds stay
+Metrics (held-out problems, zero-shot in the trained frame): the student writes its own chain
+(greedy, up to `--max-new-tokens`, cut at "\\nAnswer"), then "\\nAnswer:" and the reference answer
+are appended and the answer's log-likelihood (sum over its tokens, nats) is read off the student
+(higher is better); and whether the student's own "Answer:" line is right (math reward). Reported
+per method (mean over seeds x problems) and as paired differences (likelihood minus random, likelihood
+minus surprisal) with 95% paired bootstrap CIs over problems (rl.eval.stats; each problem's seeds stay
 together). The untrained model is scored once for reference.
 
-Measured (2026-12-03, --quick: 8 train chains of 28-66 tokens, 8 held-out, 2 epochs, 3 seeds, one
-thread): base -15.231, likelihood -16.914, random -15.449, surprisal -15.656 nats; likelihood - random
+Measured (2026-12-05, `--task arithmetic`, keep 0.5: 27 chains from 48 questions (122/384 samples
+correct), 48 held-out, 3 epochs, 3 seeds, one thread, 49 min): answer log-likelihood base -8.88,
+likelihood -10.28, random -4.93, surprisal -4.97, full -1.80; accuracy 0.000 / 0.000 / 0.000 / 0.007
+for the pruned arms and 0.847 for the unpruned chains. likelihood - random -5.34 [-5.94, -4.74],
+likelihood - surprisal -5.30 [-5.89, -4.70] nats. Halving a 21-token chain ("30 + 4 = 34. 34 + 8 =
+42.") leaves nothing a student can learn the sum from, by any rule; likelihood pruning keeps the
+result digits ("30 +434  42"), so its students learn to end a short digit string with a number and
+copy it, confidently and wrongly, which the answer log-likelihood punishes hardest.
+
+Measured (2026-12-03, champ, --quick: 8 train chains of 28-66 tokens, 8 held-out, 2 epochs, 3 seeds):
+base -15.231, likelihood -16.914, random -15.449, surprisal -15.656 nats; likelihood - random
 -1.465 [-1.933, -1.101], likelihood - surprisal -1.258 [-1.806, -0.797]: likelihood-pruned data was
-worse here, and its students wrote shorter chains (11.6 vs 19.7 / 18.1 tokens), which the metric
-(answer after the student's own chain) also measures. Not the paper's setting (frontier teacher,
-larger students, thousands of chains); the full run was not done for lack of CPU time.
+worse here too, and its students wrote shorter chains (11.6 vs 19.7 / 18.1 tokens). Neither is the
+paper's setting (frontier teacher, larger students, thousands of chains).
 """
 
 from __future__ import annotations
@@ -56,6 +70,7 @@ def main() -> None:
     ap.add_argument("--heldout", type=int, default=None)
     ap.add_argument("--epochs", type=float, default=None)
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--keep", type=float, default=0.5, help="keep ratio of the pruned chains (all three methods)")
     ap.add_argument("--candidates", type=int, default=16)
     ap.add_argument("--max-new-tokens", type=int, default=48)
     ap.add_argument("--lr", type=float, default=3e-4)
@@ -88,7 +103,8 @@ def main() -> None:
     base = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
     t = time.perf_counter()
     train, heldout = (arithmetic_task if args.task == "arithmetic" else champ_task)(args, tok, base)
-    print(f"task {args.task}: {len(train)} train chains ({sum(len(e.chain_ids) for _, e in train)} tokens, at most "
+    print(f"task {args.task}, keep {args.keep}: {len(train)} train chains "
+          f"({sum(len(e.chain_ids) for _, e in train)} tokens, at most "
           f"{max(len(e.chain_ids) for _, e in train)}), {len(heldout)} held-out problems; "
           f"torch threads {torch.get_num_threads()} ({time.perf_counter() - t:.0f} s)", flush=True)
 
@@ -97,7 +113,7 @@ def main() -> None:
     orders = {"likelihood": [], "surprisal": []}
     for c, e in train:
         n = len(e.chain_ids)
-        orders["likelihood"].append(prune(base, e, settings, stop_at=round(0.5 * n)).order)
+        orders["likelihood"].append(prune(base, e, settings, stop_at=round(args.keep * n)).order)
         orders["surprisal"].append(surprisal_order(base, e))
         print(f"  pruned {c.id} ({n} tokens) at {time.perf_counter() - t:.0f} s", flush=True)
     print(f"likelihood pruning of the training chains: {time.perf_counter() - t:.0f} s; "
@@ -111,7 +127,7 @@ def main() -> None:
                 kept = list(range(n))
             else:
                 order = random_order(n, 1000 * seed + i) if method == "random" else orders[method][i]
-                kept = kept_positions(order, n, 0.5)
+                kept = kept_positions(order, n, args.keep)
             out.append({"prompt": PROMPT_TEMPLATE.format(question=c.question),
                         "completion": f"{pruned_text(e, kept, tok)}{SEP} {c.answer}"})
         return out
