@@ -40,11 +40,13 @@ likelihood - surprisal -5.30 [-5.89, -4.70] nats. Halving a 21-token chain ("30 
 result digits ("30 +434  42"), so its students learn to end a short digit string with a number and
 copy it, confidently and wrongly, which the answer log-likelihood punishes hardest.
 
-Measured (2026-12-03, champ, --quick: 8 train chains of 28-66 tokens, 8 held-out, 2 epochs, 3 seeds):
-base -15.231, likelihood -16.914, random -15.449, surprisal -15.656 nats; likelihood - random
--1.465 [-1.933, -1.101], likelihood - surprisal -1.258 [-1.806, -0.797]: likelihood-pruned data was
-worse here too, and its students wrote shorter chains (11.6 vs 19.7 / 18.1 tokens). Neither is the
-paper's setting (frontier teacher, larger students, thousands of chains).
+Measured (2026-12-05, champ, full size: 16 training chains of at most 82 tokens (1,021 in all), 16
+held-out, 3 epochs, 3 seeds, one thread, 32 min): answer log-likelihood base -13.29, likelihood
+-12.60, random -10.90, surprisal -12.15, full (unpruned) -10.95; accuracy 0 in every arm (CHAMP is
+far beyond a 135M model). likelihood - random -1.70 [-2.52, -0.80] (CI excludes 0), likelihood -
+surprisal -0.45 [-1.46, +0.46] (includes 0). An earlier --quick run (8 chains, 2 epochs) pointed the
+same way: likelihood - random -1.47 [-1.93, -1.10]. Neither task is the paper's setting (frontier
+teacher, larger students, thousands of chains).
 """
 
 from __future__ import annotations
