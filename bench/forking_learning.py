@@ -18,12 +18,24 @@ degrades. This is a small-scale, offline version on this machine:
   over problems (rl/eval/stats.py), pooled over seeds (problem x seed units, resampled by problem).
 * The most frequent kept (forking) tokens of the top20 runs, as in the paper's table.
 
-    .venv/bin/python bench/forking_learning.py --quick   # ~10 minutes on a quiet CPU: 1 seed, 4 steps, 32 held-out, 3 arms
-    .venv/bin/python bench/forking_learning.py           # about 90 minutes on a quiet 2-core CPU
+    .venv/bin/python bench/forking_learning.py --quick   # 1 seed, 4 steps, 32 held-out, 3 arms (~20 min)
+    .venv/bin/python bench/forking_learning.py --seeds 1 2 --steps 15 --no-micro-batch   # 70 min here
+
+Cost on this 2-core CPU (one thread, the other core busy): 9-15 min per arm for 15 steps, so the
+default (2 seeds x 30 steps x 4 arms) takes about 3 hours.
+
+Measured 2026-12-05 (`--seeds 1 2 --steps 15 --no-micro-batch`, 4 prompts x 4 completions per step,
+128 held-out problems, 70 min): base 0.227; all 0.738 (+0.512 [+0.422, +0.602] vs base), top20
+0.699 (+0.473), bottom80 0.559 (+0.332); top20 - all -0.039 [-0.086, +0.012] (no detectable
+difference), bottom80 - all -0.180 [-0.273, -0.086]: the paper's direction (top 20% matches all,
+bottom 80% degrades), at a small scale. Per seed (all / top20 / bottom80): 0.656 / 0.609 / 0.500
+and 0.820 / 0.789 / 0.617. The most frequent kept tokens were the line break, "Q" (the start of a
+new example, every time), digits, " =", " The" and " +": where the sum is written and where the
+answer is stated.
 
 Measured once with `--quick` (1 seed, 4 steps x 8 completions, 32 held-out, loaded machine, 21 min):
 base 0.250; all 0.688, top20 0.719, bottom80 0.344; top20 - all +0.031 [+0.000, +0.094],
-bottom80 - all -0.344 [-0.531, -0.188]: the paper's direction, at smoke scale (one seed, few steps).
+bottom80 - all -0.344 [-0.531, -0.188].
 
 The last line is `forking_learning: top20_vs_all=D [L, H] bottom80_vs_all=D [L, H] base=B`.
 """
