@@ -60,7 +60,8 @@ def register(subparsers) -> None:
     p.add_argument("--per-step", type=float, default=0.1,
                    help="approx: fraction of the remaining chain deleted per step (at least one token)")
     p.add_argument("--batch-size", type=int, default=16, help="candidates per batched forward")
-    p.add_argument("--limit", type=int, default=None, help="prune only the first N rows (after --max-chain-tokens); with --sample, the first N questions")
+    p.add_argument("--limit", type=int, default=None,
+                   help="prune only the first N rows (after --max-chain-tokens); with --sample, the first N questions")
     p.add_argument("--max-chain-tokens", type=int, default=None,
                    help="skip rows whose chain has more tokens than this (counted and reported); default: none")
     for role in ("question", "reasoning", "answer"):
@@ -73,7 +74,8 @@ def register(subparsers) -> None:
                    "it sees the row's fields as columns and its answer as `solution`")
     s.add_argument("--policy", default=None, help="with --sample: the model that writes the chains (default: --model)")
     s.add_argument("--min-reward", type=float, default=1.0, help="with --sample: reward that counts as correct")
-    s.add_argument("--per-question", type=int, default=1, help="with --sample: distinct correct chains kept per question")
+    s.add_argument("--per-question", type=int, default=1,
+                   help="with --sample: distinct correct chains kept per question")
     s.add_argument("--max-new-tokens", type=int, default=256, help="with --sample: completion length cap (tokens)")
     s.add_argument("--temperature", type=float, default=1.0, help="with --sample: sampling temperature (> 0)")
     s.add_argument("--seed", type=int, default=0, help="with --sample: sampling seed")
@@ -233,7 +235,8 @@ def _encode_rows(args, chains, tok, max_len, limit, skip_long=False):
             break
         enc = encode(tok, ch.question, ch.reasoning, ch.answer)
         too_long = bool(max_len) and enc.total_len > max_len
-        if (args.max_chain_tokens is not None and len(enc.chain_ids) > args.max_chain_tokens) or (skip_long and too_long):
+        over_cap = args.max_chain_tokens is not None and len(enc.chain_ids) > args.max_chain_tokens
+        if over_cap or (skip_long and too_long):
             skipped += 1
             continue
         if not enc.chain_ids:
