@@ -25,11 +25,10 @@ import time as _time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import yaml
-
 from rl.errors import UserError
 from rl.launch.submit_flags import (DEFAULT_SIGNAL_SECONDS, add_submit_arguments, apply_launch_section,
                                      check_launch_section)
+from rl.runtime.strict_yaml import load_recipe_file
 from rl.train.preflight import override_value
 
 PLACEHOLDER = re.compile(r"\{\{([A-Z_]+)\}\}")
@@ -58,23 +57,8 @@ def check_no_secrets(text: str, environ: Mapping[str, str] | None = None) -> Non
 
 
 def load_recipe(recipe_path: str | os.PathLike) -> dict:
-    """The recipe YAML as a dict (UserError if missing, unreadable or not a mapping)."""
-    path = Path(recipe_path)
-    if not path.is_file():
-        raise UserError(f"{path}: recipe file not found; pass --config path/to/recipe.yaml")
-    from rl.runtime.strict_yaml import DuplicateKeyError, load
-
-    try:
-        data = load(path.read_text(encoding="utf-8"))
-    except DuplicateKeyError as e:
-        raise UserError(f"{path}:{e.line}: {e}") from None
-    except yaml.YAMLError as e:
-        raise UserError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: a recipe must be a YAML mapping of field: value")
-    return data
+    """The recipe YAML as a dict (UserError if missing, unreadable or not a mapping), read as `rl train` reads it."""
+    return load_recipe_file(recipe_path, missing_hint="; pass --config path/to/recipe.yaml")
 
 
 def _header(name: str, value: object) -> str:

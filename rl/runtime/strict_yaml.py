@@ -1,4 +1,5 @@
-"""YAML for recipes: safe loading that refuses a key given twice in one mapping.
+"""YAML for recipes: safe loading that refuses a key given twice in one mapping, and the one
+recipe-file reader every command uses (`load_recipe_file`: `rl train`, its dry run, `rl submit`).
 
 PyYAML keeps the last value of a duplicated key without a word, so `learning_rate` set twice in a
 long recipe silently trains with the one further down. Here that is a one-line error naming the
@@ -7,7 +8,13 @@ key and both lines.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+from typing import Any
+
 import yaml
+
+from rl.errors import UserError
 
 
 class DuplicateKeyError(yaml.YAMLError):
@@ -42,3 +49,27 @@ def load(text: str):
         return loader.get_single_data()
     finally:
         loader.dispose()
+
+
+def load_recipe_file(path: str | os.PathLike, missing_hint: str = "") -> dict[str, Any]:
+    """Read a recipe with the strict safe loader; one-line UserError naming the file (and line) when it
+    is missing (`missing_hint` appended), not YAML, not UTF-8 or not a mapping. An empty file is {}."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: recipe file not found{missing_hint}")
+    try:
+        data = load(path.read_text(encoding="utf-8"))
+    except DuplicateKeyError as exc:
+        raise UserError(f"{path}:{exc.line}: {exc}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise UserError(f"{path}{where}: not valid YAML ({problem})") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: recipe is not UTF-8 text") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: a recipe must be a YAML mapping of field: value, got {type(data).__name__}")
+    return data

@@ -9,14 +9,13 @@ instead of an argparse usage dump or a traceback.
 from __future__ import annotations
 
 import difflib
-import os
 from pathlib import Path
 from typing import Any
 
-import yaml
 from trl import ModelConfig, TrlParser
 
 from rl.errors import UserError
+from rl.runtime.strict_yaml import load_recipe_file
 from rl.train.config import EntropyGRPOConfig, ScriptArguments
 from rl.train.preflight import (
     TargetMachine,
@@ -39,31 +38,6 @@ class RecipeParser(TrlParser):
 
 def make_parser() -> TrlParser:
     return RecipeParser(dataclass_types=list(RECIPE_DATACLASSES))
-
-
-def load_recipe_file(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a recipe with a safe YAML loader; one-line UserError naming the file (and line) on failure."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: recipe file not found")
-    from rl.runtime.strict_yaml import DuplicateKeyError, load
-
-    try:
-        data = load(path.read_text(encoding="utf-8"))
-    except DuplicateKeyError as exc:
-        raise UserError(f"{path}:{exc.line}: {exc}") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f":{mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise UserError(f"{path}{where}: not valid YAML ({problem})") from None
-    except UnicodeDecodeError:
-        raise UserError(f"{path}: recipe is not UTF-8 text") from None
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: a recipe must be a YAML mapping of field: value, got {type(data).__name__}")
-    return data
 
 
 def check_fields(path: Path, data: dict[str, Any], parser: TrlParser) -> None:

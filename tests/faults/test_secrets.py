@@ -80,7 +80,7 @@ def test_transformers_and_trl_load_checkpoints_safely():
     assert [f for f in _findings(trl_files) if "torch.load" in f or "pickle" in f] == []
 
 
-@pytest.mark.parametrize("loader", ["rl.train.recipe.load_recipe_file", "rl.launch.slurm.load_recipe"])
+@pytest.mark.parametrize("loader", ["rl.runtime.strict_yaml.load_recipe_file", "rl.launch.slurm.load_recipe"])
 @pytest.mark.parametrize("tag", ["!!python/object/apply:os.system", "!!python/object/new:os.system"])
 def test_recipe_yaml_loaders_refuse_python_tags(tmp_path, loader, tag):
     """Every recipe reader (`rl train`, `rl submit`) refuses a tag that would construct a Python

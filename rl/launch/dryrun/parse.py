@@ -74,7 +74,7 @@ def _recipe_parser(values: dict):
 
 def raw_value(argv: list[str], name: str):
     """The value of one recipe field after file + overrides, without building the dataclasses."""
-    from rl.train.recipe import load_recipe_file
+    from rl.runtime.strict_yaml import load_recipe_file
 
     argv = list(argv)
     data = {}

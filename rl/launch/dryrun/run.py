@@ -27,7 +27,7 @@ def dry_run(argv: list[str]) -> Report:
 
 
 def _dry_run(argv: list[str]) -> Report:
-    from rl.train.recipe import load_recipe_file
+    from rl.runtime.strict_yaml import load_recipe_file
 
     try:
         opts, overrides = flags_parser().parse_known_args(argv)
