@@ -1,4 +1,5 @@
-"""The test kit: one tiny GRPO recipe, one recipe writer, row factories and model builders.
+"""The test kit: one tiny GRPO recipe, one recipe writer, row factories, model builders, and the
+one-line CLI error check.
 
 Every test that runs `rl train` starts from `TINY_GRPO` (fast, CPU, no W&B, no signal check,
 checkpoint every step) and overrides only what it is about. Tiny models come from
@@ -59,6 +60,19 @@ def write_jsonl(path: Path | str, rows: list[dict]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return path
+
+
+def cli_error(capsys, argv: list[str], after_work: bool = False) -> str:
+    """Run `rl ARGV`, expect exit status 2 and return its one-line `error: ...` (the last stderr line
+    when `after_work`: progress lines of work done before the error come first)."""
+    from rl.cli import main
+
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    if after_work:
+        err = err.splitlines()[-1]
+    assert err.startswith("error: ") and "\n" not in err
+    return err
 
 
 def build_sharp_model(src: Path | str, dst: Path | str, scale: float = 8.0) -> Path:

@@ -8,6 +8,7 @@ import shutil
 import pytest
 
 from rl.cli import main
+from tests.kit import cli_error, write_jsonl
 
 ROWS = [
     {"question": "What is 2+3?", "reasoning": "We add 2 and 3, so 2 + 3 = 5.", "answer": "5"},
@@ -15,13 +16,9 @@ ROWS = [
 ]
 
 
-def _write(path, rows):
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return path
-
 
 def test_end_to_end(tmp_path, tiny_model_dir, capsys):
-    data = _write(tmp_path / "chains.jsonl", ROWS)
+    data = write_jsonl(tmp_path / "chains.jsonl", ROWS)
     out = tmp_path / "out"
     argv = ["prune", "--data", str(data), "--model", str(tiny_model_dir), "--keep", "0.5,1.0,0.3", "-o", str(out)]
     assert main(argv) == 0
@@ -46,21 +43,14 @@ def test_end_to_end(tmp_path, tiny_model_dir, capsys):
     assert summary["settings"]["mode"] == "approx" and all("approximation" in a for a in summary["approximations"])
 
 
-def _error(capsys, argv) -> str:
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and "\n" not in err
-    return err
-
-
 def test_bad_input_gets_one_line(tmp_path, tiny_model_dir, capsys):
     base = ["--model", str(tiny_model_dir), "-o", str(tmp_path / "out")]
-    no_answer = _write(tmp_path / "a.jsonl", [{"question": "q", "reasoning": "r"}])
-    assert "a.jsonl:1: no 'answer' field" in _error(capsys, ["prune", "--data", str(no_answer)] + base)
-    empty = _write(tmp_path / "b.jsonl", [ROWS[0], {"question": "q", "reasoning": "  ", "answer": "1"}])
-    assert "b.jsonl:2: field 'reasoning' is empty" in _error(capsys, ["prune", "--data", str(empty)] + base)
-    renamed = _write(tmp_path / "c.jsonl", [{"question": "q", "cot": "r s", "final": "1"}])
-    err = _error(capsys, ["prune", "--data", str(renamed), "--reasoning-field", "cot"] + base)
+    no_answer = write_jsonl(tmp_path / "a.jsonl", [{"question": "q", "reasoning": "r"}])
+    assert "a.jsonl:1: no 'answer' field" in cli_error(capsys, ["prune", "--data", str(no_answer)] + base)
+    empty = write_jsonl(tmp_path / "b.jsonl", [ROWS[0], {"question": "q", "reasoning": "  ", "answer": "1"}])
+    assert "b.jsonl:2: field 'reasoning' is empty" in cli_error(capsys, ["prune", "--data", str(empty)] + base)
+    renamed = write_jsonl(tmp_path / "c.jsonl", [{"question": "q", "cot": "r s", "final": "1"}])
+    err = cli_error(capsys, ["prune", "--data", str(renamed), "--reasoning-field", "cot"] + base)
     assert "no 'answer' field" in err and "--answer-field" in err
     assert not (tmp_path / "out").exists()
 
@@ -71,17 +61,17 @@ def test_chain_longer_than_context(tmp_path, tiny_model_dir, capsys):
     config = json.loads((short / "config.json").read_text())
     config["max_position_embeddings"] = 24
     (short / "config.json").write_text(json.dumps(config))
-    data = _write(tmp_path / "chains.jsonl", ROWS)
-    err = _error(capsys, ["prune", "--data", str(data), "--model", str(short), "-o", str(tmp_path / "out")])
+    data = write_jsonl(tmp_path / "chains.jsonl", ROWS)
+    err = cli_error(capsys, ["prune", "--data", str(data), "--model", str(short), "-o", str(tmp_path / "out")])
     assert f"row {data}:1:" in err and "longer than the model's context of 24" in err
 
 
 def test_foreign_output_dir_refused(tmp_path, tiny_model_dir, capsys):
-    data = _write(tmp_path / "chains.jsonl", ROWS)
+    data = write_jsonl(tmp_path / "chains.jsonl", ROWS)
     out = tmp_path / "mine"
     out.mkdir()
     (out / "notes.txt").write_text("keep me")
-    err = _error(capsys, ["prune", "--data", str(data), "--model", str(tiny_model_dir), "-o", str(out)])
+    err = cli_error(capsys, ["prune", "--data", str(data), "--model", str(tiny_model_dir), "-o", str(out)])
     assert "--overwrite" in err and (out / "notes.txt").read_text() == "keep me"
 
 
@@ -92,7 +82,7 @@ def test_bad_keep(keep, capsys):
 
 
 def test_max_chain_tokens_skips_long_rows(tmp_path, tiny_model_dir, capsys):
-    data = _write(tmp_path / "chains.jsonl", ROWS)
-    err = _error(capsys, ["prune", "--data", str(data), "--model", str(tiny_model_dir), "-o", str(tmp_path / "o"),
+    data = write_jsonl(tmp_path / "chains.jsonl", ROWS)
+    err = cli_error(capsys, ["prune", "--data", str(data), "--model", str(tiny_model_dir), "-o", str(tmp_path / "o"),
                           "--max-chain-tokens", "3"])
     assert "every row's chain is longer" in err

@@ -10,6 +10,7 @@ from rl.cli import main
 from rl.errors import UserError
 from rl.prune.chains import Chain
 from rl.prune.samples import SampleSettings, check_reward_columns, few_shot_prefix, policy_prompt, split_sample
+from tests.kit import cli_error, write_jsonl
 
 CONTINUATION = " Two plus three makes five.\nAnswer: 5\n"
 
@@ -76,14 +77,10 @@ def parrot_dir(tmp_path_factory):
     return path
 
 
-def _write(path, rows):
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return path
-
 
 def test_prunes_only_the_policys_correct_chains(tmp_path, parrot_dir, capsys):
     # The parrot answers 5 to everything: right for the first question, wrong for the second.
-    data = _write(tmp_path / "q.jsonl", [{"id": "add", "question": "What is 2+3?", "answer": "5"},
+    data = write_jsonl(tmp_path / "q.jsonl", [{"id": "add", "question": "What is 2+3?", "answer": "5"},
                                          {"id": "mul", "question": "What is 4*2?", "answer": "8"}])
     out = tmp_path / "out"
     argv = ["prune", "--data", str(data), "--model", str(parrot_dir), "--sample", "3", "--reward", "math",
@@ -104,36 +101,27 @@ def test_prunes_only_the_policys_correct_chains(tmp_path, parrot_dir, capsys):
     assert (source["drawn"], source["correct"], source["chains"]) == (6, 3, 1)
 
 
-def _error(capsys, argv, after_work=False) -> str:
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    if after_work:  # progress lines of the sampling come first
-        err = err.splitlines()[-1]
-    assert err.startswith("error: ") and "\n" not in err
-    return err
-
-
 def test_sampling_refusals(tmp_path, parrot_dir, capsys):
-    wrong = _write(tmp_path / "q.jsonl", [{"question": "What is 4*2?", "answer": "8"}])
+    wrong = write_jsonl(tmp_path / "q.jsonl", [{"question": "What is 4*2?", "answer": "8"}])
     base = ["prune", "--data", str(wrong), "--model", str(parrot_dir), "-o", str(tmp_path / "out")]
-    assert "--sample: needs --reward" in _error(capsys, base + ["--sample", "2"])
-    assert "--reward: only used with --sample" in _error(capsys, base + ["--reward", "math"])
-    assert "unknown reward 'maths'" in _error(capsys, base + ["--sample", "2", "--reward", "maths"])
-    assert "--few-shot: only used with --sample" in _error(capsys, base + ["--few-shot", str(wrong)])
+    assert "--sample: needs --reward" in cli_error(capsys, base + ["--sample", "2"])
+    assert "--reward: only used with --sample" in cli_error(capsys, base + ["--reward", "math"])
+    assert "unknown reward 'maths'" in cli_error(capsys, base + ["--sample", "2", "--reward", "maths"])
+    assert "--few-shot: only used with --sample" in cli_error(capsys, base + ["--few-shot", str(wrong)])
     sampling = base + ["--sample", "2", "--reward", "math"]
-    assert "give a JSONL file of worked examples" in _error(capsys, sampling + ["--few-shot", "builtin:champ"])
-    shots = _write(tmp_path / "shots.jsonl", [{"question": "What is 1+1?", "answer": "2"}])  # no worked chain
-    assert "shots.jsonl:1: no 'reasoning' field" in _error(capsys, sampling + ["--few-shot", str(shots)])
-    assert "lower --max-new-tokens" in _error(capsys, base + ["--sample", "2", "--reward", "math",
+    assert "give a JSONL file of worked examples" in cli_error(capsys, sampling + ["--few-shot", "builtin:champ"])
+    shots = write_jsonl(tmp_path / "shots.jsonl", [{"question": "What is 1+1?", "answer": "2"}])  # no worked chain
+    assert "shots.jsonl:1: no 'reasoning' field" in cli_error(capsys, sampling + ["--few-shot", str(shots)])
+    assert "lower --max-new-tokens" in cli_error(capsys, base + ["--sample", "2", "--reward", "math",
                                                              "--max-new-tokens", "4000"])
-    err = _error(capsys, base + ["--sample", "2", "--reward", "math", "--temperature", "0.05",
+    err = cli_error(capsys, base + ["--sample", "2", "--reward", "math", "--temperature", "0.05",
                                  "--max-new-tokens", "24"], after_work=True)
     assert "none of 2 completions over 1 questions was correct (2 wrote an 'Answer:' line)" in err
     assert not (tmp_path / "out").exists()
 
 
 def test_policy_other_than_the_pruner(tmp_path, parrot_dir, tiny_model_dir, capsys):
-    data = _write(tmp_path / "q.jsonl", [{"id": "add", "question": "What is 2+3?", "answer": "5"}])
+    data = write_jsonl(tmp_path / "q.jsonl", [{"id": "add", "question": "What is 2+3?", "answer": "5"}])
     out = tmp_path / "out"
     assert main(["prune", "--data", str(data), "--model", str(tiny_model_dir), "--policy", str(parrot_dir),
                  "--sample", "2", "--reward", "math", "--temperature", "0.05", "--max-new-tokens", "24",
