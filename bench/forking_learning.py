@@ -61,11 +61,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-FEW_SHOT = (
-    "Q: What is 12 + 5 + 7?\nA: 12 + 5 = 17. 17 + 7 = 24. The answer is 24.\n\n"
-    "Q: What is 48 + 3 + 9?\nA: 48 + 3 = 51. 51 + 9 = 60. The answer is 60.\n\n"
-    "Q: What is 36 + 8 + 4?\nA: 36 + 8 = 44. 44 + 4 = 48. The answer is 48.\n\n"
-)
+# (question, worked chain, answer): the worked examples of both arithmetic benches (prune_sft.py too)
+WORKED_EXAMPLES = [("What is 12 + 5 + 7?", "12 + 5 = 17. 17 + 7 = 24.", "24"),
+                   ("What is 48 + 3 + 9?", "48 + 3 = 51. 51 + 9 = 60.", "60"),
+                   ("What is 36 + 8 + 4?", "36 + 8 = 44. 44 + 4 = 48.", "48")]
+FEW_SHOT = "".join(f"Q: {q}\nA: {r} The answer is {a}.\n\n" for q, r, a in WORKED_EXAMPLES)
 ARMS = {  # name: EntropyGRPOConfig overrides
     "all": {"top_entropy_quantile": 1.0},
     "top20": {"top_entropy_quantile": 0.2, "entropy_mask_scope": "step"},
@@ -75,14 +75,16 @@ ARMS = {  # name: EntropyGRPOConfig overrides
 _ANSWER = re.compile(r"answer is\s*(-?\d+)")
 
 
-def make_problems(n: int, seed: int) -> list[dict]:
-    """n problems "a + b + c" (a two-digit, b and c one-digit): prompt and answer columns."""
+def addition_terms(n: int, seed: int) -> list[tuple[int, int, int]]:
+    """n additions (a, b, c): a two-digit, b and c one-digit; the same draws for the same seed."""
     rng = random.Random(seed)
-    rows = []
-    for _ in range(n):
-        a, b, c = rng.randint(10, 59), rng.randint(2, 9), rng.randint(2, 9)
-        rows.append({"prompt": f"{FEW_SHOT}Q: What is {a} + {b} + {c}?\nA:", "answer": str(a + b + c)})
-    return rows
+    return [(rng.randint(10, 59), rng.randint(2, 9), rng.randint(2, 9)) for _ in range(n)]
+
+
+def make_problems(n: int, seed: int) -> list[dict]:
+    """n problems "a + b + c" (`addition_terms`): prompt and answer columns."""
+    return [{"prompt": f"{FEW_SHOT}Q: What is {a} + {b} + {c}?\nA:", "answer": str(a + b + c)}
+            for a, b, c in addition_terms(n, seed)]
 
 
 def extract_answer(text: str) -> str | None:

@@ -53,11 +53,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 import time
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # forking_learning: the shared addition problems
 METHODS = ("likelihood", "random", "surprisal")  # pruned to 50%, compared with paired CIs
 REFERENCE = "full"  # the unpruned chains, a reference row
 
@@ -165,23 +168,14 @@ def champ_task(args, tok, base):
     return train, heldout
 
 
-FEW_SHOT = [("What is 12 + 5 + 7?", "12 + 5 = 17. 17 + 7 = 24.", "24"),
-            ("What is 48 + 3 + 9?", "48 + 3 = 51. 51 + 9 = 60.", "60"),
-            ("What is 36 + 8 + 4?", "36 + 8 = 44. 44 + 4 = 48.", "48")]
-
-
 def addition_problems(n: int, seed: int):
-    """n questions "What is a + b + c?" (a two-digit, b and c one-digit) with their answers."""
-    import random
+    """n questions "What is a + b + c?" with their answers: the forking bench's additions."""
+    from forking_learning import addition_terms
 
     from rl.prune.chains import Chain
 
-    rng = random.Random(seed)
-    out = []
-    for i in range(n):
-        a, b, c = rng.randint(10, 59), rng.randint(2, 9), rng.randint(2, 9)
-        out.append(Chain(f"add{seed}-{i}", f"What is {a} + {b} + {c}?", "", str(a + b + c)))
-    return out
+    return [Chain(f"add{seed}-{i}", f"What is {a} + {b} + {c}?", "", str(a + b + c))
+            for i, (a, b, c) in enumerate(addition_terms(n, seed))]
 
 
 def arithmetic_task(args, tok, base):
@@ -193,8 +187,10 @@ def arithmetic_task(args, tok, base):
     from rl.prune.pruner import encode
     from rl.prune.samples import SampleSettings, few_shot_prefix, sample_chains
 
+    from forking_learning import WORKED_EXAMPLES
+
     settings = SampleSettings(samples=8, max_new_tokens=40, temperature=0.5,
-                              prefix=few_shot_prefix([Chain("ex", q, r, a) for q, r, a in FEW_SHOT]))
+                              prefix=few_shot_prefix([Chain("ex", q, r, a) for q, r, a in WORKED_EXAMPLES]))
     chains, records = sample_chains(base, tok, addition_problems(args.train, seed=7), math_reward, settings)
     print(f"policy samples: {sum(r['correct'] for r in records)}/{len(records)} correct; "
           f"{len(chains)} questions with a correct chain", flush=True)
