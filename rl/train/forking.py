@@ -153,6 +153,7 @@ class ForkingRequest:
     fp32_head: bool = False
     chunk_rows: int | None = None
     num_chunks: int | None = None  # exact number of head calls (DeepSpeed ZeRO-3: same on every rank)
+    grad_into_param: bool = False  # one process, no gradient hooks: the head's weight gradient goes into .grad
 
 
 @dataclass
@@ -189,7 +190,7 @@ def forking_forward(model, request: ForkingRequest, input_ids=None, attention_ma
         h, targets = h.to(weight.device), targets.to(weight.device)
     if request.mode == "select":
         logps = selected_logps(head, h, targets, request.temperature, request.chunk_rows, request.fp32_head,
-                               num_chunks=request.num_chunks)
+                               num_chunks=request.num_chunks, grad_into_param=request.grad_into_param)
         return ForkingOutput(log_probs=logps)
     if request.mode == "scan":
         logps, ents = head_logps_and_entropy(head, h, targets, request.temperature, request.chunk_rows,

@@ -109,6 +109,7 @@ def selected_logps(
     fp32_head: bool = False,
     recompute: bool = True,
     num_chunks: int | None = None,
+    grad_into_param: bool = False,
 ) -> torch.Tensor:
     """Differentiable log p(target) under softmax(head(hidden) / temperature), for (N, H) rows.
 
@@ -119,12 +120,17 @@ def selected_logps(
     extra memory is a few chunks of logits instead of N x vocab. N == 0 returns an empty tensor
     that is still connected to `hidden` (a micro-batch may hold no kept token). `num_chunks`: as
     in `head_logps_and_entropy` (the same count again in the backward recomputation).
+
+    `grad_into_param`: the caller runs in ONE process with no gradient hooks of its own (no DDP,
+    DeepSpeed or FSDP): a plain Linear head may then add its weight gradient straight into
+    `weight.grad` (see `grad_into_param_ok`) instead of handing autograd a separate (V, H) tensor.
     """
     inv_t = 1.0 / float(temperature)
     n = hidden.shape[0]
     if recompute and num_chunks is None and torch.is_grad_enabled() and _plain_linear(head):
         slices = _chunk_slices(n, chunk_rows, None, head, hidden, fp32_head) or [slice(0, 0)]
-        return _LinearHeadLogps.apply(hidden, head.weight, head.bias, targets, inv_t, fp32_head, slices)
+        in_place = grad_into_param and grad_into_param_ok(head.weight, _acc_dtype(head.weight, fp32_head))
+        return _LinearHeadLogps.apply(hidden, head.weight, head.bias, targets, inv_t, fp32_head, slices, in_place)
     parts = []
     for sl in _chunk_slices(n, chunk_rows, num_chunks, head, hidden, fp32_head) or [slice(0, 0)]:
         h, t = hidden[sl], targets[sl]
@@ -143,6 +149,46 @@ def _plain_linear(head: torch.nn.Module) -> bool:
     return (type(head) is torch.nn.Linear and isinstance(weight, torch.Tensor) and weight.dim() == 2
             and weight.numel() > 0 and not hasattr(weight, "ds_id")
             and not (head._forward_hooks or head._forward_pre_hooks or head._backward_hooks))
+
+
+def grad_into_param_ok(weight: torch.Tensor, acc_dtype: torch.dtype) -> bool:
+    """Whether the head's weight gradient may be added straight into `weight.grad`.
+
+    Autograd would otherwise receive it as a new (V, H) tensor and keep it until the weight's
+    gradient is accumulated: for a head tied to the input embeddings that is the END of the
+    backward pass (the embedding's gradient arrives last), so the tensor lives through the whole
+    backbone backward, at the step's memory peak (+350 MB at vocab 151,936 x hidden 576,
+    bench/forking_mask.py). Adding in place is what autograd's accumulation does anyway, in the
+    same float32 arithmetic, but only when nothing else watches this gradient arrive: the weight is
+    a leaf with no tensor or post-accumulate hooks, its existing `.grad` (if any) is a plain tensor
+    of its own dtype, and that dtype is the one the head accumulates in (a bfloat16 weight keeps
+    the float32 buffer: rounding each chunk into bf16 would lose precision).
+    """
+    if not (weight.is_leaf and weight.requires_grad and weight.dtype == acc_dtype):
+        return False
+    if weight._backward_hooks or getattr(weight, "_post_accumulate_grad_hooks", None):
+        return False
+    if getattr(weight, "grad_dtype", weight.dtype) not in (None, weight.dtype):  # torch >= 2.9 per-tensor grad dtype
+        return False
+    grad = weight.grad
+    return grad is None or (type(grad) is torch.Tensor and grad.dtype == weight.dtype and grad.shape == weight.shape
+                            and not grad.requires_grad)
+
+
+def _engine_will_accumulate(weight: torch.Tensor) -> bool:
+    """Inside a backward pass: whether the engine will run this leaf's gradient accumulation (True in a
+    plain `.backward()`; False for `torch.autograd.grad` and for `backward(inputs=...)` without it).
+    Private torch API: anything unexpected answers False, i.e. the ordinary autograd path."""
+    try:
+        node = torch.autograd.graph.get_gradient_edge(weight).node
+        return bool(torch._C._will_engine_execute_node(node))
+    except (RuntimeError, AttributeError):  # autograd.grad over this leaf raises; older/newer torch may lack it
+        return False
+
+
+def _acc_dtype(weight: torch.Tensor, fp32_head: bool) -> torch.dtype:
+    """The dtype of the head's log-probs (and so of its gradient accumulation): float64 or float32."""
+    return torch.float64 if _head_dtype(weight, fp32_head) == torch.float64 else torch.float32
 
 
 def _head_dtype(weight: torch.Tensor, fp32_head: bool) -> torch.dtype:
@@ -165,10 +211,13 @@ class _LinearHeadLogps(torch.autograd.Function):
     activations are still held (the head's backward runs first). At vocab 151,936 x hidden 576 that
     is +350 MB of peak memory, the regression bench/forking_mask.py showed against TRL's fused
     kernel (which accumulates in place, as here). Nothing of size V is saved for the backward.
+    With `grad_into_param` (checked by `grad_into_param_ok`) that buffer is `weight.grad` itself and
+    the weight's gradient is returned as None: no (V, H) tensor is held until the embedding's
+    gradient arrives.
     """
 
     @staticmethod
-    def forward(ctx, hidden, weight, bias, targets, inv_t, fp32_head, slices):
+    def forward(ctx, hidden, weight, bias, targets, inv_t, fp32_head, slices, grad_into_param=False):
         dtype = _head_dtype(weight, fp32_head)
         out = torch.empty(hidden.shape[0], dtype=torch.float64 if dtype == torch.float64 else torch.float32,
                           device=hidden.device)
@@ -178,7 +227,7 @@ class _LinearHeadLogps(torch.autograd.Function):
                 out[sl] = z.gather(-1, targets[sl, None]).squeeze(-1) - torch.logsumexp(z, dim=-1)
         ctx.save_for_backward(hidden, targets)
         ctx.weight, ctx.bias = weight, bias  # parameters: held by reference, not as saved activations
-        ctx.inv_t, ctx.dtype, ctx.slices = inv_t, dtype, slices
+        ctx.inv_t, ctx.dtype, ctx.slices, ctx.grad_into_param = inv_t, dtype, slices, grad_into_param
         return out
 
     @staticmethod
@@ -196,7 +245,17 @@ class _LinearHeadLogps(torch.autograd.Function):
         acc = grad_out.dtype
         need_h, need_w, need_b = ctx.needs_input_grad[:3]
         grad_h = torch.zeros(hidden.shape, dtype=acc, device=hidden.device) if need_h else None
-        grad_w = torch.zeros(weight.shape, dtype=acc, device=weight.device) if need_w else None
+        # Re-checked here: a hook may have come after the forward, and only a `.backward()` that will
+        # accumulate into this weight may be short-cut (`autograd.grad` or `backward(inputs=...)` must
+        # get the gradient returned, and .grad left alone).
+        in_place = (need_w and ctx.grad_into_param and grad_into_param_ok(weight, acc)
+                    and _engine_will_accumulate(weight))
+        if in_place:
+            if weight.grad is None:
+                weight.grad = torch.zeros_like(weight, memory_format=torch.contiguous_format)
+            grad_w = weight.grad
+        else:
+            grad_w = torch.zeros(weight.shape, dtype=acc, device=weight.device) if need_w else None
         grad_b = torch.zeros(bias.shape, dtype=acc, device=bias.device) if need_b and bias is not None else None
         with torch.no_grad(), torch.autocast(hidden.device.type, enabled=False):
             for sl in ctx.slices:
@@ -216,9 +275,9 @@ class _LinearHeadLogps(torch.autograd.Function):
                 if grad_b is not None:
                     grad_b += dz.sum(0)
         grad_h = grad_h.to(hidden.dtype) if grad_h is not None else None
-        grad_w = grad_w.to(weight.dtype) if grad_w is not None else None
+        grad_w = None if in_place or grad_w is None else grad_w.to(weight.dtype)
         grad_b = grad_b.to(bias.dtype) if grad_b is not None else None
-        return grad_h, grad_w, grad_b, None, None, None, None
+        return grad_h, grad_w, grad_b, None, None, None, None, None
 
 
 def _chunk_slices(n: int, chunk_rows, num_chunks, head, hidden, fp32_head) -> list[slice]:

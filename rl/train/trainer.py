@@ -61,7 +61,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
-from accelerate.utils import gather_object, is_peft_model
+from accelerate.utils import DistributedType, gather_object, is_peft_model
 from trl import GRPOTrainer
 from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 from trl.models.utils import disable_gradient_checkpointing
@@ -185,6 +185,13 @@ class EntropyGRPOTrainer(RLPTrainerMixin, GRPOTrainer):
         count = torch.tensor([math.ceil(n_rows / head_chunk_rows(vocab, device))], device=device)
         dist.all_reduce(count, op=dist.ReduceOp.MAX)
         return max(1, int(count))
+
+    def _head_grad_into_param(self) -> bool:
+        """Whether the selective head may add its weight gradient straight into `.grad`: one process
+        and no wrapper that hooks gradient accumulation (DDP's reducer, DeepSpeed, FSDP each watch
+        every parameter's gradient arrive). Saves a (vocab, hidden) tensor at the backward's peak."""
+        return (self.accelerator.distributed_type == DistributedType.NO and not self.is_deepspeed_enabled
+                and not self.is_fsdp_enabled)
 
     def _trl_computes_old_logps(self) -> bool:
         """TRL 1.16's condition for its no-grad old-log-prob pass in `_generate_and_score_completions`."""
@@ -380,7 +387,8 @@ class EntropyGRPOTrainer(RLPTrainerMixin, GRPOTrainer):
         rows, cols = step.mask.nonzero(as_tuple=True)
         request = ForkingRequest("select", rows, cols, logits_to_keep, self.temperature,
                                  fp32_head=bool(self.args.cast_lm_head_to_fp32),
-                                 num_chunks=self._head_calls(rows.numel()))
+                                 num_chunks=self._head_calls(rows.numel()),
+                                 grad_into_param=self._head_grad_into_param())
         with self.accelerator.autocast():
             out = model(input_ids=input_ids, attention_mask=attention_mask, forking=request)
         kept_logps = out.log_probs

@@ -184,7 +184,7 @@ def main(argv=None) -> int:
     real_selected = rl.train.forking.selected_logps
 
     def counting_selected(head, hidden, *a, **k):
-        selective_calls.append(hidden.shape[0])
+        selective_calls.append((hidden.shape[0], bool(k.get("grad_into_param"))))
         return real_selected(head, hidden, *a, **k)
 
     rl.train.forking.selected_logps = counting_selected
@@ -203,6 +203,7 @@ def main(argv=None) -> int:
     if trainer.accelerator.is_main_process:
         torch.save({"update": {n: after[n] - before[n] for n in after}, "kept": kept, "weights": weights,
                     "world": world, "log": trainer.state.log_history, "selective_calls": len(selective_calls),
+                    "head_grad_into_param": sorted({in_place for _, in_place in selective_calls}),
                     "selective": getattr(trainer, "forking_selective_reason", "n/a")}, args.out)
     if dist.is_initialized():
         dist.barrier()

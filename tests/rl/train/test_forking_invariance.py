@@ -83,6 +83,8 @@ def rel_diffs(a: dict, b: dict) -> tuple[float, float]:
 def test_step_scope_same_kept_set_and_update_in_every_layout(run):
     ref = run("1x4")
     assert ref["selective"] is None and ref["selective_calls"] == 4  # the selective LM head is what ran
+    # one process adds the head's weight gradient straight into .grad; DDP's reducer must see it arrive
+    assert ref["head_grad_into_param"] == [True] and run("2x2")["head_grad_into_param"] == [False]
     n_kept = len(ref["kept"])
     steps = [e for e in ref["log"] if "loss" in e]
     assert steps and steps[0]["forking/kept_fraction"] == pytest.approx(0.2, abs=0.02) and n_kept > 10
@@ -104,6 +106,7 @@ def test_step_scope_selective_head_under_deepspeed_zero3(run):
     pytest.importorskip("deepspeed")
     a, z = run("1x4", "--dtype", "float32"), run("2x2", "--dtype", "float32", "--zero3")
     assert z["selective"] is None and z["selective_calls"] == 2  # rank 0's two micro-batches
+    assert z["head_grad_into_param"] == [False]
     assert z["kept"] == a["kept"]
     per, total = rel_diffs(z["update"], a["update"])
     assert per < 1e-4 and total < 1e-5, (per, total)
