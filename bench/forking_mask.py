@@ -1,6 +1,7 @@
 """Benchmark: TRL's `top_entropy_quantile=0.2` vs entropy-rl's step-scope forking mask (ratio 0.2).
 
     .venv/bin/python bench/forking_mask.py [--quick] [--shapes toy smollm2-135m qwen3-0.6b] [--repeats 2]
+                                           [--gradient-checkpointing] [--threads 1] [--no-agreement]
 
 Shapes (random init from the architecture's config; `--quick` shortens the completions):
   toy           Qwen2, hidden 64 x 2 layers, 8 x 512 completion tokens, vocab 50,257 and 151,936
@@ -26,39 +27,63 @@ one warm-up round (optimizer state), then `--repeats` measured rounds; medians a
 TRL's best settings for this phase: TRL 1.16 always computes log-probs and entropies through its
 chunked fused LM-head kernel (trl/kernels/chunked_logprob.py; no full logits tensor) and exposes
 no chunk-size or other fused-head option (Liger's fused linear cross-entropy is refused by the
-GRPO trainer), so the TRL row is already its best head; gradient checkpointing and bf16 are off
-for both (slower on CPU, and they change both sides alike).
+GRPO trainer), so the TRL row is already its best head. bf16 is off for both (slower on CPU).
+Gradient checkpointing (TRL's GRPOConfig default) is off for both unless `--gradient-checkpointing`:
+it trades a second backbone forward for activation memory on both sides.
 
 What is measured: everything after sampling in one optimizer step, i.e. from the trainer's
 `on_step_begin` to `on_step_end` minus the time spent in the (replayed) sampling call: prompt
 padding, rewards, advantages, the selection (ours), the loss forwards and backwards of both
 micro-batches, gradient clipping and the optimizer step.
 
+Processes: each (shape, vocab) row runs in two fresh child processes, one for time and one for
+memory, so no row inherits another's heap. The timing child builds the model, samples, saves both,
+and times the steps under glibc's default allocator.
+
 Memory method: peak resident memory of the process above what it held when the step began. At
 `on_step_begin` the bench collects garbage, calls glibc `malloc_trim(0)`, reads VmRSS and resets
 the kernel's peak-RSS counter (writing 5 to /proc/self/clear_refs); at `on_step_end` it reads
 VmHWM (exact peak; covers torch's CPU allocator and BLAS workspaces). Where clear_refs is not
-writable it falls back to a psutil thread sampling RSS every millisecond.
+writable it falls back to a psutil thread sampling RSS every millisecond. Under glibc's defaults
+that peak also counts memory the heap kept from earlier frees (the `rss MiB` column of the timed
+steps: it hid most of the difference). The `peak MiB` column, and the ratios, come from the memory
+child: before anything is allocated it sets glibc's mmap and trim thresholds to 64 KiB (`mallopt`),
+so every large tensor is its own mapping, returned to the OS when freed; one warm-up step each,
+then the second step's peak. That is the peak of live memory, what `torch.cuda.max_memory_allocated`
+reports on a GPU (checked against torch's memory profiler on the SmolLM2 row: 2,392 vs 2,385 MiB
+for TRL, 1,867 vs 1,863 MiB for ours before the in-place head gradient).
 
 Entropy agreement (`--agreement`, default on): the real builtin SmolLM2-135M-Instruct samples 8 x 64
 tokens with transformers `generate` (top-k 50, T 0.7) with the recorder in place, then a plain
 training-time forward of the finished batch (LM head in float32) gives the same entropies: the
 bench prints their max / mean absolute difference and the overlap of the top-20% sets.
 
-Measured 2026-12-05 with `--quick --repeats 2` on a quiet machine (one thread; cpu s tracks wall):
-SmolLM2 shape (8 x 64) 0.91x / 0.90 memory at 49,152 and 1.11x / 1.01 at 151,936; Qwen3-0.6B shape
-(8 x 32, 151,936) 0.87x / 0.96; toy 3.21x / 0.09 (50,257) and 2.56x / 0.15 (151,936); last line
-`realistic: min_speedup=0.87 max_memory_ratio=1.01`. Entropy agreement on the real SmolLM2 (134
-tokens): max |dH| 1.9e-5 nats, mean 2.5e-6, identical top-20% sets. The issue's goals (>= 1.0x on
-every realistic shape, <= 0.7x memory at 151,936, toy >= 3x at both vocabularies) are not met.
+Measured 2026-12-06 (defaults: full lengths, 2 repeats, one thread, quiet machine, 946 s):
 
-An earlier, loaded-machine reading (kept for the record; its wall times are the less reliable):
-Measured once with `--quick` (1 step after a warm-up per row; the 2-core machine ran 6-9 other
-jobs, so wall times swung 2-5x and the `cpu s` column is the steadier one): SmolLM2 shape (8 x 64)
-1.19x / 0.90 memory at 49,152 and 1.72x / 0.93 at 151,936 (cpu s 1.57x, 1.79x); Qwen3-0.6B shape
-(8 x 32, 151,936) 0.79x wall but 1.10x cpu s, 0.98 memory; toy 2.82x / 0.08 and 3.00x / 0.12.
-Sampling-time vs training-forward entropies on the real SmolLM2: max |dH| 2.5e-4 nats, mean 3.3e-5,
-identical top-20% sets. The memory cause: bench/forking_head_memory.py.
+  shape          vocab    T   time TRL / ours   speedup   peak MiB TRL / ours   mem ratio   (rss ratio)
+  toy            50,257  512   9.29 /  1.62      5.72x       2,195 /    64        0.03        (0.05)
+  toy           151,936  512  30.63 /  6.68      4.59x       2,245 /   121        0.05        (0.09)
+  smollm2-135m   49,152  128  10.76 /  7.93      1.36x       1,937 / 1,278        0.66        (0.78)
+  smollm2-135m  151,936  128  18.18 / 11.69      1.55x       2,389 / 1,533        0.64        (0.83)
+  qwen3-0.6b    151,936   64  23.77 / 19.67      1.21x       4,180 / 3,339        0.80        (0.87)
+
+Last line `realistic: min_speedup=1.21 max_memory_ratio=0.80`. Entropy agreement on the real
+SmolLM2 (134 tokens): max |dH| 1.9e-5 nats, mean 2.5e-6, identical top-20% sets. Where the memory
+goes (per-phase RSS of the SmolLM2 row at 151,936, large allocations unmapped): both peak in the
+second micro-batch, over the first one's parameter gradients (742 MiB). TRL's peak is in that
+backward, where its head holds a (vocab, hidden) float32 weight gradient (334 MiB) until the tied
+embedding's gradient arrives plus its CPU tiles; ours peaks at the end of that forward (gradients +
+backbone activations), the head adding its weight gradient into `.grad` in place
+(rl/train/selective_head.py). The Qwen3-0.6B row's floor is its own gradients: its 596 M parameters
+are 2,274 MiB of float32 gradients in both peaks, and ours (3,339 MiB) is those plus one
+micro-batch's backbone activations, which TRL holds too; what TRL's head added (841 MiB) is all a
+mask on the head can remove. So the issue's <= 0.7 at 151,936 holds on the SmolLM2 shape (0.64) and
+not on Qwen3-0.6B full fine-tuning (0.80).
+
+An earlier reading (2026-12-05, `--quick` lengths, before the in-place head gradient and with RSS
+peaks under glibc's defaults): SmolLM2 0.91x / 0.90 (49,152) and 1.11x / 1.01 (151,936), Qwen3
+0.87x / 0.96. The earlier loaded-machine reading and the memory cause of the 1.13x regression:
+bench/forking_head_memory.py.
 
 Threads: one torch intra-op thread by default (`--threads 2` uses both cores); on a shared 2-core
 machine two OpenMP threads made step times swing 2-5x with the other jobs' load.
@@ -154,6 +179,18 @@ class PeakRSS:
             self._thread.join()
             peak = self._peak
         return peak - self.base
+
+
+def allocations_back_to_the_os(threshold: int = 64 * 1024) -> None:
+    """From now on glibc serves every allocation >= `threshold` bytes with its own mmap and unmaps it
+    on free (M_MMAP_THRESHOLD, M_TRIM_THRESHOLD), so resident memory follows the live tensors instead
+    of what the heap kept from earlier frees. Call it first thing in the memory child: chunks the heap
+    already holds would be reused without it, and the timing child keeps glibc's defaults (a page
+    fault on each large allocation would tax the side with more temporaries)."""
+    libc = ctypes.CDLL("libc.so.6")
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    if not (libc.mallopt(m_mmap_threshold, threshold) and libc.mallopt(m_trim_threshold, threshold)):
+        raise RuntimeError("mallopt refused the mmap/trim thresholds (not glibc?)")
 
 
 class StepMeter(TrainerCallback):
@@ -272,7 +309,8 @@ def replaying(base, completions: list[list[int]], entropies, meter_ref: dict):
             t0 = time.perf_counter()
             out = [list(completions[i % len(completions)]) for i in range(len(prompt_ids))]
             if hasattr(self, "_generation_entropy"):  # ours: what the recorder kept during sampling
-                self._generation_entropy = [entropies[i % len(entropies)] for i in range(len(prompt_ids))]
+                self._generation_entropy = ([entropies[i % len(entropies)] for i in range(len(prompt_ids))],
+                                            [list(c) for c in out])
                 self._generation_entropy_calls += 1
             meter_ref["sampling_s"] = meter_ref.get("sampling_s", 0.0) + time.perf_counter() - t0
             return out, None
@@ -281,7 +319,7 @@ def replaying(base, completions: list[list[int]], entropies, meter_ref: dict):
 
 
 def make_trainer(impl: str, model_dir: Path, tokenizer, prompts, completions, entropies, out_dir: Path,
-                 length: int, optim: str):
+                 length: int, optim: str, gradient_checkpointing: bool = False):
     """A trainer whose every `train()` call runs exactly one optimizer step on the replayed completions."""
     from datasets import Dataset
     from transformers import AutoModelForCausalLM
@@ -293,7 +331,7 @@ def make_trainer(impl: str, model_dir: Path, tokenizer, prompts, completions, en
     common = dict(output_dir=str(out_dir), per_device_train_batch_size=PER_DEVICE_BS,
                   gradient_accumulation_steps=GRAD_ACC, num_generations=N_GEN,
                   max_completion_length=length, learning_rate=1e-5, loss_type="dapo", beta=0.0, optim=optim,
-                  top_entropy_quantile=RATIO, temperature=TEMPERATURE, bf16=False, gradient_checkpointing=False,
+                  top_entropy_quantile=RATIO, temperature=TEMPERATURE, bf16=False, gradient_checkpointing=gradient_checkpointing,
                   use_cpu=True, max_steps=1, logging_steps=1, save_strategy="no", report_to=["none"],
                   seed=0, disable_dropout=True, dataloader_num_workers=0, disable_tqdm=True)
     if impl == "trl":
@@ -381,33 +419,96 @@ def entropy_agreement(n_rows: int = 8, length: int = 64) -> str:
             f"nats (mean H {float(train.mean()):.2f}); top-20% sets overlap {overlap:.3f}")
 
 
-def run_shape(shape: str, vocab: int, tokenizer, prompts, tmp: Path, quick: bool, repeats: int) -> dict:
+def time_row(shape: str, vocab: int, tokenizer, prompts, row_dir: Path, quick: bool, repeats: int,
+             gradient_checkpointing: bool = False) -> dict:
+    """Timing child: build the model, sample the completions (saved for the memory child), then time
+    `repeats` optimizer steps of each trainer after a warm-up step."""
     _, full_len, quick_len, _, optim, realistic = SHAPES[shape]
     length = quick_len if quick else full_len
-    model_dir = tmp / f"model-{shape}-{vocab}"
-    model = build_model(shape, vocab, model_dir, tokenizer)
+    model = build_model(shape, vocab, row_dir / "model", tokenizer)
     t0 = time.perf_counter()
     completions, entropies, entropy_s = sample_completions(model, tokenizer, prompts, length)
     sample_s = time.perf_counter() - t0
+    torch.save({"completions": completions, "entropies": entropies}, row_dir / "completions.pt")
     del model
     gc.collect()
     row = {"shape": shape, "vocab": vocab, "length": length, "optim": optim, "realistic": realistic,
-           "sample_s": sample_s, "gen_entropy_s": entropy_s}
-    trainers = {impl: make_trainer(impl, model_dir, tokenizer, prompts, completions, entropies,
-                                   tmp / f"run-{shape}-{vocab}-{impl}", length, optim) for impl in ("trl", "ours")}
+           "sample_s": sample_s, "gen_entropy_s": entropy_s, "gradient_checkpointing": gradient_checkpointing}
+    trainers = {impl: make_trainer(impl, row_dir / "model", tokenizer, prompts, completions, entropies,
+                                   row_dir / f"run-{impl}", length, optim, gradient_checkpointing)
+                for impl in ("trl", "ours")}
     measure(trainers, 1 + repeats)  # round 0 is the warm-up (optimizer state allocation)
     for impl, trainer in trainers.items():
         meter = trainer.bench_meter
         extra = entropy_s if impl == "ours" else 0.0  # sampling-time entropies are ours' cost
         times = [t + extra for t in meter.times[1:]]
         row[impl] = {"time": statistics.median(times), "times": times,
-                     "cpu": statistics.median(meter.cpu_times[1:]), "peak": statistics.median(meter.peaks[1:]),
+                     "cpu": statistics.median(meter.cpu_times[1:]), "rss": statistics.median(meter.peaks[1:]),
                      "prepass": statistics.median(trainer.bench_prepass[1:]),
                      "kept": [e.get("forking/kept_fraction") for e in trainer.state.log_history],
                      "reason": getattr(trainer, "forking_selective_reason", None)}
         row["method"] = meter.mem.method
-    del trainers
-    gc.collect()
+    return row
+
+
+def memory_row(shape: str, vocab: int, tokenizer, prompts, row_dir: Path, quick: bool,
+               gradient_checkpointing: bool = False) -> dict:
+    """Memory child (allocator set by `allocations_back_to_the_os` before anything was allocated): the
+    timing child's model and completions, one warm-up step each, then the peak of one more step."""
+    _, full_len, quick_len, _, optim, _ = SHAPES[shape]
+    length = quick_len if quick else full_len
+    saved = torch.load(row_dir / "completions.pt")
+    trainers = {impl: make_trainer(impl, row_dir / "model", tokenizer, prompts, saved["completions"],
+                                   saved["entropies"], row_dir / f"mem-{impl}", length, optim, gradient_checkpointing)
+                for impl in ("trl", "ours")}
+    measure(trainers, 2)
+    return {impl: {"peak": trainer.bench_meter.peaks[-1]} for impl, trainer in trainers.items()}
+
+
+def one_row(args, repeats: int) -> int:
+    """Child process: the timing (or, with --memory, the memory) half of one (shape, vocab) row, written
+    as JSON into --row-dir."""
+    import json
+
+    if args.memory:
+        allocations_back_to_the_os()
+    from tests.tiny_models import gpt2_tokenizer
+
+    shape, vocab = args.one_row.split(":")
+    vocab = int(vocab)
+    tokenizer = gpt2_tokenizer()
+    tok = tokenizer if vocab >= len(tokenizer) else smollm2_tokenizer()  # ids must fit the vocab
+    prompts = ["Let x be a real number such that", "The first sentence of the story was"]
+    row_dir = Path(args.row_dir)
+    if args.memory:
+        out = memory_row(shape, vocab, tok, prompts, row_dir, args.quick, args.gradient_checkpointing)
+    else:
+        out = time_row(shape, vocab, tok, prompts, row_dir, args.quick, repeats, args.gradient_checkpointing)
+    (row_dir / ("memory.json" if args.memory else "time.json")).write_text(json.dumps(out))
+    return 0
+
+
+def row_in_children(shape: str, vocab: int, args, tmp: Path) -> dict:
+    """One row = two fresh processes: timing under glibc's default allocator, then memory in a process
+    whose allocator returns every large block at free (so its peak RSS is the live peak). Neither
+    inherits another row's heap."""
+    import json
+    import subprocess
+
+    row_dir = tmp / f"{shape}-{vocab}"
+    row_dir.mkdir()
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--one-row", f"{shape}:{vocab}", "--row-dir", str(row_dir),
+           "--threads", str(args.threads)] + (["--quick"] if args.quick else []) + \
+        (["--gradient-checkpointing"] if args.gradient_checkpointing else []) + \
+        (["--repeats", str(args.repeats)] if args.repeats else [])
+    for extra in ([], ["--memory"]):
+        proc = subprocess.run(cmd + extra)
+        if proc.returncode != 0:
+            raise SystemExit(f"row {shape} vocab {vocab} {'memory' if extra else 'timing'} failed "
+                             f"(exit {proc.returncode})")
+    row = json.loads((row_dir / "time.json").read_text())
+    for impl, mem in json.loads((row_dir / "memory.json").read_text()).items():
+        row[impl].update(mem)
     return row
 
 
@@ -421,6 +522,11 @@ def main(argv=None) -> int:
                    help="torch intra-op threads for the training steps (see the module docstring)")
     p.add_argument("--no-agreement", dest="agreement", action="store_false",
                    help="skip the sampling-time vs training-time entropy comparison on the real SmolLM2")
+    p.add_argument("--gradient-checkpointing", action="store_true",
+                   help="both trainers recompute the backbone's layers in the backward (TRL's GRPOConfig default)")
+    p.add_argument("--one-row", metavar="SHAPE:VOCAB", help=argparse.SUPPRESS)  # the per-row child process
+    p.add_argument("--row-dir", help=argparse.SUPPRESS)
+    p.add_argument("--memory", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     repeats = args.repeats or (1 if args.quick else 2)
     torch.set_num_threads(args.threads)
@@ -429,27 +535,27 @@ def main(argv=None) -> int:
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     warnings.filterwarnings("ignore", category=FutureWarning)  # transformers' gradient_checkpointing renames
-    from tests.tiny_models import gpt2_tokenizer
+    if args.one_row:
+        return one_row(args, repeats)
 
-    tokenizer = gpt2_tokenizer()
-    prompts = ["Let x be a real number such that", "The first sentence of the story was"]
     results = []
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="forking-bench-") as tmp:
         for shape in args.shapes:
             for vocab in SHAPES[shape][3]:
-                tok = tokenizer if vocab >= len(tokenizer) else smollm2_tokenizer()  # ids must fit the vocab
-                results.append(run_shape(shape, vocab, tok, prompts, Path(tmp), args.quick, repeats))
+                results.append(row_in_children(shape, vocab, args, Path(tmp)))
                 print(f"  done {shape} vocab {vocab} ({time.perf_counter() - start:.0f} s)", file=sys.stderr)
     agreement = entropy_agreement() if args.agreement else None
     total = time.perf_counter() - start
 
     print(f"\nforking mask, post-generation work of one optimizer step: {N_PROMPTS * N_GEN} completions, ratio "
-          f"{RATIO}, {PER_DEVICE_BS} x {GRAD_ACC} micro-batches, {torch.get_num_threads()} threads; median of "
-          f"{repeats} steps after a warm-up; peak memory = {results[0]['method']} above the step's starting RSS; "
-          f"ratios vs TRL measured in the same run (shared machine: absolute times are noisy)")
+          f"{RATIO}, {PER_DEVICE_BS} x {GRAD_ACC} micro-batches, {args.threads} threads, gradient checkpointing "
+          f"{'on' if args.gradient_checkpointing else 'off'} (both); time: median of "
+          f"{repeats} steps after a warm-up; peak MiB: live memory, a second step in a fresh process whose large "
+          f"allocations are unmapped on free; rss MiB: {results[0]['method']} of the timed steps (glibc keeps "
+          f"freed memory); both above the step's start; ratios vs TRL measured in the same processes")
     header = (f"{'shape':<13} {'vocab':>7} {'T':>4} {'impl':<5} {'time s':>8} {'(min..max)':>15} {'cpu s':>7} "
-              f"{'peak MiB':>9} {'speedup':>8} {'mem ratio':>9}")
+              f"{'peak MiB':>9} {'rss MiB':>8} {'speedup':>8} {'mem ratio':>9}")
     print(header)
     print("-" * len(header))
     for r in results:
@@ -459,7 +565,7 @@ def main(argv=None) -> int:
             mem = d["peak"] / trl["peak"] if trl["peak"] > 0 else float("nan")
             spread = f"({min(d['times']):.2f}..{max(d['times']):.2f})"
             print(f"{r['shape']:<13} {r['vocab']:>7} {r['length']:>4} {name:<5} {d['time']:>8.2f} {spread:>15} "
-                  f"{d['cpu']:>7.2f} {d['peak'] / 2**20:>9.0f} {speed:>7.2f}x {mem:>9.2f}")
+                  f"{d['cpu']:>7.2f} {d['peak'] / 2**20:>9.0f} {d['rss'] / 2**20:>8.0f} {speed:>7.2f}x {mem:>9.2f}")
         kept = sorted({round(k, 4) for k in ours["kept"] if k is not None})
         print(f"{'':>13} ours: sampling-time entropies {r['gen_entropy_s']:.2f} s (added to ours), pre-pass "
               f"{ours['prepass']:.2f} s; kept fraction {kept}; selective head {ours['reason'] or 'on'}; "
