@@ -11,7 +11,8 @@ degrades. This is a small-scale, offline version on this machine:
 * Model: builtin SmolLM2-135M-Instruct with a LoRA adapter (r 16, attention and MLP projections).
 * Arms (same seeds, same prompts in the same order, same steps, same hyper-parameters):
   `all` (every token), `top20` (entropy_mask_scope step, ratio 0.2), `bottom80` (the complement,
-  entropy_mask_side bottom), and `top20_mb` (scope micro_batch, TRL's population) unless `--no-micro-batch`.
+  entropy_mask_side bottom), and `top20_mb` (scope micro_batch, TRL's population: one prompt's 4
+  completions per micro-batch, 4 accumulation steps) unless `--no-micro-batch`.
   All use loss dapo, beta 0, normalisation over the kept tokens (Eq. 6).
 * Held-out success: greedy decoding of the held-out problems, base model and each trained arm;
   each arm vs base and top20/bottom80 vs all as paired differences with a 95% paired-bootstrap CI
@@ -20,6 +21,7 @@ degrades. This is a small-scale, offline version on this machine:
 
     .venv/bin/python bench/forking_learning.py --quick   # 1 seed, 4 steps, 32 held-out, 3 arms (~20 min)
     .venv/bin/python bench/forking_learning.py --seeds 1 2 --steps 15 --no-micro-batch   # 70 min here
+    .venv/bin/python bench/forking_learning.py --seeds 1 2 --steps 15 --arms all top20_mb  # one arm + its anchor
 
 Cost on this 2-core CPU (one thread, the other core busy): 9-15 min per arm for 15 steps, so the
 default (2 seeds x 30 steps x 4 arms) takes about 3 hours.
@@ -32,6 +34,13 @@ bottom 80% degrades), at a small scale. Per seed (all / top20 / bottom80): 0.656
 and 0.820 / 0.789 / 0.617. The most frequent kept tokens were the line break, "Q" (the start of a
 new example, every time), digits, " =", " The" and " +": where the sum is written and where the
 answer is stated.
+
+Measured 2026-12-06 (`--seeds 1 2 --steps 15 --arms all top20_mb`, 49 min): the micro-batch-scope
+arm, one prompt's 4 completions per micro-batch. `all` reproduced the run above exactly (0.656 /
+0.820 per seed), so both runs pair with it: top20_mb 0.750 (0.727 / 0.773 per seed), +0.523
+[+0.438, +0.609] vs base and +0.012 [-0.027, +0.051] vs all. Selecting within each prompt's group
+(every group keeps its own top 20%) matched all-token training here as the step scope did (top20
+0.699, -0.039 [-0.086, +0.012]); the two were not paired with each other in one run.
 
 Measured once with `--quick` (1 seed, 4 steps x 8 completions, 32 held-out, loaded machine, 21 min):
 base 0.250; all 0.688, top20 0.719, bottom80 0.344; top20 - all +0.031 [+0.000, +0.094],
@@ -137,9 +146,17 @@ def train_arm(arm: str, seed: int, model_path: str, tok, train_rows, args, out_d
 
     from rl.train.config import EntropyGRPOConfig
 
+    # One micro-batch per step, except for the micro-batch-scope arm: with a single micro-batch its
+    # population would be the step's and the arm would repeat top20. There each prompt's group is one
+    # micro-batch (generations x prompts accumulation steps); the same completions are sampled (one
+    # generation batch per step either way), and the other arms' updates do not depend on the layout
+    # (step scope and DAPO's step-wide normalisation; tests/rl/train/test_forking_invariance.py).
+    per_device, accumulation = args.prompts * args.generations, 1
+    if ARMS[arm].get("entropy_mask_scope") == "micro_batch":
+        per_device, accumulation = args.generations, args.prompts
     config = EntropyGRPOConfig(
-        output_dir=str(out_dir), per_device_train_batch_size=args.prompts * args.generations,
-        gradient_accumulation_steps=1, num_generations=args.generations, max_completion_length=args.max_new,
+        output_dir=str(out_dir), per_device_train_batch_size=per_device,
+        gradient_accumulation_steps=accumulation, num_generations=args.generations, max_completion_length=args.max_new,
         learning_rate=args.lr, lr_scheduler_type="constant", warmup_steps=0, loss_type="dapo", beta=0.0,
         temperature=1.0, bf16=False, gradient_checkpointing=False, use_cpu=True, max_steps=args.steps,
         logging_steps=1, save_strategy="no", report_to=["none"], seed=seed, data_seed=seed,
@@ -171,6 +188,9 @@ def main(argv=None) -> int:
     p.add_argument("--lr", type=float, default=1e-4, help="LoRA learning rate")
     p.add_argument("--no-micro-batch", dest="micro_batch", action="store_false",
                    help="skip the top20 micro-batch-scope arm")
+    p.add_argument("--arms", nargs="+", choices=list(ARMS), default=None,
+                   help="train only these arms (default: all four; `all` is the reference of the vs-all column, "
+                        "and runs are deterministic per seed, so an arm run alone pairs with an earlier `all`)")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     args = p.parse_args(argv)
     args.seeds = args.seeds or ([1] if args.quick else [1, 2])
@@ -198,7 +218,7 @@ def main(argv=None) -> int:
     base = success(base_model, tok, heldout, args.max_new)
     del base_model
     print(f"base held-out success {sum(base) / len(base):.3f} ({len(base)} problems)", file=sys.stderr)
-    arms = [a for a in ARMS if args.micro_batch or a != "top20_mb"]
+    arms = [a for a in ARMS if (args.micro_batch or a != "top20_mb") and (args.arms is None or a in args.arms)]
     scores: dict[str, list[float]] = {a: [] for a in arms}
     train_reward: dict[str, list[float]] = {a: [] for a in arms}
     table = (Counter(), Counter(), Counter())
@@ -231,7 +251,7 @@ def main(argv=None) -> int:
     rows = {}
     for arm in arms:
         vb = paired_bootstrap(base_all, scores[arm], groups)
-        va = paired_bootstrap(scores["all"], scores[arm], groups) if arm != "all" else None
+        va = paired_bootstrap(scores["all"], scores[arm], groups) if arm != "all" and "all" in scores else None
         rows[arm] = va
         rr = train_reward[arm]
         vs_all = f"{va.diff:+.3f} [{va.low:+.3f}, {va.high:+.3f}]" if va else ""
@@ -244,9 +264,13 @@ def main(argv=None) -> int:
         for text, _tid, count, occ, rate, mean_h in top_forking_tokens(kept, valid, sums, tok.decode, top=20):
             print(f"{text!r:<14} {count:>6} {occ:>7} {rate:>9.2f} {mean_h:>7.2f}")
     print(f"total bench time {time.perf_counter() - start:.0f} s")
-    t, b = rows.get("top20"), rows.get("bottom80")
-    print(f"forking_learning: top20_vs_all={t.diff:+.3f} [{t.low:+.3f}, {t.high:+.3f}] "
-          f"bottom80_vs_all={b.diff:+.3f} [{b.low:+.3f}, {b.high:+.3f}] base={sum(base) / len(base):.3f}")
+    def vs_all(arm):
+        r = rows.get(arm)
+        return f"{r.diff:+.3f} [{r.low:+.3f}, {r.high:+.3f}]" if r else "n/a"
+
+    extra = f" top20_mb_vs_all={vs_all('top20_mb')}" if "top20_mb" in rows else ""
+    print(f"forking_learning: top20_vs_all={vs_all('top20')} bottom80_vs_all={vs_all('bottom80')}{extra} "
+          f"base={sum(base) / len(base):.3f}")
     return 0
 
 
