@@ -11,6 +11,9 @@ Shapes (random init from the architecture's config; `--quick` shortens the compl
   qwen3-0.6b    Qwen3-0.6B's config (hidden 1024, 28 layers, 16/8 heads, head_dim 128, tied),
                 8 x 64 completion tokens, vocab 151,936; plain SGD (two trainers with AdamW state
                 would not fit next to other jobs; the optimizer step is identical for both).
+The other rows use GRPOConfig's default optimizer, fused AdamW (`adamw_torch_fused`, which runs on
+CPU): the unfused one allocates a square-root and a quotient of each parameter's second moment per
+step, which made the optimizer step, identical for both trainers, the peak of ours.
 The last two are the "realistic" rows; the last line is
 `realistic: min_speedup=X max_memory_ratio=Y` (the worst realistic row for each).
 
@@ -58,16 +61,22 @@ tokens with transformers `generate` (top-k 50, T 0.7) with the recorder in place
 training-time forward of the finished batch (LM head in float32) gives the same entropies: the
 bench prints their max / mean absolute difference and the overlap of the top-20% sets.
 
-Measured 2026-12-06 (defaults: full lengths, 2 repeats, one thread, quiet machine, 946 s):
+Measured 2026-12-06 (defaults: full lengths, 2 repeats, one thread; the other core ran
+bench/forking_learning.py during the toy rows, then was idle; 1,029 s):
 
   shape          vocab    T   time TRL / ours   speedup   peak MiB TRL / ours   mem ratio   (rss ratio)
-  toy            50,257  512   9.29 /  1.62      5.72x       2,195 /    64        0.03        (0.05)
-  toy           151,936  512  30.63 /  6.68      4.59x       2,245 /   121        0.05        (0.09)
-  smollm2-135m   49,152  128  10.76 /  7.93      1.36x       1,937 / 1,278        0.66        (0.78)
-  smollm2-135m  151,936  128  18.18 / 11.69      1.55x       2,389 / 1,533        0.64        (0.83)
-  qwen3-0.6b    151,936   64  23.77 / 19.67      1.21x       4,180 / 3,339        0.80        (0.87)
+  toy            50,257  512   9.41 /  1.89      4.97x       2,195 /    64        0.03        (0.05)
+  toy           151,936  512  27.18 /  6.44      4.22x       2,245 /   121        0.05        (0.09)
+  smollm2-135m   49,152  128  12.08 /  8.94      1.35x       1,937 / 1,278        0.66        (0.77)
+  smollm2-135m  151,936  128  19.25 / 12.15      1.58x       2,389 / 1,533        0.64        (0.78)
+  qwen3-0.6b    151,936   64  25.83 / 20.73      1.25x       4,180 / 3,339        0.80        (0.87)
 
-Last line `realistic: min_speedup=1.21 max_memory_ratio=0.80`. Entropy agreement on the real
+Last line `realistic: min_speedup=1.25 max_memory_ratio=0.80`. With `--gradient-checkpointing`
+(TRL's default; realistic rows, quiet machine, 868 s): SmolLM2 1.32x at 0.51 (49,152: 1,220 / 624
+MiB) and 1.78x at 0.64 (151,936: 1,673 / 1,076 MiB), Qwen3-0.6B 1.31x at 0.83 (3,464 / 2,871 MiB);
+last line `realistic: min_speedup=1.31 max_memory_ratio=0.83`.
+
+Entropy agreement on the real
 SmolLM2 (134 tokens): max |dH| 1.9e-5 nats, mean 2.5e-6, identical top-20% sets. Where the memory
 goes (per-phase RSS of the SmolLM2 row at 151,936, large allocations unmapped): both peak in the
 second micro-batch, over the first one's parameter gradients (742 MiB). TRL's peak is in that
@@ -77,8 +86,11 @@ backbone activations), the head adding its weight gradient into `.grad` in place
 (rl/train/selective_head.py). The Qwen3-0.6B row's floor is its own gradients: its 596 M parameters
 are 2,274 MiB of float32 gradients in both peaks, and ours (3,339 MiB) is those plus one
 micro-batch's backbone activations, which TRL holds too; what TRL's head added (841 MiB) is all a
-mask on the head can remove. So the issue's <= 0.7 at 151,936 holds on the SmolLM2 shape (0.64) and
-not on Qwen3-0.6B full fine-tuning (0.80).
+mask on the head can remove (with gradient checkpointing: 2,274 of ours' 2,871 MiB, 593 removed).
+So the issue's <= 0.7 at 151,936 holds on the SmolLM2 shape (0.64) and not on Qwen3-0.6B full
+fine-tuning (0.80, 0.83 with checkpointing). The first table above was also measured with the
+unfused `adamw_torch` (same peaks without checkpointing: 0.66 / 0.64 / 0.80 at 1.36x / 1.55x /
+1.21x); with checkpointing the unfused step's temporaries were ours' peak (0.84 at 151,936).
 
 An earlier reading (2026-12-05, `--quick` lengths, before the in-place head gradient and with RSS
 peaks under glibc's defaults): SmolLM2 0.91x / 0.90 (49,152) and 1.11x / 1.01 (151,936), Qwen3
@@ -119,8 +131,9 @@ TEMPERATURE = 1.0
 # name: (architecture overrides, completion length, quick completion length, vocabularies, optimizer, realistic)
 SHAPES = {
     "toy": ({"model_type": "qwen2", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
-             "num_attention_heads": 4, "num_key_value_heads": 2}, 512, 256, (50257, 151936), "adamw_torch", False),
-    "smollm2-135m": ("builtin", 128, 64, (49152, 151936), "adamw_torch", True),
+             "num_attention_heads": 4, "num_key_value_heads": 2}, 512, 256, (50257, 151936), "adamw_torch_fused",
+            False),
+    "smollm2-135m": ("builtin", 128, 64, (49152, 151936), "adamw_torch_fused", True),
     "qwen3-0.6b": ({"model_type": "qwen3", "hidden_size": 1024, "intermediate_size": 3072, "num_hidden_layers": 28,
                     "num_attention_heads": 16, "num_key_value_heads": 8, "head_dim": 128, "rope_theta": 1e6,
                     "rms_norm_eps": 1e-6}, 64, 32, (151936,), "sgd", True),
@@ -331,7 +344,8 @@ def make_trainer(impl: str, model_dir: Path, tokenizer, prompts, completions, en
     common = dict(output_dir=str(out_dir), per_device_train_batch_size=PER_DEVICE_BS,
                   gradient_accumulation_steps=GRAD_ACC, num_generations=N_GEN,
                   max_completion_length=length, learning_rate=1e-5, loss_type="dapo", beta=0.0, optim=optim,
-                  top_entropy_quantile=RATIO, temperature=TEMPERATURE, bf16=False, gradient_checkpointing=gradient_checkpointing,
+                  top_entropy_quantile=RATIO, temperature=TEMPERATURE, bf16=False,
+                  gradient_checkpointing=gradient_checkpointing,
                   use_cpu=True, max_steps=1, logging_steps=1, save_strategy="no", report_to=["none"],
                   seed=0, disable_dropout=True, dataloader_num_workers=0, disable_tqdm=True)
     if impl == "trl":
