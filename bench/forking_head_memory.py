@@ -12,48 +12,36 @@ float32 accumulator. Second of two repetitions is printed (the first warms the a
 
 from __future__ import annotations
 
-import ctypes
-import gc
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # peak_memory: the shared RSS meter
 
 import torch  # noqa: E402
+from peak_memory import PeakRSS  # noqa: E402
 
 from rl.train.selective_head import selected_logps  # noqa: E402
 
 VOCAB, HIDDEN, ROWS = 151936, 576, 205
 
 
-def _kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(field)
-
-
 def measure(mode: str) -> tuple[float, float]:
-    libc = ctypes.CDLL("libc.so.6")
     torch.manual_seed(0)
     head = torch.nn.Linear(HIDDEN, VOCAB, bias=False)
     if mode == "autograd":
         head.register_forward_hook(lambda m, a, o: None)
     backbone = torch.nn.Linear(HIDDEN, HIDDEN)
     x, t = torch.randn(ROWS, HIDDEN), torch.randint(0, VOCAB, (ROWS,))
+    meter = PeakRSS()
     for _ in range(2):
         head.zero_grad(set_to_none=True)
         backbone.zero_grad(set_to_none=True)
-        gc.collect()
-        libc.malloc_trim(0)
-        base = _kib("VmRSS")
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
+        meter.start()
         t0 = time.perf_counter()
         selected_logps(head, backbone(x), t, 1.0).sum().backward()
-        elapsed, peak = time.perf_counter() - t0, (_kib("VmHWM") - base) / 1024
+        elapsed, peak = time.perf_counter() - t0, meter.stop() / 2**20
     return peak, elapsed
 
 

@@ -104,13 +104,11 @@ machine two OpenMP threads made step times swing 2-5x with the other jobs' load.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import gc
 import os
 import statistics
 import sys
 import tempfile
-import threading
 import time
 import warnings
 from pathlib import Path
@@ -119,8 +117,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("WANDB_MODE", "disabled")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # peak_memory, forking_agreement
 
 import torch  # noqa: E402
+from forking_agreement import entropy_agreement  # noqa: E402
+from peak_memory import PeakRSS, allocations_back_to_the_os  # noqa: E402
 from transformers import TrainerCallback  # noqa: E402
 
 N_PROMPTS, N_GEN = 2, 4
@@ -138,72 +139,6 @@ SHAPES = {
                     "num_attention_heads": 16, "num_key_value_heads": 8, "head_dim": 128, "rope_theta": 1e6,
                     "rms_norm_eps": 1e-6}, 64, 32, (151936,), "sgd", True),
 }
-
-
-# ----------------------------------------------------------------------------------------------
-# Memory
-
-
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
-class PeakRSS:
-    """Peak RSS (bytes) above the RSS at `start()`; kernel high-water mark, or a sampling thread."""
-
-    def __init__(self):
-        self._libc = ctypes.CDLL("libc.so.6")
-        try:
-            with open("/proc/self/clear_refs", "w") as f:
-                f.write("5")
-            self.method = "VmHWM"
-        except OSError:
-            import psutil
-
-            self.method, self._proc = "psutil-1ms", psutil.Process()
-        self._thread = None
-
-    def start(self):
-        gc.collect()
-        self._libc.malloc_trim(0)
-        self.base = _status_kib("VmRSS") * 1024
-        if self.method == "VmHWM":
-            with open("/proc/self/clear_refs", "w") as f:
-                f.write("5")
-        else:
-            self._peak, self._stop = self.base, False
-            self._thread = threading.Thread(target=self._sample, daemon=True)
-            self._thread.start()
-
-    def _sample(self):
-        while not self._stop:
-            self._peak = max(self._peak, self._proc.memory_info().rss)
-            time.sleep(0.001)
-
-    def stop(self) -> int:
-        if self.method == "VmHWM":
-            peak = _status_kib("VmHWM") * 1024
-        else:
-            self._stop = True
-            self._thread.join()
-            peak = self._peak
-        return peak - self.base
-
-
-def allocations_back_to_the_os(threshold: int = 64 * 1024) -> None:
-    """From now on glibc serves every allocation >= `threshold` bytes with its own mmap and unmaps it
-    on free (M_MMAP_THRESHOLD, M_TRIM_THRESHOLD), so resident memory follows the live tensors instead
-    of what the heap kept from earlier frees. Call it first thing in the memory child: chunks the heap
-    already holds would be reused without it, and the timing child keeps glibc's defaults (a page
-    fault on each large allocation would tax the side with more temporaries)."""
-    libc = ctypes.CDLL("libc.so.6")
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    if not (libc.mallopt(m_mmap_threshold, threshold) and libc.mallopt(m_trim_threshold, threshold)):
-        raise RuntimeError("mallopt refused the mmap/trim thresholds (not glibc?)")
 
 
 class StepMeter(TrainerCallback):
@@ -386,53 +321,6 @@ def measure(trainers: dict, rounds: int) -> None:
             gc.collect()
 
 
-@torch.no_grad()
-def entropy_agreement(n_rows: int = 8, length: int = 64) -> str:
-    """Sampling-time vs training-time entropies on the real SmolLM2-135M-Instruct (see the docstring)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from rl.runtime.assets import resolve_model
-    from rl.train.entropy import select_forking_tokens
-    from rl.train.selective_head import head_logps_and_entropy
-    from rl.train.sampling_entropy import record_generation_entropy
-
-    path = resolve_model("builtin:smollm2-135m-instruct")
-    tok = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
-    prompts = ["Question: what is 17 + 25? Answer step by step.", "Write one sentence about the sea."]
-    enc = tok([p for p in prompts for _ in range(n_rows // 2)], return_tensors="pt", padding=True,
-              padding_side="left")
-    torch.manual_seed(0)
-    with record_generation_entropy(model, 0.7) as recorders:
-        seq = model.generate(**enc, do_sample=True, temperature=0.7, top_k=50, max_new_tokens=length,
-                             pad_token_id=tok.pad_token_id)
-    P = enc["input_ids"].shape[1]
-    comp = seq[:, P:]
-    is_eos = comp == tok.eos_token_id
-    first = torch.where(is_eos.any(1), is_eos.int().argmax(1), torch.full((comp.shape[0],), comp.shape[1]))
-    lengths = torch.minimum(first + 1, torch.tensor(comp.shape[1])).tolist()
-    gen = recorders[0].per_row(lengths)
-    am = torch.cat([enc["attention_mask"], torch.ones_like(comp)], 1)
-    for i, n in enumerate(lengths):
-        am[i, P + n:] = 0
-    hidden = model.model(input_ids=seq, attention_mask=am).last_hidden_state
-    valid = torch.zeros(comp.shape, dtype=torch.bool)
-    for i, n in enumerate(lengths):
-        valid[i, :n] = True
-    rows, cols = valid.nonzero(as_tuple=True)
-    _, train = head_logps_and_entropy(model.lm_head, hidden[rows, P - 1 + cols], comp[rows, cols], 0.7)
-    got = torch.cat(gen)
-    diff = (got - train).abs()
-    g_tab, t_tab = torch.zeros(valid.shape), torch.zeros(valid.shape)
-    g_tab[rows, cols], t_tab[rows, cols] = got, train
-    kept_g, _ = select_forking_tokens(g_tab, valid, RATIO)
-    kept_t, _ = select_forking_tokens(t_tab, valid, RATIO)
-    overlap = int((kept_g & kept_t).sum()) / max(1, int(kept_t.sum()))
-    return (f"entropy agreement (builtin SmolLM2-135M-Instruct, generate T 0.7 top-k 50, {len(got)} tokens, fp32): "
-            f"sampling-time vs training-forward |dH| max {float(diff.max()):.2e} mean {float(diff.mean()):.2e} "
-            f"nats (mean H {float(train.mean()):.2f}); top-20% sets overlap {overlap:.3f}")
-
-
 def time_row(shape: str, vocab: int, tokenizer, prompts, row_dir: Path, quick: bool, repeats: int,
              gradient_checkpointing: bool = False) -> dict:
     """Timing child: build the model, sample the completions (saved for the memory child), then time
@@ -559,7 +447,7 @@ def main(argv=None) -> int:
             for vocab in SHAPES[shape][3]:
                 results.append(row_in_children(shape, vocab, args, Path(tmp)))
                 print(f"  done {shape} vocab {vocab} ({time.perf_counter() - start:.0f} s)", file=sys.stderr)
-    agreement = entropy_agreement() if args.agreement else None
+    agreement = entropy_agreement(RATIO) if args.agreement else None
     total = time.perf_counter() - start
 
     print(f"\nforking mask, post-generation work of one optimizer step: {N_PROMPTS * N_GEN} completions, ratio "
