@@ -321,12 +321,26 @@ def measure(trainers: dict, rounds: int) -> None:
             gc.collect()
 
 
+def row_trainers(shape: str, tokenizer, prompts, completions, entropies, row_dir: Path, run: str, length: int,
+                 gradient_checkpointing: bool) -> dict:
+    """TRL's trainer and ours for one row, from the row's saved model, replaying these completions."""
+    optim = SHAPES[shape][4]
+    return {impl: make_trainer(impl, row_dir / "model", tokenizer, prompts, completions, entropies,
+                               row_dir / f"{run}-{impl}", length, optim, gradient_checkpointing)
+            for impl in ("trl", "ours")}
+
+
+def row_length(shape: str, quick: bool) -> int:
+    """Completion tokens per row of this shape (`--quick`: the shorter length)."""
+    return SHAPES[shape][2] if quick else SHAPES[shape][1]
+
+
 def time_row(shape: str, vocab: int, tokenizer, prompts, row_dir: Path, quick: bool, repeats: int,
              gradient_checkpointing: bool = False) -> dict:
     """Timing child: build the model, sample the completions (saved for the memory child), then time
     `repeats` optimizer steps of each trainer after a warm-up step."""
-    _, full_len, quick_len, _, optim, realistic = SHAPES[shape]
-    length = quick_len if quick else full_len
+    optim, realistic = SHAPES[shape][4:6]
+    length = row_length(shape, quick)
     model = build_model(shape, vocab, row_dir / "model", tokenizer)
     t0 = time.perf_counter()
     completions, entropies, entropy_s = sample_completions(model, tokenizer, prompts, length)
@@ -336,9 +350,8 @@ def time_row(shape: str, vocab: int, tokenizer, prompts, row_dir: Path, quick: b
     gc.collect()
     row = {"shape": shape, "vocab": vocab, "length": length, "optim": optim, "realistic": realistic,
            "sample_s": sample_s, "gen_entropy_s": entropy_s, "gradient_checkpointing": gradient_checkpointing}
-    trainers = {impl: make_trainer(impl, row_dir / "model", tokenizer, prompts, completions, entropies,
-                                   row_dir / f"run-{impl}", length, optim, gradient_checkpointing)
-                for impl in ("trl", "ours")}
+    trainers = row_trainers(shape, tokenizer, prompts, completions, entropies, row_dir, "run", length,
+                            gradient_checkpointing)
     measure(trainers, 1 + repeats)  # round 0 is the warm-up (optimizer state allocation)
     for impl, trainer in trainers.items():
         meter = trainer.bench_meter
@@ -357,12 +370,9 @@ def memory_row(shape: str, vocab: int, tokenizer, prompts, row_dir: Path, quick:
                gradient_checkpointing: bool = False) -> dict:
     """Memory child (allocator set by `allocations_back_to_the_os` before anything was allocated): the
     timing child's model and completions, one warm-up step each, then the peak of one more step."""
-    _, full_len, quick_len, _, optim, _ = SHAPES[shape]
-    length = quick_len if quick else full_len
     saved = torch.load(row_dir / "completions.pt")
-    trainers = {impl: make_trainer(impl, row_dir / "model", tokenizer, prompts, saved["completions"],
-                                   saved["entropies"], row_dir / f"mem-{impl}", length, optim, gradient_checkpointing)
-                for impl in ("trl", "ours")}
+    trainers = row_trainers(shape, tokenizer, prompts, saved["completions"], saved["entropies"], row_dir, "mem",
+                            row_length(shape, quick), gradient_checkpointing)
     measure(trainers, 2)
     return {impl: {"peak": trainer.bench_meter.peaks[-1]} for impl, trainer in trainers.items()}
 
