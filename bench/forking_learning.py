@@ -264,6 +264,7 @@ def main(argv=None) -> int:
         for text, _tid, count, occ, rate, mean_h in top_forking_tokens(kept, valid, sums, tok.decode, top=20):
             print(f"{text!r:<14} {count:>6} {occ:>7} {rate:>9.2f} {mean_h:>7.2f}")
     print(f"total bench time {time.perf_counter() - start:.0f} s")
+
     def vs_all(arm):
         r = rows.get(arm)
         return f"{r.diff:+.3f} [{r.low:+.3f}, {r.high:+.3f}]" if r else "n/a"
