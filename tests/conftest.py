@@ -18,6 +18,7 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 
 from tests.tiny_models import build_tiny_model, gpt2_tokenizer  # noqa: E402
+from tests.tokenizer_matrix import TOKENIZER_KINDS, build_matrix_model, matrix_tokenizer  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -40,3 +41,23 @@ def tiny_model_dir_plain(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("tiny-model-plain")
     build_tiny_model(path, chat_template=False)
     return path
+
+
+@pytest.fixture(scope="session")
+def matrix_root(tmp_path_factory) -> Path:
+    """Where the tokenizer matrix (tests/tokenizer_matrix.py) saves its tokenizers, once per session."""
+    return tmp_path_factory.mktemp("tokenizer-matrix")
+
+
+@pytest.fixture(params=TOKENIZER_KINDS)
+def matrix_tokenizer_kind(request, matrix_root):
+    """(kind, tokenizer) for every tokenizer family of the matrix: parametrizes the test over all."""
+    return request.param, matrix_tokenizer(request.param, matrix_root)
+
+
+@pytest.fixture(scope="session", params=TOKENIZER_KINDS)
+def matrix_model_dir(request, tmp_path_factory, matrix_root) -> Path:
+    """A saved tiny model per tokenizer family of the matrix (plain-text prompts, no chat template);
+    `matrix_model_dir.name` starts with the kind."""
+    path = tmp_path_factory.mktemp(f"{request.param}-model")
+    return build_matrix_model(path, request.param, matrix_root)
