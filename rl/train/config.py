@@ -186,8 +186,11 @@ class EntropyGRPOConfig(GRPOConfig):
         default="step",
         metadata={
             "help": "`step`: choose the top-`top_entropy_quantile` tokens over every completion token of one "
-            "optimizer step (all ranks, all accumulation micro-batches), from the policy's entropies at "
-            "generation time. `micro_batch`: TRL / paper-code behaviour, per micro-batch."
+            "generation batch (all ranks, its `steps_per_generation` micro-batches per rank), from the policy's "
+            "entropies at generation time. That is one optimizer step when steps_per_generation equals "
+            "gradient_accumulation_steps (TRL's default); with steps_per_generation = k x "
+            "gradient_accumulation_steps the population spans k optimizer steps. `micro_batch`: TRL / "
+            "paper-code behaviour, per micro-batch."
         },
     )
     entropy_mask_normalize: str = field(
@@ -277,6 +280,11 @@ class EntropyGRPOConfig(GRPOConfig):
             raise UserError(
                 f"top_entropy_quantile: the fraction of tokens kept must be in (0, 1], got {self.top_entropy_quantile}"
             )
+        if self.entropy_mask_side == "bottom" and self.top_entropy_quantile >= 1.0:
+            # 1.0 turns the mask off, so `bottom` would silently train on every token instead of none.
+            raise UserError("entropy_mask_side: `bottom` trains on the 1 - top_entropy_quantile lowest-entropy tokens, "
+                            "which is nothing at top_entropy_quantile 1.0; set top_entropy_quantile below 1 (the "
+                            "paper's bottom-80% ablation: 0.2) or entropy_mask_side: top")
         if self.reward_error_policy not in ("raise", "none"):
             raise UserError(f"reward_error_policy: expected `raise` or `none`, got {self.reward_error_policy!r}")
         if self.rlp_teacher not in ("ema", "base", "none"):

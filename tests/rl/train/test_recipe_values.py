@@ -16,6 +16,7 @@ from tests.faults.helpers import write_recipe
     ({"max_steps": 0}, "max_steps: must be a positive number"),
     ({"eval_fraction": 1.0}, "eval_fraction: must be in [0, 1)"),
     ({"eval_fraction": -0.1}, "eval_fraction: must be in [0, 1)"),
+    ({"entropy_mask_side": "bottom", "top_entropy_quantile": 1.0}, "entropy_mask_side: `bottom` trains on"),
 ])
 def test_bad_values_refused_by_run_and_dry_run(tmp_path, fields, message):
     recipe = write_recipe(tmp_path, "org/model", **fields)
