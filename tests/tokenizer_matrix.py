@@ -46,6 +46,18 @@ _BYTES = [f"<0x{i:02X}>" for i in range(256)]
 _ALPHABET = sorted((set("".join(_TRAIN)) - {" "}) | {"▁"})
 
 
+def _bytes_in_vocab(tok):
+    """The trainers add `<0xNN>` as special tokens; in real SentencePiece-style tokenizer.json files
+    (Llama-2, Mistral, T5) they are plain vocabulary, so `skip_special_tokens=True` keeps them."""
+    import json
+
+    from tokenizers import Tokenizer
+
+    state = json.loads(tok.to_str())
+    state["added_tokens"] = [t for t in state["added_tokens"] if t["content"] in _SPECIALS]
+    return Tokenizer.from_str(json.dumps(state))
+
+
 def _sentencepiece_bpe():
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
@@ -56,6 +68,7 @@ def _sentencepiece_bpe():
     trainer = trainers.BpeTrainer(vocab_size=700, special_tokens=_SPECIALS + _BYTES, initial_alphabet=_ALPHABET,
                                   limit_alphabet=len(_ALPHABET), show_progress=False)
     tok.train_from_iterator(_TRAIN, trainer)
+    tok = _bytes_in_vocab(tok)
     bos = tok.token_to_id("<s>")
     tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B",
                                                        special_tokens=[("<s>", bos)])
@@ -76,7 +89,7 @@ def _unigram_cleanup():
 
     state = json.loads(tok.to_str())
     state["model"]["byte_fallback"] = True
-    tok = Tokenizer.from_str(json.dumps(state))
+    tok = _bytes_in_vocab(Tokenizer.from_str(json.dumps(state)))
     tok.decoder = decoders.Sequence([decoders.ByteFallback(), decoders.Metaspace(replacement="▁",
                                                                                   prepend_scheme="always",
                                                                                   split=True)])
