@@ -392,14 +392,21 @@ RPT_LEGACY_FILES = ("data-*.arrow", "dataset_info.json", "state.json", "rpt_buil
 RPT_COMMAND = "rl data rpt"
 
 
+def build_command(cfg: RPTBuildConfig) -> str:
+    """The command an output of `cfg` belongs to (its rl-output.json marker): `rl data rlp` for RLP rows,
+    else `rl data rpt`; one command never replaces the other's output without --overwrite."""
+    return "rl data rlp" if cfg.format == "rlp" else RPT_COMMAND
+
+
 def check_rpt_output(cfg: RPTBuildConfig, output_dir: str | Path, flag: str = "--output", overwrite: bool = False,
                      overwrite_flag: str | None = "--overwrite") -> Path:
     """Refuse an RPT output path that is dangerous or holds what `rl data rpt` did not write (rl/runtime/outputs.py)."""
     from rl.runtime.outputs import check_output_dir
 
-    return check_output_dir(output_dir, flag, RPT_COMMAND, overwrite=overwrite,
+    return check_output_dir(output_dir, flag, build_command(cfg), overwrite=overwrite,
                             inputs={"corpus": cfg.corpus, "proxy model": cfg.proxy_model},
-                            containers={"corpus": cfg.corpus}, legacy=RPT_LEGACY_FILES, overwrite_flag=overwrite_flag)
+                            containers={"corpus": cfg.corpus},
+                            legacy=RPT_LEGACY_FILES if cfg.format != "rlp" else (), overwrite_flag=overwrite_flag)
 
 
 def no_rows_reason(cfg: RPTBuildConfig, summary: BuildSummary) -> str:
@@ -460,7 +467,7 @@ def build_rpt_dataset(cfg: RPTBuildConfig, output_dir: str | Path, jsonl: bool =
         raise UserError(no_rows_reason(cfg, summary))
     dataset = Dataset.from_list(rows)
     _remove_legacy_tmp(output_dir)
-    with replace_dir(output_dir, RPT_COMMAND, recheck=lambda: check_rpt_output(cfg, output_dir, flag, overwrite)) as tmp:
+    with replace_dir(output_dir, build_command(cfg), recheck=lambda: check_rpt_output(cfg, output_dir, flag, overwrite)) as tmp:
         dataset.save_to_disk(str(tmp))
         record = {k: v for k, v in asdict(summary).items() if k != "files"}
         (tmp / "rpt_build.json").write_text(
