@@ -400,7 +400,7 @@ def profile_entropy(model_path: str, *, data: str | None = None, generate: str |
                     max_documents: int | None = None, max_tokens: int | None = None, limit: int | None = None,
                     samples: int = 1, max_new_tokens: int = 256, temperature: float = 1.0, seed: int = 0,
                     device: str | None = None, wandb_project: str | None = None, model=None, tokenizer=None,
-                    progress: bool = True, overwrite: bool = False) -> dict:
+                    progress: bool = True, overwrite: bool = False, text_field: str = "text") -> dict:
     """Score tokens (corpus or own samples), compute the stats, write JSON + PNGs, optionally log to W&B.
 
     `output_dir` is checked before any work (rl/runtime/outputs.py: a new dir or a previous profile, else
@@ -441,7 +441,8 @@ def profile_entropy(model_path: str, *, data: str | None = None, generate: str |
     if model is None:
         check_model_arg(model_path, "--model")
     corpus_stats = CorpusStats()
-    documents = read_corpus(data, stats=corpus_stats) if data is not None else None  # spec errors before loading
+    documents = (read_corpus(data, stats=corpus_stats, text_field=text_field)  # spec errors before loading
+                 if data is not None else None)
     prompts = read_prompts(generate, limit) if generate is not None else None
     if model is None:
         model, tokenizer = load_model(model_path, device)
