@@ -189,7 +189,10 @@ def _train(script_args, training_args, model_args) -> int:
     guard = NonFiniteGuard(getattr(training_args, "max_bad_steps", 3))
     handler = PreemptionHandler().install()
     try:
-        callbacks = [CheckpointCallback(keep=keep), PreemptionCallback(handler, check_every=cycle), guard]
+        from rl.runtime.wandb_run import wandb_run_callbacks
+
+        callbacks = [CheckpointCallback(keep=keep), PreemptionCallback(handler, check_every=cycle), guard,
+                     *wandb_run_callbacks(training_args)]  # one W&B run per run dir, across requeues
         trainer = build_trainer(script_args, training_args, model_args, callbacks=callbacks)
         install_guard(trainer, guard)
         guard_checkpoint_saves(trainer)
