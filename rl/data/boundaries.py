@@ -26,6 +26,13 @@ and a target token that starts inside a character (`start_j < end_{j-1}`) makes 
 unusable. (The only false alarm seen: a Metaspace tokenizer's prepended `▁` at the very start of
 a document overlaps the first word; it just costs position 1 of each document.)
 
+Byte runs over several characters. A Unigram tokenizer with byte fallback gives every byte token
+of an unknown stretch the span of the whole stretch ("14" → `<0x31>` `<0x34>`, both (4, 6);
+"東京" → six tokens, all the span of both characters), so the overlap test alone would find no
+token end inside it. A run of k tokens sharing one span (s, e), with no neighbour overlapping it,
+whose text has exactly k UTF-8 bytes is one byte per token: its i-th token ends at byte i + 1 of
+the span, on a whole character when those bytes are whole characters (`token_char_end`).
+
 Invariants of `split_at_token` (tested with GPT-2 and SentencePiece-style tokenizers):
 - `context + continuation == text[context_start:continuation_end]`;
 - `boundaries` are strictly increasing positive UTF-8 byte offsets into `continuation`, the last
@@ -39,7 +46,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["CutResult", "ends_on_whole_char", "split_at_token", "token_byte_boundaries"]
+__all__ = ["CutResult", "ends_on_whole_char", "split_at_token", "token_byte_boundaries", "token_char_end"]
 
 Offsets = Sequence[Sequence[int]]
 
@@ -73,9 +80,44 @@ def ends_on_whole_char(offsets: Offsets, j: int) -> bool:
     return j + 1 >= len(offsets) or offsets[j + 1][0] >= offsets[j][1]
 
 
-def _cut_before(offsets: Offsets, j: int) -> int:
+def _byte_run_end(text: str, offsets: Offsets, j: int) -> int | None | bool:
+    """For token j inside a run of one-byte tokens sharing one span (module doc): the character
+    index where it ends, or None when it ends inside a character. False when j is in no such run."""
+    n = len(offsets)
+    span = (int(offsets[j][0]), int(offsets[j][1]))
+    first = last = j
+    while first > 0 and (int(offsets[first - 1][0]), int(offsets[first - 1][1])) == span:
+        first -= 1
+    while last + 1 < n and (int(offsets[last + 1][0]), int(offsets[last + 1][1])) == span:
+        last += 1
+    start, end = span
+    if last == first or (first > 0 and int(offsets[first - 1][1]) > start) or (
+            last + 1 < n and int(offsets[last + 1][0]) < end):
+        return False
+    data = text[start:end].encode("utf-8", "surrogatepass")
+    if len(data) != last - first + 1:
+        return False
+    try:
+        return start + len(data[: j - first + 1].decode("utf-8", "surrogatepass"))
+    except UnicodeDecodeError:
+        return None
+
+
+def token_char_end(text: str, offsets: Offsets, j: int) -> int | None:
+    """Character index where token j's text ends when that is on a whole character, else None
+    (`ends_on_whole_char`, refined inside runs of one-byte tokens sharing a span: module doc)."""
+    in_run = _byte_run_end(text, offsets, j)
+    if in_run is not False:
+        return in_run
+    return int(offsets[j][1]) if ends_on_whole_char(offsets, j) else None
+
+
+def _cut_before(text: str, offsets: Offsets, j: int) -> int:
     """Character index where the text splits before token j (gaps go to token j)."""
-    return 0 if j == 0 else int(offsets[j - 1][1])
+    if j == 0:
+        return 0
+    end = token_char_end(text, offsets, j - 1)
+    return int(offsets[j - 1][1]) if end is None else end
 
 
 def _token_ends(text: str, offsets: Offsets, first: int, count: int, start_char: int) -> list[tuple[int, int]]:
@@ -84,9 +126,9 @@ def _token_ends(text: str, offsets: Offsets, first: int, count: int, start_char:
     ends: list[tuple[int, int]] = []
     char_pos, byte_pos = start_char, 0
     for j in range(first, min(first + count, len(offsets))):
-        end = int(offsets[j][1])
-        if end <= char_pos or end > len(text) or not ends_on_whole_char(offsets, j):
-            continue  # empty/backwards span, past the text, or ends inside a character
+        end = token_char_end(text, offsets, j)
+        if end is None or end <= char_pos or end > len(text):
+            continue  # ends inside a character, empty/backwards span, or past the text
         byte_pos += _utf8_len(text[char_pos:end])
         char_pos = end
         ends.append((end, byte_pos))
@@ -101,7 +143,7 @@ def token_byte_boundaries(text: str, offsets: Offsets, first: int, count: int) -
     """
     if not 0 <= first <= len(offsets):
         raise ValueError(f"first={first} is outside 0..{len(offsets)}")
-    return [b for _, b in _token_ends(text, offsets, first, count, _cut_before(offsets, first))]
+    return [b for _, b in _token_ends(text, offsets, first, count, _cut_before(text, offsets, first))]
 
 
 def split_at_token(
@@ -131,9 +173,9 @@ def split_at_token(
             f"need num_continuation_tokens >= 1 and max_context_tokens >= 0, "
             f"got {num_continuation_tokens} and {max_context_tokens}"
         )
-    if position > 0 and not ends_on_whole_char(offsets, position - 1):
+    if position > 0 and token_char_end(text, offsets, position - 1) is None:
         return None  # the target token starts inside a character
-    continuation_start = _cut_before(offsets, position)
+    continuation_start = _cut_before(text, offsets, position)
     if continuation_start > len(text):
         raise ValueError(f"offsets point past the end of the text ({continuation_start} > {len(text)})")
     ends = _token_ends(text, offsets, position, num_continuation_tokens, continuation_start)
