@@ -1,7 +1,7 @@
 """Do the entropies recorded while sampling match a training-time forward? (bench/forking_mask.py's
-`--agreement` line; the recorder is rl/train/sampling_entropy.py.)
+`--agreement` line; the recorder is rl/train/sampling_entropy.py.) A shared helper, not a bench.
 
-The real builtin SmolLM2-135M-Instruct samples 8 x 64 tokens with transformers `generate` (top-k 50,
+The real builtin SmolLM2-135M-Instruct (or `model`: forking_mask's `--smoke` passes a tiny one) samples 8 x 64 tokens with transformers `generate` (top-k 50,
 T 0.7) with the recorder in place; a plain forward of the finished batch (LM head in float32) then
 gives the training-time entropies. Reports their max / mean absolute difference and the overlap of
 the top-ratio sets each selects.
@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["entropy_agreement"]
+__all__ = ["BUILTIN", "entropy_agreement"]
+
+BUILTIN = "builtin:smollm2-135m-instruct"
 
 
 @torch.no_grad()
-def entropy_agreement(ratio: float, n_rows: int = 8, length: int = 64) -> str:
-    """Sampling-time vs training-time entropies on the real SmolLM2-135M-Instruct, and the overlap of the
-    top-`ratio` sets they select (bench/forking_mask.py's docstring: "Entropy agreement")."""
+def entropy_agreement(ratio: float, n_rows: int = 8, length: int = 64, model: str = BUILTIN) -> str:
+    """Sampling-time vs training-time entropies on `model` (the real SmolLM2-135M-Instruct by default), and
+    the overlap of the top-`ratio` sets they select (bench/forking_mask.py's docstring: "Entropy agreement")."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from rl.runtime.assets import resolve_model
@@ -25,7 +27,8 @@ def entropy_agreement(ratio: float, n_rows: int = 8, length: int = 64) -> str:
     from rl.train.selective_head import head_logps_and_entropy
     from rl.train.sampling_entropy import record_generation_entropy
 
-    path = resolve_model("builtin:smollm2-135m-instruct")
+    label = "builtin SmolLM2-135M-Instruct" if model == BUILTIN else model
+    path = resolve_model(model)
     tok = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
     prompts = ["Question: what is 17 + 25? Answer step by step.", "Write one sentence about the sea."]
@@ -57,6 +60,6 @@ def entropy_agreement(ratio: float, n_rows: int = 8, length: int = 64) -> str:
     kept_g, _ = select_forking_tokens(g_tab, valid, ratio)
     kept_t, _ = select_forking_tokens(t_tab, valid, ratio)
     overlap = int((kept_g & kept_t).sum()) / max(1, int(kept_t.sum()))
-    return (f"entropy agreement (builtin SmolLM2-135M-Instruct, generate T 0.7 top-k 50, {len(got)} tokens, fp32): "
+    return (f"entropy agreement ({label}, generate T 0.7 top-k 50, {len(got)} tokens, fp32): "
             f"sampling-time vs training-forward |dH| max {float(diff.max()):.2e} mean {float(diff.mean()):.2e} "
             f"nats (mean H {float(train.mean()):.2f}); top-{ratio:.0%} sets overlap {overlap:.3f}")

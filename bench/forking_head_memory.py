@@ -1,6 +1,6 @@
 """Cause of the forking-mask memory regression at vocab 151,936: the selective head's weight gradient.
 
-    .venv/bin/python bench/forking_head_memory.py
+    .venv/bin/python -m bench.forking_head_memory [--smoke]
 
 SmolLM2 shape (hidden 576) at vocab 151,936, 205 kept rows (20% of 8 x 128): peak RSS (kernel VmHWM
 above the starting RSS) and wall time of the selective head's forward + backward, two ways:
@@ -8,32 +8,34 @@ above the starting RSS) and wall time of the selective head's forward + backward
 (V, H) weight gradient (the code before the fix; forced here with a no-op forward hook, which makes
 rl/train/selective_head.py use its generic path); `fused`: `_LinearHeadLogps`, one in-place (V, H)
 float32 accumulator. Second of two repetitions is printed (the first warms the allocator).
+`--smoke`: the same two measurements at vocab 4,096, hidden 64, 32 rows (seconds).
+
+The last line is `forking_head_memory: autograd_mib=A fused_mib=F` (peaks above start).
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # peak_memory: the shared RSS meter
+import torch
 
-import torch  # noqa: E402
-from peak_memory import PeakRSS  # noqa: E402
+from bench.peak_memory import PeakRSS
+from rl.train.selective_head import selected_logps
 
-from rl.train.selective_head import selected_logps  # noqa: E402
-
-VOCAB, HIDDEN, ROWS = 151936, 576, 205
+SHAPE = (151936, 576, 205)  # vocab, hidden, kept rows
+SMOKE_SHAPE = (4096, 64, 32)
 
 
-def measure(mode: str) -> tuple[float, float]:
+def measure(mode: str, shape: tuple[int, int, int] = SHAPE) -> tuple[float, float]:
+    vocab, hidden, rows = shape
     torch.manual_seed(0)
-    head = torch.nn.Linear(HIDDEN, VOCAB, bias=False)
+    head = torch.nn.Linear(hidden, vocab, bias=False)
     if mode == "autograd":
         head.register_forward_hook(lambda m, a, o: None)
-    backbone = torch.nn.Linear(HIDDEN, HIDDEN)
-    x, t = torch.randn(ROWS, HIDDEN), torch.randint(0, VOCAB, (ROWS,))
+    backbone = torch.nn.Linear(hidden, hidden)
+    x, t = torch.randn(rows, hidden), torch.randint(0, vocab, (rows,))
     meter = PeakRSS()
     for _ in range(2):
         head.zero_grad(set_to_none=True)
@@ -45,12 +47,21 @@ def measure(mode: str) -> tuple[float, float]:
     return peak, elapsed
 
 
-def main() -> int:
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--smoke", action="store_true", help="a small head (seconds): checks that the bench runs")
+    args = p.parse_args(argv)
+    shape = SMOKE_SHAPE if args.smoke else SHAPE
+    vocab, hidden, rows = shape
     torch.set_num_threads(1)
-    print(f"one (V, H) float32 tensor = {VOCAB * HIDDEN * 4 / 2**20:.0f} MiB")
+    print(f"vocab {vocab:,}, hidden {hidden}, {rows} rows; one (V, H) float32 tensor = "
+          f"{vocab * hidden * 4 / 2**20:.0f} MiB")
+    peaks = {}
     for mode in ("autograd", "fused"):
-        peak, elapsed = measure(mode)
+        peak, elapsed = measure(mode, shape)
+        peaks[mode] = peak
         print(f"{mode:<9} peak above start {peak:6.0f} MiB  time {elapsed:6.2f} s")
+    print(f"forking_head_memory: autograd_mib={peaks['autograd']:.0f} fused_mib={peaks['fused']:.0f}")
     return 0
 
 

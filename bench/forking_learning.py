@@ -19,9 +19,10 @@ degrades. This is a small-scale, offline version on this machine:
   over problems (rl/eval/stats.py), pooled over seeds (problem x seed units, resampled by problem).
 * The most frequent kept (forking) tokens of the top20 runs, as in the paper's table.
 
-    .venv/bin/python bench/forking_learning.py --quick   # 1 seed, 4 steps, 32 held-out, 3 arms (~20 min)
-    .venv/bin/python bench/forking_learning.py --seeds 1 2 --steps 15 --no-micro-batch   # 70 min here
-    .venv/bin/python bench/forking_learning.py --seeds 1 2 --steps 15 --arms all top20_mb  # one arm + its anchor
+    .venv/bin/python -m bench.forking_learning --quick   # 1 seed, 4 steps, 32 held-out, 3 arms (~20 min)
+    .venv/bin/python -m bench.forking_learning --seeds 1 2 --steps 15 --no-micro-batch   # 70 min here
+    .venv/bin/python -m bench.forking_learning --seeds 1 2 --steps 15 --arms all top20_mb  # one arm + its anchor
+    .venv/bin/python -m bench.forking_learning --smoke   # a tiny local model, 1 step per arm: checks that it runs
 
 Cost on this 2-core CPU (one thread, the other core busy): 9-15 min per arm for 15 steps, so the
 default (2 seeds x 30 steps x 4 arms) takes about 3 hours.
@@ -46,6 +47,13 @@ Measured once with `--quick` (1 seed, 4 steps x 8 completions, 32 held-out, load
 base 0.250; all 0.688, top20 0.719, bottom80 0.344; top20 - all +0.031 [+0.000, +0.094],
 bottom80 - all -0.344 [-0.531, -0.188].
 
+`--smoke` swaps the builtin model for a tiny random one (bench/smoke.py) and runs every arm for one
+step of 2 prompts x 2 completions of 8 tokens, 4 held-out problems: the same code path, numbers
+that mean nothing.
+
+The forking-token table counts the kept tokens through the trainer's public `compute_loss` (the step's
+selection travels in each micro-batch as `ForkingStep`), not through a private method.
+
 The last line is `forking_learning: top20_vs_all=D [L, H] bottom80_vs_all=D [L, H] base=B`.
 """
 
@@ -66,7 +74,6 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("WANDB_MODE", "disabled")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
@@ -122,19 +129,27 @@ def success(model, tok, rows: list[dict], max_new: int, batch: int = 32) -> list
 
 
 def counting_trainer():
-    """EntropyGRPOTrainer that also counts the kept tokens of every step (for the forking-token table)."""
+    """EntropyGRPOTrainer that also counts the kept tokens of every step (for the forking-token table).
+
+    It reads the step's selection where the trainer hands it to the loss: each micro-batch's
+    `ForkingStep` (step scope), in the public `compute_loss`. The micro-batches of a generation batch
+    partition it, so the counts are those of the whole batch (num_iterations 1, as here)."""
+    from rl.train.forking import ForkingStep
     from rl.train.trainer import EntropyGRPOTrainer
 
     class Counting(EntropyGRPOTrainer):
-        def _forking_record(self, stats, completion_ids, valid, kept, entropy):
-            super()._forking_record(stats, completion_ids, valid, kept, entropy)
-            if not self.model.training:
-                return
-            counts = self.__dict__.setdefault("bench_counts", (Counter(), Counter(), Counter()))
-            counts[0].update(completion_ids[kept].tolist())
-            counts[1].update(completion_ids[valid].tolist())
-            for t, e in zip(completion_ids[kept].tolist(), entropy[kept].tolist()):
-                counts[2][t] += e
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            step = ForkingStep.from_batch(inputs)
+            if step is not None and self.model.training:
+                ids, valid = inputs["completion_ids"], inputs["completion_mask"].bool()
+                kept = step.mask & valid
+                counts = self.__dict__.setdefault("bench_counts", (Counter(), Counter(), Counter()))
+                counts[0].update(ids[kept].tolist())
+                counts[1].update(ids[valid].tolist())
+                for t, e in zip(ids[kept].tolist(), step.entropy[kept].tolist()):
+                    counts[2][t] += e
+            return super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                        num_items_in_batch=num_items_in_batch)
 
     return Counting
 
@@ -178,7 +193,11 @@ def train_arm(arm: str, seed: int, model_path: str, tok, train_rows, args, out_d
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true",
-                   help="1 seed, 4 steps of 2 prompts, 32 held-out problems, no micro-batch arm (a smoke-level run)")
+                   help="1 seed, 4 steps of 2 prompts, 32 held-out problems, no micro-batch arm")
+    p.add_argument("--smoke", action="store_true",
+                   help="a tiny local model, 1 step of 2 prompts x 2 completions per arm, 4 held-out problems: checks "
+                        "that the bench runs (its numbers mean nothing)")
+    p.add_argument("--model", default="builtin:smollm2-135m-instruct", help="policy model (builtin, hub id or dir)")
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="training seeds (default 1 2; quick: 1)")
     p.add_argument("--steps", type=int, default=None, help="optimizer steps per arm (default 30; quick: 4)")
     p.add_argument("--heldout", type=int, default=None, help="held-out problems (default 128; quick: 32)")
@@ -193,6 +212,9 @@ def main(argv=None) -> int:
                         "and runs are deterministic per seed, so an arm run alone pairs with an earlier `all`)")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     args = p.parse_args(argv)
+    if args.smoke:
+        args.seeds, args.steps, args.prompts, args.heldout = [1], 1, 2, 4
+        args.generations, args.max_new = 2, 8
     args.seeds = args.seeds or ([1] if args.quick else [1, 2])
     args.steps = args.steps or (4 if args.quick else 30)
     args.prompts = args.prompts or (2 if args.quick else 4)
@@ -211,7 +233,12 @@ def main(argv=None) -> int:
     transformers.utils.logging.disable_progress_bar()
     warnings.filterwarnings("ignore")
     start = time.perf_counter()
-    model_path = resolve_model("builtin:smollm2-135m-instruct")
+    smoke_dir = tempfile.TemporaryDirectory(prefix="forking-learning-smoke-") if args.smoke else None
+    if smoke_dir is not None:
+        from bench.smoke import tiny_model
+
+        args.model = str(tiny_model(smoke_dir.name, chat_template=False))
+    model_path = resolve_model(args.model)
     tok = AutoTokenizer.from_pretrained(model_path)
     heldout = make_problems(args.heldout, seed=1000)
     base_model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
@@ -242,7 +269,7 @@ def main(argv=None) -> int:
     base_all = base * n_seeds
     groups = list(range(len(heldout))) * n_seeds  # resample problems; a problem's seeds stay together
 
-    print(f"\nforking-token learning: builtin SmolLM2-135M-Instruct + LoRA, 3-term addition, seeds {args.seeds}, "
+    print(f"\nforking-token learning: {args.model} + LoRA, 3-term addition, seeds {args.seeds}, "
           f"{args.steps} steps x {args.prompts} prompts x {args.generations} completions, max {args.max_new} tokens, "
           f"lr {args.lr}; held-out greedy success on {len(heldout)} problems (x {n_seeds} seeds); "
           f"95% CIs: paired bootstrap over problems")

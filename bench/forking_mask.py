@@ -1,7 +1,7 @@
 """Benchmark: TRL's `top_entropy_quantile=0.2` vs entropy-rl's step-scope forking mask (ratio 0.2).
 
-    .venv/bin/python bench/forking_mask.py [--quick] [--shapes toy smollm2-135m qwen3-0.6b] [--repeats 2]
-                                           [--gradient-checkpointing] [--threads 1] [--no-agreement]
+    .venv/bin/python -m bench.forking_mask [--quick] [--shapes toy smollm2-135m qwen3-0.6b] [--repeats 2]
+                                           [--gradient-checkpointing] [--threads 1] [--no-agreement] [--smoke]
 
 Shapes (random init from the architecture's config; `--quick` shortens the completions):
   toy           Qwen2, hidden 64 x 2 layers, 8 x 512 completion tokens, vocab 50,257 and 151,936
@@ -16,6 +16,9 @@ CPU): the unfused one allocates a square-root and a quotient of each parameter's
 step, which made the optimizer step, identical for both trainers, the peak of ours.
 The last two are the "realistic" rows; the last line is
 `realistic: min_speedup=X max_memory_ratio=Y` (the worst realistic row for each).
+`--smoke` (seconds, to check that the bench runs, not to read): one `smoke` row (Qwen2, hidden 32 x 1
+layer, 8 x 16 completion tokens, vocab 50,257) through the same children and trainers, one measured
+step, and the agreement check on a tiny local model instead of SmolLM2; its last line reports that row.
 
 For each (shape, vocab), the random-init model samples 8 completions once (2 prompts x 4, plain
 KV-cache loop, ids of the GPT-2 tokenizer, no EOS). While sampling, the loop also records each
@@ -116,13 +119,14 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("WANDB_MODE", "disabled")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # peak_memory, forking_agreement
 
 import torch  # noqa: E402
-from forking_agreement import entropy_agreement  # noqa: E402
-from peak_memory import PeakRSS, allocations_back_to_the_os  # noqa: E402
 from transformers import TrainerCallback  # noqa: E402
+
+from bench.forking_agreement import entropy_agreement  # noqa: E402
+from bench.peak_memory import PeakRSS, allocations_back_to_the_os  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]  # the per-row children run as `python -m bench.forking_mask` here
 
 N_PROMPTS, N_GEN = 2, 4
 PER_DEVICE_BS, GRAD_ACC = 4, 2
@@ -138,7 +142,10 @@ SHAPES = {
     "qwen3-0.6b": ({"model_type": "qwen3", "hidden_size": 1024, "intermediate_size": 3072, "num_hidden_layers": 28,
                     "num_attention_heads": 16, "num_key_value_heads": 8, "head_dim": 128, "rope_theta": 1e6,
                     "rms_norm_eps": 1e-6}, 64, 32, (151936,), "sgd", True),
+    "smoke": ({"model_type": "qwen2", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+               "num_attention_heads": 4, "num_key_value_heads": 2}, 16, 16, (50257,), "adamw_torch_fused", False),
 }
+BENCH_SHAPES = ("toy", "smollm2-135m", "qwen3-0.6b")  # the default rows; `smoke` is --smoke's only row
 
 
 class StepMeter(TrainerCallback):
@@ -299,17 +306,29 @@ def make_trainer(impl: str, model_dir: Path, tokenizer, prompts, completions, en
     trainer.remove_callback(PrinterCallback)  # keep stdout to the table
     trainer.bench_meter, trainer.bench_prepass = meter, []
     if impl == "ours":  # a pre-pass should not run (entropies come from sampling); time it if it does
-        scan = trainer._forking_scan
-
-        def timed_scan(*a, **k):
-            t0 = time.perf_counter()
-            try:
-                return scan(*a, **k)
-            finally:
-                trainer.bench_prepass[-1] += time.perf_counter() - t0
-
-        trainer._forking_scan = timed_scan
+        time_scans(model, trainer.bench_prepass)
     return trainer
+
+
+def time_scans(model, totals: list[float]) -> None:
+    """Add the wall time of every no-grad forking scan forward of `model` (a `ForkingRequest` in mode "scan":
+    the pre-pass that sampling-time entropies make unnecessary) to `totals[-1]`, through the model's public
+    forward hooks (the trainer offers no hook around its scan)."""
+    started: list[float] = []
+
+    def scanning(kwargs) -> bool:
+        return getattr(kwargs.get("forking"), "mode", None) == "scan"
+
+    def before(module, args, kwargs):
+        if scanning(kwargs):
+            started.append(time.perf_counter())
+
+    def after(module, args, kwargs, output):
+        if scanning(kwargs):
+            totals[-1] += time.perf_counter() - started.pop()
+
+    model.register_forward_pre_hook(before, with_kwargs=True)
+    model.register_forward_hook(after, with_kwargs=True)
 
 
 def measure(trainers: dict, rounds: int) -> None:
@@ -409,12 +428,12 @@ def row_in_children(shape: str, vocab: int, args, tmp: Path) -> dict:
 
     row_dir = tmp / f"{shape}-{vocab}"
     row_dir.mkdir()
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--one-row", f"{shape}:{vocab}", "--row-dir", str(row_dir),
+    cmd = [sys.executable, "-m", "bench.forking_mask", "--one-row", f"{shape}:{vocab}", "--row-dir", str(row_dir),
            "--threads", str(args.threads)] + (["--quick"] if args.quick else []) + \
         (["--gradient-checkpointing"] if args.gradient_checkpointing else []) + \
         (["--repeats", str(args.repeats)] if args.repeats else [])
     for extra in ([], ["--memory"]):
-        proc = subprocess.run(cmd + extra)
+        proc = subprocess.run(cmd + extra, cwd=ROOT)
         if proc.returncode != 0:
             raise SystemExit(f"row {shape} vocab {vocab} {'memory' if extra else 'timing'} failed "
                              f"(exit {proc.returncode})")
@@ -426,8 +445,11 @@ def row_in_children(shape: str, vocab: int, args, tmp: Path) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
-    p.add_argument("--quick", action="store_true", help="shorter completions and 1 measured step (a few minutes)")
+    p.add_argument("--shapes", nargs="+", default=list(BENCH_SHAPES), choices=list(SHAPES))
+    p.add_argument("--quick", action="store_true", help="shorter completions and 1 measured step")
+    p.add_argument("--smoke", action="store_true",
+                   help="only the tiny `smoke` row, 1 measured step, agreement on a tiny local model: checks that "
+                        "the bench runs (its numbers mean nothing)")
     p.add_argument("--repeats", type=int, default=None,
                    help="measured optimizer steps per trainer after 1 warm-up (default 2, --quick 1)")
     p.add_argument("--threads", type=int, default=1,
@@ -440,6 +462,8 @@ def main(argv=None) -> int:
     p.add_argument("--row-dir", help=argparse.SUPPRESS)
     p.add_argument("--memory", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.smoke:
+        args.shapes, args.repeats = ["smoke"], 1
     repeats = args.repeats or (1 if args.quick else 2)
     torch.set_num_threads(args.threads)
     import transformers
@@ -457,7 +481,13 @@ def main(argv=None) -> int:
             for vocab in SHAPES[shape][3]:
                 results.append(row_in_children(shape, vocab, args, Path(tmp)))
                 print(f"  done {shape} vocab {vocab} ({time.perf_counter() - start:.0f} s)", file=sys.stderr)
-    agreement = entropy_agreement(RATIO) if args.agreement else None
+        agreement = None
+        if args.agreement and args.smoke:
+            from bench.smoke import tiny_model
+
+            agreement = entropy_agreement(RATIO, n_rows=4, length=16, model=str(tiny_model(tmp)))
+        elif args.agreement:
+            agreement = entropy_agreement(RATIO)
     total = time.perf_counter() - start
 
     print(f"\nforking mask, post-generation work of one optimizer step: {N_PROMPTS * N_GEN} completions, ratio "

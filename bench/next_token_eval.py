@@ -15,7 +15,9 @@ After a one-batch warm-up, the three are run in interleaved rounds (the machine 
 best of `--repeats` each. Target: standard mode >= 0.8x the plain
 forward. Last line: `standard_mode_ratio=X` (standard mode / plain forward, positions per second).
 
-    .venv/bin/python bench/next_token_eval.py [--rows 64] [--batch-size 16] [--repeats 3] [--threads 1]
+    .venv/bin/python -m bench.next_token_eval [--rows 64] [--batch-size 16] [--repeats 3] [--threads 1] [--smoke]
+
+`--smoke`: hidden 64 x 2 layers, 8 rows in batches of 4, one round (seconds; checks that it runs).
 """
 
 from __future__ import annotations
@@ -23,14 +25,12 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 WORDS = ("the of and to in is that for it as with was on be by this we are from at or an which have "
          "not but they his their one all were there can more when so if then let suppose however thus "
@@ -64,14 +64,18 @@ def interleaved_best(repeats: int, methods: dict) -> dict[str, float]:
     return best
 
 
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (default 1: stable numbers on a shared machine; 0 = torch's choice)")
-    args = parser.parse_args()
+    parser.add_argument("--smoke", action="store_true", help="a tiny model, 8 rows, one round: checks that it runs")
+    args = parser.parse_args(argv)
+    hidden, layers = 256, 4
+    if args.smoke:
+        args.rows, args.batch_size, args.repeats, hidden, layers = 8, 4, 1, 64, 2
 
     import torch
 
@@ -84,7 +88,7 @@ def main() -> None:
     from tests.tiny_models import build_tiny_model
 
     with tempfile.TemporaryDirectory() as tmp:
-        build_tiny_model(Path(tmp), chat_template=False, hidden_size=256, layers=4)
+        build_tiny_model(Path(tmp), chat_template=False, hidden_size=hidden, layers=layers)
         model = AutoModelForCausalLM.from_pretrained(tmp).eval()
         tokenizer = AutoTokenizer.from_pretrained(tmp)
     rows = make_rows(tokenizer, args.rows)
@@ -117,7 +121,7 @@ def main() -> None:
     results = list(best.items())
     base = best["plain forward (full logits)"]
     std = best["standard mode (evaluate_next_token)"]
-    print(f"model: Qwen2 hidden 256, 4 layers, vocab {len(tokenizer)}; {len(rows)} contexts, {n_tokens} tokens "
+    print(f"model: Qwen2 hidden {hidden}, {layers} layers, vocab {len(tokenizer)}; {len(rows)} contexts, {n_tokens} tokens "
           f"(16-96 each), batch {bs}, torch threads {torch.get_num_threads()}, best of {args.repeats}, "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     print(f"{'method':40} {'seconds':>8} {'positions/s':>12} {'vs plain':>9}")
