@@ -15,6 +15,13 @@ A training run is hours of cluster time. Bad *input* is refused before any model
   does not move the policy. A reward that returns the wrong number of values, or a value that is
   not a finite number or None, is treated the same way (NaN would silently become "None" in TRL,
   inf would poison the group's advantages).
+  A reward that scores with the policy (registered `needs_policy`, e.g. `rlp`) makes collective calls
+  when several ranks run, so it is never re-scored sample by sample there (only the failing rank would
+  repeat the collectives, and the ranks would fall out of step and hang). Instead the ranks agree (one
+  all-reduced flag per call, then the failing ranks' messages gathered): `raise` stops every rank with
+  the same one-line `RewardError` naming the rank(s) and the error; `none` scores the whole batch None
+  from that reward on every failing rank. The reward keeps its own collectives in step by agreeing on
+  failures itself (`agree_on_failure`; a rank whose part went fine raises `PeerRankFailed`).
 * `NonFiniteGuard` (a TrainerCallback): in `on_pre_optimizer_step` (after backward and gradient
   clipping, right before `optimizer.step()`) it checks every gradient for NaN/inf (one flag
   all-reduced over ranks); a bad step is skipped by setting every gradient to None (torch
@@ -62,11 +69,11 @@ from typing import Any, Callable
 
 from transformers import TrainerCallback
 
-from rewards.registry import TRL_EXTRA_KWARGS
+from rewards.registry import TRL_EXTRA_KWARGS, spec_of
 from rl.runtime.checkpoint import find_resume_checkpoint
 from rl.runtime.disk_errors import CheckpointSaveError, checkpoint_save_error, is_disk_error
 from rl.errors import UserError, first_line
-from rl.runtime.ranks import sync_flag
+from rl.runtime.ranks import active_dist, sync_flag
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +83,21 @@ _MAX_REWARD_WARNINGS = 10  # per reward function; then only counted
 
 class RewardError(UserError):
     """A reward function failed (raised, or returned something that is not a score)."""
+
+
+class PeerRankFailed(RuntimeError):
+    """Raised on a rank whose own part of a collective reward went fine when another rank's failed
+    (`agree_on_failure`), so every rank leaves the reward at the same point."""
+
+
+def agree_on_failure(error: BaseException | None) -> None:
+    """Collective (every rank calls it at the same point): when any rank has an `error`, raise on
+    every rank: that rank's own error, `PeerRankFailed` on the others. No-op when nothing failed
+    anywhere; a single process just re-raises its own error."""
+    if sync_flag(error is not None):
+        if error is not None:
+            raise error
+        raise PeerRankFailed("another rank failed in the same collective reward call")
 
 
 class TrainingDiverged(UserError):
@@ -145,6 +167,8 @@ def wrap_reward(func: Callable, policy: str = "raise") -> Callable:
         return func
     name = getattr(func, "__name__", None) or type(func).__name__
     state = {"errors": 0}
+    spec = spec_of(func)
+    collective = bool(getattr(spec, "needs_policy", False))
 
     def fail(message: str, exc: BaseException | None = None):
         if exc is not None:
@@ -176,12 +200,55 @@ def wrap_reward(func: Callable, policy: str = "raise") -> Callable:
             return None, f"returned {_short(out[0], 40)}, not a finite number or None"
         return out[0], None
 
+    def across_ranks(dist, args, kwargs, n):
+        """A policy-scored reward under several ranks: one call, the ranks agree on failure (see the
+        module docstring); never a per-sample re-score (its collectives would run on one rank only)."""
+        try:
+            out, error, problem = func(*args, **kwargs), None, None
+        except Exception as exc:  # noqa: BLE001
+            out, error = None, exc
+            problem = None if isinstance(exc, PeerRankFailed) else f"raised {first_line(exc)}"
+        if error is None and (not isinstance(out, (list, tuple)) or (n is not None and len(out) != n)):
+            size = len(out) if isinstance(out, (list, tuple)) else type(out).__name__
+            problem = f"returned {size} values for {n} completions (one score per completion expected)"
+        bad = [] if problem or error else [i for i, v in enumerate(out) if not _is_score(v)]
+        if bad and policy == "raise":
+            problem = (f"returned {_short(out[bad[0]], 40)} (not a finite number or None) for "
+                       f"{_describe_sample(kwargs, bad[0])}")
+        if sync_flag(problem is not None or error is not None):
+            reports = [None] * dist.get_world_size()
+            dist.all_gather_object(reports, problem)
+            failed = [(rank, text) for rank, text in enumerate(reports) if text is not None]
+            what = "; ".join(f"rank {rank} {text}" for rank, text in failed) or "a rank failed"
+            if policy == "raise":
+                if error is not None and not isinstance(error, PeerRankFailed):
+                    logger.error("reward `%s` failed on this rank:\n%s", name,
+                                 "".join(traceback.format_exception(error)).rstrip())
+                raise RewardError(
+                    f"reward `{name}` (scores with the policy on every rank together): {what}; every rank "
+                    "stops; fix the reward (or the data row), or set `reward_error_policy: none` to score "
+                    "such batches None and keep training")
+            if error is not None or problem is not None:
+                count = n if n is not None else len(out or [])
+                give_none(count, count, f"{what} (the whole batch of this rank)", kwargs)
+                return [None] * count
+        if bad:  # policy none, values that are not scores: those samples None (no collective involved)
+            out = list(out)
+            for i in bad:
+                out[i] = None
+            give_none(len(bad), len(out), f"non-finite or non-numeric scores {[_short(v, 20) for v in bad[:3]]}",
+                      kwargs)
+        return list(out)
+
     @functools.wraps(func)
     def guarded(*args, **kwargs):
         completions = kwargs.get("completions")
         if completions is None:  # called positionally (TRL always passes keywords): first list argument
             completions = next((a for a in args if isinstance(a, (list, tuple))), None)
         n = len(completions) if isinstance(completions, (list, tuple)) else None
+        dist = active_dist() if collective else None
+        if dist is not None:
+            return across_ranks(dist, args, kwargs, n)
         try:
             out = func(*args, **kwargs)
             error = None

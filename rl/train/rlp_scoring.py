@@ -14,20 +14,37 @@ score a batch of token sequences whose last `n_scored[i]` tokens are the targets
   PEFT and ZeRO-3 hooks stay intact because it is the model's usual forward;
 * rows go in chunks of `chunk_rows`; `agreed_chunks` makes every rank run the same number of
   forward calls (ZeRO-3 gathers each layer's weights collectively, so one rank with fewer calls
-  would hang the others): a rank with fewer rows repeats its first row in dummy chunks.
+  would hang the others): a rank with fewer rows repeats its first row in dummy chunks;
+* the model runs in eval mode (`eval_mode`: no dropout, so a score is a function of the weights and
+  the ids; TRL's defaults keep dropout on in training, e.g. `lora_dropout` 0.05), and every module's
+  own training flag is given back afterwards, also when the forward raises.
 
 Pure functions of a model and token ids, tested against a plain full-logits reference.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Sequence
 
 import torch
 import torch.distributed as dist
 
-__all__ = ["agreed_chunks", "score_targets", "scored_sequence"]
+__all__ = ["agreed_chunks", "eval_mode", "score_targets", "scored_sequence"]
+
+
+@contextlib.contextmanager
+def eval_mode(model):
+    """`model` in eval mode inside the block; each module's own `training` flag restored after it
+    (mixed flags too), also on an exception."""
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, training in flags:
+            m.training = training
 
 
 def scored_sequence(context_ids: Sequence[int], thought_ids: Sequence[int] | None, open_ids: Sequence[int],
@@ -73,16 +90,17 @@ def score_targets(model, sequences: Sequence[Sequence[int]], n_scored: Sequence[
     if total < need:
         raise ValueError(f"num_chunks={num_chunks} is fewer than the {need} chunks the rows need")
     out: list[float] = []
-    for c in range(total):
-        rows = list(range(c * chunk_rows, min((c + 1) * chunk_rows, len(sequences))))
-        dummy = not rows
-        if dummy:  # this rank is done but others are not: same call, result dropped
-            seqs, ks = ([[pad_id, pad_id]], [1]) if not sequences else ([sequences[0]], [n_scored[0]])
-        else:
-            seqs, ks = [sequences[i] for i in rows], [n_scored[i] for i in rows]
-        values = _score_chunk(model, seqs, ks, pad_id, device)
-        if not dummy:
-            out.extend(values)
+    with eval_mode(model):
+        for c in range(total):
+            rows = list(range(c * chunk_rows, min((c + 1) * chunk_rows, len(sequences))))
+            dummy = not rows
+            if dummy:  # this rank is done but others are not: same call, result dropped
+                seqs, ks = ([[pad_id, pad_id]], [1]) if not sequences else ([sequences[0]], [n_scored[0]])
+            else:
+                seqs, ks = [sequences[i] for i in rows], [n_scored[i] for i in rows]
+            values = _score_chunk(model, seqs, ks, pad_id, device)
+            if not dummy:
+                out.extend(values)
     return out
 
 

@@ -234,7 +234,20 @@ def _linear_with(x, *, weight, bias):
 
 
 def _frozen_copy(policy):
+    """A frozen deep copy of `policy` that computes with its own weights.
+
+    TRL's GRPOTrainer has already replaced the policy's `forward` with an instance attribute, a closure
+    over the policy's original bound forward (`add_fused_lm_head`). `deepcopy` rebinds a method to the
+    copy but leaves a closure as it is, so the copy's `forward` would run the policy's weights. Every
+    instance-level `forward` is dropped from the copy: each module runs its own class's forward (the
+    teacher never needs the fused head: it is scored through logits, rl/train/rlp_scoring.py)."""
     teacher = copy.deepcopy(policy)
+    for module in teacher.modules():
+        if "forward" in vars(module):
+            del module.forward
+    left = [name or "<model>" for name, module in teacher.named_modules() if "forward" in vars(module)]
+    if left:  # pragma: no cover - a class attribute setter that re-installs itself
+        raise RuntimeError(f"rlp teacher: instance-level forward survives on {left[:3]}")
     teacher.requires_grad_(False)
     teacher.eval()
     return teacher

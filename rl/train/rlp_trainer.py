@@ -4,8 +4,17 @@ rl/train/trainer.py only names the mixin.
 
 * `_calculate_rewards` (TRL's reward call) runs inside `bind_scorer(self._rlp)` when a recipe uses
   the `rlp` reward: the reward (rewards/rlp.py) hands its rows to `RLPScorer.information_gain`,
-  which scores them with the policy (no gradient, gradient checkpointing off) and the teacher.
-  Every rank makes the same number of forward calls (rl/train/rlp_scoring.py `agreed_chunks`).
+  which scores them with the policy (no gradient, gradient checkpointing off, eval mode: no
+  dropout) and the teacher. Every rank makes the same number of forward calls (rl/train/rlp_scoring.py
+  `agreed_chunks`).
+* The scored sequence is the one the sampler saw: the prompt `context + THINK_OPEN` tokenized the way
+  TRL's GRPOTrainer tokenizes a plain-string prompt (special tokens added, so BOS for Llama/Mistral/
+  Gemma-style tokenizers), then the thought, the close delimiter and the true next token(s); the
+  teacher's no-think sequence is the context tokenized the same way, then the same token(s).
+* A failure on one rank is agreed on by all (rl/runtime/faults.py `agree_on_failure`, after each
+  local phase: preparing the rows, policy scoring, teacher scoring): every rank then raises at the
+  same point (the failing rank its own error, the others `PeerRankFailed`) and none is left waiting
+  in a collective; the reward's fault wrapper turns that into the same one-line error on every rank.
 * The teacher's `update()` runs after each optimizer step (a TrainerCallback's `on_step_end`); the
   EMA teacher's state is saved in every checkpoint (`rlp_teacher.pt`) and restored on resume.
 * `advantage_group_scaling`: TRL's `scale_rewards: none` gives r_i - mean(r), not the paper's
@@ -33,6 +42,7 @@ from trl.models.utils import disable_gradient_checkpointing
 
 from rewards.registry import spec_of
 from rewards.rlp import THINK_CLOSE, THINK_OPEN, bind_scorer
+from rl.runtime.faults import agree_on_failure
 from rl.train.rlp_scoring import agreed_chunks, score_targets, scored_sequence
 from rl.train.rlp_teacher import make_teacher
 
@@ -72,7 +82,7 @@ class RLPScorer:
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
         self.strip_ids = {i for i in (tokenizer.eos_token_id, tokenizer.pad_token_id) if i is not None}
         self.open_ids = self._encode(THINK_OPEN)
-        self.close_ids = self._encode(THINK_CLOSE)
+        self.close_ids = self._encode_after("x", THINK_CLOSE)
         self._pair_cache: dict[tuple[str, str], tuple[list[int], list[int]]] = {}
         self.forward_calls = 0  # policy + teacher forward calls (tests check the ranks agree)
 
@@ -83,17 +93,33 @@ class RLPScorer:
         return twin
 
     def _encode(self, text: str) -> list[int]:
+        """Ids of text inside a sequence (no special tokens)."""
         return list(self.tok(_clean(text), add_special_tokens=False)["input_ids"])
 
-    def context_and_target(self, context: str, target: str) -> tuple[list[int], list[int]]:
-        """Token ids of the context and of the target tokens as the document's own tokenization
-        splits them (context + target tokenized together when the context's tokens are a prefix)."""
+    def _prompt(self, text: str) -> list[int]:
+        """Ids of a plain-string prompt exactly as TRL 1.16's GRPOTrainer makes them for the sampler
+        (`processing_class(text=prompts)`: special tokens added, e.g. BOS)."""
+        return list(self.tok(text=[_clean(text)])["input_ids"][0])
+
+    def _encode_after(self, before: str, text: str) -> list[int]:
+        """Ids of `text` as it is tokenized after other text (no word-start marker of its own, as
+        SentencePiece-style tokenizers add to text that starts a sequence), else alone."""
+        lead, full = self._encode(before), self._encode(before + text)
+        return full[len(lead):] if full[:len(lead)] == lead and len(full) > len(lead) else self._encode(text)
+
+    def context_and_target(self, context: str, target: str) -> tuple[list[int], list[int], list[int]]:
+        """(context ids, prompt ids, target ids): the context and the thought prompt `context +
+        THINK_OPEN` as TRL tokenizes a prompt (`_prompt`: BOS where the tokenizer adds one), and the
+        target tokens as the document's own tokenization splits them (context + target tokenized
+        together when the context's tokens are a prefix)."""
         key = (context, target)
         if key not in self._pair_cache:
-            ctx = self._encode(context)
+            plain = self._encode(context)
             full = self._encode(context + target)
-            tgt = full[len(ctx):] if full[:len(ctx)] == ctx else self._encode(target)
-            self._pair_cache[key] = (ctx, tgt[:max(self.next_tokens, 1)] if tgt else [])
+            tgt = full[len(plain):] if full[:len(plain)] == plain else self._encode(target)
+            ctx = self._prompt(context) if plain else []
+            self._pair_cache[key] = (ctx, self._prompt(context + THINK_OPEN) if plain else [],
+                                     tgt[:max(self.next_tokens, 1)] if tgt else [])
             if len(self._pair_cache) > 4096:  # rows repeat G times per step; keep memory flat
                 self._pair_cache.pop(next(iter(self._pair_cache)))
         return self._pair_cache[key]
@@ -112,27 +138,48 @@ class RLPScorer:
     def _score(self, model, seqs, ks) -> list[float]:
         calls = agreed_chunks(len(seqs), self.chunk_rows)
         self.forward_calls += calls
-        with self.autocast():
+        with self.autocast():  # score_targets runs the model in eval mode (no dropout)
             return score_targets(model, seqs, ks, pad_id=self.pad_id, chunk_rows=self.chunk_rows,
                                  num_chunks=calls, device=self.device)
 
-    def information_gain(self, thoughts, completion_ids, contexts, continuations, boundaries) -> list[float | None]:
-        """Per completion: log p_policy(x | ctx, thought) - log p_teacher(x | ctx), None for bad rows."""
-        items = []  # (row, ctx ids, thought ids, target ids, closed)
+    def _rows(self, thoughts, completion_ids, contexts, continuations, boundaries):
+        """(row, ctx ids, thought ids, target ids, closed) of every scorable row, and its policy sequence."""
+        items, seqs = [], []
         for i, (th, ids, ctx, cont, bnd) in enumerate(zip(thoughts, completion_ids, contexts, continuations,
                                                              boundaries)):
             target = target_text(cont, bnd, self.next_tokens)
             if th is None or not isinstance(ctx, str) or target is None:
                 continue
-            ctx_ids, tgt_ids = self.context_and_target(ctx, target)
+            ctx_ids, prompt_ids, tgt_ids = self.context_and_target(ctx, target)
             if not ctx_ids or not tgt_ids:
                 continue
-            items.append((i, ctx_ids, self.thought_ids(th[0], th[1], ids), tgt_ids, th[1]))
-        seqs = [scored_sequence(c, t, self.open_ids, self.close_ids, g) for _, c, t, g, _ in items]
+            th_ids = self.thought_ids(th[0], th[1], ids)
+            items.append((i, ctx_ids, th_ids, tgt_ids, th[1]))
+            seqs.append(scored_sequence(prompt_ids, th_ids, (), self.close_ids, tgt_ids))
+        return items, seqs
+
+    def information_gain(self, thoughts, completion_ids, contexts, continuations, boundaries) -> list[float | None]:
+        """Per completion: log p_policy(x | ctx, thought) - log p_teacher(x | ctx), None for bad rows.
+
+        Collective when distributed: every rank calls it once per reward call (see the module docstring)."""
+        try:
+            items, seqs = self._rows(thoughts, completion_ids, contexts, continuations, boundaries)
+            error = None
+        except Exception as exc:  # noqa: BLE001 - agreed on below, then raised on every rank
+            items, seqs, error = [], [], exc
+        agree_on_failure(error)
         with torch.no_grad(), self.no_checkpointing():
-            policy = self._score(self.policy, seqs, [len(g) for *_, g, _ in items])
-            with self.teacher.scoring() as teacher_model:
-                baseline = self._baseline(teacher_model, items)
+            try:
+                policy = self._score(self.policy, seqs, [len(g) for *_, g, _ in items])
+            except Exception as exc:  # noqa: BLE001
+                error = exc
+            agree_on_failure(error)
+            try:
+                with self.teacher.scoring() as teacher_model:
+                    baseline = self._baseline(teacher_model, items)
+            except Exception as exc:  # noqa: BLE001
+                error = exc
+            agree_on_failure(error)
         out: list[float | None] = [None] * len(thoughts)
         rows = []
         for (i, ctx_ids, th_ids, tgt_ids, closed), lp in zip(items, policy):
@@ -252,8 +299,8 @@ class RLPTrainerMixin:
         step = self.state.global_step
         for gain, _lp, _b, _n, _c, ctx, th, tgt in (min(rows, key=_gain), max(rows, key=_gain)):  # this rank's extremes
             if math.isfinite(gain):
-                self._rlp_table.append((gain, [step, round(gain, 4), tok.decode(ctx[-48:]), tok.decode(th),
-                                               tok.decode(tgt)]))
+                self._rlp_table.append((gain, [step, round(gain, 4), tok.decode(ctx[-48:], skip_special_tokens=True),
+                                               tok.decode(th), tok.decode(tgt)]))
 
     def _rlp_table_on(self) -> bool:
         steps = getattr(self.args, "rlp_table_steps", 0)
