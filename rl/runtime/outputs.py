@@ -14,6 +14,12 @@ Every output flag of every subcommand goes through here, before any work starts:
   marker names the same command and the directory holds no file the marker does not list, so a
   user's file put into an old output dir is never lost. A file output (JSON) is ours when it parses
   and carries `"written_by": <command>`.
+* One rule for every command with `--overwrite` (`check_outputs_spare_inputs`, run by `rl.cli` before
+  any command starts): no output flag may name a path that any other flag of the command names (an
+  input: data, few-shot file, prompt template, model ...), or a directory holding one, whatever
+  `--overwrite` says, so a replaced output never takes an input with it.
+* The marker names the exact command that wrote the output (`rl data rlp` is not `rl data rpt`): one
+  command never replaces another's output without `--overwrite`.
 * Writes are atomic: `replace_dir` builds into a fresh temp dir beside the target
   (`.NAME.tmp-PID`), then renames it over the target; single files go through
   `rl.runtime.atomic_io.atomic_write_text` (temp beside the target, then `os.replace`). Stale temps of
@@ -81,6 +87,27 @@ def check_not_dangerous(path: str | os.PathLike, flag: str, inputs: Mapping[str,
             raise UserError(f"{flag}: {text!r} lies inside the {label} directory ({containers[label]}), which is "
                             "read as input; choose an output path outside it")
     return target
+
+
+# argparse dests of output flags (`-o/--output`, `--output-dir`): every other path-valued flag is an input.
+OUTPUT_DESTS = ("output", "output_dir")
+
+
+def check_outputs_spare_inputs(args, parser) -> None:
+    """For a command with `--overwrite`: refuse an output flag whose path is, or contains, a path another
+    flag names (one line naming both flags). `parser`: the subcommand's parser (for the flag names)."""
+    if not hasattr(args, "overwrite"):
+        return
+    flags = {a.dest: next((s for s in a.option_strings if s.startswith("--")), a.dest)
+             for a in parser._actions if a.option_strings}
+    outputs = {flags[d]: getattr(args, d) for d in OUTPUT_DESTS if d in flags and getattr(args, d, None)}
+    inputs = {}
+    for dest, flag in flags.items():
+        value = getattr(args, dest, None)
+        if dest not in OUTPUT_DESTS and isinstance(value, str) and value.strip():
+            inputs[flag] = value
+    for flag, path in outputs.items():
+        check_not_dangerous(path, flag, inputs)
 
 
 def _listed_files(root: Path) -> list[str]:
@@ -162,12 +189,22 @@ def check_output_file(path: str | os.PathLike, flag: str, command: str, *, overw
 
 
 def _check_creatable(target: Path, path, flag: str, verb: str) -> None:
-    """The nearest existing ancestor of `target` must be a writable directory (else one line)."""
+    """The nearest existing ancestor of `target` must be a directory we can create entries in: checked by
+    creating (and removing) an empty probe directory there, since permission bits do not tell (root,
+    read-only mounts, /proc). Else one line."""
+    import tempfile
+
     parent = target.parent
     while not parent.exists():
         parent = parent.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        raise UserError(f"{flag}: cannot {verb} {path} ({parent} is not a writable directory)")
+    problem = None if parent.is_dir() else "not a directory"
+    if problem is None:
+        try:
+            os.rmdir(tempfile.mkdtemp(prefix=".rl-write-probe-", dir=parent))
+        except OSError as exc:
+            problem = exc.strerror or type(exc).__name__
+    if problem:
+        raise UserError(f"{flag}: cannot {verb} {path} ({parent} is not a writable directory: {problem})")
 
 
 def _pid_alive(pid: int) -> bool:

@@ -201,5 +201,6 @@ def test_cli_generate_and_bad_corpus(tiny_model_dir, tmp_path, monkeypatch, caps
               monkeypatch)
     errors = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error")]
     assert rc == 2 and len(errors) == 1 and "nope.jsonl" in errors[0]
-    with pytest.raises(SystemExit):  # --data and --generate are exclusive
-        _cli(["profile", "entropy", "--model", "m", "--data", "a", "--generate", "b"], monkeypatch)
+    # --data and --generate are exclusive: an argparse error, one line naming the subcommand
+    assert _cli(["profile", "entropy", "--model", "m", "--data", "a", "--generate", "b"], monkeypatch) == 2
+    assert "error: rl profile entropy: argument --generate" in capsys.readouterr().err

@@ -77,8 +77,8 @@ def test_foreign_output_dir_refused(tmp_path, tiny_model_dir, capsys):
 
 @pytest.mark.parametrize("keep", ["1.5", "x"])
 def test_bad_keep(keep, capsys):
-    with pytest.raises(SystemExit):
-        main(["prune", "--data", "d.jsonl", "--model", "m", "-o", "o", "--keep", keep])
+    err = cli_error(capsys, ["prune", "--data", "d.jsonl", "--model", "m", "-o", "o", "--keep", keep])
+    assert "rl prune: argument --keep" in err
 
 
 def test_max_chain_tokens_skips_long_rows(tmp_path, tiny_model_dir, capsys):
