@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from rl.runtime.values import FINITE, POSITIVE_INT, Number
 from rl.train.config import DEFAULT_RPT_PROMPT
 
 # The measured comparison (bench/rpt_select_by.py); kept next to the flag so users see it.
@@ -79,29 +80,29 @@ def _add_build_args(p) -> None:
     p.add_argument("--output", "-o", required=True,
                    help="output dir (datasets.save_to_disk format); see the rules below")
     p.add_argument("--overwrite", action="store_true",
-                   help="replace OUTPUT even when it holds files `rl data rpt` did not write")
+                   help="replace OUTPUT even when it holds files this command did not write (never an input)")
     p.add_argument("--text-field", default="text", help=".jsonl/.parquet/HF dataset corpora: field holding the text")
     p.add_argument("--id-field", default=None,
                    help="field used as the document id (default: file and line/row number)")
     p.add_argument("--entropy", choices=["topk", "full"], default="topk",
                    help="topk: entropy of the top-k probabilities RENORMALISED to sum to 1 (paper: top-16); "
                    "full: entropy of the whole softmax")
-    p.add_argument("--top-k", type=int, default=16, help="k for --entropy topk")
-    p.add_argument("--min-entropy", type=float, default=0.5, help="keep positions with entropy >= this (nats)")
+    p.add_argument("--top-k", type=POSITIVE_INT, default=16, help="k for --entropy topk")
+    p.add_argument("--min-entropy", type=FINITE, default=0.5, help="keep positions with entropy >= this (nats)")
     p.add_argument("--select-by", choices=["entropy", "surprisal", "surprise", "random"], default="entropy",
                    help="which proxy score picks positions: entropy (paper; >= --min-entropy), surprisal "
                    "-log p(true token) or surprise ||softmax(z) - onehot(y)||_2 (Titans' gradient-norm surprise, "
                    "in [0, 1.414]) >= --min-surprise, or random (every position a candidate). "
                    + SELECT_BY_EVIDENCE)
-    p.add_argument("--min-surprise", type=float, default=2.0,
+    p.add_argument("--min-surprise", type=FINITE, default=2.0,
                    help="--select-by surprisal/surprise: keep positions whose score is >= this")
-    p.add_argument("--max-per-doc", type=int, default=8, help="sample at most this many positions per document")
-    p.add_argument("--continuation-tokens", type=int, default=8, help="ground-truth tokens after each position")
-    p.add_argument("--max-context-tokens", type=int, default=512, help="keep only the most recent N context tokens")
-    p.add_argument("--min-context-tokens", type=int, default=16, help="skip positions with less context than this")
-    p.add_argument("--window-tokens", type=int, default=1024, help="proxy forward window; windows overlap by half")
-    p.add_argument("--batch-size", type=int, default=4, help="windows per proxy forward pass")
-    p.add_argument("--max-documents", type=int, default=None, help="read at most N documents (default: all)")
+    p.add_argument("--max-per-doc", type=POSITIVE_INT, default=8, help="sample at most this many positions per document")
+    p.add_argument("--continuation-tokens", type=POSITIVE_INT, default=8, help="ground-truth tokens after each position")
+    p.add_argument("--max-context-tokens", type=POSITIVE_INT, default=512, help="keep only the most recent N context tokens")
+    p.add_argument("--min-context-tokens", type=POSITIVE_INT, default=16, help="skip positions with less context than this")
+    p.add_argument("--window-tokens", type=Number(int, 2), default=1024, help="proxy forward window; windows overlap by half")
+    p.add_argument("--batch-size", type=POSITIVE_INT, default=4, help="windows per proxy forward pass")
+    p.add_argument("--max-documents", type=POSITIVE_INT, default=None, help="read at most N documents (default: all)")
     p.add_argument("--prompt-template-file", default=None, help="file with the instruction; must contain {context} (default: the built-in instruction)")
     p.add_argument("--chat", choices=["auto", "yes", "no"], default="auto",
                    help="wrap prompts as chat messages (auto: when the tokenizer has a chat template)")

@@ -351,6 +351,10 @@ def _read_jsonl(path: Path, stats: CorpusStats, opts: _Opts) -> Iterator[Documen
             if not isinstance(text, str):
                 stats.skip("not_text", where, f"{opts.text_field!r} is {type(text).__name__}, not a string")
                 continue
+            if opts.id_field and opts.id_field not in record:  # never a silent fallback to file:line ids
+                raise UserError(f"corpus {where}: no {opts.id_field!r} field for the document id (--id-field / "
+                                f"rpt_id_field; the row has {sorted(record)[:10]}); name a field every row has, "
+                                "or leave it unset for file:line ids")
             yield Document(_doc_id(where, record.get(opts.id_field) if opts.id_field else None), text)
 
 
