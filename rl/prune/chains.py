@@ -29,33 +29,47 @@ class Chain:
 
 
 def read_chains(spec: str, fields: tuple[str, str, str] = FIELDS, limit: int | None = None,
-                need_reasoning: bool = True) -> list[Chain]:
-    """All rows of `spec` (first `limit`), checked; UserError naming file/line/field on bad input.
-    `need_reasoning=False` (the policy writes the chains) accepts rows without the reasoning field."""
+                need_reasoning: bool = True, flag: str = "--data") -> list[Chain]:
+    """All rows of `spec` (first `limit`), checked; UserError naming the flag (`--data`, `--few-shot`),
+    file/line/field on bad input. `need_reasoning=False` (the policy writes the chains) accepts rows
+    without the reasoning field."""
     if spec.strip().lower() == "builtin:champ":
         rows = _champ()
     elif spec.strip().lower().startswith("builtin:"):
-        raise UserError(f"--data {spec}: unknown builtin; the builtin chains are builtin:champ")
+        raise UserError(f"{flag} {spec}: unknown builtin; the builtin chains are builtin:champ")
     else:
-        rows = _jsonl(Path(spec).expanduser(), fields, need_reasoning)
+        rows = _jsonl(Path(spec).expanduser(), fields, need_reasoning, flag)
     out = []
     for chain in rows:
         if limit is not None and len(out) >= limit:
             break
         out.append(chain)
     if not out:
-        raise UserError(f"--data {spec}: no rows; give a JSONL file with {', '.join(fields)} fields per line")
+        raise UserError(f"{flag} {spec}: no rows; give a JSONL file with {', '.join(fields)} fields per line")
     return out
 
 
-def _jsonl(path: Path, fields: tuple[str, str, str], need_reasoning: bool = True):
+def _jsonl(path: Path, fields: tuple[str, str, str], need_reasoning: bool = True, flag: str = "--data"):
+    if path.is_dir():
+        raise UserError(f"{flag} {path}: is a directory; give a .jsonl file" + (" or builtin:champ" if flag == "--data"
+                                                                                else ""))
     if not path.is_file():
-        raise UserError(f"--data {path}: no such file; give a .jsonl file or builtin:champ")
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
+        raise UserError(f"{flag} {path}: no such file; give a .jsonl file" + (" or builtin:champ" if flag == "--data"
+                                                                              else ""))
+    try:
+        fh = path.open("rb")
+    except OSError as exc:
+        raise UserError(f"{flag} {path}: cannot read it ({exc.strerror or type(exc).__name__})") from None
+    with fh:
+        for lineno, raw in enumerate(fh, 1):
+            where = f"{path}:{lineno}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise UserError(f"{flag} {where}: not UTF-8 (byte {raw[exc.start]:#04x} at column {exc.start + 1}); "
+                                "save the file as UTF-8") from None
             if not line.strip():
                 continue
-            where = f"{path}:{lineno}"
             try:
                 row = json.loads(line)
             except ValueError as exc:

@@ -15,6 +15,7 @@ import time
 
 from rl.errors import UserError
 from rl.prune.chains import read_chains
+from rl.runtime.values import FINITE, POSITIVE, POSITIVE_INT, Number
 
 COMMAND = "rl prune"
 EXAMPLES = """examples:
@@ -32,12 +33,24 @@ with --sample also OUT/samples.jsonl (every drawn completion, its reward and whe
 
 
 def _keeps(text: str) -> list[float]:
+    """Keep ratios: numbers in [0, 1], each with its own SFT file name (two decimals)."""
+    from rl.prune.report import sft_name
+
+    shape = f"expected comma-separated ratios like 0.3,0.5,0.7, got {text!r}"
     try:
         keeps = sorted({float(x) for x in text.split(",") if x.strip()})
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated ratios like 0.3,0.5,0.7, got {text!r}")
-    if not keeps or any(not 0 <= k <= 1 for k in keeps):
-        raise argparse.ArgumentTypeError(f"keep ratios must lie in [0, 1], got {text!r}")
+        raise argparse.ArgumentTypeError(shape) from None
+    if not keeps:
+        raise argparse.ArgumentTypeError(shape)
+    if any(not 0 <= k <= 1 for k in keeps):  # NaN fails this too
+        raise argparse.ArgumentTypeError(f"keep ratios must be finite numbers in [0, 1], got {text!r}")
+    names: dict[str, float] = {}
+    for k in keeps:
+        if sft_name(k) in names:
+            raise argparse.ArgumentTypeError(f"{names[sft_name(k)]:g} and {k:g} would both be written to "
+                                             f"{sft_name(k)}; give ratios that differ at two decimals")
+        names[sft_name(k)] = k
     return keeps
 
 
@@ -56,39 +69,40 @@ def register(subparsers) -> None:
                    "candidates by surprisal and delete several per step (labelled in the outputs)")
     p.add_argument("--objective", choices=["answer", "joint"], default="answer",
                    help="answer: log p(answer | question, chain); joint: log p(chain, answer | question)")
-    p.add_argument("--candidates", type=int, default=16, help="approx: tokens scored per step (lowest surprisal)")
-    p.add_argument("--per-step", type=float, default=0.1,
+    p.add_argument("--candidates", type=POSITIVE_INT, default=16, help="approx: tokens scored per step (lowest surprisal)")
+    p.add_argument("--per-step", type=Number(float, 0, 1, low_open=True), default=0.1,
                    help="approx: fraction of the remaining chain deleted per step (at least one token)")
-    p.add_argument("--batch-size", type=int, default=16, help="candidates per batched forward")
-    p.add_argument("--limit", type=int, default=None,
+    p.add_argument("--batch-size", type=POSITIVE_INT, default=16, help="candidates per batched forward")
+    p.add_argument("--limit", type=POSITIVE_INT, default=None,
                    help="prune only the first N rows (after --max-chain-tokens); with --sample, the first N questions")
-    p.add_argument("--max-chain-tokens", type=int, default=None,
+    p.add_argument("--max-chain-tokens", type=POSITIVE_INT, default=None,
                    help="skip rows whose chain has more tokens than this (counted and reported); default: none")
     for role in ("question", "reasoning", "answer"):
         p.add_argument(f"--{role}-field", default=role, help=f"JSONL field holding the {role} (default {role})")
     s = p.add_argument_group("the policy's own chains (instead of the rows' reasoning)")
-    s.add_argument("--sample", type=int, default=None, metavar="N",
+    s.add_argument("--sample", type=POSITIVE_INT, default=None, metavar="N",
                    help="draw N completions per question from --policy in the pruner's frame ('Question: Q / "
                    "Reasoning:' ... 'Answer: A'), score them with --reward, and prune the correct ones")
     s.add_argument("--reward", default=None, help="with --sample: a registered reward (e.g. math) or a dotted path; "
                    "it sees the row's fields as columns and its answer as `solution`")
     s.add_argument("--policy", default=None, help="with --sample: the model that writes the chains (default: --model)")
-    s.add_argument("--min-reward", type=float, default=1.0, help="with --sample: reward that counts as correct")
-    s.add_argument("--per-question", type=int, default=1,
+    s.add_argument("--min-reward", type=FINITE, default=1.0, help="with --sample: reward that counts as correct")
+    s.add_argument("--per-question", type=POSITIVE_INT, default=1,
                    help="with --sample: distinct correct chains kept per question")
-    s.add_argument("--max-new-tokens", type=int, default=256, help="with --sample: completion length cap (tokens)")
-    s.add_argument("--temperature", type=float, default=1.0, help="with --sample: sampling temperature (> 0)")
+    s.add_argument("--max-new-tokens", type=POSITIVE_INT, default=256, help="with --sample: completion length cap (tokens)")
+    s.add_argument("--temperature", type=POSITIVE, default=1.0, help="with --sample: sampling temperature (> 0)")
     s.add_argument("--seed", type=int, default=0, help="with --sample: sampling seed")
     s.add_argument("--few-shot", default=None, metavar="FILE",
                    help="with --sample: JSONL rows (same fields) shown as worked examples before each question, "
                    "so that a small policy writes the 'Answer:' line; the pruner scores chains without them")
-    p.add_argument("--overwrite", action="store_true", help="replace an output directory not written by rl prune")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an output directory not written by rl prune (never one that holds an input)")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     from rl.prune.pruner import PruneSettings
-    from rl.runtime.models import check_model_arg
+    from rl.runtime.models import check_model_arg, check_not_adapter
     from rl.runtime.outputs import check_output_dir, replace_dir, written_files
 
     try:
@@ -99,17 +113,21 @@ def run(args) -> int:
     if args.limit is not None and args.limit < 1:
         raise UserError(f"--limit: must be >= 1, got {args.limit}")
     sampling = _sample_settings(args)
-    inputs = {"data": args.data, "model": args.model, **({"policy": args.policy} if args.policy else {})}
+    inputs = {"--data": args.data, "--model": args.model, "--policy": args.policy, "--few-shot": args.few_shot}
 
     def check_out():
         return check_output_dir(args.output_dir, "--output-dir", COMMAND, overwrite=args.overwrite, inputs=inputs)
 
     out = check_out()
     model_path = check_model_arg(args.model, "--model")
+    check_not_adapter(model_path, "--model")  # the pruner loads full weights (as rl data rpt's proxy)
+    policy_path = model_path
+    if sampling and args.policy:
+        policy_path = check_model_arg(args.policy, "--policy")
+        check_not_adapter(policy_path, "--policy")
     tok, max_len = _tokenizer(model_path, args.model)
     fields = (args.question_field, args.reasoning_field, args.answer_field)
     if sampling:
-        policy_path = check_model_arg(args.policy, "--policy") if args.policy else model_path
         questions, reward, policy_tok = _check_sampling(args, sampling, fields, policy_path, model_path, tok, max_len)
     else:
         limit = None if args.max_chain_tokens else args.limit  # --limit counts rows that pass the length cap
@@ -191,8 +209,12 @@ def _check_sampling(args, sampling, fields, policy_path, model_path, tok, max_le
 
         if args.few_shot.strip().lower().startswith("builtin:"):
             raise UserError(f"--few-shot {args.few_shot}: give a JSONL file of worked examples")
-        sampling.prefix = few_shot_prefix(read_chains(args.few_shot, fields))
-    reward = get_reward_func(args.reward)
+        sampling.prefix = few_shot_prefix(read_chains(args.few_shot, fields, flag="--few-shot"))
+    try:
+        reward = get_reward_func(args.reward)
+    except UserError as exc:  # the registry speaks of the recipe field; here it is the flag
+        message = str(exc).removeprefix("reward_funcs: ")
+        raise UserError(f"--reward {args.reward}: {message}") from None
     check_reward_columns(reward, questions, f"--data {args.data}")
     policy_tok = tok if policy_path == model_path else AutoTokenizer.from_pretrained(policy_path)
     policy_len = getattr(AutoConfig.from_pretrained(policy_path), "max_position_embeddings", None)

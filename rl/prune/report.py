@@ -70,9 +70,15 @@ def survival_table(stats: dict, keeps: list[float]) -> str:
     return "\n".join(lines)
 
 
+def sft_name(keep: float) -> str:
+    """The SFT file of a keep ratio, relative to the output dir (two decimals: `rl prune` refuses ratios
+    that would share one name)."""
+    return f"sft/keep-{keep:.2f}.jsonl"
+
+
 def write_sft(directory: Path, keep: float, rows: list[dict]) -> Path:
     """One TRL-ready prompt/completion JSONL (`datasets.load_dataset("json", ...)` reads it)."""
-    path = directory / "sft" / f"keep-{keep:.2f}.jsonl"
+    path = directory / sft_name(keep)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8") as fh:
         for row in rows:
