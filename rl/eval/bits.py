@@ -15,10 +15,12 @@ BITS_COMMAND = "rl profile bits"
 
 
 def patch_modes(threshold: float, threshold_add: float, max_patch_length: int | None, docs: list[dict],
-                target_bytes_per_patch: float | None) -> list[dict]:
+                target_bytes_per_patch: float | None, targets: list[dict] | None = None) -> list[dict]:
     """The modes to cut, each as patch_starts keyword arguments. With a byte target, theta of each
-    threshold mode is found by bisection; topk then targets the global mode's mean patch size."""
-    from rl.eval.patches import bisect_threshold, count_patches
+    threshold mode is found by bisection; topk then targets the global mode's mean patch size.
+    `targets`: filled with one record per bisected mode (mode, theta, mean bytes per patch reached,
+    `reached`: False when no theta gives patches that long, e.g. under max_patch_length)."""
+    from rl.eval.patches import count_patches, threshold_for_target
 
     extra = {"max_patch_length": max_patch_length} if max_patch_length else {}
     seqs = [d["entropy"] for d in docs]
@@ -26,8 +28,11 @@ def patch_modes(threshold: float, threshold_add: float, max_patch_length: int | 
     for mode, kw in (("global", {}), ("monotonic", {}), ("threshold_add", {"threshold_add": threshold_add})):
         theta = threshold
         if target_bytes_per_patch:
-            theta = bisect_threshold(seqs, sum(b for d in docs for b in d["bytes"]), target_bytes_per_patch, mode,
-                                     **kw, **extra)
+            theta, got, reached = threshold_for_target(seqs, sum(b for d in docs for b in d["bytes"]),
+                                                       target_bytes_per_patch, mode, **kw, **extra)
+            if targets is not None:
+                targets.append({"mode": mode, "threshold": theta, "target_bytes_per_patch": target_bytes_per_patch,
+                                "mean_patch_bytes": got, "reached": reached})
         modes.append({"mode": mode, "threshold": theta, **kw, **extra})
     n = sum(len(s) for s in seqs)
     size = n / max(1, count_patches(seqs, **modes[0]))
@@ -98,6 +103,13 @@ def format_bits(result: dict) -> str:
         lines.append(f"{m['mode']:14} {theta:>7} {m['patches_per_token']:13.3f} {m['mean_patch_tokens']:8.2f} "
                      f"{m['p90_patch_tokens']:7.1f} {m['mean_patch_bytes']:7.2f} {m['p90_patch_bytes']:6.1f} "
                      f"{100 * m['starts_that_are_forking']:13.1f}% {100 * m['forking_that_start_patches']:15.1f}%")
+    for t in result.get("targets") or []:
+        if not t["reached"]:
+            why = (f" with --max-patch-length {result['settings']['max_patch_length']}"
+                   if result["settings"].get("max_patch_length") else "")
+            lines.append(f"target NOT reached: {t['mode']} patches average at most {t['mean_patch_bytes']:.2f} bytes"
+                         f"{why}, below --target-bytes-per-patch {t['target_bytes_per_patch']:g} (theta "
+                         f"{t['threshold']:.3f} is the coarsest cut)")
     g = s["patches"][0]
     lines.append(f"share of tokens with entropy above theta {g['threshold']:.4f}: {100 * g['share_above_threshold']:.1f}% "
                  f"(below or equal: {100 * (1 - g['share_above_threshold']):.1f}%)")
@@ -125,7 +137,7 @@ def profile_bits(model_path: str, *, data: str | None = None, generate: str | No
                  target_bytes_per_patch: float | None = None, eta: float = 0.9, alpha: float = 0.1,
                  window_tokens: int = 1024, batch_size: int = 4, max_documents: int | None = None,
                  max_tokens: int | None = None, device: str | None = None, model=None, tokenizer=None,
-                 progress: bool = True, overwrite: bool = False) -> dict:
+                 progress: bool = True, overwrite: bool = False, text_field: str = "text") -> dict:
     """Check the output and arguments, score the corpus (`data`) or the model's own completions of
     `generate` prompts, compute `bits_stats`, write JSON + PNGs."""
     from rl.data.corpus import CorpusStats, read_corpus
@@ -135,9 +147,14 @@ def profile_bits(model_path: str, *, data: str | None = None, generate: str | No
     from rl.eval.profile import read_prompts
     from rl.runtime.models import check_model_arg, quiet_long_input_warning
     from rl.runtime.outputs import check_output_dir, replace_dir, written_files
+    from rl.runtime.values import check_number
 
     if (data is None) == (generate is None):
         raise UserError("rl profile bits: give exactly one of --data CORPUS or --generate PROMPTS")
+    check_number("--temperature", temperature, 0)
+    check_number("--threshold", threshold)
+    check_number("--threshold-add", threshold_add)
+    check_number("--target-bytes-per-patch", target_bytes_per_patch, 0, low_open=True)
     if temperature < 0 or (temperature == 0 and samples > 1):
         raise UserError(f"--temperature: must be >= 0 (0 = one greedy sample), got {temperature} with {samples} samples")
     for name, value in (("--samples", samples), ("--max-new-tokens", max_new_tokens), ("--limit", limit),
@@ -162,7 +179,8 @@ def profile_bits(model_path: str, *, data: str | None = None, generate: str | No
     if model is None:
         check_model_arg(model_path, "--model")
     corpus_stats = CorpusStats()
-    documents = read_corpus(data, stats=corpus_stats) if data is not None else None  # spec errors before loading
+    documents = (read_corpus(data, stats=corpus_stats, text_field=text_field)  # spec errors before loading
+                 if data is not None else None)
     prompts = read_prompts(generate, limit) if generate is not None else None
     if model is None:
         model, tokenizer = load_model(model_path, device)
@@ -182,8 +200,9 @@ def profile_bits(model_path: str, *, data: str | None = None, generate: str | No
                   "completions": len(docs)}
     cache = {t: tokenizer.decode([t], clean_up_tokenization_spaces=False) for t in {t for d in docs for t in d["ids"]}}
     texts = [cache[t] for d in docs for t in d["ids"]]
+    targets: list[dict] = []
     modes = patch_modes(BLT_THRESHOLD if threshold is None else threshold, threshold_add, max_patch_length, docs,
-                        target_bytes_per_patch)
+                        target_bytes_per_patch, targets)
     stats = bits_stats(docs, texts, modes=modes, eta=eta, alpha=alpha)
     for dis in stats["disagreement"].values():
         for key in ("high_surprise_low_entropy", "high_entropy_low_surprise"):
@@ -196,7 +215,7 @@ def profile_bits(model_path: str, *, data: str | None = None, generate: str | No
                            "target_bytes_per_patch": target_bytes_per_patch, "eta": eta, "alpha": alpha,
                            "samples": samples, "max_new_tokens": max_new_tokens, "temperature": temperature,
                            "window_tokens": window_tokens, "max_documents": max_documents, "max_tokens": max_tokens},
-              "stats": stats}
+              "targets": targets, "stats": stats}
     with replace_dir(out, BITS_COMMAND, recheck=check_out) as tmp:
         files = save_plots(docs, stats, texts, tmp, Path(str(model_path)).name)
         result["files"] = {k: str(out / Path(v).name) for k, v in files.items()}

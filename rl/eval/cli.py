@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from rl.runtime.values import FINITE, FRACTION, NON_NEGATIVE, POSITIVE, POSITIVE_INT, Number
+
 EVAL_EXAMPLES = """examples:
   rl eval next-token --model builtin:smollm2-135m-instruct --data runs/champ-rpt --limit 200
   rl eval next-token --model runs/rpt/checkpoint-100 --compare builtin:smollm2-135m-instruct \\
@@ -31,9 +33,12 @@ comparison with "Beyond the 80/20 Rule" (Qwen3-8B on AIME: 50.64% of tokens belo
 
 def _thresholds(text: str) -> tuple[float, ...]:
     try:
-        return tuple(float(x) for x in text.split(","))
+        values = tuple(float(x) for x in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected three comma-separated numbers like 0.5,1.0,1.5, got {text!r}")
+    for v in values:
+        FINITE(str(v))
+    return values
 
 
 def register(subparsers) -> None:
@@ -56,14 +61,14 @@ def register(subparsers) -> None:
                    help="evaluate a second model on the same rows and show both with the difference (model - other)")
     p.add_argument("--thresholds", type=_thresholds, default=(0.5, 1.0, 1.5),
                    help="entropy thresholds easy,medium,hard in nats (default 0.5,1.0,1.5)")
-    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N rows")
-    p.add_argument("--batch-size", type=int, default=8, help="positions (prompts) per forward/generate call")
-    p.add_argument("--samples", type=int, default=1, help="reasoning: samples per position (default 1)")
-    p.add_argument("--pass-k", type=int, default=None, help="reasoning: k of pass@k (default: --samples)")
-    p.add_argument("--max-new-tokens", type=int, default=256, help="reasoning: generation length")
-    p.add_argument("--temperature", type=float, default=1.0,
+    p.add_argument("--limit", type=POSITIVE_INT, default=None, help="evaluate only the first N rows")
+    p.add_argument("--batch-size", type=POSITIVE_INT, default=8, help="positions (prompts) per forward/generate call")
+    p.add_argument("--samples", type=POSITIVE_INT, default=1, help="reasoning: samples per position (default 1)")
+    p.add_argument("--pass-k", type=POSITIVE_INT, default=None, help="reasoning: k of pass@k (default: --samples)")
+    p.add_argument("--max-new-tokens", type=POSITIVE_INT, default=256, help="reasoning: generation length")
+    p.add_argument("--temperature", type=NON_NEGATIVE, default=1.0,
                    help="reasoning: sampling temperature (0 = greedy); standard: the T of the expected accuracy")
-    p.add_argument("--max-context-tokens", type=int, default=None,
+    p.add_argument("--max-context-tokens", type=POSITIVE_INT, default=None,
                    help="standard: keep only the last N context tokens (default: the model's maximum)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
@@ -92,16 +97,18 @@ def register(subparsers) -> None:
                    help="where JSON and PNGs go: a new dir or a previous profile (replaced atomically)")
     q.add_argument("--overwrite", action="store_true",
                    help="let --output-dir replace a directory this command did not write")
-    q.add_argument("--max-documents", type=int, default=None, help="corpus: read at most N documents")
-    q.add_argument("--max-tokens", type=int, default=None, help="corpus: stop after N scored tokens")
-    q.add_argument("--window-tokens", type=int, default=1024, help="corpus: forward window; windows overlap by half")
-    q.add_argument("--limit", type=int, default=None, help="generate: use only the first N prompts")
-    q.add_argument("--samples", type=int, default=1, help="generate: completions per prompt")
-    q.add_argument("--max-new-tokens", type=int, default=256, help="generate: completion length")
-    q.add_argument("--temperature", type=float, default=1.0,
+    q.add_argument("--text-field", default="text", help="corpus .jsonl/.parquet/HF dataset: field holding the text")
+    q.add_argument("--max-documents", type=POSITIVE_INT, default=None, help="corpus: read at most N documents")
+    q.add_argument("--max-tokens", type=POSITIVE_INT, default=None, help="corpus: stop after N scored tokens")
+    q.add_argument("--window-tokens", type=Number(int, 2), default=1024,
+                   help="corpus: forward window; windows overlap by half")
+    q.add_argument("--limit", type=POSITIVE_INT, default=None, help="generate: use only the first N prompts")
+    q.add_argument("--samples", type=POSITIVE_INT, default=1, help="generate: completions per prompt")
+    q.add_argument("--max-new-tokens", type=POSITIVE_INT, default=256, help="generate: completion length")
+    q.add_argument("--temperature", type=NON_NEGATIVE, default=1.0,
                    help="entropy of softmax(logits/T), T > 0; generate: also the sampling temperature "
                    "(0 = one greedy sample, its entropy at T=1, recorded as entropy_temperature)")
-    q.add_argument("--batch-size", type=int, default=4, help="windows or prompts per forward/generate call")
+    q.add_argument("--batch-size", type=POSITIVE_INT, default=4, help="windows or prompts per forward/generate call")
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--device", default=None, help="cpu, cuda ... (default: cuda if available)")
     q.add_argument("--wandb", action="store_true", help="log plots and a table to W&B (mode from WANDB_MODE)")
@@ -141,26 +148,29 @@ def register_bits(pr_sub) -> None:
     src.add_argument("--data", help="corpus: builtin:champ, .txt file/dir, .jsonl/.parquet, HF dataset dir")
     src.add_argument("--generate", metavar="PROMPTS",
                      help="the model's own completions of these prompts (.txt, one per line, or .jsonl with `prompt`)")
-    b.add_argument("--samples", type=int, default=1, help="generate: completions per prompt")
-    b.add_argument("--max-new-tokens", type=int, default=256, help="generate: completion length")
-    b.add_argument("--temperature", type=float, default=1.0,
+    b.add_argument("--text-field", default="text", help="corpus .jsonl/.parquet/HF dataset: field holding the text")
+    b.add_argument("--samples", type=POSITIVE_INT, default=1, help="generate: completions per prompt")
+    b.add_argument("--max-new-tokens", type=POSITIVE_INT, default=256, help="generate: completion length")
+    b.add_argument("--temperature", type=NON_NEGATIVE, default=1.0,
                    help="generate: sampling temperature (0 = greedy); tokens are scored at T=1")
-    b.add_argument("--limit", type=int, default=None, help="generate: use only the first N prompts")
+    b.add_argument("--limit", type=POSITIVE_INT, default=None, help="generate: use only the first N prompts")
     b.add_argument("--output-dir", "-o", default="runs/bits-profile",
                    help="where JSON and PNGs go: a new dir or a previous bits profile (replaced atomically)")
     b.add_argument("--overwrite", action="store_true", help="let --output-dir replace a directory this command did not write")
-    b.add_argument("--threshold", type=float, default=None, help="theta in nats (default: BLT's 1.3354)")
-    b.add_argument("--threshold-add", type=float, default=0.0, help="threshold_add mode: H_t - H_{t-1} must exceed this")
-    b.add_argument("--target-bytes-per-patch", type=float, default=None, metavar="B",
-                   help="find theta of each threshold mode by bisection so patches average B bytes")
-    b.add_argument("--max-patch-length", type=int, default=None, help="split patches longer than this many tokens")
-    b.add_argument("--eta", type=float, default=0.9, help="past surprise momentum (Titans eta)")
-    b.add_argument("--alpha", type=float, default=0.1,
+    b.add_argument("--threshold", type=FINITE, default=None, help="theta in nats (default: BLT's 1.3354)")
+    b.add_argument("--threshold-add", type=FINITE, default=0.0, help="threshold_add mode: H_t - H_{t-1} must exceed this")
+    b.add_argument("--target-bytes-per-patch", type=POSITIVE, default=None, metavar="B",
+                   help="find theta of each threshold mode by bisection so patches average B bytes (the output "
+                   "says when a mode cannot reach it, e.g. under --max-patch-length)")
+    b.add_argument("--max-patch-length", type=POSITIVE_INT, default=None,
+                   help="split patches longer than this many tokens")
+    b.add_argument("--eta", type=FRACTION, default=0.9, help="past surprise momentum (Titans eta)")
+    b.add_argument("--alpha", type=FRACTION, default=0.1,
                    help="memory forgetting (Titans alpha; 0 = no forgetting: the memory sum grows without bound)")
-    b.add_argument("--max-documents", type=int, default=None, help="read at most N documents")
-    b.add_argument("--max-tokens", type=int, default=None, help="stop after the document that reaches N tokens")
-    b.add_argument("--window-tokens", type=int, default=1024, help="forward window; windows overlap by half")
-    b.add_argument("--batch-size", type=int, default=4, help="windows per forward pass")
+    b.add_argument("--max-documents", type=POSITIVE_INT, default=None, help="read at most N documents")
+    b.add_argument("--max-tokens", type=POSITIVE_INT, default=None, help="stop after the document that reaches N tokens")
+    b.add_argument("--window-tokens", type=Number(int, 2), default=1024, help="forward window; windows overlap by half")
+    b.add_argument("--batch-size", type=POSITIVE_INT, default=4, help="windows per forward pass")
     b.add_argument("--device", default=None, help="cpu, cuda ... (default: cuda if available)")
     b.set_defaults(func=run_bits)
 
@@ -175,7 +185,7 @@ def run_bits(args) -> int:
         threshold_add=args.threshold_add, max_patch_length=args.max_patch_length,
         target_bytes_per_patch=args.target_bytes_per_patch, eta=args.eta, alpha=args.alpha,
         window_tokens=args.window_tokens, batch_size=args.batch_size, max_documents=args.max_documents,
-        max_tokens=args.max_tokens, device=args.device, overwrite=args.overwrite)
+        max_tokens=args.max_tokens, device=args.device, overwrite=args.overwrite, text_field=args.text_field)
     print(format_bits(result))
     for path in result["written"]:
         print(f"wrote {path}")
@@ -232,6 +242,7 @@ def run_profile(args) -> int:
         max_tokens=args.max_tokens, limit=args.limit, samples=args.samples, max_new_tokens=args.max_new_tokens,
         temperature=args.temperature, seed=args.seed, device=args.device,
         wandb_project=args.wandb_project if args.wandb else None, overwrite=args.overwrite,
+        text_field=args.text_field,
     )
     print(format_profile(result))
     if result["source"].get("corpus"):

@@ -16,8 +16,9 @@ sequence. Start rules:
   earlier unit), for a chosen mean patch size instead of a threshold.
 
 In every mode the first `first` units always start a patch (there is no earlier unit to continue),
-and with `max_patch_length` L a longer patch is split every L units. `bisect_threshold` finds the
-theta that gives a target mean patch size in bytes (`--target-bytes-per-patch`).
+and with `max_patch_length` L a longer patch is split every L units. `threshold_for_target` finds the
+theta that gives a target mean patch size in bytes (`--target-bytes-per-patch`), and says when no
+theta can (`bisect_threshold`: the theta alone).
 """
 
 from __future__ import annotations
@@ -103,17 +104,27 @@ def count_patches(sequences: Sequence[Sequence[float]], mode: str, threshold: fl
 
 def bisect_threshold(sequences: Sequence[Sequence[float]], total_bytes: int, target_bytes_per_patch: float,
                      mode: str = "global", *, iterations: int = 60, **kwargs) -> float:
-    """Theta whose patches average `target_bytes_per_patch` bytes (`total_bytes` / patches).
+    """Theta whose patches average `target_bytes_per_patch` bytes (`total_bytes` / patches); see
+    `threshold_for_target`, which also says whether the target was reached."""
+    return threshold_for_target(sequences, total_bytes, target_bytes_per_patch, mode, iterations=iterations,
+                                **kwargs)[0]
+
+
+def threshold_for_target(sequences: Sequence[Sequence[float]], total_bytes: int, target_bytes_per_patch: float,
+                         mode: str = "global", *, iterations: int = 60, **kwargs) -> tuple[float, float, bool]:
+    """(theta, mean bytes per patch at theta, reached): theta whose patches average `target_bytes_per_patch`.
 
     The patch count never rises as theta rises (a start that passes a higher threshold passes a
     lower one, and the max-length split only refines), so bisection applies. The count is a step
-    function: the result is the smallest theta found (to `iterations` halvings) whose mean patch
-    size reaches the target, i.e. the lowest threshold that is coarse enough.
+    function: theta is the smallest found (to `iterations` halvings) whose mean patch size reaches
+    the target, i.e. the lowest threshold that is coarse enough. When even the coarsest cut (only
+    the forced starts and the `max_patch_length` splits) is finer than the target, the target cannot
+    be reached: theta is that bound and `reached` is False.
     """
     if mode == "topk":
         raise ValueError("topk patching has no threshold; give the target patch size directly")
-    if not target_bytes_per_patch > 0:
-        raise ValueError(f"target bytes per patch must be > 0, got {target_bytes_per_patch}")
+    if not (math.isfinite(target_bytes_per_patch) and target_bytes_per_patch > 0):
+        raise ValueError(f"target bytes per patch must be a finite number > 0, got {target_bytes_per_patch}")
     values = [float(x) for s in sequences for x in s]
     if not values:
         raise ValueError("no entropies to choose a threshold from")
@@ -125,11 +136,11 @@ def bisect_threshold(sequences: Sequence[Sequence[float]], total_bytes: int, tar
         return total_bytes / max(1, count_patches(sequences, mode, theta, **kwargs))
 
     if mean_bytes(hi) < target_bytes_per_patch:
-        return hi  # even the coarsest cut (forced starts only) is finer than the target
+        return hi, mean_bytes(hi), False  # even the coarsest cut is finer than the target
     for _ in range(iterations):
         mid = (lo + hi) / 2
         if mean_bytes(mid) >= target_bytes_per_patch:
             hi = mid
         else:
             lo = mid
-    return hi
+    return hi, mean_bytes(hi), True
