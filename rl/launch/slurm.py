@@ -27,7 +27,7 @@ from pathlib import Path
 
 from rl.errors import UserError
 from rl.launch.submit_flags import (DEFAULT_SIGNAL_SECONDS, add_submit_arguments, apply_launch_section,
-                                     check_launch_section)
+                                     check_launch_section, launch_problem, slurm_time_seconds)
 from rl.runtime.strict_yaml import load_recipe_file
 from rl.train.preflight import override_value
 
@@ -37,7 +37,6 @@ SECRET_NAMES = ("WANDB_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HUGGINGF
                 "AWS_SESSION_TOKEN", "GITHUB_TOKEN", "GH_TOKEN")
 SECRET_PATTERN = re.compile(r"TOKEN|SECRET|API_KEY|PASSWORD|PASSWD|ACCESS_KEY|PRIVATE_KEY|CREDENTIAL", re.IGNORECASE)
 HEADER_VALUE = re.compile(r"^[^\s'\"$`\\]+$")
-TIME_VALUE = re.compile(r"^(\d+-)?\d+(:\d+){0,2}$|^\d+-\d+$|^(UNLIMITED|INFINITE)$", re.IGNORECASE)
 
 
 def secret_values(environ: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -127,8 +126,9 @@ def render_sbatch(recipe_path: str | os.PathLike, nodes: int = 1, gpus_per_node:
     for name, value in (("--procs-per-node", procs_per_node), ("--cpus-per-task", cpus_per_task)):
         if value is not None and value < 1:
             raise UserError(f"{name}: must be at least 1 (or omit it for the default), got {value}")
+    if cpu and gpus_per_node:
+        raise UserError(launch_problem({"cpu": cpu, "gpus_per_node": gpus_per_node}))
     if cpu:
-        gpus_per_node = None
         procs_per_node = procs_per_node or 2
         cpus_per_task = cpus_per_task or procs_per_node
     else:
@@ -136,10 +136,16 @@ def render_sbatch(recipe_path: str | os.PathLike, nodes: int = 1, gpus_per_node:
             raise UserError("--gpus-per-node: pass the number of GPUs per node (at least 1), "
                             "or --cpu for a CPU-only run")
         procs_per_node = procs_per_node or gpus_per_node
-    if time is not None and not TIME_VALUE.match(str(time)):
-        raise UserError(f"--time: {time!r} is not a Slurm time (minutes, HH:MM:SS, D-HH:MM:SS)")
+    if time is not None:
+        try:
+            slurm_time_seconds(str(time))
+        except ValueError as exc:
+            raise UserError(f"--time: {exc}") from None
     if signal_seconds < 1:
-        raise UserError(f"signal_seconds: {signal_seconds}; need at least 1")
+        raise UserError(f"--signal-seconds: {signal_seconds}; need at least 1")
+    problem = launch_problem({"time": time, "signal_seconds": signal_seconds})
+    if problem:
+        raise UserError(problem)
     if accelerate_config is not None:
         accelerate_config = (workdir / accelerate_config).resolve()
         if not accelerate_config.is_file():
@@ -298,10 +304,13 @@ def _main(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.config)
     section = check_launch_section(str(args.config), recipe["launch"]) if "launch" in recipe else {}
     args = apply_launch_section(args, section)
-    for name in ("nodes", "gpus_per_node", "procs_per_node", "cpus_per_task"):
+    for name in ("nodes", "gpus_per_node", "procs_per_node", "cpus_per_task", "signal_seconds"):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise UserError(f"--{name.replace('_', '-')}: must be at least 1, got {value}")
+    problem = launch_problem(vars(args))  # contradictions, before the dry run's checks (one line)
+    if problem:
+        raise UserError(problem)
     check_recipe_like_dry_run(args, overrides)
     submit(args.config, dry_run=args.dry_run, nodes=args.nodes, gpus_per_node=args.gpus_per_node,
            partition=args.partition, time=args.time, account=args.account,

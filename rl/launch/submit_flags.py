@@ -11,14 +11,75 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import re
 from typing import Any
 
 from rl.errors import UserError
 
 DEFAULT_SIGNAL_SECONDS = 180
+SLURM_MAX_SIGNAL_SECONDS = 65535  # Slurm's --signal=...@TIME limit
+SLURM_TIME_FORMATS = "MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS or UNLIMITED"
+_TIME = re.compile(r"^(?:(?P<days>\d+)-(?P<dh>\d+)(?::(?P<dm>\d+)(?::(?P<ds>\d+))?)?"
+                   r"|(?P<a>\d+)(?::(?P<b>\d+)(?::(?P<c>\d+))?)?)$")
 DEFAULT_NODES = 1
 # `rl submit` flags a recipe may not set: the recipe itself, where one submission writes, printing only.
 NOT_LAUNCH_KEYS = ("config", "run_dir", "dry_run", "overrides")
+
+
+def slurm_time_seconds(text: str) -> int | None:
+    """Seconds of a Slurm time string (None for UNLIMITED/INFINITE); ValueError naming what is wrong.
+
+    Slurm's formats: MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS. Seconds and minutes after a colon
+    must be below 60, hours after a day below 24; a limit of 0 (Slurm: no limit) must be written UNLIMITED.
+    """
+    value = str(text).strip()
+    if value.upper() in ("UNLIMITED", "INFINITE"):
+        return None
+    m = _TIME.match(value)
+    if not m:
+        raise ValueError(f"{text!r} is not a Slurm time ({SLURM_TIME_FORMATS})")
+    g = {k: int(v) for k, v in m.groupdict().items() if v is not None}
+    if "days" in g:
+        days, hours, minutes, seconds = g["days"], g["dh"], g.get("dm", 0), g.get("ds", 0)
+        parts = [("hours", hours, 24), ("minutes", minutes, 60), ("seconds", seconds, 60)]
+    elif "c" in g:
+        days, hours, minutes, seconds = 0, g["a"], g["b"], g["c"]
+        parts = [("minutes", minutes, 60), ("seconds", seconds, 60)]
+    else:
+        days, hours, minutes, seconds = 0, 0, g["a"], g.get("b", 0)
+        parts = [("seconds", seconds, 60)] if "b" in g else []
+    for name, v, limit in parts:
+        if v >= limit:
+            raise ValueError(f"{text!r}: {name} {v} must be below {limit} ({SLURM_TIME_FORMATS})")
+    total = ((days * 24 + hours) * 60 + minutes) * 60 + seconds
+    if total == 0:
+        raise ValueError(f"{text!r} is no time at all (Slurm reads 0 as no limit); give a limit, or UNLIMITED")
+    return total
+
+
+def slurm_time(text: str) -> str:
+    """argparse `type=` for --time: the string as given, once it parses (`slurm_time_seconds`)."""
+    try:
+        slurm_time_seconds(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return str(text).strip()
+
+
+def launch_problem(settings: dict[str, Any]) -> str | None:
+    """Settings that contradict each other (flags a run would silently ignore, a signal after the time limit),
+    in one line; `settings`: rl submit's merged flags by dest (command line over the recipe's launch:)."""
+    if settings.get("cpu") and settings.get("gpus_per_node"):
+        return (f"--gpus-per-node {settings['gpus_per_node']}: not used with --cpu (a CPU run has no GPUs); "
+                "drop one of them (a recipe's launch: section counts too)")
+    signal = settings.get("signal_seconds")
+    if signal is not None and signal > SLURM_MAX_SIGNAL_SECONDS:
+        return f"--signal-seconds {signal}: Slurm allows at most {SLURM_MAX_SIGNAL_SECONDS}"
+    limit = slurm_time_seconds(settings["time"]) if settings.get("time") else None
+    if signal is not None and limit is not None and signal >= limit:
+        return (f"--signal-seconds {signal}: the checkpoint signal would come at or before the job starts "
+                f"(--time {settings['time']} is {limit} s); give a longer --time or fewer --signal-seconds")
+    return None
 
 
 def add_submit_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -27,7 +88,7 @@ def add_submit_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--nodes", type=int, help="nodes to train on (default: the recipe's launch.nodes, else 1)")
     p.add_argument("--gpus-per-node", type=int, help="GPUs (= training ranks) per node; required unless --cpu")
     p.add_argument("--partition", help="Slurm partition (queue) to submit to (default: the cluster's default)")
-    p.add_argument("--time", help="time limit (HH:MM:SS or D-HH:MM:SS)")
+    p.add_argument("--time", type=slurm_time, help=f"time limit ({SLURM_TIME_FORMATS})")
     p.add_argument("--account", help="Slurm account to charge (default: your default account)")
     p.add_argument("--accelerate-config", help="accelerate config file (e.g. a DeepSpeed one)")
     p.add_argument("--run-dir", help="output directory of this run: checkpoints, logs, the script "
@@ -80,7 +141,15 @@ def check_launch_section(where: str, section: Any) -> dict[str, Any]:
             raise UserError(f"{where}: launch.{key}: expects a single value, got {value!r}")
         else:
             value = str(value)
+            if callable(action.type):  # e.g. a Slurm time string
+                try:
+                    value = action.type(value)
+                except argparse.ArgumentTypeError as exc:
+                    raise UserError(f"{where}: launch.{key}: {exc}") from None
         out[key] = value
+    problem = launch_problem(out)
+    if problem:
+        raise UserError(f"{where}: launch: {problem}")
     return out
 
 
