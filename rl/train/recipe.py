@@ -16,6 +16,7 @@ from trl import ModelConfig, TrlParser
 
 from rl.errors import UserError
 from rl.runtime.strict_yaml import load_recipe_file
+from rl.runtime.values import recipe_value_problem
 from rl.train.config import EntropyGRPOConfig, ScriptArguments
 from rl.train.preflight import (
     TargetMachine,
@@ -80,9 +81,12 @@ def check_fields(path: Path, data: dict[str, Any], parser: TrlParser) -> None:
                 if isinstance(item, (dict, list)):
                     continue
                 try:
-                    action.type(str(item) if not isinstance(item, str) else item)
+                    converted = action.type(str(item) if not isinstance(item, str) else item)
                 except (ValueError, TypeError, Exception):
                     raise UserError(f"{path}: field '{key}' expects {_type_name(action.type)}, got {item!r}") from None
+                problem = recipe_value_problem(key, converted)  # NaN/inf, and values the run cannot use
+                if problem:
+                    raise UserError(f"{path}: field '{key}' {problem}, got {item!r}")
 
 
 def _type_name(kind) -> str:
@@ -111,9 +115,12 @@ def _check_overrides(argv: list[str], parser: TrlParser) -> None:
         if callable(action.type):
             for item in values:
                 try:
-                    action.type(item)
+                    converted = action.type(item)
                 except Exception:  # noqa: BLE001 - any conversion failure is a wrong type
                     raise UserError(f"command line: {name} expects {_type_name(action.type)}, got {item!r}") from None
+                problem = recipe_value_problem(action.dest, converted)
+                if problem:
+                    raise UserError(f"command line: {name} {problem}, got {item!r}")
 
 
 def _check_deepspeed(where: str, value: Any) -> None:
