@@ -5,13 +5,20 @@ Trains SmolLM2-135M-Instruct with LoRA and the completion-format RPT reward on t
 then measures the base model and the trained one on the same units (rl/eval/learning_report.py):
 
 * reward on a fixed probe set of training rows (same rows, same number of samples, paired);
-* held-out documents (never trained on): expected accuracy of the true next token at the sampling
-  temperature, greedy top-1 and NLL, at the RPT positions by entropy split and over all tokens,
-  each with the paired difference and a 95% CI (paired bootstrap over documents);
+* held-out documents (never trained on), at the RPT positions and at every token, by entropy split
+  (the token splits by the proxy's entropy, so the hard split has hundreds of tokens):
+  temperature-fair metrics (greedy top-1; NLL at each model's own temperature fitted on the
+  training rows), sharpening-inclusive ones (expected accuracy of the true token at the sampling
+  temperature, NLL at T = 1), and the sharpening share (the base at the temperature where its
+  mean entropy equals the trained model's), each with the paired difference and a 95% CI (paired
+  bootstrap over documents);
 * the per-step batch reward curve as a PNG, and everything as JSON, in the run directory.
 
-The last line is for scripts (bench/rpt_learning.py reads it):
-`learning: probe reward A -> B (diff D, 95% CI [L, H]); held-out expected accuracy X% -> Y% (diff E pts, 95% CI [L2, H2])`.
+The last line is for scripts (rl/eval/learning_report.py `learning_line` documents it exactly):
+`learning: temperature-fair (held-out hard tokens, proxy entropy > 1.5, n=N): top-1 A% -> B% (diff D pts,
+95% CI [L, H]), calibrated NLL A -> B (diff D, 95% CI [L, H]); sharpening-inclusive (all N held-out
+tokens): expected accuracy at T=0.8 A% -> B% (diff D pts, 95% CI [L, H]), probe reward A -> B (diff D,
+95% CI [L, H])` (on one line).
 Any recipe field can be overridden (`python -m rl.demo --max_steps 10 --seed 3`).
 """
 
@@ -26,6 +33,7 @@ from pathlib import Path
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "rpt_smollm2_cpu.yaml"
 PROBE_ROWS = 48  # training rows in the probe set
 PROBE_SAMPLES = 16  # completions per probe row, for each model (1-token guesses: cheap)
+CALIBRATION_ROWS = 512  # training rows the calibrated temperature is fitted on (their logits are held)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,9 +102,8 @@ def measure(script_args, training_args, model_args):
     from rl.data.corpus import read_corpus
     from rl.data.loading import split_by_document
     from rl.eval.next_token import load_model
-    from rl.eval.learning_report import (LearningReport, compare_documents, compare_positions, position_values,
-                                    probe_rewards)
-    from rl.eval.metrics import document_metrics
+    from rl.eval.learning_report import build_report, model_values, probe_rewards
+    from rl.eval.metrics import temperature_grid, token_metrics
     from rl.train.signal_check import pick_rows
     from rl.eval.stats import paired_bootstrap
 
@@ -104,6 +111,7 @@ def measure(script_args, training_args, model_args):
     data = load_from_disk(str(out / "rpt-data"))
     train_rows, held_out = split_by_document(data, script_args.eval_fraction or 0.25, script_args.rpt_seed)
     probe = [dict(train_rows[i]) for i in pick_rows(len(train_rows), PROBE_ROWS)]
+    calibration = [dict(train_rows[i]) for i in pick_rows(len(train_rows), CALIBRATION_ROWS)]
     heldout_rows = [dict(r) for r in held_out] if held_out is not None else []
     heldout_ids = {r["doc_id"] for r in heldout_rows}
     documents = read_corpus(script_args.corpus, text_field=script_args.rpt_text_field, id_field=script_args.rpt_id_field)
@@ -112,29 +120,33 @@ def measure(script_args, training_args, model_args):
     weights = training_args.reward_weights
     temperature = training_args.temperature
     context = script_args.rpt_max_context_tokens
-    results = {}
-    for label, name in (("before", resolve_model(model_args.model_name_or_path)), ("after", str(out))):
-        model, tokenizer = load_model(name, device="cpu")
-        results[label] = {
-            "probe": probe_rewards(model, tokenizer, probe, funcs, weights, samples=PROBE_SAMPLES,
-                                   max_new_tokens=training_args.max_completion_length, temperature=temperature,
-                                   top_p=training_args.top_p, top_k=training_args.top_k, seed=training_args.seed),
-            "positions": position_values(model, tokenizer, heldout_rows, temperature, context) if heldout_rows else [],
-            "documents": document_metrics(model, tokenizer, texts, temperature=temperature) if texts else [],
-        }
+    base = resolve_model(model_args.model_name_or_path)
+    proxy_kind = (script_args.rpt_entropy, script_args.rpt_top_k)
+    separate_proxy = bool(script_args.proxy_model) and resolve_model(script_args.proxy_model) != base
+    proxy_entropy = None  # None: the base model is the proxy; its own pass gives the entropies
+    if separate_proxy and texts:
+        model, tokenizer = load_model(script_args.proxy_model, device="cpu")
+        proxy_entropy = [d.get("proxy_entropy") for d in token_metrics(model, tokenizer, texts, proxy=proxy_kind)]
         del model
-    report = LearningReport(temperature=temperature, probe_rows=len(probe), probe_samples=PROBE_SAMPLES,
-                            heldout_documents=len(texts))
+    grid = temperature_grid(temperature)
+    results = {}
+    for label, name in (("before", base), ("after", str(out))):
+        model, tokenizer = load_model(name, device="cpu")
+        results[label] = model_values(model, tokenizer, calibration_rows=calibration, heldout_rows=heldout_rows,
+                                      texts=texts, temperature=temperature, max_context_tokens=context,
+                                      grid=grid if label == "before" else None,
+                                      proxy=proxy_kind if label == "before" and not separate_proxy else None)
+        results[label]["probe"] = probe_rewards(
+            model, tokenizer, probe, funcs, weights, samples=PROBE_SAMPLES,
+            max_new_tokens=training_args.max_completion_length, temperature=temperature, top_p=training_args.top_p,
+            top_k=training_args.top_k, seed=training_args.seed)
+        del model
     groups = [row.get("doc_id") for row in probe for _ in range(PROBE_SAMPLES)]
-    report.probe = paired_bootstrap(results["before"]["probe"], results["after"]["probe"], groups,
-                                    seed=training_args.seed)
-    if heldout_rows:
-        report.positions = compare_positions(heldout_rows, results["before"]["positions"],
-                                             results["after"]["positions"], seed=training_args.seed)
-    if texts:
-        report.tokens = compare_documents(results["before"]["documents"], results["after"]["documents"],
-                                          seed=training_args.seed)
-    return report
+    probe_diff = paired_bootstrap(results["before"]["probe"], results["after"]["probe"], groups,
+                                  seed=training_args.seed) if probe else None
+    return build_report(before=results["before"], after=results["after"], heldout_rows=heldout_rows,
+                        proxy_entropy=proxy_entropy, temperature=temperature, probe=probe_diff,
+                        probe_rows=len(probe), probe_samples=PROBE_SAMPLES, seed=training_args.seed)
 
 
 if __name__ == "__main__":

@@ -10,9 +10,12 @@ from rl.eval.learning_report import (LearningReport, compare_documents, compare_
                                 plot_rewards)
 from rl.eval.stats import paired_bootstrap
 
-LINE = re.compile(r"^learning: probe reward (\d\.\d{3}) -> (\d\.\d{3}) \(diff ([+-]\d\.\d{3}), 95% CI "
-                  r"\[([+-]\d\.\d{3}), ([+-]\d\.\d{3})\]\); held-out expected accuracy (\d+\.\d)% -> (\d+\.\d)% "
-                  r"\(diff ([+-]\d+\.\d{2}) pts, 95% CI \[([+-]\d+\.\d{2}), ([+-]\d+\.\d{2})\]\)$")
+# The learning line (rl/eval/learning_report.py `learning_line`), as scripts parse it.
+_PTS = r"(\d+\.\d{2})% -> (\d+\.\d{2})% \(diff ([+-]\d+\.\d{2}) pts, 95% CI \[([+-]\d+\.\d{2}), ([+-]\d+\.\d{2})\]\)"
+_NUM = r"(\d+\.\d{3}) -> (\d+\.\d{3}) \(diff ([+-]\d+\.\d{3}), 95% CI \[([+-]\d+\.\d{3}), ([+-]\d+\.\d{3})\]\)"
+LINE = re.compile(r"^learning: temperature-fair \(held-out (hard|all) tokens(?:, proxy entropy > ([\d.]+))?, n=(\d+)\): "
+                  rf"top-1 {_PTS}, calibrated NLL {_NUM}; sharpening-inclusive \(all (\d+) held-out tokens\): "
+                  rf"expected accuracy at T=([\d.]+) {_PTS}, probe reward {_NUM}$")
 
 
 def _docs(values):
@@ -41,17 +44,49 @@ def test_compare_positions_splits_by_entropy_and_groups_by_document():
     assert out["all"]["nll"].units == 3  # a None NLL (no single token decodes to the target) is left out
 
 
+def _token_docs(seed=0, docs=4, n=30, gain=0.0):
+    """Per-token arrays as `token_metrics` gives them, before and after (after = before + gain on top-1)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    before, after, proxy = [], [], []
+    for _ in range(docs):
+        top1 = (rng.random(n) < 0.4).astype(float)
+        base = {"top1": top1, "nll": rng.random(n) + 1, "nll_cal": rng.random(n) + 1, "expected": rng.random(n) * 0.5,
+                "entropy": rng.random(n) + 1}
+        before.append(base)
+        after.append({**base, "top1": np.maximum(top1, (rng.random(n) < gain).astype(float)),
+                      "expected": base["expected"] + 0.05})
+        proxy.append(rng.random(n) * 3)
+    return before, after, proxy
+
+
 def test_learning_line_has_the_exact_format_scripts_parse():
-    report = LearningReport()
+    from rl.eval.learning_report import compare_tokens
+
+    report = LearningReport(temperature=0.8)
     report.probe = paired_bootstrap([0.2, 0.3, 0.4], [0.5, 0.5, 0.6])
-    report.tokens = compare_documents(_docs([(10, 0.5, 0.5, 2.0), (12, 0.4, 0.3, 2.5)]),
-                                      _docs([(10, 0.52, 0.5, 2.0), (12, 0.43, 0.3, 2.5)]))
+    before, after, proxy = _token_docs(gain=0.3)
+    report.token_splits = compare_tokens(before, after, proxy)
+    report.tokens = report.token_splits["all"]["metrics"]
+    report.heldout_documents = 4
     line = learning_line(report)
     match = LINE.match(line)
     assert match, line
-    assert float(match.group(1)) == pytest.approx(0.3) and float(match.group(2)) == pytest.approx(0.533, abs=1e-3)
+    hard = report.token_splits["hard"]
+    assert match.group(1) == "hard" and float(match.group(2)) == 1.5 and int(match.group(3)) == hard["count"]
+    assert 0 < hard["count"] < 120 and int(match.group(14)) == 120  # hard tokens vs all tokens
+    assert float(match.group(6)) == pytest.approx(100 * hard["metrics"]["top1"].diff, abs=0.006)
+    assert float(match.group(15)) == 0.8
+    assert float(match.group(21)) == pytest.approx(0.3) and float(match.group(22)) == pytest.approx(0.533, abs=1e-3)
     assert "learning:" in learning_line(LearningReport())  # nothing measured: still one line, says so
     assert "probe reward" in report.format()
+    # no token above the hard threshold: the clause reports the `all` split and says so
+    for doc in proxy:
+        doc[:] = 0.1
+    report.token_splits = compare_tokens(before, after, proxy)
+    match = LINE.match(learning_line(report))
+    assert match and match.group(1) == "all" and match.group(2) is None and int(match.group(3)) == 120
 
 
 def test_plot_rewards_writes_a_png(tmp_path):
