@@ -1,0 +1,53 @@
+"""A policy-scored reward (`rlp`) failing on one rank of two (gloo on CPU): every rank stops with the
+same one-line error, in bounded time, and the ranks stay in step for the next call; with
+`reward_error_policy: none` every rank scores that batch None and goes on. The worker
+(tests/faults/policy_reward_worker.py) breaks rank 1 only, while preparing its rows, in the policy's
+forward and in the teacher's forward (issue 22 finding 3: the per-sample re-score repeated the reward's
+collectives on the failing rank alone, and the ranks hung)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.slow, pytest.mark.multiprocess, pytest.mark.timeout(400)]
+
+ROOT = Path(__file__).resolve().parents[2]
+LAUNCH_TIMEOUT_S = 300
+
+
+def test_one_rank_failing_in_a_policy_scored_reward_stops_every_rank_alike(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "tests.faults.policy_reward_worker", str(tmp_path)]
+    try:
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=LAUNCH_TIMEOUT_S)
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"the ranks hung (no exit in {LAUNCH_TIMEOUT_S} s):\n{(exc.stdout or b'')[-3000:]!r}")
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-4000:]
+    r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    by = {s["scenario"]: (a, b) for s, a, b in zip(r0, r0, r1)}
+
+    for name in ("ok", "ok-again"):  # before and after the failures: scored on both ranks
+        a, b = by[name]
+        assert len(a["scores"]) == 3 and len(b["scores"]) == 5, (name, a, b)
+        assert all(isinstance(v, float) for v in a["scores"] + b["scores"])
+    assert by["ok"][0]["scores"] == pytest.approx(by["ok-again"][0]["scores"])
+
+    for name in ("prep", "policy", "teacher"):
+        a, b = by[name]
+        assert "error" in a and "error" in b, (name, a, b)
+        assert a["error"] == b["error"], f"{name}: the ranks stop with different errors:\n{a}\n{b}"
+        assert a["type"] == b["type"] == "RewardError"
+        assert "\n" not in a["error"]
+        assert "rlp_reward" in a["error"] and "rank 1" in a["error"] and "injected failure on rank 1" in a["error"]
+        assert "rank 0" not in a["error"]
+
+    a, b = by["none-policy"]
+    assert a["scores"] == [None] * 3 and b["scores"] == [None] * 5, (a, b)
