@@ -1,6 +1,6 @@
 """Evidence: SFT on reasoning chains pruned by likelihood vs random deletion vs surprisal deletion.
 
-    OMP_NUM_THREADS=1 .venv/bin/python bench/prune_sft.py [--task champ|arithmetic] [--keep 0.5] [--quick]
+    OMP_NUM_THREADS=1 .venv/bin/python -m bench.prune_sft [--task champ|arithmetic] [--keep 0.5] [--quick] [--smoke]
 
 The claim under test (arXiv 2601.03066): a student fine-tuned on chains pruned by the pruner's answer
 likelihood does better than one trained on chains cut to the same length by other rules.
@@ -55,27 +55,34 @@ far beyond a 135M model). likelihood - random -1.70 [-2.52, -0.80] (CI excludes 
 surprisal -0.45 [-1.46, +0.46] (includes 0). An earlier --quick run (8 chains, 2 epochs) pointed the
 same way: likelihood - random -1.47 [-1.93, -1.10]. Neither task is the paper's setting (frontier
 teacher, larger students, thousands of chains).
+
+`--smoke`: a tiny local model as pruner and student, 4 written-out addition chains ("a + b = s. s + c
+= t.", not sampled: a random model has no correct chains) and 2 held-out additions, 1 epoch, 1 seed,
+the same pruning, training, scoring and report: checks that the bench runs (numbers mean nothing).
+
+The last line is `prune_sft: likelihood_minus_random=D [L, H] likelihood_minus_surprisal=D [L, H]`
+(held-out answer log-likelihood, nats).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
-from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # forking_learning: the shared addition problems
 METHODS = ("likelihood", "random", "surprisal")  # pruned to 50%, compared with paired CIs
 REFERENCE = "full"  # the unpruned chains, a reference row
 
 
-def main() -> None:
+def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="8 train chains, 8 held-out problems, 2 epochs")
+    ap.add_argument("--smoke", action="store_true",
+                    help="a tiny local model, 4 written-out addition chains, 2 held-out, 1 epoch, 1 seed: checks that "
+                         "the bench runs (its numbers mean nothing)")
     ap.add_argument("--task", choices=["champ", "arithmetic"], default="champ",
                     help="champ: CHAMP's human solutions; arithmetic: the builtin model's own correct chains on "
                     "generated 3-term additions (rl prune --sample)")
@@ -87,7 +94,9 @@ def main() -> None:
     ap.add_argument("--candidates", type=int, default=16)
     ap.add_argument("--max-new-tokens", type=int, default=48)
     ap.add_argument("--lr", type=float, default=3e-4)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
+    if args.smoke:
+        args.train, args.heldout, args.epochs, args.seeds, args.candidates, args.max_new_tokens = 4, 2, 1, 1, 4, 8
     q = args.quick
     arith = args.task == "arithmetic"
     args.train = args.train or (8 if q else 48 if arith else 16)
@@ -111,11 +120,20 @@ def main() -> None:
     from rl.runtime.assets import resolve_model
 
     torch.manual_seed(0)
-    path = resolve_model("builtin:smollm2-135m-instruct")
+    smoke_dir = tempfile.TemporaryDirectory(prefix="prune-sft-smoke-") if args.smoke else None
+    if smoke_dir is not None:
+        from bench.smoke import tiny_model
+
+        torch.set_num_threads(1)
+        path = str(tiny_model(smoke_dir.name, chat_template=False))
+        args.task = "smoke"
+    else:
+        path = resolve_model("builtin:smollm2-135m-instruct")
     tok = AutoTokenizer.from_pretrained(path)
     base = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
     t = time.perf_counter()
-    train, heldout = (arithmetic_task if args.task == "arithmetic" else champ_task)(args, tok, base)
+    task = {"arithmetic": arithmetic_task, "champ": champ_task, "smoke": smoke_task}[args.task]
+    train, heldout = task(args, tok, base)
     print(f"task {args.task}, keep {args.keep}: {len(train)} train chains "
           f"({sum(len(e.chain_ids) for _, e in train)} tokens, at most "
           f"{max(len(e.chain_ids) for _, e in train)}), {len(heldout)} held-out problems; "
@@ -176,14 +194,24 @@ def champ_task(args, tok, base):
     return train, heldout
 
 
-def addition_problems(n: int, seed: int):
-    """n questions "What is a + b + c?" with their answers: the forking bench's additions."""
-    from forking_learning import addition_terms
-
+def addition_problems(n: int, seed: int, written: bool = False):
+    """n questions "What is a + b + c?" with their answers: the forking bench's additions (`written`: with
+    the worked chain "a + b = s. s + c = t." as reasoning, else none)."""
+    from bench.forking_learning import addition_terms
     from rl.prune.chains import Chain
 
-    return [Chain(f"add{seed}-{i}", f"What is {a} + {b} + {c}?", "", str(a + b + c))
+    return [Chain(f"add{seed}-{i}", f"What is {a} + {b} + {c}?",
+                  f"{a} + {b} = {a + b}. {a + b} + {c} = {a + b + c}." if written else "", str(a + b + c))
             for i, (a, b, c) in enumerate(addition_terms(n, seed))]
+
+
+def smoke_task(args, tok, base):
+    """--smoke: written-out addition chains (a random model samples no correct one) and held-out additions."""
+    from rl.prune.pruner import encode
+
+    train = [(c, encode(tok, c.question, c.reasoning, c.answer)) for c in addition_problems(args.train, 7, True)]
+    heldout = [(c, encode(tok, c.question, "", c.answer)) for c in addition_problems(args.heldout, seed=1000)]
+    return train, heldout
 
 
 def arithmetic_task(args, tok, base):
@@ -195,7 +223,7 @@ def arithmetic_task(args, tok, base):
     from rl.prune.pruner import encode
     from rl.prune.samples import SampleSettings, few_shot_prefix, sample_chains
 
-    from forking_learning import WORKED_EXAMPLES
+    from bench.forking_learning import WORKED_EXAMPLES
 
     settings = SampleSettings(samples=8, max_new_tokens=40, temperature=0.5,
                               prefix=few_shot_prefix([Chain("ex", q, r, a) for q, r, a in WORKED_EXAMPLES]))
@@ -268,12 +296,16 @@ def report(scores, ids, seeds) -> None:
     for m in ("base",) + METHODS + (REFERENCE,):
         print(f"  {m:<10} {mean(scores[m][0]):8.3f}   own chain {mean(scores[m][1]):5.1f} tokens   "
               f"accuracy {mean(scores[m][2]):.3f}")
+    last = []
     for metric, i in (("answer log-likelihood", 0), ("accuracy", 2)):
         for other in ("random", "surprisal"):
             d = paired_bootstrap(scores[other][i], scores["likelihood"][i], groups)
             verdict = "CI excludes 0" if d.excludes_zero else "CI includes 0 (no detectable difference)"
             print(f"{metric}: likelihood - {other}: {d.diff:+.3f}, 95% CI [{d.low:+.3f}, {d.high:+.3f}] over "
                   f"{d.groups} problems x {seeds} seeds; {verdict}")
+            if i == 0:
+                last.append(f"likelihood_minus_{other}={d.diff:+.3f} [{d.low:+.3f}, {d.high:+.3f}]")
+    print("prune_sft: " + " ".join(last))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Benchmark: `rl prune` candidate scoring, batched with the shared prefix cache vs one at a time.
 
-    OMP_NUM_THREADS=1 .venv/bin/python bench/prune_speed.py [--quick] [--model builtin:smollm2-135m-instruct]
+    OMP_NUM_THREADS=1 .venv/bin/python -m bench.prune_speed [--quick] [--model builtin:smollm2-135m-instruct] [--smoke]
 
 1. Exact-mode throughput. On the CHAMP chain whose length is closest to 150 tokens, the first greedy
    step's candidates (every `stride`-th chain position, so they spread over the chain like a full
@@ -26,31 +26,39 @@ tokens in 55.7 s (14 steps, 224 candidates): the "about a minute" goal holds whe
 shared with ~8 other jobs. One shared forward of the 187-token sequence took 0.58 s; 16 candidates
 whose shared prefix ends at the chain's start took 6.5 s (2.4 candidates/s), 16 at its end 1.0 s
 (16/s): a candidate costs what its suffix costs, which is why exact mode gains ~2x, not 10x, on CPU.
+
+`--smoke`: a tiny local model (bench/smoke.py) and one short arithmetic chain (the first worked
+example of bench/forking_learning.py) instead of SmolLM2 and CHAMP; seconds, numbers that mean nothing.
+
+The last line is `prune_speed: speedup=X approx_tokens=N->K approx_seconds=S`.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import tempfile
 import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-def main() -> None:
+def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="builtin:smollm2-135m-instruct")
     ap.add_argument("--target", type=int, default=150, help="chain length (tokens) of the CHAMP chain to use")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--candidates", type=int, default=16, help="approx mode: candidates per step")
     ap.add_argument("--per-step", type=float, default=0.15, help="approx mode: fraction deleted per step")
-    ap.add_argument("--quick", action="store_true", help="fewer timed candidates (a few minutes)")
-    args = ap.parse_args()
+    ap.add_argument("--quick", action="store_true", help="fewer timed candidates")
+    ap.add_argument("--smoke", action="store_true",
+                    help="a tiny local model and one short arithmetic chain: checks that the bench runs")
+    args = ap.parse_args(argv)
 
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from rl.prune.chains import read_chains
+    from rl.prune.chains import Chain, read_chains
     from rl.prune.pruner import (
         APPROX,
         PruneSettings,
@@ -62,10 +70,20 @@ def main() -> None:
     from rl.runtime.assets import resolve_model
 
     torch.manual_seed(0)
+    smoke_dir = tempfile.TemporaryDirectory(prefix="prune-speed-smoke-") if args.smoke else None
+    if smoke_dir is not None:
+        from bench.forking_learning import WORKED_EXAMPLES
+        from bench.smoke import tiny_model
+
+        args.model, args.batch_size, args.candidates, args.quick = str(tiny_model(smoke_dir.name)), 8, 4, True
+        chains = [Chain("smoke", *WORKED_EXAMPLES[0])]
+        torch.set_num_threads(1)
+    else:
+        chains = read_chains("builtin:champ")
     path = resolve_model(args.model)
     tok = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
-    encs = [(c.id, encode(tok, c.question, c.reasoning, c.answer)) for c in read_chains("builtin:champ")]
+    encs = [(c.id, encode(tok, c.question, c.reasoning, c.answer)) for c in chains]
     cid, enc = min(encs, key=lambda e: (abs(len(e[1].chain_ids) - args.target), e[0]))
     n = len(enc.chain_ids)
     print(f"chain {cid}: {n} chain tokens, {enc.total_len} tokens with question and answer; "
@@ -109,6 +127,8 @@ def main() -> None:
     print(f"anchor-equivalent: the one-at-a-time loop would take {result.candidates_scored / rate_l:.1f} s for "
           f"these candidates; exact greedy to 30% needs {sum(range(stop + 1, n + 1))} candidates "
           f"(~{sum(range(stop + 1, n + 1)) / rate_b:.0f} s batched)")
+    print(f"prune_speed: speedup={rate_b / rate_l:.2f} approx_tokens={n}->{result.curve[-1][0]} "
+          f"approx_seconds={seconds:.1f}")
 
 
 if __name__ == "__main__":

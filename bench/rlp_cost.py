@@ -1,6 +1,6 @@
 """Benchmark: the cost of RLP's information-gain reward against the generation it follows.
 
-    .venv/bin/python bench/rlp_cost.py [--quick] [--model builtin:smollm2-135m-instruct]
+    .venv/bin/python -m bench.rlp_cost [--quick] [--model builtin:smollm2-135m-instruct] [--smoke]
 
 On the builtin SmolLM2-135M-Instruct (or `--model DIR`), CHAMP contexts of `--context` tokens
 (cut at token `--context` of each document; the true next token is the document's next token):
@@ -17,6 +17,11 @@ Then, on the same thoughts:
 Each measurement alternates in rounds (one warm-up, then `--repeats`), medians reported, and
 every time is printed as a ratio to the generation measured in the same round (the machine is
 shared: absolute seconds are noise, ratios less so). One torch thread.
+
+`--smoke`: a tiny local model and bench/smoke.py's documents instead of SmolLM2 and CHAMP, 2 contexts
+of 8 tokens x 2 thoughts of 4 tokens, one round: checks that the bench runs (numbers mean nothing).
+
+The last line is `rlp_cost: reward_vs_generation=X full_logits_vs_generation=Y` (median ratios).
 """
 
 from __future__ import annotations
@@ -24,11 +29,8 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
+import tempfile
 import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def load(model_arg: str):
@@ -45,12 +47,12 @@ def load(model_arg: str):
     return model, tok
 
 
-def contexts(tok, n: int, context_tokens: int):
-    """(context text, continuation, boundaries) cut from CHAMP documents at token `context_tokens`."""
+def contexts(tok, n: int, context_tokens: int, corpus: str = "builtin:champ"):
+    """(context text, continuation, boundaries) cut from `corpus`'s documents at token `context_tokens`."""
     from rl.data.corpus import read_corpus
 
     rows = []
-    for doc in read_corpus("builtin:champ"):
+    for doc in read_corpus(corpus):
         ids = tok(doc.text, add_special_tokens=False)["input_ids"]
         if len(ids) <= context_tokens + 1:
             continue
@@ -72,6 +74,8 @@ def main(argv=None) -> int:
     p.add_argument("--context", type=int, default=128, help="context tokens")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--quick", action="store_true", help="2 prompts x 4 thoughts of 32 tokens, 2 repeats")
+    p.add_argument("--smoke", action="store_true",
+                   help="a tiny local model and corpus, 2 x 2 thoughts of 4 tokens, 1 round: checks that the bench runs")
     args = p.parse_args(argv)
     if args.quick:
         args.prompts, args.generations, args.thought, args.repeats = 2, 4, 32, 2
@@ -79,12 +83,19 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(1)
+    corpus = "builtin:champ"
+    smoke_dir = tempfile.TemporaryDirectory(prefix="rlp-cost-smoke-") if args.smoke else None
+    if smoke_dir is not None:
+        from bench.smoke import tiny_corpus, tiny_model
+
+        args.model, corpus = str(tiny_model(smoke_dir.name, chat_template=False)), str(tiny_corpus(smoke_dir.name))
+        args.prompts, args.generations, args.thought, args.context, args.repeats = 2, 2, 4, 8, 1
     from rewards.rlp import THINK_OPEN, bind_scorer, rlp_reward
     from rl.train.rlp_teacher import EmaTeacher
     from rl.train.rlp_trainer import RLPScorer
 
     model, tok = load(args.model)
-    rows = contexts(tok, args.prompts, args.context)
+    rows = contexts(tok, args.prompts, args.context, corpus)
     teacher = EmaTeacher(model, 0.999)
     scorer = RLPScorer(model, teacher, tok, chunk_rows=8)
     prompts = [ctx + THINK_OPEN for ctx, _, _ in rows for _ in range(args.generations)]
@@ -138,6 +149,9 @@ def main(argv=None) -> int:
     print(f"forward calls (policy + teacher, all rounds): {scorer.forward_calls}; samples per round: {n}")
     print(f"information gain over {len(gains)} thoughts: mean {statistics.mean(gains):.3f} nats, "
           f"positive {sum(x > 0 for x in gains) / len(gains):.1%}")
+    ratios = {name: statistics.median(values) / anchor for name, values in times.items()}
+    print(f"rlp_cost: reward_vs_generation={ratios['rlp reward']:.3f} "
+          f"full_logits_vs_generation={ratios['full-logits reference']:.3f}")
     return 0
 
 

@@ -11,7 +11,10 @@ rewards are not all equal (GRPO learns only from those):
 * the reasoning format (the paper's instruction in the chat template, answer in \\boxed{}), with
   `--reasoning-tokens` tokens to reason and answer.
 
-    .venv/bin/python bench/rpt_signal.py [--rows 64] [--generations 4] [--data DIR]
+    .venv/bin/python -m bench.rpt_signal [--rows 64] [--generations 4] [--data DIR] [--smoke]
+
+`--smoke`: a tiny local model as policy and proxy, bench/smoke.py's documents instead of CHAMP, 4 rows
+x 2 completions, 8 reasoning tokens: checks that the bench runs (its numbers mean nothing).
 
 The last line is `signal: completion_1tok=X completion_4tok_prefix=Y completion_4tok_exact=Z reasoning=W`
 (mean rewards).
@@ -28,21 +31,22 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+BUILTIN = "builtin:smollm2-135m-instruct"
 
 
-def build_rows(out: Path, documents: int):
+def build_rows(out: Path, documents: int, corpus: str = "builtin:champ", proxy: str = BUILTIN, **extra):
     from rl.train.config import DEFAULT_RPT_PROMPT
     from rl.data.rpt import RPTBuildConfig, build_rpt_dataset
 
-    cfg = RPTBuildConfig(corpus="builtin:champ", proxy_model="builtin:smollm2-135m-instruct", min_entropy=1.0,
+    cfg = RPTBuildConfig(corpus=corpus, proxy_model=proxy, min_entropy=1.0,
                          max_per_doc=4, max_documents=documents, max_context_tokens=64, format="completion",
-                         prompt_template=DEFAULT_RPT_PROMPT)
+                         prompt_template=DEFAULT_RPT_PROMPT, **extra)
     dataset, _ = build_rpt_dataset(cfg, out)
     return dataset
 
 
-def main() -> int:
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=64)
     parser.add_argument("--generations", type=int, default=4)
@@ -50,7 +54,9 @@ def main() -> int:
     parser.add_argument("--reasoning-tokens", type=int, default=96)
     parser.add_argument("--reasoning-rows", type=int, default=16, help="rows for the (slow) reasoning format")
     parser.add_argument("--data", default=None, help="completion-format RPT data dir (default: build 24 documents)")
-    args = parser.parse_args()
+    parser.add_argument("--smoke", action="store_true",
+                        help="a tiny local model and corpus, 4 rows x 2 completions: checks that the bench runs")
+    args = parser.parse_args(argv)
 
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -61,7 +67,16 @@ def main() -> int:
     from rl.data.rpt import make_prompt
     from rl.train.signal_check import run_signal_check
 
-    path = resolve_model("builtin:smollm2-135m-instruct")
+    model_arg, build = BUILTIN, {}
+    tmp = tempfile.TemporaryDirectory(prefix="rpt-signal-")
+    if args.smoke:
+        from bench.smoke import tiny_corpus, tiny_model
+
+        torch.set_num_threads(1)
+        model_arg = str(tiny_model(tmp.name))
+        build = {"corpus": str(tiny_corpus(tmp.name)), "proxy": model_arg, "id_field": "id", "min_context_tokens": 4}
+        args.rows, args.generations, args.reasoning_tokens, args.reasoning_rows = 4, 2, 8, 2
+    path = resolve_model(model_arg)
     tok = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
     if args.data:
@@ -69,7 +84,7 @@ def main() -> int:
 
         data = load_from_disk(args.data)
     else:
-        data = build_rows(Path(tempfile.mkdtemp()) / "rpt", documents=24)
+        data = build_rows(Path(tmp.name) / "rpt", documents=24, **build)
     rows = [dict(r) for r in data.select(range(min(args.rows, len(data))))]
     print(f"{len(rows)} completion-format rows (entropy >= 1 nat), G={args.generations}, T={args.temperature}")
     print(f"{'format':<12} {'tokens':>6} {'rule':<22} {'mean reward':>11} {'groups w/ signal':>17} {'s':>6}")
