@@ -92,6 +92,19 @@ def _v(token: str) -> str:
     return repr(token)[1:-1].replace(" ", "␣") or "∅"
 
 
+def target_lines(result: dict) -> list[str]:
+    """One line per threshold mode whose --target-bytes-per-patch could not be reached (result["targets"])."""
+    lines = []
+    for t in result.get("targets") or []:
+        if not t["reached"]:
+            cap = (result.get("settings") or {}).get("max_patch_length")
+            why = f" with --max-patch-length {cap}" if cap else ""
+            lines.append(f"target NOT reached: {t['mode']} patches average at most {t['mean_patch_bytes']:.2f} bytes"
+                         f"{why}, below --target-bytes-per-patch {t['target_bytes_per_patch']:g} (theta "
+                         f"{t['threshold']:.3f} is the coarsest cut)")
+    return lines
+
+
 def format_bits(result: dict) -> str:
     s = result["stats"]
     lines = [(f"where the bits are: {result['model']} on {result['source']['path']} "
@@ -103,13 +116,7 @@ def format_bits(result: dict) -> str:
         lines.append(f"{m['mode']:14} {theta:>7} {m['patches_per_token']:13.3f} {m['mean_patch_tokens']:8.2f} "
                      f"{m['p90_patch_tokens']:7.1f} {m['mean_patch_bytes']:7.2f} {m['p90_patch_bytes']:6.1f} "
                      f"{100 * m['starts_that_are_forking']:13.1f}% {100 * m['forking_that_start_patches']:15.1f}%")
-    for t in result.get("targets") or []:
-        if not t["reached"]:
-            why = (f" with --max-patch-length {result['settings']['max_patch_length']}"
-                   if result["settings"].get("max_patch_length") else "")
-            lines.append(f"target NOT reached: {t['mode']} patches average at most {t['mean_patch_bytes']:.2f} bytes"
-                         f"{why}, below --target-bytes-per-patch {t['target_bytes_per_patch']:g} (theta "
-                         f"{t['threshold']:.3f} is the coarsest cut)")
+    lines += target_lines(result)
     g = s["patches"][0]
     lines.append(f"share of tokens with entropy above theta {g['threshold']:.4f}: {100 * g['share_above_threshold']:.1f}% "
                  f"(below or equal: {100 * (1 - g['share_above_threshold']):.1f}%)")
