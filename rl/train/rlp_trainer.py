@@ -125,14 +125,24 @@ class RLPScorer:
         return self._pair_cache[key]
 
     def thought_ids(self, thought: str, closed: bool, ids) -> list[int]:
-        """The generated token ids when they are exactly the thought (no delimiter written), else the
-        thought text re-tokenized (cut at THINK_CLOSE)."""
-        if ids is not None and not closed:
+        """The sampler's own token ids of the thought: all generated ids when they decode to exactly
+        the thought (no delimiter written), the generated ids before the delimiter when a prefix of
+        them decodes to exactly the thought (closed); else the thought text re-tokenized (a token
+        that straddles THINK_CLOSE, or a dropped leading THINK_OPEN)."""
+        if ids is not None:
             ids = list(ids)
             while ids and ids[-1] in self.strip_ids:
                 ids.pop()
-            if self.tok.decode(ids) == thought:
-                return ids
+            if not closed:
+                if self.tok.decode(ids) == thought:
+                    return ids
+            else:
+                for j in range(len(ids) + 1):  # shortest prefix; stops once the text runs past the thought
+                    text = self.tok.decode(ids[:j])
+                    if text == thought:
+                        return ids[:j]
+                    if len(text) > len(thought) + len(THINK_CLOSE):
+                        break
         return self._encode(thought)
 
     def _score(self, model, seqs, ks) -> list[float]:

@@ -201,3 +201,25 @@ def test_scoring_runs_without_dropout_and_restores_training_flags(setup):
         scorer.information_gain(**args)
     handle.remove()
     assert _flags(policy) == flags
+
+
+def test_closed_thought_is_scored_with_the_sampler_ids(monkeypatch):
+    """A closed thought keeps the ids the sampler generated before the delimiter, also when they are not
+    the tokenizer's own split of the text (re-tokenizing would score a sequence the sampler never made)."""
+    import rl.train.rlp_trainer as rlp_trainer
+    from tests.tiny_models import gpt2_tokenizer
+
+    tok = gpt2_tokenizer()
+    enc = lambda s: tok(s, add_special_tokens=False)["input_ids"]  # noqa: E731
+    sampled = enc(" i") + enc("t") + enc(" sits")  # " it sits", split as no tokenizer would
+    assert sampled != enc(" it sits") and tok.decode(sampled) == " it sits"
+    recorder = _Recorder()
+    monkeypatch.setattr(rlp_trainer, "score_targets", recorder)
+    scorer = RLPScorer(None, NoTeacher(), tok)
+    ids = sampled + enc(THINK_CLOSE + " tail") + [tok.eos_token_id]
+    with bind_scorer(scorer):
+        rlp_reward(prompts=["p"], completions=[" it sits" + THINK_CLOSE + " tail"], completion_ids=[ids],
+                   context=["The cat sat"], continuation=[" on the mat"], boundaries=[[3, 7, 11]])
+    (seq,), = recorder.seqs
+    prompt_ids = trl_prompt_ids(tok, rlp_prompt("The cat sat", use_chat=False))
+    assert seq == prompt_ids + sampled + enc(THINK_CLOSE) + enc(" on")
