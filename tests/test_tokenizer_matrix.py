@@ -64,3 +64,16 @@ def test_matrix_models_load_and_run(matrix_model_dir):
     ids = tok("The dog", return_tensors="pt")["input_ids"]
     with torch.no_grad():
         assert model(ids).logits.shape[-1] == len(tok)
+
+
+def test_matrix_model_dirs_load_their_kinds_tokenizer(matrix_model_dir, matrix_root):
+    """`AutoTokenizer` on the model directory (as every command loads it) gives the kind's tokenizer."""
+    from transformers import AutoTokenizer
+
+    from tests.tokenizer_matrix import matrix_tokenizer
+
+    kind = matrix_model_dir.name.split("-")[0]
+    loaded, built = AutoTokenizer.from_pretrained(matrix_model_dir), matrix_tokenizer(kind, matrix_root)
+    for text in MATRIX_TEXTS:
+        assert loaded(text)["input_ids"] == built(text)["input_ids"], kind
+        assert loaded.decode(loaded(text)["input_ids"][2:]) == built.decode(built(text)["input_ids"][2:]), kind

@@ -145,16 +145,21 @@ def matrix_tokenizer(kind: str, root: Path | str):
 
 def build_matrix_model(path: Path | str, kind: str, root: Path | str, chat_template: bool = False,
                        hidden_size: int = 64, layers: int = 2, seed: int = 0) -> Path:
-    """A tiny random Qwen2-architecture model whose tokenizer is the matrix's `kind`, saved to `path`."""
+    """A tiny random Llama-architecture model whose tokenizer is the matrix's `kind`, saved to `path`.
+
+    Not Qwen2: transformers 5 loads every `qwen2` model directory's tokenizer as `Qwen2Tokenizer`
+    (rebuilt from vocab and merges with Qwen's byte-level pipeline), whatever tokenizer.json says, so
+    `AutoTokenizer.from_pretrained(path)` would not be the kind; a `llama` directory loads its
+    tokenizer.json as saved."""
     import torch
-    from transformers import AutoModelForCausalLM, Qwen2Config
+    from transformers import AutoModelForCausalLM, LlamaConfig
 
     from tests.tiny_models import CHATML_TEMPLATE
 
     tok = matrix_tokenizer(kind, root)
     if chat_template:
         tok.chat_template = CHATML_TEMPLATE
-    config = Qwen2Config(vocab_size=len(tok), hidden_size=hidden_size, intermediate_size=hidden_size * 2,
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=hidden_size, intermediate_size=hidden_size * 2,
                          num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
                          max_position_embeddings=2048, tie_word_embeddings=True, bos_token_id=tok.bos_token_id,
                          eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
