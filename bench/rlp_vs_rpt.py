@@ -20,8 +20,13 @@ base model and rlp - rpt, paired by document, 95% paired-bootstrap CIs (rl/eval/
 seeds: the mean difference with a t-interval over seeds. Reward curves (each arm's batch reward
 per step: RPT accuracy, RLP information gain in nats) go to rlp_vs_rpt.json and a PNG.
 
-    .venv/bin/python bench/rlp_vs_rpt.py --quick   # 1 seed, 10 steps per arm: ~15 min on a quiet 2-core CPU
-    .venv/bin/python bench/rlp_vs_rpt.py           # 3 seeds, 30 steps per arm: ~1.5 h
+    .venv/bin/python -m bench.rlp_vs_rpt --quick   # 1 seed, 10 steps per arm: ~15 min on a quiet 2-core CPU
+    .venv/bin/python -m bench.rlp_vs_rpt           # 3 seeds, 30 steps per arm: ~1.5 h
+    .venv/bin/python -m bench.rlp_vs_rpt --smoke   # a tiny local model and corpus, 1 step per arm: seconds
+
+`--smoke` passes the recipes a tiny local model and bench/smoke.py's 16 documents instead of SmolLM2
+and CHAMP (bench/smoke.py `rpt_overrides`), 1 step per arm, into a temporary
+`--out`; the same `rl train` runs, held-out split, measurements and report (numbers mean nothing).
 
 Measured (2026-12-05, default sizing: 3 seeds x 30 steps per arm, one torch thread per run, a
 machine shared with another bench; 14 held-out documents, 3,108 tokens, 56 RPT positions):
@@ -49,26 +54,26 @@ import json
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from rpt_learning import ROOT, t_interval  # noqa: E402  (the benches' one t-interval over seeds)
+from bench.rpt_learning import ROOT, t_interval  # the benches' one t-interval over seeds
 
-sys.path.insert(0, str(ROOT))
-
+BUILTIN = "builtin:smollm2-135m-instruct"
 RECIPES = {"rpt": ROOT / "recipes" / "rpt_smollm2_cpu.yaml", "rlp": ROOT / "recipes" / "rlp_smollm2_cpu.yaml"}
 EVAL_TEMPERATURE = 0.8  # the RPT evaluation's sampling temperature (the demo's)
 
 
-def train_arm(arm: str, seed: int, steps: int, run_dir: Path, data: Path | None) -> dict:
-    """One `rl train` run of `arm`'s recipe into run_dir; returns its log history and wall time."""
+def train_arm(arm: str, seed: int, steps: int, run_dir: Path, data: Path | None, extra: list[str] = ()) -> dict:
+    """One `rl train` run of `arm`'s recipe (plus `extra` recipe overrides) into run_dir; returns its log
+    history and wall time."""
     if data is not None and not (run_dir / "rpt-data").exists():
         run_dir.mkdir(parents=True, exist_ok=True)
         shutil.copytree(data, run_dir / "rpt-data")  # the same rows for every seed of this arm
     cmd = [sys.executable, "-m", "rl.cli", "train", "--config", str(RECIPES[arm]), "--max_steps", str(steps),
            "--seed", str(seed), "--output_dir", str(run_dir), "--run_name", f"bench-{arm}-seed{seed}",
-           "--report_to", "none", "--save_steps", str(steps), "--signal_check", "off"]
+           "--report_to", "none", "--save_steps", str(steps), "--signal_check", "off", *extra]
     log = run_dir.parent / f"{run_dir.name}.log"
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     started = time.time()
@@ -84,7 +89,7 @@ def train_arm(arm: str, seed: int, steps: int, run_dir: Path, data: Path | None)
             "info_gain": [e.get("rlp/info_gain") for e in steps_logged]}
 
 
-def held_out(run_dirs: dict[str, Path]):
+def held_out(run_dirs: dict[str, Path], extra: list[str] = ()):
     """(held-out document texts, RPT held-out position rows): documents in neither arm's training split."""
     from datasets import load_from_disk
 
@@ -94,7 +99,7 @@ def held_out(run_dirs: dict[str, Path]):
 
     trained, evaluated, rpt_rows = set(), set(), []
     for arm, run_dir in run_dirs.items():
-        args, _, _ = parse_recipe(["--config", str(RECIPES[arm])])
+        args, _, _ = parse_recipe(["--config", str(RECIPES[arm]), *extra])
         train_rows, eval_rows = split_by_document(load_from_disk(str(run_dir / "rpt-data")), args.eval_fraction,
                                                   args.rpt_seed)
         trained |= set(train_rows["doc_id"])
@@ -163,15 +168,26 @@ def fmt(d: dict, scale: float = 100.0) -> str:
     return f"{scale * d['diff']:+.2f} [{scale * d['ci95'][0]:+.2f}, {scale * d['ci95'][1]:+.2f}]"
 
 
-def main() -> int:
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", default="1,2,3")
     parser.add_argument("--steps", type=int, default=30, help="optimizer steps per arm")
     parser.add_argument("--quick", action="store_true", help="1 seed, 10 steps per arm")
+    parser.add_argument("--smoke", action="store_true",
+                        help="a tiny local model and corpus, 1 seed, 1 step per arm, a temporary --out: checks that the "
+                             "bench runs (its numbers mean nothing)")
     parser.add_argument("--out", default=str(ROOT / "runs" / "bench-rlp-vs-rpt"))
-    args = parser.parse_args()
-    seeds = [1] if args.quick else [int(s) for s in args.seeds.split(",")]
-    steps = 10 if args.quick else args.steps
+    args = parser.parse_args(argv)
+    seeds = [1] if args.quick or args.smoke else [int(s) for s in args.seeds.split(",")]
+    steps = 10 if args.quick else 1 if args.smoke else args.steps
+    base_model, extra = BUILTIN, []
+    if args.smoke:
+        from bench.smoke import rpt_overrides, tiny_corpus, tiny_model
+
+        smoke_dir = tempfile.TemporaryDirectory(prefix="rlp-vs-rpt-smoke-")
+        base_model = str(tiny_model(smoke_dir.name, chat_template=False))
+        extra = rpt_overrides(base_model, tiny_corpus(smoke_dir.name))
+        args.out = str(Path(smoke_dir.name) / "out")
     out = Path(args.out)
     if out.exists() and not (out / ".rlp_vs_rpt").is_file():
         raise SystemExit(f"--out {out} exists and was not made by this bench; choose another directory")
@@ -190,16 +206,16 @@ def main() -> int:
         runs = {}
         for arm in RECIPES:
             run_dir = out / arm / f"seed{seed}"
-            runs[arm] = train_arm(arm, seed, steps, run_dir, data[arm])
+            runs[arm] = train_arm(arm, seed, steps, run_dir, data[arm], extra)
             data[arm] = data[arm] or run_dir / "rpt-data"
             curves[arm][seed] = runs[arm]["rewards"]
             first, last = runs[arm]["rewards"][:5], runs[arm]["rewards"][-5:]
             print(f"seed {seed} {arm}: {steps} steps in {runs[arm]['seconds']:.0f} s; batch reward, mean of the first "
                   f"{len(first)} {sum(first) / max(1, len(first)):+.3f}, of the last {len(last)} "
                   f"{sum(last) / max(1, len(last)):+.3f}", flush=True)
-        texts, rows, context = held_out({arm: out / arm / f"seed{seed}" for arm in RECIPES})
+        texts, rows, context = held_out({arm: out / arm / f"seed{seed}" for arm in RECIPES}, extra)
         if base is None:  # the base model and the held-out set are the same for every seed
-            base = measure("builtin:smollm2-135m-instruct", texts, rows, context)
+            base = measure(base_model, texts, rows, context)
         trained = {arm: measure(str(out / arm / f"seed{seed}"), texts, rows, context) for arm in RECIPES}
         seed_result = {"heldout_documents": len(texts), "heldout_positions": len(rows),
                        "wall_seconds": {arm: round(runs[arm]["seconds"], 1) for arm in RECIPES},
