@@ -9,10 +9,10 @@
 * sets `WANDB_RUN_ID` and `WANDB_RESUME=allow` (a user's `WANDB_RESUME` is kept) for
   transformers' `WandbCallback`, whose `wandb.init` reads both from the environment;
 * returns a `WandbContinuity` callback that drops every `wandb.log` call (WandbCallback's metrics,
-  TRL's completion tables, RLP's thought tables) made while the trainer replays steps the W&B run
-  already holds, and records the last step logged. W&B itself does not deduplicate: the metrics
-  are plotted against `train/global_step` (WandbCallback's `define_metric`), so a replayed step
-  would show twice.
+  TRL's profiling timings and completion tables, RLP's thought tables) made while the trainer
+  replays steps the W&B run already holds, gives rows without `train/global_step` the trainer's
+  step, and records the last step logged. W&B itself does not deduplicate: the metrics are plotted
+  against `train/global_step` (WandbCallback's `define_metric`), so a replayed step would show twice.
 
 The replay bound is the `last_step` recorded in wandb-run.json after each log (rank 0), so a job
 killed after its last checkpoint (steps logged, not saved) resumes without logging those steps again.
@@ -111,19 +111,24 @@ def wandb_run_callbacks(training_args, environ=None) -> list:
 
 
 class WandbContinuity(TrainerCallback):
-    """Drops `wandb.log` calls for steps up to `replayed_until` (already in the W&B run) and records the
-    last step logged in wandb-run.json (rank 0). Placed after WandbCallback (user callbacks follow the
-    reporting ones), so `wandb.init` has run when `on_train_begin` wraps `wandb.log`."""
+    """Rank 0's filter on `wandb.log` for one `train()` call, and the record of the last step logged.
+
+    Placed after WandbCallback (user callbacks follow the reporting ones), so `wandb.init` has run when
+    `on_train_begin` wraps `wandb.log`. While the trainer replays steps up to `replayed_until` every
+    call is dropped; replay ends when step `replayed_until + 1` begins (`on_step_begin`: TRL logs its
+    profiling timings while a step runs, before the step count moves). Rows without
+    `train/global_step` (TRL's profiling timings and completion tables) get the trainer's step count:
+    W&B would fill in the last value it saw in this process, 0 in a resumed process, which put them
+    at the start of the axis.
+    """
 
     def __init__(self, output_dir, run_id: str, replayed_until: int, saved_env: dict, environ):
         self.output_dir, self.run_id, self.replayed_until = output_dir, run_id, int(replayed_until)
         self._saved_env, self._environ = saved_env, environ
-        self._wandb = self._original_log = None
-        self._state = None
-        self._dropped: list[int] = []
+        self._wandb = self._original_log = self._state = None
+        self._replaying = False
+        self._dropped = 0
         self._last_written = 0
-
-    # -- wandb.log filter
 
     def _wrap(self, state) -> None:
         import sys
@@ -134,42 +139,45 @@ class WandbContinuity(TrainerCallback):
         self._wandb, self._original_log, self._state = wandb, wandb.log, state
         original = self._original_log
 
-        def log(*args, **kwargs):
-            step = self._state.global_step
-            if step <= self.replayed_until:
-                if not self._dropped or self._dropped[-1] != step:
-                    self._dropped.append(step)
+        def log(data=None, *args, **kwargs):
+            if self._replaying:
+                self._dropped += 1
                 return None
-            return original(*args, **kwargs)
+            if isinstance(data, dict) and "train/global_step" not in data:
+                data = {**data, "train/global_step": self._state.global_step}
+            return original(data, *args, **kwargs)
 
         wandb.log = log
 
     def _unwrap(self) -> None:
-        if self._original_log is not None and self._wandb is not None:
+        if self._original_log is not None and self._wandb is not None and self._wandb.log is not self._original_log:
             self._wandb.log = self._original_log
         self._wandb = self._original_log = None
-        if self._dropped:
-            logger.info("W&B run %s: steps %d-%d replayed from the checkpoint were already logged; not logged again",
-                        self.run_id, self._dropped[0], self._dropped[-1])
-            self._dropped = []
 
-    # -- callback events
+    def _end_replay(self, step: int) -> None:
+        if self._replaying:
+            self._replaying = False
+            logger.info("W&B run %s: steps up to %d were already logged; %d log call(s) of the replayed steps "
+                        "dropped, logging again from step %d", self.run_id, self.replayed_until, self._dropped,
+                        step + 1)
 
     def on_train_begin(self, args, state, control, **kwargs):
-        if state.is_world_process_zero and state.global_step < self.replayed_until:
-            self._wrap(state)
-            if self._original_log is not None:
-                logger.info("W&B run %s holds steps up to %d; resuming at step %d, the replayed steps are not "
-                            "logged again", self.run_id, self.replayed_until, state.global_step)
+        if not state.is_world_process_zero:
+            return
+        self._wrap(state)
+        self._replaying = self._original_log is not None and state.global_step < self.replayed_until
+        if self._replaying:
+            logger.info("W&B run %s holds steps up to %d; resuming at step %d, the replayed steps are not logged "
+                        "again", self.run_id, self.replayed_until, state.global_step)
 
-    def on_step_end(self, args, state, control, **kwargs):
-        if self._original_log is not None:
-            self._state = state
-            if state.global_step > self.replayed_until:
-                self._unwrap()  # this step's logs come after on_step_end: they go through
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._state = state
+        if self._replaying and state.global_step >= self.replayed_until:
+            self._end_replay(state.global_step)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if not state.is_world_process_zero or state.global_step <= max(self.replayed_until, self._last_written):
+        if (not state.is_world_process_zero or self._replaying
+                or state.global_step <= max(self.replayed_until, self._last_written)):
             return
         import sys
 
@@ -179,6 +187,7 @@ class WandbContinuity(TrainerCallback):
             self._last_written = state.global_step
 
     def on_train_end(self, args, state, control, **kwargs):
+        self._replaying = False
         self._unwrap()
         self.restore_environ()
 

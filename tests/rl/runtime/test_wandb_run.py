@@ -131,7 +131,9 @@ def test_unreadable_run_file_starts_a_new_run(tmp_path, caplog):
 
 
 def test_replayed_steps_are_dropped_from_every_wandb_log(tmp_path, monkeypatch):
-    """The filter sits on `wandb.log` itself, so TRL's tables and RLP's go through it as the metrics do."""
+    """The filter sits on `wandb.log` itself, so TRL's profiling rows and tables and RLP's go through it
+    as the metrics do. Replay ends when step replayed_until + 1 begins: TRL logs its profiling timings
+    while a step runs, before the step count moves."""
     import wandb
 
     logged = []
@@ -143,16 +145,18 @@ def test_replayed_steps_are_dropped_from_every_wandb_log(tmp_path, monkeypatch):
     monkeypatch.setattr(wandb, "log", log)
     out = tmp_path / "run"
     cb = wr.WandbContinuity(out, "abc", replayed_until=3, saved_env={}, environ={})
-    state = SimpleNamespace(global_step=1, is_world_process_zero=True)
+    state = SimpleNamespace(global_step=1, is_world_process_zero=True)  # resumed from checkpoint-1
     cb.on_train_begin(None, state, None)
     for step in (2, 3, 4, 5):
+        cb.on_step_begin(None, state, None)
+        wandb.log({"profiling": step})  # during the step: the count is still step - 1
         state.global_step = step
         cb.on_step_end(None, state, None)
-        wandb.log({"step": step})
-        wandb.log({"table": step})  # a second call at the same step (a completions table)
+        wandb.log({"loss": step, "train/global_step": step})  # WandbCallback.on_log
         cb.on_log(None, state, None, logs={})
     cb.on_train_end(None, state, None)
-    assert logged == [{"step": 4}, {"table": 4}, {"step": 5}, {"table": 5}]
+    assert logged == [{"profiling": 4, "train/global_step": 3}, {"loss": 4, "train/global_step": 4},
+                      {"profiling": 5, "train/global_step": 4}, {"loss": 5, "train/global_step": 5}]
     assert wr.read_run_file(out) == {"run_id": "abc", "last_step": 5}
     assert wandb.log is log  # unwrapped
 
@@ -186,4 +190,6 @@ def test_resumed_training_is_one_wandb_run_with_each_step_once(tmp_path, tiny_mo
     assert len(runs) == 2 and {r["run_id"] for r in runs} == {first["run_id"]}
     trained = [row["train/global_step"] for r in runs for row in r["rows"] if "train/loss" in row]
     assert trained == [1, 2, 3, 4]
-    assert min(row["train/global_step"] for row in runs[1]["rows"]) == 3  # nothing of step 2 again
+    # nothing of step 2 again, not even TRL's profiling rows; those of step 3 (logged while it runs)
+    # carry the step count 2, not the 0 W&B fills in for a row without it in a new process
+    assert min(row["train/global_step"] for row in runs[1]["rows"]) == 2
