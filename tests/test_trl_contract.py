@@ -122,6 +122,23 @@ def test_reward_functions_get_the_keywords_the_registry_lists():
     assert 'key not in ["prompt", "completion", "completion_ids"]' in src  # every other column is passed
 
 
+def test_completions_for_rewards_come_out_of_generate_as_we_replace_them():
+    """`EntropyGRPOTrainer._generate` replaces a plain-text prompt's completion (4th of `_generate`'s
+    results, decoded alone by TRL) with the text it adds after its prompt (rl/train/decoding.py); the
+    rewards and the completions log must read exactly that list."""
+    assert _params(GRPOTrainer._generate) == ["self", "prompts"]
+    src = _source(GRPOTrainer._generate)
+    assert "prompt_ids, images, multimodal_fields = self._tokenize_prompts(prompts)" in src
+    assert "completions = self.processing_class.batch_decode(completion_ids, skip_special_tokens=True)" in src
+    assert ("return prompt_ids, completion_ids, tool_mask, completions, logprobs, extra_fields, images, "
+            "tool_images") in src
+    score = " ".join(_source(GRPOTrainer._generate_and_score_completions).split())
+    assert ("prompt_ids_list, completion_ids_list, tool_mask_list, completions, sampling_per_token_logps_list, "
+            "extra_fields, images, tool_images, ) = self._generate(prompts)") in score
+    assert "self._calculate_rewards(inputs, prompts, completions, completion_ids_list)" in score
+    assert 'self._logs["completion"].extend(gather_object(completions))' in score
+
+
 def test_zero_dim_tensors_pass_through_shuffle_and_split():
     """ForkingStep's population counts are 0-dim tensors: every micro-batch must get them whole."""
     batch = {"mask": torch.arange(8).reshape(4, 2), "total": torch.tensor(7), "none": None}

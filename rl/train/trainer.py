@@ -64,8 +64,10 @@ import torch.distributed as dist
 from accelerate.utils import DistributedType, gather_object, is_peft_model
 from trl import GRPOTrainer
 from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
+from trl.data_utils import is_conversational
 from trl.models.utils import disable_gradient_checkpointing
 
+from rl.train.decoding import in_context_texts
 from rl.train.entropy import masked_stats, select_forking_tokens
 from rl.train.losses import LOSS_VARIANTS
 from rl.train.forking import (
@@ -198,6 +200,22 @@ class EntropyGRPOTrainer(RLPTrainerMixin, GRPOTrainer):
         generate_every = self.args.steps_per_generation * self.num_iterations
         return bool(self.args.gradient_accumulation_steps % generate_every != 0
                     or (self.use_vllm and self.vllm_importance_sampling_correction))
+
+    # ------------------------------------------------------------------ completion text
+
+    def _generate(self, prompts: list):
+        """TRL's sampling and decoding, with each plain-text prompt's completion given to the rewards (and
+        the completions log) as the text it adds after its prompt (rl/train/decoding.py): TRL decodes the
+        completion alone, which drops a SentencePiece-style first token's leading space and, with
+        `clean_up_tokenization_spaces`, the space in " ." (RPT's completion rewards then pay 0 for a right
+        guess). Conversational completions stay TRL's (message content), as do tool loops."""
+        out = super()._generate(prompts)
+        prompt_ids, completion_ids, _tool_mask, completions = out[:4]
+        if (prompts and not is_conversational({"prompt": prompts[0]}) and not self.tools
+                and all(isinstance(c, str) for c in completions)):
+            completions = in_context_texts(self.processing_class, prompt_ids, completion_ids)
+            out = (*out[:3], completions, *out[4:])
+        return out
 
     # ------------------------------------------------------------------ step scope: entropies and selection
 
