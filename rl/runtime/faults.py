@@ -21,7 +21,9 @@ A training run is hours of cluster time. Bad *input* is refused before any model
   all-reduced flag per call, then the failing ranks' messages gathered): `raise` stops every rank with
   the same one-line `RewardError` naming the rank(s) and the error; `none` scores the whole batch None
   from that reward on every failing rank. The reward keeps its own collectives in step by agreeing on
-  failures itself (`agree_on_failure`; a rank whose part went fine raises `PeerRankFailed`).
+  failures itself (`agree_on_failure`; a rank whose part went fine raises `PeerRankFailed`). Any other
+  reward is isolated per sample on its own rank, then the ranks agree the same way, so a stop on one
+  rank is the same line on every rank (`rank R: reward ...`) instead of a wait in TRL's gather.
 * `NonFiniteGuard` (a TrainerCallback): in `on_pre_optimizer_step` (after backward and gradient
   clipping, right before `optimizer.step()`) it checks every gradient for NaN/inf (one flag
   all-reduced over ranks); a bad step is skipped by setting every gradient to None (torch
@@ -203,35 +205,37 @@ def wrap_reward(func: Callable, policy: str = "raise") -> Callable:
     def across_ranks(dist, args, kwargs, n):
         """A policy-scored reward under several ranks: one call, the ranks agree on failure (see the
         module docstring); never a per-sample re-score (its collectives would run on one rank only)."""
+        fatal = False  # a wrong number of values stops the run whatever the policy (as in one process)
         try:
             out, error, problem = func(*args, **kwargs), None, None
         except Exception as exc:  # noqa: BLE001
             out, error = None, exc
             problem = None if isinstance(exc, PeerRankFailed) else f"raised {first_line(exc)}"
-        if error is None and (not isinstance(out, (list, tuple)) or (n is not None and len(out) != n)):
+            fatal = problem is not None and n is None  # no batch to score None
+        if error is None and (n is None or not isinstance(out, (list, tuple)) or len(out) != n):
             size = len(out) if isinstance(out, (list, tuple)) else type(out).__name__
             problem = f"returned {size} values for {n} completions (one score per completion expected)"
+            fatal = True
         bad = [] if problem or error else [i for i, v in enumerate(out) if not _is_score(v)]
         if bad and policy == "raise":
             problem = (f"returned {_short(out[bad[0]], 40)} (not a finite number or None) for "
                        f"{_describe_sample(kwargs, bad[0])}")
         if sync_flag(problem is not None or error is not None):
             reports = [None] * dist.get_world_size()
-            dist.all_gather_object(reports, problem)
-            failed = [(rank, text) for rank, text in enumerate(reports) if text is not None]
-            what = "; ".join(f"rank {rank} {text}" for rank, text in failed) or "a rank failed"
-            if policy == "raise":
+            dist.all_gather_object(reports, None if problem is None else (problem, fatal))
+            failed = [(rank, report) for rank, report in enumerate(reports) if report is not None]
+            what = "; ".join(f"rank {rank} {text}" for rank, (text, _) in failed) or "a rank failed"
+            if policy == "raise" or any(stop for _, (_, stop) in failed):
                 if error is not None and not isinstance(error, PeerRankFailed):
                     logger.error("reward `%s` failed on this rank:\n%s", name,
                                  "".join(traceback.format_exception(error)).rstrip())
                 raise RewardError(
                     f"reward `{name}` (scores with the policy on every rank together): {what}; every rank "
                     "stops; fix the reward (or the data row), or set `reward_error_policy: none` to score "
-                    "such batches None and keep training")
+                    "such batches None and keep training") from error
             if error is not None or problem is not None:
-                count = n if n is not None else len(out or [])
-                give_none(count, count, f"{what} (the whole batch of this rank)", kwargs)
-                return [None] * count
+                give_none(n, n, f"{what} (the whole batch of this rank)", kwargs)
+                return [None] * n
         if bad:  # policy none, values that are not scores: those samples None (no collective involved)
             out = list(out)
             for i in bad:
@@ -246,9 +250,29 @@ def wrap_reward(func: Callable, policy: str = "raise") -> Callable:
         if completions is None:  # called positionally (TRL always passes keywords): first list argument
             completions = next((a for a in args if isinstance(a, (list, tuple))), None)
         n = len(completions) if isinstance(completions, (list, tuple)) else None
-        dist = active_dist() if collective else None
-        if dist is not None:
+        dist = active_dist()
+        if dist is None:
+            return on_this_rank(args, kwargs, n)
+        if collective:
             return across_ranks(dist, args, kwargs, n)
+        # a reward without collectives: each rank isolates its own failing samples, then the ranks agree,
+        # so a stop on one rank stops every rank with the same line instead of leaving the others waiting
+        # in TRL's gather of the rewards
+        try:
+            out, error = on_this_rank(args, kwargs, n), None
+        except RewardError as exc:
+            out, error = None, exc
+        if sync_flag(error is not None):
+            reports = [None] * dist.get_world_size()
+            dist.all_gather_object(reports, None if error is None else str(error))
+            failed = [(rank, text) for rank, text in enumerate(reports) if text is not None]
+            rank, text = failed[0]
+            also = f" (rank(s) {', '.join(str(r) for r, _ in failed[1:])} failed too)" if failed[1:] else ""
+            raise RewardError(f"rank {rank}{also}: {text}") from error
+        return out
+
+    def on_this_rank(args, kwargs, n):
+        """The reward on this rank's batch, failing samples isolated by scoring each alone."""
         try:
             out = func(*args, **kwargs)
             error = None

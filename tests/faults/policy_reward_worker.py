@@ -5,7 +5,9 @@
 Runs the `rlp` reward the way the trainer does (wrapped by rl/runtime/faults.py, the policy scorer bound,
 the trainer's per-call `gather_object` as its record) through a fixed list of scenarios, in one process
 group. Each failing scenario breaks rank 1 only, at a different point of the reward: preparing its rows,
-the policy's forward, the teacher's forward. The ranks hold different numbers of rows. Every rank writes
+the policy's forward, the teacher's forward; `none-length`: one score short under `none` (still a stop);
+`plain`: a reward without collectives failing on one sample
+of rank 1. The ranks hold different numbers of rows. Every rank writes
 what each scenario gave it (scores, or the error's text) to OUT/rank<R>.json; a scenario that let the
 ranks fall out of step shows as a hang (the test's timeout) or as a later scenario failing.
 """
@@ -17,7 +19,7 @@ import os
 import sys
 from datetime import timedelta
 
-SCENARIOS = ("ok", "prep", "policy", "teacher", "none-policy", "ok-again")
+SCENARIOS = ("ok", "prep", "policy", "teacher", "none-policy", "none-length", "plain", "none-plain", "ok-again")
 
 
 class Injected(RuntimeError):
@@ -50,7 +52,13 @@ def main(out_dir: str) -> None:
         gather_object([[r[0] for r in rows]])
 
     scorer = RLPScorer(policy, teacher, tok, chunk_rows=2, record=record)
-    rewards = {"raise": wrap_reward(rlp_reward, "raise"), "none": wrap_reward(rlp_reward, "none")}
+    def plain_reward(prompts, completions, **kwargs):
+        if rank == 1 and any(c.endswith(" 2") for c in completions):
+            raise Injected(f"injected failure on rank {rank}")
+        return [float(len(c)) for c in completions]
+
+    rewards = {"raise": wrap_reward(rlp_reward, "raise"), "none": wrap_reward(rlp_reward, "none"),
+               "plain": wrap_reward(plain_reward, "raise"), "none-plain": wrap_reward(plain_reward, "none")}
     n = 3 if rank == 0 else 5
     contexts = [f"Row {i} of rank {rank}: the cat sat" for i in range(n)]
     batch = dict(prompts=[c + THINK_OPEN for c in contexts], completions=[f" it sits {i}" for i in range(n)],
@@ -69,10 +77,14 @@ def main(out_dir: str) -> None:
         elif rank == 1 and scenario == "policy":
             handle = policy.register_forward_pre_hook(fail)
             undo.append(handle.remove)
+        elif rank == 1 and scenario == "none-length":  # one score short, after the reward's collectives
+            real = scorer.information_gain
+            scorer.information_gain = lambda *a, real=real: real(*a)[:-1]
+            undo.append(lambda: vars(scorer).pop("information_gain"))
         elif rank == 1 and scenario == "teacher":
             handle = teacher.copy.register_forward_pre_hook(fail)
             undo.append(handle.remove)
-        reward = rewards["none" if scenario.startswith("none") else "raise"]
+        reward = rewards.get(scenario, rewards["none" if scenario.startswith("none") else "raise"])
         try:
             with bind_scorer(scorer):
                 got = {"scores": reward(**batch)}

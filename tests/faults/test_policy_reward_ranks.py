@@ -3,7 +3,8 @@ same one-line error, in bounded time, and the ranks stay in step for the next ca
 `reward_error_policy: none` every rank scores that batch None and goes on. The worker
 (tests/faults/policy_reward_worker.py) breaks rank 1 only, while preparing its rows, in the policy's
 forward and in the teacher's forward (issue 22 finding 3: the per-sample re-score repeated the reward's
-collectives on the failing rank alone, and the ranks hung)."""
+collectives on the failing rank alone, and the ranks hung); a reward without collectives failing on one
+sample of rank 1 also stops both ranks with the same line."""
 
 from __future__ import annotations
 
@@ -51,3 +52,15 @@ def test_one_rank_failing_in_a_policy_scored_reward_stops_every_rank_alike(tmp_p
 
     a, b = by["none-policy"]
     assert a["scores"] == [None] * 3 and b["scores"] == [None] * 5, (a, b)
+
+    a, b = by["none-length"]  # a wrong number of scores stops every rank, whatever the policy
+    assert a.get("error") == b.get("error") and "rank 1 returned 4 values for 5 completions" in a["error"], (a, b)
+
+    # a reward without collectives: rank 1 isolates its failing sample, then every rank stops alike
+    a, b = by["plain"]
+    assert a.get("error") == b.get("error"), (a, b)
+    assert a["type"] == "RewardError" and "\n" not in a["error"]
+    assert a["error"].startswith("rank 1: reward `plain_reward`: raised Injected: injected failure on rank 1 on "
+                                 "sample 2 of the batch"), a["error"]
+    a, b = by["none-plain"]  # policy none: only that sample None, the other rank untouched
+    assert a["scores"] == [10.0, 10.0, 10.0] and b["scores"] == [10.0, 10.0, None, 10.0, 10.0], (a, b)
