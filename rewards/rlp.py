@@ -4,11 +4,14 @@
 
 A completion is a thought c_t about what comes after the row's `context`. The reward scores the
 true next token(s) x_t (from the row's `continuation` and `boundaries`, as `rl data rpt` / `rl data
-rlp` write them) teacher-forced after: the context, the open delimiter, the thought, the close
-delimiter (always appended: a thought that ran out of tokens before writing it gets it, and a
-thought that wrote it is cut there), minus the same tokens' log-prob under the teacher without a
-thought (rl/train/rlp_teacher.py: ema | base | none). Number of scored tokens: `rlp_next_tokens`
-(default 1, the paper's); with more, the log-probs of the first k tokens are summed.
+rlp` write them) teacher-forced after: the context and the open delimiter (the prompt's ids as TRL
+tokenized them for the sampler, BOS included where the tokenizer adds one), the thought (the sampler's
+own ids where they decode to it), the close delimiter (always appended: a thought that ran out of
+tokens before writing it gets it, and a thought that wrote it is cut there), minus the same tokens'
+log-prob under the teacher without a thought (rl/train/rlp_teacher.py: ema | base | none). Chat
+rows are scored in the same plain-text frame, not in the chat template the sampler saw. Number of
+scored tokens: `rlp_next_tokens` (default 1, the paper's); with more, the log-probs of the first k
+tokens are summed.
 
 The reward needs the policy, so it cannot be a pure function of text: the trainer
 (rl/train/rlp_trainer.py, mixed into EntropyGRPOTrainer) binds a scorer around TRL's reward
