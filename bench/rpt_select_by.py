@@ -9,7 +9,7 @@ documents, base -> trained, paired difference with a 95% CI (paired bootstrap ov
 demo reports it); then per arm the mean gain with a 95% t-interval over seeds, and each arm minus
 the entropy arm, paired by seed.
 
-    .venv/bin/python bench/rpt_select_by.py [--seeds 1,2,3] [--max-steps 120] [--quick]
+    .venv/bin/python -m bench.rpt_select_by [--seeds 1,2,3] [--max-steps 120] [--quick] [--smoke]
 
 Thresholds: entropy >= 1.0 nats (the recipe's), surprisal >= 1.0 nats (about the same share of
 CHAMP positions on the builtin proxy), random: every position. Full sizing is ~9 demo runs (about
@@ -20,6 +20,10 @@ surprisal +0.96, +1.91, +0.98 (+1.29 [-0.07, +2.64]); random -0.46, +0.02, +1.72
 +3.28]); surprisal - entropy +0.18 [-2.23, +2.58], random - entropy -0.68 [-2.72, +1.36] (paired by
 seed). Entropy and surprisal positions gained in every seed (each seed's bootstrap CI above 0),
 random ones in one of three; three seeds do not separate the criteria.
+`--smoke`: every arm's demo run with a tiny local model and bench/smoke.py's 16 documents instead of
+SmolLM2 and CHAMP (bench/smoke.py `rpt_overrides`), one seed, 1 step, a temporary --out: checks that
+the bench runs (its numbers mean nothing).
+
 The last line is `rpt_select_by: seeds=N steps=S entropy=X surprisal=Y random=Z (mean held-out gain, pts)`.
 """
 
@@ -27,10 +31,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from rpt_learning import ROOT, run_seed, t_interval
+from bench.rpt_learning import ROOT, run_seed, t_interval
 
 ARMS = {
     "entropy": ["--rpt_select_by", "entropy"],
@@ -39,23 +43,34 @@ ARMS = {
 }
 
 
-def main() -> int:
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", default="1,2,3")
     parser.add_argument("--max-steps", type=int, default=120)
     parser.add_argument("--arms", default=",".join(ARMS))
     parser.add_argument("--quick", action="store_true", help="one seed, 20 steps")
+    parser.add_argument("--smoke", action="store_true",
+                        help="a tiny local model and corpus, one seed, 1 step, a temporary --out: checks that the bench "
+                             "runs (its numbers mean nothing)")
     parser.add_argument("--out", default=str(ROOT / "runs" / "bench-rpt-select-by"))
-    args = parser.parse_args()
-    seeds = [1] if args.quick else [int(s) for s in args.seeds.split(",")]
-    steps = 20 if args.quick else args.max_steps
+    args = parser.parse_args(argv)
+    seeds = [1] if args.quick or args.smoke else [int(s) for s in args.seeds.split(",")]
+    steps = 20 if args.quick else 1 if args.smoke else args.max_steps
     arms = args.arms.split(",")
+    extra: list[str] = []
+    if args.smoke:
+        from bench.smoke import rpt_overrides, tiny_corpus, tiny_model
+
+        smoke_dir = tempfile.TemporaryDirectory(prefix="rpt-select-by-smoke-")
+        # signal check warn: a random model's rewards may all be equal, which `stop` (the recipe's) refuses
+        extra = [*rpt_overrides(tiny_model(smoke_dir.name), tiny_corpus(smoke_dir.name)), "--signal_check", "warn"]
+        args.out = str(Path(smoke_dir.name) / "out")
     gains: dict[str, dict[int, float]] = {a: {} for a in arms}
     for arm in arms:
         data = None
         for seed in seeds:
             out = Path(args.out) / arm
-            summary = run_seed(seed, steps, out, data, ARMS[arm])
+            summary = run_seed(seed, steps, out, data, ARMS[arm] + extra)
             data = data or out / f"seed{seed}" / "rpt-data"
             t = summary["heldout_tokens"]["expected"]
             gains[arm][seed] = 100 * t["diff"]

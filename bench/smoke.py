@@ -31,8 +31,8 @@ def tiny_corpus(root: Path | str) -> Path:
 
 
 def rpt_overrides(model: Path | str, corpus: Path | str) -> list[str]:
-    """Recipe overrides that point an RPT/RLP recipe (or `python -m rl.demo`) at the tiny model and corpus,
-    with RPT row filters loose enough for 16 short documents (tests/rl/test_demo.py's)."""
+    """Recipe overrides that point an RPT/RLP recipe (or `python -m rl.demo`) at the tiny model and corpus:
+    RPT row filters loose enough for short documents, 8 of them (2 held out), 2 rows each."""
     return ["--model_name_or_path", str(model), "--corpus", str(corpus), "--rpt_min_entropy", "0",
-            "--rpt_max_per_doc", "3", "--rpt_min_context_tokens", "4", "--rpt_max_documents", "16",
+            "--rpt_max_per_doc", "2", "--rpt_min_context_tokens", "4", "--rpt_max_documents", "8",
             "--rpt_id_field", "id"]
