@@ -16,6 +16,10 @@
 
 The replay bound is the `last_step` recorded in wandb-run.json after each log (rank 0), so a job
 killed after its last checkpoint (steps logged, not saved) resumes without logging those steps again.
+Beside it, `wandb_step`: W&B's own row counter (`_step`). An online resume continues it from the
+server; an offline one starts again at 0, so the resumed attempt's first row is logged at the
+recorded `wandb_step`: each offline attempt then holds disjoint `_step`s, which `wandb sync --append`
+needs to append one attempt's file to the run the first one created.
 """
 
 from __future__ import annotations
@@ -52,7 +56,8 @@ def wants_wandb(report_to, environ=None) -> bool:
 
 
 def read_run_file(output_dir: str | os.PathLike) -> dict:
-    """`{"run_id": str, "last_step": int}` from `<output_dir>/wandb-run.json`, or {} when absent or unreadable."""
+    """`{"run_id": str, "last_step": int, "wandb_step": int}` from `<output_dir>/wandb-run.json`, or {} when
+    absent or unreadable."""
     path = Path(output_dir) / RUN_FILE
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -64,13 +69,13 @@ def read_run_file(output_dir: str | os.PathLike) -> dict:
     if not isinstance(data, dict) or not isinstance(data.get("run_id"), str) or not data["run_id"].strip():
         logger.warning("%s: no run_id in it; starting a new W&B run", path)
         return {}
-    step = data.get("last_step")
-    return {"run_id": data["run_id"].strip(), "last_step": step if isinstance(step, int) and step > 0 else 0}
+    steps = {k: data.get(k) for k in ("last_step", "wandb_step")}
+    return {"run_id": data["run_id"].strip(), **{k: v if isinstance(v, int) and v > 0 else 0 for k, v in steps.items()}}
 
 
-def write_run_file(output_dir: str | os.PathLike, run_id: str, last_step: int) -> Path:
-    return atomic_write_text(Path(output_dir) / RUN_FILE,
-                             json.dumps({"run_id": run_id, "last_step": int(last_step)}) + "\n", make_parents=True)
+def write_run_file(output_dir: str | os.PathLike, run_id: str, last_step: int, wandb_step: int = 0) -> Path:
+    return atomic_write_text(Path(output_dir) / RUN_FILE, json.dumps(
+        {"run_id": run_id, "last_step": int(last_step), "wandb_step": int(wandb_step)}) + "\n", make_parents=True)
 
 
 def _continues(resume_from_checkpoint) -> bool:
@@ -95,9 +100,10 @@ def wandb_run_callbacks(training_args, environ=None) -> list:
     if user_id and user_id == environ.get(_OURS):
         user_id = ""  # left behind by an earlier `rl train` in this process, not the user's
     run_id = user_id or previous.get("run_id") or "".join(secrets.choice(_ID_CHARS) for _ in range(8))
-    replayed_until = previous.get("last_step", 0) if previous.get("run_id") == run_id else 0
+    same = previous.get("run_id") == run_id
+    replayed_until, wandb_step = (previous["last_step"], previous["wandb_step"]) if same else (0, 0)
     if _is_rank_zero(environ):
-        write_run_file(output_dir, run_id, replayed_until)
+        write_run_file(output_dir, run_id, replayed_until, wandb_step)
         if previous.get("run_id") == run_id:
             logger.info("W&B: resuming run %s (%s); it holds steps up to %d", run_id, Path(output_dir) / RUN_FILE,
                         replayed_until)
@@ -107,7 +113,7 @@ def wandb_run_callbacks(training_args, environ=None) -> list:
         environ[_OURS] = run_id
     if not environ.get("WANDB_RESUME", "").strip():
         environ["WANDB_RESUME"] = "allow"
-    return [WandbContinuity(output_dir, run_id, replayed_until, saved, environ)]
+    return [WandbContinuity(output_dir, run_id, replayed_until, saved, environ, wandb_step=wandb_step)]
 
 
 class WandbContinuity(TrainerCallback):
@@ -122,8 +128,10 @@ class WandbContinuity(TrainerCallback):
     at the start of the axis.
     """
 
-    def __init__(self, output_dir, run_id: str, replayed_until: int, saved_env: dict, environ):
+    def __init__(self, output_dir, run_id: str, replayed_until: int, saved_env: dict, environ, wandb_step: int = 0):
         self.output_dir, self.run_id, self.replayed_until = output_dir, run_id, int(replayed_until)
+        self.wandb_step = int(wandb_step)  # the `_step` this attempt's first row takes at least
+        self._first = True
         self._saved_env, self._environ = saved_env, environ
         self._wandb = self._original_log = self._state = None
         self._replaying = False
@@ -145,6 +153,12 @@ class WandbContinuity(TrainerCallback):
                 return None
             if isinstance(data, dict) and "train/global_step" not in data:
                 data = {**data, "train/global_step": self._state.global_step}
+            if self._first:
+                self._first = False
+                run = getattr(self._wandb, "run", None)
+                if (not args and "step" not in kwargs and "commit" not in kwargs and run is not None
+                        and getattr(run, "step", self.wandb_step) < self.wandb_step):
+                    kwargs = {"step": self.wandb_step, "commit": True}  # an offline resume starts _step at 0
             return original(data, *args, **kwargs)
 
         wandb.log = log
@@ -179,14 +193,20 @@ class WandbContinuity(TrainerCallback):
         if (not state.is_world_process_zero or self._replaying
                 or state.global_step <= max(self.replayed_until, self._last_written)):
             return
+        self._record(state.global_step)
+        self._last_written = state.global_step
+
+    def _record(self, step: int) -> None:
         import sys
 
         wandb = sys.modules.get("wandb")
-        if wandb is not None and getattr(wandb, "run", None) is not None:
-            write_run_file(self.output_dir, self.run_id, state.global_step)
-            self._last_written = state.global_step
+        run = getattr(wandb, "run", None) if wandb is not None else None
+        if run is not None:
+            write_run_file(self.output_dir, self.run_id, step, getattr(run, "step", 0))
 
     def on_train_end(self, args, state, control, **kwargs):
+        if state.is_world_process_zero and not self._replaying and self._original_log is not None:
+            self._record(max(state.global_step, self.replayed_until))  # W&B's counter after the last rows
         self._replaying = False
         self._unwrap()
         self.restore_environ()

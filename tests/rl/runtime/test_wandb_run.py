@@ -88,13 +88,13 @@ def test_id_recorded_then_reused_by_a_resumed_run(tmp_path):
     (cb,) = wr.wandb_run_callbacks(args(tmp_path, report_to=["all"]), env)
     run_id = env["WANDB_RUN_ID"]
     assert env["WANDB_RESUME"] == "allow" and len(run_id) == 8 and run_id.isalnum()
-    assert wr.read_run_file(tmp_path / "run") == {"run_id": run_id, "last_step": 0}
-    wr.write_run_file(tmp_path / "run", run_id, 7)  # what on_log records
+    assert wr.read_run_file(tmp_path / "run") == {"run_id": run_id, "last_step": 0, "wandb_step": 0}
+    wr.write_run_file(tmp_path / "run", run_id, 7, 30)  # what on_log records
     cb.restore_environ()
     assert env == {}
 
     (cb,) = wr.wandb_run_callbacks(args(tmp_path), env)  # requeued / resubmitted: same id, replay bound 7
-    assert env["WANDB_RUN_ID"] == run_id and cb.replayed_until == 7
+    assert env["WANDB_RUN_ID"] == run_id and cb.replayed_until == 7 and cb.wandb_step == 30
     cb.restore_environ()
     (cb,) = wr.wandb_run_callbacks(args(tmp_path, resume=None), env)  # a fresh run: a new W&B run
     assert env["WANDB_RUN_ID"] != run_id and cb.replayed_until == 0
@@ -106,7 +106,7 @@ def test_user_run_id_and_resume_mode_win(tmp_path):
     env = {"WANDB_RUN_ID": "users-run", "WANDB_RESUME": "must"}
     (cb,) = wr.wandb_run_callbacks(args(tmp_path), env)
     assert env["WANDB_RUN_ID"] == "users-run" and env["WANDB_RESUME"] == "must" and cb.replayed_until == 0
-    assert wr.read_run_file(tmp_path / "run") == {"run_id": "users-run", "last_step": 0}
+    assert wr.read_run_file(tmp_path / "run") == {"run_id": "users-run", "last_step": 0, "wandb_step": 0}
     cb.restore_environ()
     assert env == {"WANDB_RUN_ID": "users-run", "WANDB_RESUME": "must"}
 
@@ -136,15 +136,17 @@ def test_replayed_steps_are_dropped_from_every_wandb_log(tmp_path, monkeypatch):
     while a step runs, before the step count moves."""
     import wandb
 
-    logged = []
+    logged, run = [], SimpleNamespace(step=0)  # a resumed offline run: W&B's row counter starts at 0
 
-    def log(data, *args, **kwargs):
+    def log(data, step=None, commit=None):
         logged.append(data)
+        assert (step, commit) == ((20, True) if len(logged) == 1 else (None, None))
+        run.step = (run.step if step is None else step) + 1
 
-    monkeypatch.setattr(wandb, "run", object())
+    monkeypatch.setattr(wandb, "run", run)
     monkeypatch.setattr(wandb, "log", log)
     out = tmp_path / "run"
-    cb = wr.WandbContinuity(out, "abc", replayed_until=3, saved_env={}, environ={})
+    cb = wr.WandbContinuity(out, "abc", replayed_until=3, saved_env={}, environ={}, wandb_step=20)
     state = SimpleNamespace(global_step=1, is_world_process_zero=True)  # resumed from checkpoint-1
     cb.on_train_begin(None, state, None)
     for step in (2, 3, 4, 5):
@@ -157,7 +159,7 @@ def test_replayed_steps_are_dropped_from_every_wandb_log(tmp_path, monkeypatch):
     cb.on_train_end(None, state, None)
     assert logged == [{"profiling": 4, "train/global_step": 3}, {"loss": 4, "train/global_step": 4},
                       {"profiling": 5, "train/global_step": 4}, {"loss": 5, "train/global_step": 5}]
-    assert wr.read_run_file(out) == {"run_id": "abc", "last_step": 5}
+    assert wr.read_run_file(out) == {"run_id": "abc", "last_step": 5, "wandb_step": 24}
     assert wandb.log is log  # unwrapped
 
 
@@ -185,7 +187,7 @@ def test_resumed_training_is_one_wandb_run_with_each_step_once(tmp_path, tiny_mo
     assert rl_main(["train", "--config", str(recipe), "--max_steps", "4", "--resume_from_checkpoint", "auto"]) == 0
     assert {k: os.environ.get(k) for k in before} == before  # nothing left for a later run in this process
 
-    assert wr.read_run_file(run) == {"run_id": first["run_id"], "last_step": 4}
+    assert wr.read_run_file(run)["run_id"] == first["run_id"] and wr.read_run_file(run)["last_step"] == 4
     runs = offline_runs(run)
     assert len(runs) == 2 and {r["run_id"] for r in runs} == {first["run_id"]}
     trained = [row["train/global_step"] for r in runs for row in r["rows"] if "train/loss" in row]
@@ -193,3 +195,6 @@ def test_resumed_training_is_one_wandb_run_with_each_step_once(tmp_path, tiny_mo
     # nothing of step 2 again, not even TRL's profiling rows; those of step 3 (logged while it runs)
     # carry the step count 2, not the 0 W&B fills in for a row without it in a new process
     assert min(row["train/global_step"] for row in runs[1]["rows"]) == 2
+    # W&B's own row counter goes on too (offline it would restart at 0): `wandb sync --append` needs that
+    steps = [row["_step"] for r in runs for row in r["rows"]]
+    assert steps == list(range(len(steps))) and wr.read_run_file(run)["wandb_step"] == len(steps)
