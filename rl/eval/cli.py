@@ -59,6 +59,9 @@ def register(subparsers) -> None:
                    help="standard: argmax next token on the raw context; reasoning: sample answers to the RPT prompt")
     p.add_argument("--compare", default=None, metavar="OTHER_MODEL",
                    help="evaluate a second model on the same rows and show both with the difference (model - other)")
+    p.add_argument("--calibration-data", default=None, metavar="ROWS",
+                   help="standard --compare: RPT rows not in --data (e.g. the training rows) to fit each model's "
+                   "temperature for the calibrated NLL on (default: cross-fitted over two halves of --data's documents)")
     p.add_argument("--thresholds", type=_thresholds, default=(0.5, 1.0, 1.5),
                    help="entropy thresholds easy,medium,hard in nats (default 0.5,1.0,1.5)")
     p.add_argument("--limit", type=POSITIVE_INT, default=None, help="evaluate only the first N rows")
@@ -209,10 +212,13 @@ def run_eval(args) -> int:
     out = None
     if args.output:
         out = check_output_file(args.output, "--output", EVAL_COMMAND, overwrite=args.overwrite,
-                                inputs={"--data": args.data, "--model": args.model, "--compare": args.compare})
+                                inputs={"--data": args.data, "--model": args.model, "--compare": args.compare,
+                                        "--calibration-data": args.calibration_data})
     if args.max_context_tokens is not None and args.max_context_tokens < 1:
         raise UserError(f"--max-context-tokens: must be at least 1 (or omit it for the model's maximum), "
                         f"got {args.max_context_tokens}")
+    if args.calibration_data and not (args.compare and args.mode == "standard"):
+        raise UserError("--calibration-data: only used with --compare in standard mode (the calibrated NLL); drop it")
     check_model_arg(args.model, "--model")
     if args.compare:
         check_model_arg(args.compare, "--compare")
@@ -221,8 +227,13 @@ def run_eval(args) -> int:
         samples=args.samples, pass_k=args.pass_k, max_new_tokens=args.max_new_tokens,
         temperature=args.temperature, max_context_tokens=args.max_context_tokens, seed=args.seed, device=args.device,
     )
-    results = evaluate_next_token(args.model, args.data, **kwargs)
-    other = evaluate_next_token(args.compare, args.data, **kwargs) if args.compare else None
+    if args.compare and args.mode == "standard":  # + the calibrated NLL (temperature-fair), each model loaded once
+        from rl.eval.compare import evaluate_pair
+
+        results, other = evaluate_pair(args.model, args.compare, args.data, args.calibration_data, **kwargs)
+    else:
+        results = evaluate_next_token(args.model, args.data, **kwargs)
+        other = evaluate_next_token(args.compare, args.data, **kwargs) if args.compare else None
     print(format_table(results, other))
     if out is not None:
         payload = {"version": 1, "written_by": EVAL_COMMAND, "model": results, "compare": other,

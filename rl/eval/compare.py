@@ -3,16 +3,137 @@
 Each model alone keeps its 95% Wilson interval (rl/eval/next_token.py). The difference of the two is a
 paired comparison (same positions), so its interval comes from the paired bootstrap of
 rl/eval/stats.py, resampling whole documents (`doc_id`) when the rows have them, else positions.
+
+Temperature-fair metrics (standard mode; a pure change of temperature cannot improve them): greedy
+top-1 (`accuracy`), and the calibrated NLL: each model's temperature fitted to minimise its NLL of
+the first true token on rows that are not the ones it is applied to (rl/eval/metrics.py
+`fit_temperature`): on `--calibration-data` (e.g. the training rows) when given, else cross-fitted
+over two halves of the evaluated documents (each half's rows get the temperature fitted on the
+other half). Expected accuracy at T and NLL at T = 1 are shown too, marked as sharpening-inclusive.
 """
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from rl.eval.next_token import split_indices
 
 # Per-row values compared, with the label the table gives them.
-METRICS = (("score", "accuracy"), ("expected", "expected_accuracy"), ("nll", "nll"))
+METRICS = (("score", "accuracy"), ("expected", "expected_accuracy"), ("nll", "nll"), ("nll_cal", "calibrated_nll"))
+CALIBRATION_MAX_FLOATS = 2 ** 28  # logits held at once for a temperature fit (1 GiB of float32)
+
+
+def calibrate_rows(model, tokenizer, rows: list[dict], calibration_rows: list[dict] | None = None, *,
+                   max_context_tokens: int | None = None, batch_size: int = 8) -> dict:
+    """Calibrated NLL of the first true token of each row: {"method", "temperatures", "units",
+    "nll_cal": per row (None without a single-token target), "note"}. With `calibration_rows` the
+    temperature is fitted on them (at most CALIBRATION_MAX_FLOATS logits, rows evenly sampled);
+    without, 2-fold cross-fitting by document (`doc_id`, else row). method None (and a note) when it
+    cannot be done: one document only, or too many rows to hold their logits."""
+    from rl.eval.metrics import fit_temperature, nll_at_temperature, position_logits
+    from rl.eval.next_token import encode_contexts
+
+    if max_context_tokens is None:
+        max_context_tokens = getattr(model.config, "max_position_embeddings", None)
+    vocab = int(model.get_output_embeddings().weight.shape[0])
+
+    def logits_of(subset):
+        seqs = encode_contexts(tokenizer, [r["context"] for r in subset], max_context_tokens)
+        return position_logits(model, tokenizer, seqs, [(r["continuation"], r["boundaries"]) for r in subset],
+                               batch_size=batch_size)
+
+    def nll_list(values):
+        return [None if v != v else float(v) for v in values.tolist()]  # NaN: no target
+
+    cap = max(1, CALIBRATION_MAX_FLOATS // vocab)
+    if calibration_rows is not None:
+        picked = calibration_rows if len(calibration_rows) <= cap else [
+            calibration_rows[int(i * len(calibration_rows) / cap)] for i in range(cap)]
+        logits, firsts = logits_of(picked)
+        units = sum(1 for f in firsts if f)
+        if not units:
+            return {"method": None, "note": "no calibration row has a single-token target", "nll_cal": [None] * len(rows)}
+        temperature = fit_temperature(logits, firsts)
+        del logits
+        out: list = []
+        for start in range(0, len(rows), cap):
+            part, part_firsts = logits_of(rows[start:start + cap])
+            out += nll_list(nll_at_temperature(part, part_firsts, temperature))
+        return {"method": "calibration data", "temperatures": [temperature], "units": units, "nll_cal": out,
+                "note": f"T fitted on {units} calibration rows"}
+    if len(rows) > cap:
+        return {"method": None, "nll_cal": [None] * len(rows),
+                "note": f"{len(rows)} rows x {vocab} logits are too many to hold for cross-fitting; "
+                        "give --calibration-data (e.g. training rows) or --limit"}
+    fold = crossfit_folds(rows)
+    if len(set(fold)) < 2:
+        return {"method": None, "nll_cal": [None] * len(rows),
+                "note": "one document only: nothing to cross-fit a temperature on; give --calibration-data"}
+    logits, firsts = logits_of(rows)
+    out = [None] * len(rows)
+    temperatures, units = [], 0
+    for k in (0, 1):
+        fit_idx = [i for i in range(len(rows)) if fold[i] != k and firsts[i]]
+        apply_idx = [i for i in range(len(rows)) if fold[i] == k]
+        if not fit_idx:
+            return {"method": None, "nll_cal": [None] * len(rows),
+                    "note": "a half of the documents has no single-token target; give --calibration-data"}
+        temperature = fit_temperature(logits[fit_idx], [firsts[i] for i in fit_idx])
+        temperatures.append(temperature)
+        units += len(fit_idx)
+        values = nll_list(nll_at_temperature(logits[apply_idx], [firsts[i] for i in apply_idx], temperature))
+        for i, v in zip(apply_idx, values):
+            out[i] = v
+    return {"method": "cross-fitted", "temperatures": temperatures, "units": units, "nll_cal": out,
+            "note": "T per half of the documents, fitted on the other half"}
+
+
+def crossfit_folds(rows: list[dict]) -> list[int]:
+    """Fold 0 or 1 per row: documents (`doc_id`, else each row its own) ordered by a hash of their
+    id and dealt alternately, so the halves differ by at most one document and never depend on
+    row order."""
+    keys = [str(r.get("doc_id")) if r.get("doc_id") is not None else f"row{i}" for i, r in enumerate(rows)]
+    order = sorted(set(keys), key=lambda k: (hashlib.sha256(k.encode("utf-8")).hexdigest(), k))
+    fold_of = {k: n % 2 for n, k in enumerate(order)}
+    return [fold_of[k] for k in keys]
+
+
+def add_calibration(result: dict, calibration: dict) -> dict:
+    """Put `calibrate_rows`'s values into an evaluate_next_token result: per_row nll_cal, each split's
+    mean (`calibrated_nll`) and result["calibration"] (method, temperatures, note)."""
+    values = calibration["nll_cal"]
+    for row in result.get("per_row", []):
+        row["nll_cal"] = values[row["index"]]
+    idx = split_indices([r["entropy"] for r in result["per_row"]], tuple(result["thresholds"].values())) \
+        if result.get("per_row") else {}
+    for name, members in idx.items():
+        kept = [values[i] for i in members if values[i] is not None]
+        result["splits"][name]["calibrated_nll"] = sum(kept) / len(kept) if kept else None
+    result["calibration"] = {k: v for k, v in calibration.items() if k != "nll_cal"}
+    return result
+
+
+def evaluate_pair(model_path: str, compare_path: str, data, calibration_data=None, **kwargs) -> tuple[dict, dict]:
+    """Both models of `--compare` on the same rows (standard mode), each loaded once: the next-token
+    evaluation, then its calibrated NLL (`calibrate_rows`: on `calibration_data` rows, else
+    cross-fitted)."""
+    from rl.eval.next_token import evaluate_next_token, load_eval_rows, load_model
+
+    calibration_rows = None
+    if calibration_data is not None:
+        calibration_rows, _ = load_eval_rows(calibration_data, "standard")
+    out = []
+    for path in (model_path, compare_path):
+        model, tokenizer = load_model(path, kwargs.get("device"))
+        result = evaluate_next_token(path, data, model=model, tokenizer=tokenizer, **kwargs)
+        rows, _ = load_eval_rows(data, "standard", kwargs.get("limit"))
+        calibration = calibrate_rows(model, tokenizer, rows, calibration_rows,
+                                     max_context_tokens=kwargs.get("max_context_tokens"),
+                                     batch_size=kwargs.get("batch_size", 8))
+        out.append(add_calibration(result, calibration))
+        del model
+    return out[0], out[1]
 
 
 def compare_results(a: dict, b: dict, *, n_boot: int = 4000, seed: int = 0) -> dict:
@@ -106,9 +227,28 @@ def format_table(results: dict, compare: dict | None = None) -> str:
             cells.append(_diff_cell(diff[name].get("paired", {}).get("accuracy"), diff[name]["accuracy"]))
         lines.append(cells)
     out = [head] + _grid(cols, lines)
-    if mode == "standard" and "expected_accuracy" in next(iter(results["splits"].values())):
-        out += ["", f"expected accuracy at T={settings.get('temperature')} (probability that one sampled token "
-                "is right) and NLL of the true token (nats)"]
+    first_split = next(iter(results["splits"].values()))
+    if mode == "standard" and "calibrated_nll" in first_split:
+        out += ["", "temperature-fair (a pure change of temperature cannot improve these): greedy top-1 (above) and "
+                "the calibrated NLL of the true token (nats) at each model's own fitted temperature: "
+                + _calibration_note(results, compare)]
+        cols3 = ["split", "entropy", "count", "calibrated NLL"]
+        if diff is not None:
+            cols3 += ["other: calibrated NLL", "difference [95% CI]"]
+        lines3 = []
+        for name, split in results["splits"].items():
+            limit = "any" if split["threshold"] is None else f"> {split['threshold']!r}"
+            cells = [name, limit, str(split["count"]), _num(split.get("calibrated_nll"))]
+            if diff is not None:
+                other = compare["splits"][name]
+                cells += [_num(other.get("calibrated_nll")),
+                          _diff_cell(diff[name].get("paired", {}).get("calibrated_nll"),
+                                     _sub(split.get("calibrated_nll"), other.get("calibrated_nll")), 1.0, "")]
+            lines3.append(cells)
+        out += _grid(cols3, lines3)
+    if mode == "standard" and "expected_accuracy" in first_split:
+        out += ["", f"sharpening-inclusive: expected accuracy at T={settings.get('temperature')} (probability that one "
+                "sampled token is right; sharpening alone raises it) and NLL of the true token at T=1 (nats)"]
         cols2 = ["split", "entropy", "count", "expected acc.", "NLL"]
         if diff is not None:
             cols2 += ["other: expected acc.", "NLL", "difference expected [95% CI]", "difference NLL [95% CI]"]
@@ -130,6 +270,18 @@ def format_table(results: dict, compare: dict | None = None) -> str:
         note += ("; difference: first model minus second (points), 95% CI from a paired bootstrap over documents")
     out.append(note)
     return "\n".join(out)
+
+
+def _calibration_note(*results) -> str:
+    notes = []
+    for result in results:
+        if result is None:
+            continue
+        cal = result.get("calibration") or {}
+        temps = ", ".join(f"{t:.3f}" for t in cal.get("temperatures", []))
+        what = f"T {temps} ({cal.get('note')})" if cal.get("method") else f"n/a ({cal.get('note')})"
+        notes.append(f"{_label(result['model'])}: {what}")
+    return "; ".join(notes)
 
 
 def _pct(value) -> str:
