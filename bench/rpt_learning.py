@@ -1,24 +1,39 @@
-"""Benchmark: does RPT in the completion format learn, beyond one run? (the demo recipe, several seeds)
+"""Benchmark: does RPT in the completion format learn something a temperature change cannot explain?
 
-Not a test. Runs `python -m rl.demo` (recipes/rpt_smollm2_cpu.yaml: SmolLM2-135M-Instruct, LoRA,
-CHAMP) once per seed at a larger step count, each in its own output dir under --out (the RPT data
-is built once and copied, so every seed trains on the same rows), reads each run's
-demo_summary.json and prints per seed: the probe reward and the held-out expected accuracy over
-all tokens of the held-out documents, base -> trained, with the paired difference and its 95% CI
-(paired bootstrap over documents, as the demo reports it); then the mean gain over seeds with a
-t-interval over seeds (the spread between seeds is part of the uncertainty).
+Not a test. A search over the main job's levers (recipes/rpt_smollm2_cpu.yaml: SmolLM2-135M-Instruct,
+LoRA, CHAMP): each setting is a list of recipe overrides run through `python -m rl.demo` in its own
+output dir under --out (RPT data built once per setting and copied to its other seeds, so every
+seed of a setting trains on the same rows). Each run's demo_summary.json gives the paired
+before/after differences with their 95% CIs (paired bootstrap over held-out documents,
+rl/eval/learning_report.py), and the table prints per setting and seed:
 
-    .venv/bin/python bench/rpt_learning.py [--seeds 1,2,3] [--max-steps 120] [--out runs/bench-rpt-learning]
+* temperature-fair: greedy top-1 and calibrated NLL (each model's temperature fitted on the
+  training rows) on the hard split of all held-out tokens (proxy entropy > 1.5) and on all tokens;
+* sharpening-inclusive: expected accuracy at the sampling temperature, probe reward;
+* wall time of the run.
 
-Default sizing: ~30 minutes on a quiet 2-core CPU. The last line is
-`rpt_learning: seeds=N mean_heldout_gain_pts=X ci95=[L, H] mean_probe_gain=Y`.
+A setting EARNS IT when it ran at least 3 seeds and in every seed the hard split's top-1 gain has a
+CI above 0 (or its calibrated NLL a CI below 0) while the all-token calibrated NLL is not worse (its
+CI does not lie above 0). The last line names the settings that earned it, or says none did.
+
+Search (default): stage 1 runs every setting at the first seed; stage 2 runs the --confirm best
+settings of stage 1 (by the hard split's top-1 gain) at the remaining seeds. Sizing is estimated
+from the demo's ~10 minutes per run on a quiet 2-core CPU (11 settings + 2 x 2 confirming runs:
+about 2.5 hours; `--settings` and `--confirm` cut it to ~90 minutes); it has NOT been run in full.
+
+    .venv/bin/python bench/rpt_learning.py --quick                 # the machinery, minutes
+    .venv/bin/python bench/rpt_learning.py --settings demo,hard-only,multi-token --seeds 1,2,3 --confirm 2
+    .venv/bin/python bench/rpt_learning.py --list                  # the settings and their overrides
+
+`--proxy PATH` adds a `sharper-proxy` setting (rows chosen by another proxy model; only one model is
+built in). Extra recipe overrides after `--` apply to every run. The last line is
+`rpt_learning: settings=N runs=R earned=NAME[,NAME] | earned=none (criterion: ...)`.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import shutil
 import subprocess
 import sys
@@ -26,81 +41,172 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
+
+#: setting -> recipe overrides (on top of recipes/rpt_smollm2_cpu.yaml, 60 steps of 2 x 4 1-token guesses)
+SETTINGS: dict[str, list[str]] = {
+    "demo": [],
+    "steps-240": ["--max_steps", "240"],
+    "rows-more": ["--rpt_max_documents", "160", "--rpt_max_per_doc", "8", "--max_steps", "240"],
+    "hard-only": ["--rpt_min_entropy", "2.0"],
+    "multi-token": ["--max_completion_length", "3"],  # 2-4-token guesses: the prefix reward (Eq. 3) scores them
+    "lr-1e-4": ["--learning_rate", "1e-4"],
+    "lr-1e-3": ["--learning_rate", "1e-3"],
+    "rank-64": ["--lora_r", "64", "--lora_alpha", "128"],
+    "kl-0.05": ["--beta", "0.05"],
+    "select-surprisal": ["--rpt_select_by", "surprisal"],
+    "temperature-1.0": ["--temperature", "1.0"],
+}
+QUICK_SETTINGS = ("demo", "hard-only")
+QUICK_OVERRIDES = ["--max_steps", "2", "--rpt_max_documents", "8", "--rpt_max_per_doc", "2", "--save_steps", "2"]
+DATA_KEYS = ("--rpt_", "--proxy_model", "--corpus", "--eval_fraction")  # overrides that change the RPT rows
+CRITERION = ("3+ seeds; every seed: hard-token top-1 CI > 0 or calibrated NLL CI < 0, and all-token calibrated "
+             "NLL CI not above 0")
 
 
-def t_interval(values: list[float]) -> tuple[float, float, float]:
-    """Mean and 95% t-interval over seeds (n >= 2; for one seed the interval is the value itself)."""
-    n = len(values)
-    mean = sum(values) / n
-    if n < 2:
-        return mean, mean, mean
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-    half = T975.get(n - 1, 1.96) * sd / math.sqrt(n)
-    return mean, mean - half, mean + half
+def changes_data(overrides: list[str]) -> bool:
+    return any(a.startswith(DATA_KEYS) for a in overrides if a.startswith("--"))
 
 
-def run_seed(seed: int, steps: int, out: Path, data: Path | None, extra: list[str]) -> dict:
-    run_dir = out / f"seed{seed}"
+def run_one(setting: str, overrides: list[str], seed: int, out: Path, data: Path | None, extra: list[str]) -> dict:
+    """One demo run; returns its summary with wall_seconds and log."""
+    run_dir = out / setting / f"seed{seed}"
     if data is not None and not (run_dir / "rpt-data").exists():
         run_dir.mkdir(parents=True, exist_ok=True)
         shutil.copytree(data, run_dir / "rpt-data")
-    cmd = [sys.executable, "-m", "rl.demo", "--seed", str(seed), "--max_steps", str(steps),
-           "--output_dir", str(run_dir), "--run_name", f"bench-rpt-seed{seed}", "--report_to", "none",
-           "--save_steps", str(steps), *extra]
+    cmd = [sys.executable, "-m", "rl.demo", "--seed", str(seed), "--output_dir", str(run_dir),
+           "--run_name", f"bench-rpt-{setting}-seed{seed}", "--report_to", "none", *overrides, *extra]
+    given = overrides + extra
+    if "--save_steps" not in given:  # one checkpoint, at the end (the last --max_steps given wins)
+        steps = [given[i + 1] for i, a in enumerate(given[:-1]) if a == "--max_steps"]
+        cmd += ["--save_steps", steps[-1] if steps else "60"]
+    log = out / setting / f"seed{seed}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    log = run_dir.parent / f"seed{seed}.log"
-    run_dir.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w", encoding="utf-8") as handle:
         code = subprocess.call(cmd, cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT)
     if code:
-        raise SystemExit(f"seed {seed}: the demo exited with {code}; see {log}")
+        return {"error": f"the demo exited with {code}; see {log}", "wall_seconds": time.time() - started}
     summary = json.loads((run_dir / "demo_summary.json").read_text())
     summary["wall_seconds"] = time.time() - started
     summary["log"] = str(log)
     return summary
 
 
-def main() -> int:
+def metric(summary: dict, split: str, key: str) -> dict | None:
+    """{before, after, diff, ci95} of a held-out token split's metric, or None."""
+    return (summary.get("heldout_token_splits", {}).get(split, {}).get("metrics") or {}).get(key)
+
+
+def fair_gain(summary: dict) -> bool:
+    """This seed's hard split improves on a temperature-fair metric (CI excludes 0) and the all-token
+    calibrated NLL is not worse (its CI does not lie above 0)."""
+    top1, cal = metric(summary, "hard", "top1"), metric(summary, "hard", "nll_cal")
+    everything = metric(summary, "all", "nll_cal")
+    hard_up = (top1 is not None and top1["ci95"][0] > 0) or (cal is not None and cal["ci95"][1] < 0)
+    return bool(hard_up and everything is not None and everything["ci95"][0] <= 0)
+
+
+def earned(runs: list[dict]) -> bool:
+    good = [r for r in runs if "error" not in r]
+    return len(good) >= 3 and len(good) == len(runs) and all(fair_gain(r) for r in good)
+
+
+def cell(entry: dict | None, scale: float, digits: int) -> str:
+    if entry is None:
+        return "n/a"
+    lo, hi = entry["ci95"]
+    return f"{scale * entry['diff']:+.{digits}f} [{scale * lo:+.{digits}f}, {scale * hi:+.{digits}f}]"
+
+
+COLUMNS = (("hard top-1 pts", "hard", "top1", 100.0, 2), ("hard cal. NLL", "hard", "nll_cal", 1.0, 3),
+           ("all top-1 pts", "all", "top1", 100.0, 2), ("all cal. NLL", "all", "nll_cal", 1.0, 3),
+           ("exp. acc. pts (sharp.)", "all", "expected", 100.0, 2))
+
+
+def table(results: dict[str, dict[int, dict]]) -> list[str]:
+    """One row per setting and seed: each metric's paired diff [95% CI], the probe reward's, wall time."""
+    head = ["setting", "seed", "hard n"] + [c[0] for c in COLUMNS] + ["probe reward (sharp.)", "wall s", "fair gain"]
+    lines = []
+    for setting, runs in results.items():
+        for seed, summary in runs.items():
+            if "error" in summary:
+                lines.append([setting, str(seed), "-"] + ["error"] * len(COLUMNS) + ["-", f"{summary['wall_seconds']:.0f}",
+                                                                                    summary["error"]])
+                continue
+            hard = summary.get("heldout_token_splits", {}).get("hard", {})
+            probe = summary.get("probe_reward")
+            lines.append([setting, str(seed), str(hard.get("count", 0))]
+                         + [cell(metric(summary, split, key), scale, digits) for _, split, key, scale, digits in COLUMNS]
+                         + [cell(probe, 1.0, 3), f"{summary['wall_seconds']:.0f}", "yes" if fair_gain(summary) else "no"])
+    widths = [max(len(h), *(len(r[i]) for r in lines)) if lines else len(h) for i, h in enumerate(head)]
+    fmt = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths))  # noqa: E731
+    return [fmt(head), "  ".join("-" * w for w in widths)] + [fmt(r) for r in lines]
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--settings", default=None, help=f"comma-separated subset of: {', '.join(SETTINGS)}")
     parser.add_argument("--seeds", default="1,2,3")
-    parser.add_argument("--max-steps", type=int, default=120)
+    parser.add_argument("--confirm", type=int, default=2,
+                        help="stage 2: how many of stage 1's best settings run the remaining seeds (0: every setting)")
+    parser.add_argument("--proxy", default=None, help="a sharper proxy model: adds the `sharper-proxy` setting")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"the machinery end to end: {', '.join(QUICK_SETTINGS)}, first seed, "
+                             f"{' '.join(QUICK_OVERRIDES)}")
+    parser.add_argument("--list", action="store_true", help="print the settings and exit")
     parser.add_argument("--out", default=str(ROOT / "runs" / "bench-rpt-learning"))
-    parser.add_argument("extra", nargs="*", help="recipe overrides passed to the demo, after --")
-    args = parser.parse_args()
+    parser.add_argument("extra", nargs="*", help="recipe overrides passed to every run, after --")
+    args = parser.parse_args(argv)
+    settings = dict(SETTINGS)
+    if args.proxy:
+        settings["sharper-proxy"] = ["--proxy_model", args.proxy]
+    if args.list:
+        for name, overrides in settings.items():
+            print(f"{name:18} {' '.join(overrides) or '(the demo recipe as is)'}")
+        return 0
+    names = list(QUICK_SETTINGS) if args.quick else (args.settings.split(",") if args.settings else list(settings))
+    unknown = [n for n in names if n not in settings]
+    if unknown:
+        parser.error(f"--settings: unknown {unknown}; see --list")
     seeds = [int(s) for s in args.seeds.split(",")]
-    out = Path(args.out)
-    rows = []
-    data = None
-    for seed in seeds:
-        summary = run_seed(seed, args.max_steps, out, data, args.extra)
-        data = data or out / f"seed{seed}" / "rpt-data"
-        tokens = summary["heldout_tokens"]["expected"]
-        probe = summary["probe_reward"]
-        rows.append((seed, probe, tokens, summary))
-        print(f"seed {seed}: probe reward {probe['before']:.3f} -> {probe['after']:.3f} (diff {probe['diff']:+.3f}, "
-              f"95% CI [{probe['ci95'][0]:+.3f}, {probe['ci95'][1]:+.3f}]); held-out expected accuracy "
-              f"{100 * tokens['before']:.2f}% -> {100 * tokens['after']:.2f}% (diff {100 * tokens['diff']:+.2f} pts, "
-              f"95% CI [{100 * tokens['ci95'][0]:+.2f}, {100 * tokens['ci95'][1]:+.2f}]); "
-              f"{summary['wall_seconds']:.0f} s", flush=True)
-    print(f"\n{'seed':>4} {'probe before':>12} {'probe after':>11} {'probe diff [95% CI]':>28} "
-          f"{'held-out exp. acc.':>18} {'diff pts [95% CI]':>24} {'top-1 diff':>10} {'NLL diff':>9}")
-    for seed, probe, tokens, summary in rows:
-        top1 = summary["heldout_tokens"]["top1"]["diff"]
-        nll = summary["heldout_tokens"]["nll"]["diff"]
-        print(f"{seed:>4} {probe['before']:>12.3f} {probe['after']:>11.3f} "
-              f"{probe['diff']:>+8.3f} [{probe['ci95'][0]:+.3f}, {probe['ci95'][1]:+.3f}] "
-              f"{100 * tokens['before']:>7.2f}->{100 * tokens['after']:.2f}% "
-              f"{100 * tokens['diff']:>+7.2f} [{100 * tokens['ci95'][0]:+.2f}, {100 * tokens['ci95'][1]:+.2f}] "
-              f"{100 * top1:>+9.2f} {nll:>+9.4f}")
-    gains = [100 * t["diff"] for _, _, t, _ in rows]
-    probes = [p["diff"] for _, p, _, _ in rows]
-    mean, low, high = t_interval(gains)
-    pmean, plow, phigh = t_interval(probes)
-    print(f"mean over {len(rows)} seeds: held-out expected accuracy {mean:+.2f} pts (95% t-interval over seeds "
-          f"[{low:+.2f}, {high:+.2f}]); probe reward {pmean:+.3f} [{plow:+.3f}, {phigh:+.3f}]")
-    print(f"rpt_learning: seeds={len(rows)} mean_heldout_gain_pts={mean:.2f} ci95=[{low:.2f}, {high:.2f}] "
-          f"mean_probe_gain={pmean:.3f}")
+    extra = list(args.extra) + (QUICK_OVERRIDES if args.quick else [])
+    if args.quick:
+        seeds = seeds[:1]
+    out = Path(args.out) / ("quick" if args.quick else "search")
+    results: dict[str, dict[int, dict]] = {n: {} for n in names}
+    data: dict[str, Path] = {}
+
+    def run(name: str, seed: int) -> None:
+        overrides = settings[name]
+        shared = data.get(name) if changes_data(overrides) else data.get("__default__")
+        summary = run_one(name, overrides, seed, out, shared, extra)
+        results[name][seed] = summary
+        if "error" not in summary:
+            built = out / name / f"seed{seed}" / "rpt-data"
+            data.setdefault(name if changes_data(overrides) else "__default__", built)
+        print(f"{name} seed {seed}: " + (summary["error"] if "error" in summary else
+              f"hard top-1 {cell(metric(summary, 'hard', 'top1'), 100.0, 2)} pts, hard calibrated NLL "
+              f"{cell(metric(summary, 'hard', 'nll_cal'), 1.0, 3)}; {summary['wall_seconds']:.0f} s"), flush=True)
+
+    for name in names:  # stage 1: every setting, first seed
+        run(name, seeds[0])
+    if len(seeds) > 1:  # stage 2: the best settings, remaining seeds
+        def score(name):
+            entry = metric(results[name][seeds[0]], "hard", "top1") if "error" not in results[name][seeds[0]] else None
+            return entry["ci95"][0] if entry else float("-inf")
+        chosen = sorted(names, key=score, reverse=True)[: args.confirm or len(names)]
+        for name in chosen:
+            for seed in seeds[1:]:
+                run(name, seed)
+    print()
+    print("\n".join(table(results)))
+    print(f"fair gain: {CRITERION}")
+    (out / "table.json").write_text(json.dumps({"criterion": CRITERION, "settings": {n: settings[n] for n in names},
+                                                "extra": extra, "results": results}, indent=2, default=str))
+    winners = [n for n in names if earned(list(results[n].values()))]
+    runs = sum(len(r) for r in results.values())
+    print(f"rpt_learning: settings={len(names)} runs={runs} earned={','.join(winners) if winners else 'none'} "
+          f"(criterion: {CRITERION})")
     return 0
 
 
