@@ -126,9 +126,11 @@ def sample_completions(model, tokenizer, prompts: list, generations: int, *, max
                        min_p: float | None = None, repetition_penalty: float = 1.0,
                        batch_size: int = 4, seed: int = 0) -> tuple[list, list[list[int]]]:
     """`generations` samples per prompt (grouped, prompt-major as in TRL); returns the completions
-    in the form TRL passes to rewards (text, or one assistant message for chat prompts) and their ids."""
+    in the form the trainer passes to rewards (for a plain-text prompt the text the completion adds
+    after it, `EntropyGRPOTrainer._generate`; for chat prompts one assistant message) and their ids."""
     import torch
 
+    from rl.train.decoding import in_context_texts
     from rl.train.padding import left_pad
 
     device = next(model.parameters()).device
@@ -148,17 +150,24 @@ def sample_completions(model, tokenizer, prompts: list, generations: int, *, max
             torch.manual_seed(seed)
             for start in range(0, len(prompts), batch_size):
                 chunk = prompts[start:start + batch_size]
-                ids, mask, pos = left_pad([render_prompt_ids(tokenizer, p) for p in chunk], pad_id, device)
+                prompt_ids = [render_prompt_ids(tokenizer, p) for p in chunk]
+                ids, mask, pos = left_pad(prompt_ids, pad_id, device)
                 out = generate_shared_prefill(model, ids, mask, pos, generations, max_new_tokens=max_new_tokens,
                                                pad_token_id=pad_id, **sampling)
                 new = out[:, ids.shape[1]:]
-                texts = tokenizer.batch_decode(new, skip_special_tokens=True)
-                for j, text in enumerate(texts):
-                    prompt = chunk[j // generations]
-                    completions.append([{"role": "assistant", "content": text}] if isinstance(prompt, list) else text)
-                    row = new[j].tolist()
+                rows = []
+                for row in new.tolist():
                     if tokenizer.eos_token_id in row:
                         row = row[: row.index(tokenizer.eos_token_id) + 1]
+                    rows.append(row)
+                # as the trainer gives them to rewards: a chat completion decoded alone (TRL's message
+                # content), a plain-text prompt's as the text it adds after the prompt (rl/train/decoding.py)
+                alone = tokenizer.batch_decode(new, skip_special_tokens=True)
+                in_context = in_context_texts(tokenizer, [prompt_ids[j // generations] for j in range(len(rows))], rows)
+                for j, row in enumerate(rows):
+                    prompt = chunk[j // generations]
+                    completions.append([{"role": "assistant", "content": alone[j]}] if isinstance(prompt, list)
+                                       else in_context[j])
                     completion_ids.append(row)
     finally:
         model.train(was_training)
