@@ -34,6 +34,17 @@ def test_demo_trains_measures_and_prints_the_learning_line(tmp_path, tiny_model_
     assert summary["probe_rows"] > 0 and summary["heldout_documents"] > 0
     tokens = summary["heldout_tokens"]["expected"]
     assert tokens["units"] > 0 and tokens["ci95"][0] <= tokens["diff"] <= tokens["ci95"][1]
-    assert set(summary["heldout_positions"]["all"]) == {"expected", "top1", "nll"}
+    assert set(summary["heldout_positions"]["all"]) == {"expected", "top1", "nll", "nll_cal"}
+    cal = summary["calibration"]
+    assert cal["before"] > 0 and cal["after"] > 0 and cal["units"] > 0
+    splits = summary["heldout_token_splits"]
+    assert splits["all"]["count"] == tokens["units"] and set(splits["all"]["metrics"]) == {"top1", "nll_cal",
+                                                                                             "expected", "nll"}
+    assert "entropy_match_temperature" in splits["all"]["sharpening"]
+    # each split once: a split with the same tokens as an earlier one says so instead of repeating it
+    for split in ("easy", "medium", "hard"):
+        same = [e for e in ("all", "easy", "medium") if e != split and splits[e]["count"] == splits[split]["count"]]
+        if same and splits[split]["count"]:
+            assert any(line.strip().startswith(f"held-out tokens, {split}: same as") for line in lines)
     assert (out / "reward_curve.png").read_bytes()[:4] == b"\x89PNG"
     assert any(re.match(r"probe reward \(\d+ training rows x 16 samples", line) for line in lines)
