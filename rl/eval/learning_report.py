@@ -86,6 +86,10 @@ class LearningReport:
             label = (f"all {entry['count']} tokens of {self.heldout_documents} held-out documents" if split == "all"
                      else f"held-out tokens, {split} (proxy entropy > {entry['threshold']:g}, {entry['count']} tokens)")
             key = ("tokens", entry["count"])
+            if not entry["count"]:
+                limit = "" if entry["threshold"] is None else f" (proxy entropy > {entry['threshold']:g})"
+                lines.append(f"  held-out tokens, {split}{limit}: no tokens")
+                continue
             if key in printed:
                 lines.append(f"  held-out tokens, {split}: same as {printed[key]}")
                 continue
