@@ -152,6 +152,7 @@ def profile_bits(model_path: str, *, data: str | None = None, generate: str | No
     from rl.eval.patch_report import bits_stats, generated_documents, score_documents
     from rl.eval.patches import BLT_THRESHOLD
     from rl.eval.profile import read_prompts
+    from rl.eval.scoring import token_texts
     from rl.runtime.models import check_model_arg, quiet_long_input_warning
     from rl.runtime.outputs import check_output_dir, replace_dir, written_files
     from rl.runtime.values import check_number
@@ -188,6 +189,10 @@ def profile_bits(model_path: str, *, data: str | None = None, generate: str | No
     corpus_stats = CorpusStats()
     documents = (read_corpus(data, stats=corpus_stats, text_field=text_field)  # spec errors before loading
                  if data is not None else None)
+    if documents is not None:  # and a corpus with no usable document (e.g. a wrong --text-field) too
+        import itertools
+
+        documents = itertools.chain([next(documents)], documents)
     prompts = read_prompts(generate, limit) if generate is not None else None
     if model is None:
         model, tokenizer = load_model(model_path, device)
@@ -205,8 +210,7 @@ def profile_bits(model_path: str, *, data: str | None = None, generate: str | No
                                    temperature=temperature, batch_size=batch_size, progress=progress)
         source = {"kind": "generated (scored at T=1)", "path": generate, "prompts": len(prompts),
                   "completions": len(docs)}
-    cache = {t: tokenizer.decode([t], clean_up_tokenization_spaces=False) for t in {t for d in docs for t in d["ids"]}}
-    texts = [cache[t] for d in docs for t in d["ids"]]
+    texts = [t for d in docs for t in d["texts"]]  # each token's piece of the text (they reassemble it)
     targets: list[dict] = []
     modes = patch_modes(BLT_THRESHOLD if threshold is None else threshold, threshold_add, max_patch_length, docs,
                         target_bytes_per_patch, targets)
@@ -214,7 +218,7 @@ def profile_bits(model_path: str, *, data: str | None = None, generate: str | No
     for dis in stats["disagreement"].values():
         for key in ("high_surprise_low_entropy", "high_entropy_low_surprise"):
             for ex in dis[key]:
-                ex["top_guess"] = tokenizer.decode([ex["top_guess_id"]], clean_up_tokenization_spaces=False)
+                ex["top_guess"] = token_texts(tokenizer, [ex["top_guess_id"]])[0]
     out = Path(output_dir)
     result = {"model": str(model_path), "written_by": BITS_COMMAND,
               "source": source,

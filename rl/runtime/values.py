@@ -47,9 +47,9 @@ class Range:
         if self.low is not None and self.high is not None:
             text = f"in {'(' if self.low_open else '['}{lo}, {hi}{')' if self.high_open else ']'}"
         elif self.low is not None:
-            text = f"{'>' if self.low_open else '>='} {lo}"
+            text = f"> {lo}" if self.low_open else f"at least {lo}"
         elif self.high is not None:
-            text = f"{'<' if self.high_open else '<='} {hi}"
+            text = f"< {hi}" if self.high_open else f"at most {hi}"
         else:
             return ""
         return prefix + text
@@ -124,19 +124,12 @@ RECIPE_RANGES: dict[str, Range] = {
     "lora_r": Range(1),  # peft refuses r = 0 when the model is wrapped
     "lora_alpha": Range(0, low_open=True),
     "lora_dropout": Range(0, 1, high_open=True),
-    "learning_rate": Range(0),
     "weight_decay": Range(0),
     "warmup_ratio": Range(0, 1),
     "max_grad_norm": Range(0),
     "beta": Range(0),
-    "top_entropy_quantile": Range(0, 1, low_open=True),
-    "rlp_ema_decay": Range(0, 1, high_open=True),
-    "eval_fraction": Range(0, 1, high_open=True),
-    "num_generations": Range(1),
-    "per_device_train_batch_size": Range(1),
-    "gradient_accumulation_steps": Range(1),
-    "max_completion_length": Range(1),
 }
+# (learning_rate, top_entropy_quantile, batch sizes ... are checked in rl/train/config.py __post_init__.)
 
 
 def recipe_value_problem(field: str, value) -> str | None:

@@ -39,7 +39,7 @@ def _world(root: Path, model: Path) -> dict[str, str]:
     inp, out = root / "in", root / "out"
     write_jsonl(inp / "chains.jsonl", CHAINS)
     write_jsonl(inp / "corpus.jsonl", CORPUS)
-    write_jsonl(inp / "data.jsonl", rpt_rows(8))
+    write_jsonl(inp / "data.jsonl", rpt_rows(32))  # enough for a 2-rank generation batch (rl submit --cpu)
     (inp / "prompts.txt").write_text("What is 2+2?\n", encoding="utf-8")
     (inp / "bad-utf8.jsonl").write_bytes(json.dumps(CHAINS[0]).encode() + b'\n{"question": "caf\xe9"}\n')
     (inp / "a-directory").mkdir()
@@ -114,22 +114,22 @@ CASES = [
          + " --temperature inf", ["--temperature", "finite"]),
     Case("rpt-min-entropy-nan", RPT + " --min-entropy nan", ["rl data rpt", "--min-entropy"]),
     Case("rpt-min-surprise-nan", RPT + " --select-by surprisal --min-surprise nan", ["--min-surprise"]),
-    Case("rlp-top-k-zero", RLP + " --top-k 0", ["rl data rlp", "--top-k", ">= 1"]),
+    Case("rlp-top-k-zero", RLP + " --top-k 0", ["rl data rlp", "--top-k", "at least 1"]),
     Case("prune-min-reward-nan", SAMPLE + " --min-reward nan", ["--min-reward", "finite"]),
     Case("prune-temperature-zero", SAMPLE + " --temperature 0", ["--temperature", "> 0"]),
-    Case("prune-max-chain-tokens-negative", PRUNE + " --max-chain-tokens -5", ["--max-chain-tokens", ">= 1"]),
+    Case("prune-max-chain-tokens-negative", PRUNE + " --max-chain-tokens -5", ["--max-chain-tokens", "at least 1"]),
     Case("prune-keep-collide", PRUNE + " --keep 0.3,0.301,0.5", ["--keep", "sft/keep-0.30.jsonl"]),
     Case("prune-keep-empty", PRUNE + " --keep ,", ["--keep", "comma-separated"]),
     Case("prune-keep-nan", PRUNE + " --keep nan", ["--keep", "[0, 1]"]),
     Case("eval-temperature-inf", EVAL + " --temperature inf", ["rl eval next-token", "--temperature"]),
     Case("eval-thresholds-nan", EVAL + " --thresholds 0.5,nan,1.5", ["--thresholds", "finite"]),
-    Case("eval-limit-zero", EVAL + " --limit 0", ["--limit", ">= 1"]),
+    Case("eval-limit-zero", EVAL + " --limit 0", ["--limit", "at least 1"]),
     # --- recipes: values a run cannot use (rl train; the dry run: DRY_RUN_CASES)
     Case("train-learning-rate-nan", "train --config {in}/lr-nan.yaml", ["learning_rate", "finite"]),
     Case("train-learning-rate-inf", "train --config {in}/lr-inf.yaml", ["learning_rate", "finite"]),
     Case("train-rpt-min-entropy-nan", "train --config {in}/min-entropy-nan.yaml", ["rpt_min_entropy", "finite"]),
     Case("train-temperature-0", "train --config {in}/temperature-0.yaml", ["temperature", "> 0"]),
-    Case("train-lora-r-0", "train --config {in}/lora-r-0.yaml", ["lora_r", ">= 1"]),
+    Case("train-lora-r-0", "train --config {in}/lora-r-0.yaml", ["lora_r", "at least 1"]),
     Case("train-override-nan", "train --config {in}/recipe.yaml --learning_rate nan", ["--learning_rate", "finite"]),
     # --- rl submit: Slurm times parsed, ignored flags refused
     Case("submit-cpu-and-gpus", SUBMIT + " --cpu --gpus-per-node 8", ["--gpus-per-node", "--cpu"]),
@@ -138,11 +138,16 @@ CASES = [
     Case("submit-time-garbage", SUBMIT + " --cpu --time soon", ["--time", "D-HH:MM:SS"]),
     Case("submit-signal-after-time", SUBMIT + " --cpu --time 00:01:00 --signal-seconds 600",
          ["--signal-seconds 600", "--time 00:01:00"]),
+    Case("bits-text-field-missing", BITS.replace("--text-field text", "--text-field body"), ["'body'", "--text-field"]),
+    # --- rl recipes
+    Case("recipes-copy-unknown", "recipes copy no-such-recipe -o {out}/recipes", ["no-such-recipe"]),
     # --- argparse: one line naming the subcommand (usage stays in --help)
     Case("prune-unknown-flag", PRUNE + " --bogus", ["rl prune", "unrecognized arguments: --bogus"]),
     Case("bits-unknown-flag", BITS + " --bogus 1", ["rl profile bits", "--bogus"]),
     Case("rpt-missing-corpus", "data rpt -o {out}/x", ["rl data rpt", "--corpus"]),
     Case("unknown-command", "frobnicate", ["rl", "invalid choice"]),
+    Case("recipes-unknown-flag", "recipes list --bogus", ["rl recipes list", "--bogus"]),
+    Case("submit-unknown-flag", SUBMIT + " --cpu --bogus 1", ["rl submit", "--bogus"]),
 ]
 
 

@@ -82,7 +82,7 @@ def test_cli_end_to_end(tiny_model_dir, corpus, capsys):
     (["-o", "."], "is the current directory"), (["-o", "mine"], "not written by `rl profile bits`"),
     (["-o", "corpus.jsonl"], "is the --data itself"),
     (["--threshold", "1", "--target-bytes-per-patch", "4"], "give one"),
-    (["--max-patch-length", "0"], "--max-patch-length: too small"), (["--eta", "2"], "must be in [0, 1]"),
+    (["--max-patch-length", "0"], "--max-patch-length: must be at least 1"), (["--eta", "2"], "must be in [0, 1]"),
 ])
 def test_refusals_are_one_line_and_touch_nothing(tiny_model_dir, corpus, capsys, monkeypatch, argv, match):
     import transformers
