@@ -10,6 +10,8 @@ tiny random model:
   stop (in the middle of epoch 1) -> the batch script requeues -> the job restarts and resumes from
   the newest complete checkpoint -> finishes with bitwise the weights, per-step rewards, losses and
   grad norms of the uninterrupted run (same seed; CPU is deterministic), every step logged once.
+  It reports to W&B (offline): both starts of the job log to ONE W&B run (the id kept in the run
+  dir's wandb-run.json, rl/runtime/wandb_run.py), each step once, read from W&B's own run files.
   The data (8 rows, 4 steps per epoch) makes the run span 3 epochs and the stop land after epoch 0:
   a resume there needs TRL's per-epoch shuffle order restored too (rl.runtime.checkpoint.replay_sampler_epochs;
   without it the prompts differ from step 8 on, which this test caught).
@@ -36,7 +38,9 @@ import pytest
 
 from rl.runtime import checkpoint as ck
 from rl.launch import slurm
+from rl.runtime import wandb_run
 from tests.kit import tiny_recipe, write_yaml
+from tests.rl.runtime.test_wandb_run import offline_runs
 
 REPO = Path(__file__).resolve().parents[2]
 MAX_STEPS = 12
@@ -77,13 +81,13 @@ def rpt_data_dir(root: Path, model_dir: Path) -> Path:
     return root / "rpt-data"
 
 
-def write_recipe(path: Path, run_dir: Path, model_dir: Path, data_dir: Path) -> Path:
+def write_recipe(path: Path, run_dir: Path, model_dir: Path, data_dir: Path, **overrides) -> Path:
     """The kit's tiny recipe on 2 ranks: 2 x 2 = generation batch 4 (2 prompts x 2 completions) per step."""
     return write_yaml(path, tiny_recipe(
         model_dir, run_dir, dataset_path=str(data_dir),
         reward_funcs=["rpt", "tests.slurm.rewards_for_tests.length_reward"],
         max_steps=MAX_STEPS, per_device_train_batch_size=2, save_steps=SAVE_STEPS, save_total_limit=3, seed=0,
-        dataloader_num_workers=None))  # learning_rate 1e-3: large, so a wrong resume would show in the weights
+        dataloader_num_workers=None, **overrides))  # learning_rate 1e-3: large, so a wrong resume would show
 
 
 def submit_env(cluster) -> dict:
@@ -239,7 +243,8 @@ def test_preempt_requeue_resume_matches_uninterrupted(uninterrupted_run, e2e_inp
 
     t0 = time.monotonic()
     run_dir = tmp_path / "run"
-    recipe = write_recipe(tmp_path / "recipe.yaml", run_dir, e2e_inputs["model"], e2e_inputs["data"])
+    recipe = write_recipe(tmp_path / "recipe.yaml", run_dir, e2e_inputs["model"], e2e_inputs["data"],
+                          report_to=["wandb"], env={"WANDB_MODE": "offline", "WANDB_SILENT": "true"})
     job = slurm.submit(recipe, cpu=True, nodes=1, workdir=REPO, env=submit_env(slurm_cluster),
                        out=open(os.devnull, "w"))
     log = run_dir / "slurm" / f"rl-recipe-{job}.out"
@@ -279,6 +284,17 @@ def test_preempt_requeue_resume_matches_uninterrupted(uninterrupted_run, e2e_inp
     assert loss_steps(state) == list(range(1, MAX_STEPS + 1)), loss_steps(state)
     for c in ck.list_checkpoints(run_dir):
         assert ck.check_complete(c) is None, c
+
+    # one W&B run across the requeue: both starts logged to the id kept in the run dir, each step once
+    recorded = wandb_run.read_run_file(run_dir)
+    assert recorded["last_step"] == MAX_STEPS, recorded
+    runs = offline_runs(run_dir)
+    assert len(runs) == 2 and {r["run_id"] for r in runs} == {recorded["run_id"]}, runs
+    logged = [row["train/global_step"] for r in runs for row in r["rows"] if "train/loss" in row]
+    assert logged == list(range(1, MAX_STEPS + 1)), logged
+    assert min(row["train/global_step"] for row in runs[1]["rows"]) == stopped  # the axis goes on
+    wandb_steps = [row["_step"] for r in runs for row in r["rows"]]  # W&B's row counter too (offline)
+    assert wandb_steps == list(range(len(wandb_steps))), wandb_steps
 
     # same result as the uninterrupted run: per-step rewards and losses, then the weights
     ref_state = final_state(uninterrupted_run["run_dir"])
