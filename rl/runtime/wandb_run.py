@@ -104,7 +104,7 @@ def wandb_run_callbacks(training_args, environ=None) -> list:
     replayed_until, wandb_step = (previous["last_step"], previous["wandb_step"]) if same else (0, 0)
     if _is_rank_zero(environ):
         write_run_file(output_dir, run_id, replayed_until, wandb_step)
-        if previous.get("run_id") == run_id:
+        if same:
             logger.info("W&B: resuming run %s (%s); it holds steps up to %d", run_id, Path(output_dir) / RUN_FILE,
                         replayed_until)
     saved = {name: environ.get(name) for name in ("WANDB_RUN_ID", "WANDB_RESUME", _OURS)}

@@ -5,7 +5,6 @@ is one line before any weights load."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
