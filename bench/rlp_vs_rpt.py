@@ -58,7 +58,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.rpt_learning import ROOT, t_interval  # the benches' one t-interval over seeds
+from bench.demo_runs import ROOT, t_interval  # the benches' one t-interval over seeds
 
 BUILTIN = "builtin:smollm2-135m-instruct"
 RECIPES = {"rpt": ROOT / "recipes" / "rpt_smollm2_cpu.yaml", "rlp": ROOT / "recipes" / "rlp_smollm2_cpu.yaml"}

@@ -1,7 +1,7 @@
 """Benchmark: which positions should RPT train on? Entropy-chosen vs surprise-chosen vs random.
 
 Not a test. For each criterion (`rl data rpt --select-by`, recipe `rpt_select_by`) and seed it runs
-the demo (bench/rpt_learning.py's `run_seed`: recipes/rpt_smollm2_cpu.yaml, SmolLM2-135M-Instruct,
+the demo (bench/demo_runs.py `run_seed`: recipes/rpt_smollm2_cpu.yaml, SmolLM2-135M-Instruct,
 LoRA, CHAMP) at the same step count and batch, so every arm trains on the same number of rows; the
 only difference is which positions those rows are. Each arm's RPT data is built once and copied to
 its other seeds. Per arm and seed: held-out expected accuracy over all tokens of the held-out
@@ -34,7 +34,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench.rpt_learning import ROOT, run_seed, t_interval
+from bench.demo_runs import ROOT, run_seed, t_interval
 
 ARMS = {
     "entropy": ["--rpt_select_by", "entropy"],
