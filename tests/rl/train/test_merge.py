@@ -87,6 +87,10 @@ def test_merged_model_equals_the_adapter_model_and_loads_as_a_plain_model(lora_d
     check_not_adapter(str(out))
     check_tokenizer(tokenizer, str(out))
     assert check_model_arg(str(out), "--proxy-model") == str(out)
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(PROMPT + " Nine plus sixteen is twenty five, so it is a right triangle.", encoding="utf-8")
+    assert rl_main(["data", "rpt", "--proxy-model", str(out), "--corpus", str(corpus), "--min-entropy", "0",
+                    "--min-context-tokens", "4", "--output", str(tmp_path / "rpt")]) == 0  # the RPT proxy
     marker = json.loads((out / MARKER).read_text())
     assert marker["command"] == "rl merge" and "model.safetensors" in marker["files"]
 
