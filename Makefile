@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test test-fast bench clean
+.PHONY: install demo test test-fast bench bench-smoke clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
@@ -28,7 +28,10 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q tests -m "not slow and not slurm and not multiprocess"
 
 bench: $(STAMP)
-	$(BIN)/python bench/forking_mask.py
+	$(BIN)/python -m bench.forking_mask
+
+bench-smoke: $(STAMP)
+	$(BIN)/python -m pytest -q tests/bench
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
