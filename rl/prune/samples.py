@@ -107,11 +107,17 @@ class _AnswerLineDone:
 
 @torch.inference_mode()
 def draw(policy, tokenizer, question: str, settings: SampleSettings) -> list[tuple[str, list[int]]]:
-    """`settings.samples` completions of one question: (text, token ids), in draw order."""
+    """`settings.samples` completions of one question: (text, token ids), in draw order. The text is
+    what the completion adds after the prompt (rl/train/decoding.py), as the trainer gives rewards: a
+    completion decoded alone loses its leading space with SentencePiece-style tokenizers, and " ."
+    its space with `clean_up_tokenization_spaces`."""
     from transformers import StoppingCriteriaList
+
+    from rl.train.decoding import in_context_texts
 
     enc = tokenizer(policy_prompt(question, settings), return_tensors="pt", add_special_tokens=False)
     plen = enc["input_ids"].shape[1]
+    prompt_ids = enc["input_ids"][0].tolist()
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     out = []
     left = settings.samples
@@ -121,9 +127,9 @@ def draw(policy, tokenizer, question: str, settings: SampleSettings) -> list[tup
                               max_new_tokens=settings.max_new_tokens, num_return_sequences=n, pad_token_id=pad,
                               stopping_criteria=StoppingCriteriaList([_AnswerLineDone(tokenizer, plen)]))
         stop = {pad, tokenizer.eos_token_id} - {None}
-        for row in seq[:, plen:].tolist():
-            ids = row[:next((i for i, t in enumerate(row) if t in stop), len(row))]  # finished rows are padded
-            out.append((tokenizer.decode(ids, skip_special_tokens=True), ids))
+        rows = [row[:next((i for i, t in enumerate(row) if t in stop), len(row))]  # finished rows are padded
+                for row in seq[:, plen:].tolist()]
+        out.extend(zip(in_context_texts(tokenizer, [prompt_ids] * len(rows), rows), rows))
         left -= n
     return out
 
