@@ -43,6 +43,7 @@ from trl.models.utils import disable_gradient_checkpointing
 from rewards.registry import spec_of
 from rewards.rlp import THINK_CLOSE, THINK_OPEN, bind_scorer
 from rl.runtime.faults import agree_on_failure
+from rl.train.decoding import in_context_texts
 from rl.train.rlp_scoring import agreed_chunks, score_targets, scored_sequence
 from rl.train.rlp_teacher import make_teacher
 
@@ -124,25 +125,26 @@ class RLPScorer:
                 self._pair_cache.pop(next(iter(self._pair_cache)))
         return self._pair_cache[key]
 
-    def thought_ids(self, thought: str, closed: bool, ids) -> list[int]:
+    def thought_ids(self, thought: str, closed: bool, ids, prompt_ids=()) -> list[int]:
         """The sampler's own token ids of the thought: all generated ids when they decode to exactly
         the thought (no delimiter written), the generated ids before the delimiter when a prefix of
         them decodes to exactly the thought (closed); else the thought text re-tokenized (a token
-        that straddles THINK_CLOSE, or a dropped leading THINK_OPEN)."""
+        that straddles THINK_CLOSE, or a dropped leading THINK_OPEN). "Decode" is the text the ids add
+        after the prompt (what the trainer gives rewards, rl/train/decoding.py), else TRL's decode of
+        the ids alone."""
         if ids is not None:
             ids = list(ids)
             while ids and ids[-1] in self.strip_ids:
                 ids.pop()
-            if not closed:
-                if self.tok.decode(ids) == thought:
-                    return ids
-            else:
-                for j in range(len(ids) + 1):  # shortest prefix; stops once the text runs past the thought
-                    text = self.tok.decode(ids[:j])
-                    if text == thought:
-                        return ids[:j]
-                    if len(text) > len(thought) + len(THINK_CLOSE):
-                        break
+            head = list(prompt_ids)[-8:]  # enough of the prompt for the join (leading space, clean-up)
+            for decode in (lambda x: in_context_texts(self.tok, [head], [x])[0], self.tok.decode):
+                if not closed:
+                    if decode(ids) == thought:
+                        return ids
+                    continue
+                j = _prefix_decoding_to(thought, ids, decode)
+                if j is not None:
+                    return ids[:j]
         return self._encode(thought)
 
     def _score(self, model, seqs, ks) -> list[float]:
@@ -163,7 +165,7 @@ class RLPScorer:
             ctx_ids, prompt_ids, tgt_ids = self.context_and_target(ctx, target)
             if not ctx_ids or not tgt_ids:
                 continue
-            th_ids = self.thought_ids(th[0], th[1], ids)
+            th_ids = self.thought_ids(th[0], th[1], ids, prompt_ids)
             items.append((i, ctx_ids, th_ids, tgt_ids, th[1]))
             seqs.append(scored_sequence(prompt_ids, th_ids, (), self.close_ids, tgt_ids))
         return items, seqs
@@ -206,6 +208,23 @@ class RLPScorer:
             return {p: 0.0 for p in pairs}
         values = self._score(model, [scored_sequence(c, None, (), (), g) for c, g in pairs], [len(g) for _, g in pairs])
         return dict(zip(pairs, values))
+
+
+def _prefix_decoding_to(text: str, ids: list[int], decode, window: int = 8) -> int | None:
+    """The shortest j with decode(ids[:j]) == text, or None. The decoded length grows with j (up to
+    partial characters), so a bisection on it finds the place and a small window around it is
+    checked exactly: O(log n + window) decodes instead of n."""
+    lo, hi = 0, len(ids)
+    while lo < hi:  # smallest j whose text is at least as long as `text`
+        mid = (lo + hi) // 2
+        if len(decode(ids[:mid])) < len(text):
+            lo = mid + 1
+        else:
+            hi = mid
+    for j in range(max(lo - window, 0), min(lo + window, len(ids)) + 1):
+        if decode(ids[:j]) == text:
+            return j
+    return None
 
 
 def _gain(row) -> float:

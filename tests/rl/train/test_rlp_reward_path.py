@@ -127,9 +127,12 @@ class _Recorder:
 
 
 def test_scored_sequence_begins_with_trl_prompt_ids(matrix_model_dir, monkeypatch):
+    """Completions arrive as the trainer gives them to rewards (the text they add after the prompt,
+    rl/train/decoding.py); the sampler's thought ids follow the prompt ids unchanged."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     import rl.train.rlp_trainer as rlp_trainer
+    from rl.train.decoding import in_context_texts
 
     tok = AutoTokenizer.from_pretrained(matrix_model_dir)
     model = AutoModelForCausalLM.from_pretrained(matrix_model_dir)
@@ -143,17 +146,32 @@ def test_scored_sequence_begins_with_trl_prompt_ids(matrix_model_dir, monkeypatc
     prompt_ids = trl_prompt_ids(tok, prompt)
     if tok.bos_token_id is not None and tok("x")["input_ids"][0] == tok.bos_token_id:
         assert prompt_ids[0] == tok.bos_token_id  # the test means something for BOS-adding tokenizers
-    thoughts = ["it will be a word", "the next word" + THINK_CLOSE + " tail"]
-    ids = [tok(t, add_special_tokens=False)["input_ids"] for t in thoughts]
+
+    def sampled(text):  # ids a sampler writing `text` after the prompt could have made
+        full = trl_prompt_ids(tok, prompt + text)
+        assert full[:len(prompt_ids)] == prompt_ids
+        return full[len(prompt_ids):]
+
+    ids = [sampled(" it will be a word"), sampled(" the next word" + THINK_CLOSE + " tail")]
+    thought_ids = sampled(" the next word")
+    assert ids[1][:len(thought_ids)] == thought_ids
+    texts = in_context_texts(tok, [prompt_ids] * 2, ids)
+    scorer.context_and_target(context, " the")  # cached: from here on nothing may be re-tokenized
+
+    def no_retokenizing(text):
+        raise AssertionError(f"the thought was re-tokenized ({text!r}) instead of kept as the sampler's ids")
+
+    monkeypatch.setattr(scorer, "_encode", no_retokenizing)
     with bind_scorer(scorer):
-        out = rlp_reward(prompts=[prompt] * 2, completions=thoughts, completion_ids=ids, context=[context] * 2,
+        out = rlp_reward(prompts=[prompt] * 2, completions=texts, completion_ids=ids, context=[context] * 2,
                          continuation=[cont] * 2, boundaries=[[4, 9, 13]] * 2)
     assert all(v is not None for v in out)
-    policy_seqs, teacher_seqs = recorder.seqs
-    for seq in policy_seqs:
+    (open_seq, closed_seq), teacher_seqs = recorder.seqs
+    for seq in (open_seq, closed_seq):
         assert seq[:len(prompt_ids)] == prompt_ids
-    # the sampler's own thought ids follow the prompt when the thought ran out (no delimiter written)
-    assert policy_seqs[0][len(prompt_ids):len(prompt_ids) + len(ids[0])] == ids[0]
+    # the sampler's own ids follow the prompt: all of them (no delimiter written), or those before it
+    assert open_seq[len(prompt_ids):len(prompt_ids) + len(ids[0])] == ids[0]
+    assert closed_seq[len(prompt_ids):len(prompt_ids) + len(thought_ids)] == thought_ids
     context_ids = trl_prompt_ids(tok, context)  # the no-think baseline: the context as TRL tokenizes a prompt
     for seq in teacher_seqs:
         assert seq[:len(context_ids)] == context_ids
