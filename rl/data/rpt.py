@@ -2,7 +2,9 @@
 
 Each document is tokenized once with the proxy model's tokenizer. The proxy model runs over the
 document in overlapping windows (one batched forward pass per window, never one per position) and
-gives the next-token entropy at every position. Positions whose entropy is at least
+gives the next-token entropy at every position, of its real logits, in eval mode, each window read
+as the model reads text (the tokenizer's BOS first when it adds one; rl/eval/scoring.py). Positions,
+offsets and boundaries stay on the document's own tokens. Positions whose entropy is at least
 `min_entropy` are candidates ("hard" tokens carry the signal); up to `max_per_doc` are sampled per
 document. `select_by` can pick positions by what actually surprised the proxy instead (Titans,
 arXiv 2501.00663; rl/eval/surprise.py): `surprisal` (-log p of the true token >= `min_surprise`) or
@@ -178,45 +180,45 @@ def window_plan(n_tokens: int, window: int) -> list[tuple[int, int, int, int]]:
     return plans
 
 
-def _forward_entropies(model, batch_ids: list[list[int]], pad_id: int, cfg: RPTBuildConfig):
-    """One batched no-grad forward over windows; returns per-window (entropy list, score list), the
-    score being what `cfg.select_by` ranks (the entropy itself unless surprisal/surprise).
+def _forward_entropies(model, batch_ids: list[list[int]], pad_id: int, cfg: RPTBuildConfig, prefix=()):
+    """One batched scoring forward over windows (eval mode, rl/eval/scoring.py); returns per-window
+    (entropy list, score list), the score being what `cfg.select_by` ranks (the entropy itself unless
+    surprisal/surprise).
 
-    Entropy at window index j is for the distribution predicting window token j + 1. The LM head is
-    applied row by row over the backbone's hidden states so the full (batch x window x vocab)
+    Each window is read as `prefix + window` (the tokenizer's BOS when it adds one: the text as the
+    model sees text); entry j of the lists is for the distribution predicting window token j + 1.
+    The model's real logits (rl.eval.scoring.logit_reader: soft-capping and logit scaling applied)
+    are read row by row from the backbone's hidden states, so the full (batch x window x vocab)
     logits tensor never exists at once.
     """
     import torch
 
+    from rl.eval.scoring import logit_reader, scoring
     from rl.eval.surprise import momentary_surprise, surprisal
     from rl.train.entropy import token_entropy, topk_entropy
 
-    longest = max(len(ids) for ids in batch_ids)
-    input_ids = torch.full((len(batch_ids), longest), pad_id, dtype=torch.long)
-    attention = torch.zeros((len(batch_ids), longest), dtype=torch.long)
-    for row, ids in enumerate(batch_ids):
+    prefix = list(prefix)
+    skip = len(prefix)
+    rows_ids = [prefix + list(ids) for ids in batch_ids]
+    longest = max(len(ids) for ids in rows_ids)
+    input_ids = torch.full((len(rows_ids), longest), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(rows_ids), longest), dtype=torch.long)
+    for row, ids in enumerate(rows_ids):
         input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
         attention[row, : len(ids)] = 1
     device = next(model.parameters()).device
     input_ids, attention = input_ids.to(device), attention.to(device)
-    head = model.get_output_embeddings()
-    backbone = getattr(model, model.base_model_prefix, None)
-    softcap = getattr(model.config, "final_logit_softcapping", None)
+    reader = logit_reader(model)
     results = []
-    with torch.no_grad():
-        if backbone is not None and head is not None and not softcap:
-            hidden = backbone(input_ids=input_ids, attention_mask=attention).last_hidden_state
-            rows = [head(hidden[row : row + 1]).float()[0] for row in range(len(batch_ids))]
-        else:  # models with logit post-processing: use their own forward
-            logits = model(input_ids=input_ids, attention_mask=attention).logits.float()
-            rows = [logits[row] for row in range(len(batch_ids))]
-        for row, ids in enumerate(batch_ids):
-            logits = rows[row][: len(ids) - 1]
+    with scoring(model):
+        states = reader.states(input_ids, attention)
+        for row, ids in enumerate(rows_ids):
+            logits = reader.logits(states[row, skip: len(ids) - 1])
             if cfg.entropy == "topk":
                 ent = topk_entropy(logits, k=cfg.top_k)
             else:
                 ent = token_entropy(logits)
-            target = input_ids[row, 1: len(ids)]
+            target = input_ids[row, skip + 1: len(ids)]
             if cfg.select_by == "surprisal":
                 score = surprisal(logits, target)
             elif cfg.select_by == "surprise":
@@ -242,9 +244,12 @@ def iter_rpt_rows(cfg: RPTBuildConfig, model, tokenizer, documents, summary: Bui
     from tqdm.auto import tqdm
 
     from rl.data.boundaries import split_at_token
+    from rl.eval.scoring import text_prefix
 
     use_chat = cfg.chat == "yes" or (cfg.chat == "auto" and bool(getattr(tokenizer, "chat_template", None)))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+    prefix = text_prefix(tokenizer)  # BOS when the tokenizer adds one: the proxy reads text as it was trained to
+    window = max(2, cfg.window_tokens - len(prefix))  # document tokens per window, prefix included in window_tokens
     all_entropies: list[float] = []
     pending: dict[int, dict[str, Any]] = {}
     queue: list[tuple[int, int, list[int], int]] = []  # (doc_key, window idx, ids, offset)
@@ -288,7 +293,7 @@ def iter_rpt_rows(cfg: RPTBuildConfig, model, tokenizer, documents, summary: Bui
     def flush() -> Iterator[dict]:
         if not queue:
             return
-        ents = _forward_entropies(model, [item[2] for item in queue], pad_id, cfg)
+        ents = _forward_entropies(model, [item[2] for item in queue], pad_id, cfg, prefix)
         for (key, _, _ids, start), (ent, score) in zip(queue, ents):
             doc = pending[key]
             own_from, own_to = doc["plans_owned"].pop(start)
@@ -316,7 +321,7 @@ def iter_rpt_rows(cfg: RPTBuildConfig, model, tokenizer, documents, summary: Bui
         if len(ids) < min_tokens:
             summary.documents_too_short += 1
             continue
-        plans = window_plan(len(ids), cfg.window_tokens)
+        plans = window_plan(len(ids), window)
         pending[key] = {
             "doc_id": doc.doc_id,
             "text": doc.text,

@@ -53,7 +53,9 @@ def token_bytes_index(tokenizer) -> dict[bytes, list[int]]:
         pass
     special = set(getattr(tokenizer, "all_special_ids", []) or [])
     ids = [i for i in range(len(tokenizer)) if i not in special]
-    texts = tokenizer.batch_decode([[i] for i in ids], skip_special_tokens=True, clean_up_tokenization_spaces=False)
+    from rl.eval.scoring import token_texts
+
+    texts = token_texts(tokenizer, ids, skip_special_tokens=True)  # as each reads after text: `▁the` is " the"
     index: dict[bytes, list[int]] = {}
     for token_id, text in zip(ids, texts):
         if text and "\ufffd" not in text:  # a partial UTF-8 character is never a whole-token guess
@@ -84,16 +86,16 @@ def _forward_kwargs(model) -> tuple[dict, bool]:
 
 
 def _last_logits(model, tokenizer, contexts: list[list[int]], batch_size: int):
-    """Yield (row indices, last-position logits (rows, V) float32) over longest-first left-padded batches."""
-    import torch
-
+    """Yield (row indices, last-position logits (rows, V) float32) over longest-first left-padded batches
+    (the model's own forward, in eval mode)."""
+    from rl.eval.scoring import scoring
     from rl.train.padding import left_pad
 
     kwargs, takes_positions = _forward_kwargs(model)
     device = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     order = sorted(range(len(contexts)), key=lambda i: -len(contexts[i]))
-    with torch.inference_mode():
+    with scoring(model):  # eval mode, inference mode
         for start in range(0, len(order), batch_size):
             chunk = order[start:start + batch_size]
             ids, mask, pos = left_pad([contexts[i] for i in chunk], pad_id, device)
@@ -160,32 +162,30 @@ def _document_pieces(tokenizer, texts: list[str], window: int) -> list[tuple[int
 
 
 def _window_logits(model, tokenizer, pieces, batch_size: int):
-    """Yield (document, start, piece, logits (len(piece) - 1, V) float32) per window, teacher-forced;
-    the LM head runs per row, so no batch x window x vocab tensor is held."""
+    """Yield (document, start, piece, logits (len(piece) - 1, V) float32) per window, teacher-forced in
+    eval mode, each window read after the tokenizer's text prefix (BOS when it adds one), the model's
+    real logits (rl/eval/scoring.py); the LM head runs per row, so no batch x window x vocab tensor."""
     import torch
 
+    from rl.eval.scoring import logit_reader, scoring, text_prefix
+
     device = next(model.parameters()).device
-    head = model.get_output_embeddings()
-    backbone = getattr(model, model.base_model_prefix, None)
-    softcap = getattr(model.config, "final_logit_softcapping", None)
+    reader = logit_reader(model)
+    prefix = text_prefix(tokenizer)
+    skip = len(prefix)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    with torch.inference_mode():
+    with scoring(model):
         for start in range(0, len(pieces), batch_size):
             chunk = pieces[start:start + batch_size]
-            width = max(len(p) for _, _, p in chunk)
+            width = skip + max(len(p) for _, _, p in chunk)
             ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
             mask = torch.zeros((len(chunk), width), dtype=torch.long)
             for r, (_, _, piece) in enumerate(chunk):
-                ids[r, : len(piece)] = torch.tensor(piece)
-                mask[r, : len(piece)] = 1
-            ids, mask = ids.to(device), mask.to(device)
-            if backbone is not None and head is not None and not softcap:
-                hidden = backbone(input_ids=ids, attention_mask=mask).last_hidden_state
-                rows = (head(hidden[r : r + 1])[0] for r in range(len(chunk)))
-            else:  # logit post-processing (soft-capping): the model's own forward
-                rows = iter(model(input_ids=ids, attention_mask=mask).logits)
-            for (doc, first, piece), logits in zip(chunk, rows):
-                yield doc, first, piece, logits[: len(piece) - 1].float()
+                ids[r, : skip + len(piece)] = torch.tensor(prefix + list(piece))
+                mask[r, : skip + len(piece)] = 1
+            states = reader.states(ids.to(device), mask.to(device))
+            for r, (doc, first, piece) in enumerate(chunk):
+                yield doc, first, piece, reader.logits(states[r, skip: skip + len(piece) - 1])
 
 
 def token_metrics(model, tokenizer, texts: list[str], *, temperature: float = 1.0,

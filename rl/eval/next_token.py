@@ -245,14 +245,18 @@ def load_model(name_or_path: str, device: str | None = None):
 
 
 def encode_contexts(tokenizer, contexts: list[str], max_tokens: int | None) -> list[list[int]]:
-    """Token ids of each raw context as an LM prefix (the tokenizer's own BOS rule), keeping the
-    last `max_tokens` (a leading BOS stays)."""
+    """Token ids of each raw context as an LM prefix: the tokenizer's text prefix (its BOS when it adds
+    one, rl.eval.scoring.text_prefix; never an EOS it may append: the model continues the text) and
+    the context's own tokens, keeping the last `max_tokens` (the prefix stays)."""
+    from rl.eval.scoring import text_prefix
+
+    prefix = text_prefix(tokenizer)
     out = []
-    for ids in tokenizer(contexts)["input_ids"]:
-        if max_tokens and len(ids) > max_tokens:
-            keep_bos = tokenizer.bos_token_id is not None and ids[0] == tokenizer.bos_token_id
-            ids = ([ids[0]] if keep_bos else []) + ids[len(ids) - max_tokens + int(keep_bos):]
-        out.append(list(ids))
+    for ids in tokenizer(contexts, add_special_tokens=False)["input_ids"]:
+        ids = list(ids)
+        if max_tokens and len(prefix) + len(ids) > max_tokens:
+            ids = ids[len(ids) - max(1, max_tokens - len(prefix)):]
+        out.append(prefix + ids if ids else [])
     return out
 
 
@@ -260,6 +264,7 @@ def _run_standard(model, tokenizer, rows, batch_size, max_context_tokens, temper
     """Greedy top-1 (`score`, as in the RPT paper), expected accuracy at `temperature` and NLL per row
     (rl/eval/metrics.py), from the last-position logits of the raw context."""
     from rl.eval.metrics import position_metrics
+    from rl.eval.scoring import token_texts
 
     if max_context_tokens is None:
         max_context_tokens = getattr(model.config, "max_position_embeddings", None)
@@ -275,7 +280,7 @@ def _run_standard(model, tokenizer, rows, batch_size, max_context_tokens, temper
                                    temperature=temperature, batch_size=batch_size)
         for i, m in zip(part, metrics):
             row = rows[i]
-            pred = tokenizer.decode([m["argmax"]], skip_special_tokens=True, clean_up_tokenization_spaces=False)
+            pred = token_texts(tokenizer, [m["argmax"]], skip_special_tokens=True)[0]  # `▁the` reads " the"
             target = row["continuation"].encode("utf-8")[: row["boundaries"][0]].decode("utf-8", "replace")
             per_row.append({"index": i, "entropy": float(row["entropy"]), "doc_id": row.get("doc_id"),
                             "prediction": pred, "target": target, "score": m["top1"], "expected": m["expected"],
@@ -296,20 +301,20 @@ def prompt_text(tokenizer, prompt) -> tuple[str, bool]:
 
 
 def _run_reasoning(model, tokenizer, rows, batch_size, samples, pass_k, max_new_tokens, temperature, progress):
-    import torch
-
     from rewards.rpt import extract_prediction, rpt_reward
+    from rl.eval.scoring import scoring, text_prefix
 
     device = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     seqs = []
     for row in rows:
-        text, templated = prompt_text(tokenizer, row["prompt"])
-        seqs.append(tokenizer(text, add_special_tokens=not templated)["input_ids"])
+        text, templated = prompt_text(tokenizer, row["prompt"])  # a template writes its own BOS
+        seqs.append(([] if templated else text_prefix(tokenizer))
+                    + tokenizer(text, add_special_tokens=False)["input_ids"])
     sampling = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0} if temperature > 0 else {
         "do_sample": False}
     per_row = []
-    with torch.inference_mode():
+    with scoring(model):  # eval mode: no dropout while sampling
         for start in range(0, len(rows), batch_size):
             chunk = list(range(start, min(len(rows), start + batch_size)))
             ids, mask, _ = left_pad([seqs[i] for i in chunk], pad_id, device)

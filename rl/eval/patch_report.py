@@ -1,13 +1,15 @@
 """`rl profile bits`: where the bits are. Entropy patches (BLT) and surprise (Titans) of one model
 over a corpus, next to the forking tokens `rl profile entropy` reports.
 
-Scoring (`score_documents`) is teacher-forced, one no-grad forward per window (windows overlap by
-half, rl.data.rpt.window_plan; each position scored once), the LM head applied in chunks: per
+Scoring (`score_documents`) is teacher-forced, one scoring forward per window (eval mode, each window
+read after the tokenizer's BOS when it adds one, the model's real logits: rl/eval/scoring.py; windows
+overlap by half, rl.data.rpt.window_plan; each position scored once), the LM head applied in chunks: per
 predicted token its entropy, surprisal -log p(y), momentary surprise ||softmax(z) - onehot(y)||
-(rl/eval/surprise.py), the model's top guess and the token's size in bytes (from the tokenizer's
-offsets). `bits_stats` turns that into the numbers (pure, tested): patches in each mode
-(rl/eval/patches.py), their lengths, the patch starts' token kinds and overlap with the top-20%
-forking tokens, and where entropy and surprise disagree, with examples.
+(rl/eval/surprise.py), the model's top guess, the token's piece of the text and its size in bytes
+(from the tokenizer's offsets; the pieces reassemble the text). `bits_stats` turns that into the
+numbers (pure, tested): patches in each mode (rl/eval/patches.py), their lengths, the patch starts'
+token kinds and overlap with the top-20% forking tokens, and where entropy and surprise disagree,
+with examples.
 """
 
 from __future__ import annotations
@@ -22,19 +24,13 @@ from rl.errors import UserError
 TOP_FRACTION = 0.2
 
 
-def _token_bytes(text: str, offsets: Sequence[tuple[int, int]]) -> list[int]:
-    """UTF-8 bytes each token covers: from its start to the next token's start (so whitespace and
-    bytes merged into a neighbour are counted once, and the sizes add up to the text's bytes)."""
-    starts = [a for a, _ in offsets]
-    ends = starts[1:] + [len(text)]
-    return [len(text[a:b].encode("utf-8")) for a, b in zip(starts, ends)]
-
-
-def _window_scores(model, windows: list[list[int]], pad_id: int) -> list[dict[str, list]]:
-    """One batched forward; for each window, per predicted token (index 1 onward) its entropy,
-    surprisal, momentary surprise and the argmax id."""
+def _window_scores(model, windows: list[list[int]], pad_id: int, skip: int = 0) -> list[dict[str, list]]:
+    """One batched scoring forward (eval mode, the model's real logits: rl/eval/scoring.py); for each
+    window, per predicted token from index `skip` + 1 on (the first `skip` ids are a prefix such as
+    BOS, read but not scored) its entropy, surprisal, momentary surprise and the argmax id."""
     import torch
 
+    from rl.eval.scoring import logit_reader, scoring
     from rl.eval.surprise import momentary_surprise, surprisal
     from rl.train.entropy import token_entropy
 
@@ -45,18 +41,15 @@ def _window_scores(model, windows: list[list[int]], pad_id: int) -> list[dict[st
     for r, w in enumerate(windows):
         ids[r, :len(w)], mask[r, :len(w)] = torch.tensor(w), 1
     ids, mask = ids.to(device), mask.to(device)
-    head = model.get_output_embeddings()
-    backbone = getattr(model, model.base_model_prefix, None)
-    plain = backbone is not None and head is not None and not getattr(model.config, "final_logit_softcapping", None)
+    reader = logit_reader(model)
     out = []
-    with torch.inference_mode():
-        states = (backbone(input_ids=ids, attention_mask=mask).last_hidden_state if plain
-                  else model(input_ids=ids, attention_mask=mask).logits)
+    with scoring(model):
+        states = reader.states(ids, mask)
         for r, w in enumerate(windows):
             cols: dict[str, list] = {"entropy": [], "surprisal": [], "surprise": [], "argmax": []}
-            for s in range(0, len(w) - 1, 256):
+            for s in range(skip, len(w) - 1, 256):
                 e = min(len(w) - 1, s + 256)
-                logits = (head(states[r, s:e]) if plain else states[r, s:e]).float()
+                logits = reader.logits(states[r, s:e])
                 target = ids[r, s + 1:e + 1]
                 cols["entropy"] += token_entropy(logits).tolist()
                 cols["surprisal"] += surprisal(logits, target).tolist()
@@ -69,12 +62,19 @@ def _window_scores(model, windows: list[list[int]], pad_id: int) -> list[dict[st
 def score_documents(model, tokenizer, documents, *, window_tokens=1024, batch_size=4, max_documents=None,
                     max_tokens=None, progress=True) -> list[dict]:
     """Per document with at least two tokens: `ids`, `bytes`, `entropy`, `surprisal`, `surprise`,
-    `argmax` for tokens 1..n-1 (token 0 has no prediction), plus `text` and `starts` (char offsets)."""
+    `argmax` for tokens 1..n-1 (token 0 has no prediction), plus `text`, `starts` (char offsets) and
+    `texts` (each token's piece of the text, rl.eval.scoring.token_pieces: they reassemble
+    text[starts[0]:], a character split over tokens going to the token that completes it).
+    Each window is read after the tokenizer's text prefix (BOS when it adds one; `window_tokens`
+    counts it), as the model reads text."""
     from tqdm.auto import tqdm
 
     from rl.data.rpt import window_plan
+    from rl.eval.scoring import text_prefix, token_pieces
 
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    prefix = text_prefix(tokenizer)
+    window = max(2, window_tokens - len(prefix))
     docs, scored = [], 0
     for doc in tqdm(documents, desc="profile bits", unit="doc", total=max_documents, disable=not progress):
         if (max_documents is not None and len(docs) >= max_documents) or (max_tokens and scored >= max_tokens):
@@ -83,15 +83,17 @@ def score_documents(model, tokenizer, documents, *, window_tokens=1024, batch_si
         ids, offsets = list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
         if len(ids) < 2:
             continue
-        row = {"doc_id": doc.doc_id, "text": doc.text, "ids": ids[1:], "starts": [a for a, _ in offsets[1:]],
-               "bytes": _token_bytes(doc.text, offsets)[1:],
+        pieces = token_pieces(doc.text, offsets)
+        row = {"doc_id": doc.doc_id, "text": doc.text, "ids": ids[1:],
+               "starts": [a for a, _ in offsets[1:]], "texts": pieces[1:],
+               "bytes": [len(p.encode("utf-8")) for p in pieces[1:]],
                "entropy": [0.0] * (len(ids) - 1), "surprisal": [0.0] * (len(ids) - 1),
                "surprise": [0.0] * (len(ids) - 1), "argmax": [0] * (len(ids) - 1)}
-        plans = window_plan(len(ids), window_tokens)
+        plans = window_plan(len(ids), window)
         for b in range(0, len(plans), batch_size):
             group = plans[b:b + batch_size]
             for (start, _end, own_from, own_to), cols in zip(group, _window_scores(
-                    model, [ids[p[0]:p[1]] for p in group], pad_id)):
+                    model, [prefix + ids[p[0]:p[1]] for p in group], pad_id, len(prefix))):
                 for p in range(own_from, own_to):  # position p is predicted by window index p - start - 1
                     for key, values in cols.items():
                         row[key][p - 1] = values[p - start - 1]
@@ -226,14 +228,15 @@ def bits_stats(docs: list[dict], texts: list[str], *, modes: Sequence[dict], eta
 
 def generated_documents(model, tokenizer, prompts, *, samples=1, max_new_tokens=256, temperature=1.0,
                         batch_size=4, progress=True) -> list[dict]:
-    """The model's own completions as documents for `bits_stats`: sample (chat template when the
-    tokenizer has one), cut each at its first end-of-sequence token, then re-score prompt +
-    completion unpadded (`_window_scores`) and keep the completion's tokens, scored at T = 1.
-    Bytes per token come from decoding growing prefixes (a token holding part of a UTF-8
-    character counts the bytes it completes)."""
-    import torch
+    """The model's own completions as documents for `bits_stats`: sample in eval mode (chat template
+    when the tokenizer has one, else the tokenizer's BOS rule), cut each at its first end-of-sequence
+    token, then re-score prompt + completion unpadded (`_window_scores`) and keep the completion's
+    tokens, scored at T = 1. `texts` are the pieces each token adds to the decoded completion
+    (rl.eval.scoring.decoded_pieces: "" while a character is unfinished, the whole character on the
+    token that completes it); `bytes` their UTF-8 sizes and `starts` their character offsets."""
     from tqdm.auto import tqdm
 
+    from rl.eval.scoring import decoded_pieces, scoring, text_prefix
     from rl.train.padding import left_pad
 
     device = next(model.parameters()).device
@@ -246,14 +249,15 @@ def generated_documents(model, tokenizer, prompts, *, samples=1, max_new_tokens=
         messages = prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
         seqs.append(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
                                                   return_dict=True)["input_ids"] if chat
-                    else tokenizer("\n\n".join(m["content"] for m in messages))["input_ids"])
+                    else text_prefix(tokenizer) + tokenizer("\n\n".join(m["content"] for m in messages),
+                                                            add_special_tokens=False)["input_ids"])
     sampling = ({"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0} if temperature > 0
                 else {"do_sample": False})
     docs = []
     for b in tqdm(range(0, len(seqs), batch_size), desc="generate", unit="batch", disable=not progress):
         group = seqs[b:b + batch_size]
         ids, mask, _ = left_pad(group, pad_id, device)
-        with torch.inference_mode():
+        with scoring(model):  # eval mode: no dropout while sampling
             out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
                                  num_return_sequences=samples, pad_token_id=pad_id, **sampling)
         for r, row in enumerate(out[:, ids.shape[1]:].tolist()):
@@ -263,12 +267,11 @@ def generated_documents(model, tokenizer, prompts, *, samples=1, max_new_tokens=
             prompt_ids = group[r // samples]
             cols = _window_scores(model, [prompt_ids + new], pad_id)[0]
             keep = slice(len(prompt_ids) - 1, len(prompt_ids) - 1 + len(new))
-            lengths = [len(tokenizer.decode(new[:t], clean_up_tokenization_spaces=False)) for t in range(len(new) + 1)]
-            text = tokenizer.decode(new, clean_up_tokenization_spaces=False)
-            sizes = [len(tokenizer.decode(new[:t], clean_up_tokenization_spaces=False).encode("utf-8"))
-                     for t in range(len(new) + 1)]
-            docs.append({"doc_id": f"prompt{b + r // samples}:sample{r % samples}", "text": text, "ids": new,
-                         "starts": lengths[:-1], "bytes": [max(0, y - x) for x, y in itertools.pairwise(sizes)],
+            pieces = decoded_pieces(tokenizer, new)
+            starts = list(itertools.accumulate([0] + [len(p) for p in pieces[:-1]]))
+            docs.append({"doc_id": f"prompt{b + r // samples}:sample{r % samples}", "text": "".join(pieces),
+                         "ids": new, "starts": starts, "texts": pieces,
+                         "bytes": [len(p.encode("utf-8")) for p in pieces],
                          **{k: v[keep] for k, v in cols.items()}})
     if not docs:
         raise UserError("rl profile bits --generate: every completion was empty; raise --max-new-tokens")

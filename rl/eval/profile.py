@@ -128,27 +128,23 @@ def entropy_profile_stats(
 
 
 def _entropy_spans(model, ids, mask, pos, spans, temperature: float) -> list[list[float]]:
-    """One no-grad forward; for row r, entropies of the distributions at sequence indices
-    [a, b) = spans[r]. The LM head runs per row in chunks, so no (batch x length x vocab) tensor."""
+    """One scoring forward (eval mode, rl/eval/scoring.py); for row r, entropies of the distributions at
+    sequence indices [a, b) = spans[r], of the model's real logits (soft-capping and logit scaling
+    applied). The LM head runs per row in chunks, so no (batch x length x vocab) tensor."""
     import torch
 
+    from rl.eval.scoring import logit_reader, scoring
     from rl.train.entropy import token_entropy
 
-    head = model.get_output_embeddings()
-    backbone = getattr(model, model.base_model_prefix, None)
-    plain = backbone is not None and head is not None and not getattr(model.config, "final_logit_softcapping", None)
+    reader = logit_reader(model)
     out = []
-    with torch.inference_mode():
-        if plain:
-            states = backbone(input_ids=ids, attention_mask=mask, position_ids=pos).last_hidden_state
-        else:  # logit post-processing inside forward: use the model's own logits
-            states = model(input_ids=ids, attention_mask=mask, position_ids=pos).logits
+    with scoring(model):
+        states = reader.states(ids, mask, pos)
         for r, (a, b) in enumerate(spans):
             parts = []
             for s in range(a, b, 512):
-                chunk = states[r, s:min(b, s + 512)]
-                logits = head(chunk) if plain else chunk
-                parts.append(token_entropy(logits.float(), temperature=temperature))
+                logits = reader.logits(states[r, s:min(b, s + 512)])
+                parts.append(token_entropy(logits, temperature=temperature))
             out.append(torch.cat(parts).tolist() if parts else [])
     return out
 
@@ -158,27 +154,33 @@ def corpus_entropies(model, tokenizer, documents, *, window_tokens=1024, batch_s
     """Teacher-forced entropy at every predicted position (token 1 onward) of each document.
 
     Returns (entropies, token ids of the tokens at those positions, documents read). Windows
-    overlap by half (rl.data.rpt.window_plan) and each position is scored once.
+    overlap by half (rl.data.rpt.window_plan) and each position is scored once; each window is read
+    after the tokenizer's text prefix (BOS when it adds one; `window_tokens` counts it).
     """
     import torch
     from tqdm.auto import tqdm
 
     from rl.data.rpt import window_plan
+    from rl.eval.scoring import text_prefix
 
     device = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    prefix = text_prefix(tokenizer)
+    window = max(2, window_tokens - len(prefix))
     entropies: list[float] = []
     token_ids: list[int] = []
     queue: list[tuple[list[int], int, int, int]] = []  # (window ids, start, own_from, own_to)
 
     def flush():
-        width = max(len(w[0]) for w in queue)
+        width = len(prefix) + max(len(w[0]) for w in queue)
         ids = torch.full((len(queue), width), pad_id, dtype=torch.long)
         mask = torch.zeros_like(ids)
         for r, (w, *_rest) in enumerate(queue):
-            ids[r, :len(w)], mask[r, :len(w)] = torch.tensor(w), 1
+            n = len(prefix) + len(w)
+            ids[r, :n], mask[r, :n] = torch.tensor(prefix + w), 1
         pos = torch.arange(width).expand(len(queue), -1)
-        spans = [(own_from - start - 1, own_to - start - 1) for _, start, own_from, own_to in queue]
+        skip = len(prefix)
+        spans = [(skip + own_from - start - 1, skip + own_to - start - 1) for _, start, own_from, own_to in queue]
         for (w, start, own_from, own_to), ent in zip(queue, _entropy_spans(
                 model, ids.to(device), mask.to(device), pos.to(device), spans, temperature)):
             entropies.extend(ent)
@@ -192,7 +194,7 @@ def corpus_entropies(model, tokenizer, documents, *, window_tokens=1024, batch_s
             break
         docs += 1
         ids = tokenizer(doc.text, add_special_tokens=False)["input_ids"]
-        for start, end, own_from, own_to in window_plan(len(ids), window_tokens):
+        for start, end, own_from, own_to in window_plan(len(ids), window):
             queue.append((ids[start:end], start, own_from, own_to))
             if len(queue) >= batch_size:
                 flush()
@@ -254,6 +256,7 @@ def generated_entropies(model, tokenizer, prompts, *, samples=1, max_new_tokens=
     import torch
     from tqdm.auto import tqdm
 
+    from rl.eval.scoring import scoring, text_prefix
     from rl.train.padding import left_pad
 
     device = next(model.parameters()).device
@@ -267,15 +270,16 @@ def generated_entropies(model, tokenizer, prompts, *, samples=1, max_new_tokens=
         if chat:
             seqs.append(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
                                                       return_dict=True)["input_ids"])
-        else:
-            seqs.append(tokenizer("\n\n".join(m["content"] for m in messages))["input_ids"])
+        else:  # the tokenizer's BOS rule, never an EOS it may append: the model goes on after the prompt
+            seqs.append(text_prefix(tokenizer) + tokenizer("\n\n".join(m["content"] for m in messages),
+                                                          add_special_tokens=False)["input_ids"])
     sampling = ({"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0} if temperature > 0
                 else {"do_sample": False})
     entropies: list[float] = []
     token_ids: list[int] = []
     for start in tqdm(range(0, len(seqs), batch_size), desc="generate", unit="batch", disable=not progress):
         ids, mask, _ = left_pad(seqs[start:start + batch_size], pad_id, device)
-        with torch.inference_mode():
+        with scoring(model):  # eval mode: no dropout while sampling
             out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
                                  num_return_sequences=samples, pad_token_id=pad_id, **sampling)
         width = ids.shape[1]
@@ -461,9 +465,10 @@ def profile_entropy(model_path: str, *, data: str | None = None, generate: str |
                                                max_new_tokens=max_new_tokens, temperature=temperature,
                                                batch_size=batch_size, progress=progress)
         source = {"kind": "generated", "path": generate, "prompts": len(prompts), "completions": units}
-    cache: dict[int, str] = {}
-    for t in set(ids):
-        cache[t] = tokenizer.decode([t], clean_up_tokenization_spaces=False)
+    from rl.eval.scoring import token_texts
+
+    distinct = sorted(set(ids))  # each token's text as it reads after other text (`▁the` is " the")
+    cache = dict(zip(distinct, token_texts(tokenizer, distinct)))
     stats = entropy_profile_stats(ents, [cache[t] for t in ids])
     out = Path(output_dir)
     result = {
