@@ -280,7 +280,7 @@ def _encode_rows(args, chains, tok, max_len, limit, skip_long=False):
 
 def _prune_all(model, tok, rows, settings, keeps):
     from rl.prune.categories import categorise_tokens
-    from rl.prune.pruner import PROMPT_TEMPLATE, SEP, prune, pruned_text, score_kept
+    from rl.prune.pruner import PROMPT_TEMPLATE, SEP, chain_pieces, prune, pruned_text, score_kept
 
     chains, sft = [], {k: [] for k in keeps}
     for i, (ch, enc) in enumerate(rows, 1):
@@ -293,7 +293,7 @@ def _prune_all(model, tok, rows, settings, keeps):
             kept_scores[str(k)] = score_kept(model, enc, kept, "answer")  # exact, whatever the mode
             sft[k].append({"prompt": PROMPT_TEMPLATE.format(question=ch.question.strip()),
                            "completion": f"{pruned_text(enc, kept, tok)}{SEP} {ch.answer.strip()}"})
-        chains.append({"id": ch.id, "n": result.n, "tokens": [tok.decode([t_]) for t_ in enc.chain_ids],
+        chains.append({"id": ch.id, "n": result.n, "tokens": chain_pieces(enc),
                        "order": result.order, "ranks": result.ranks(), "categories": cats,
                        "curve": result.curve, "answer_loglik": kept_scores,
                        "full_answer_loglik": result.curve[0][1] if settings.objective == "answer" else

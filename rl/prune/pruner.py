@@ -1,11 +1,13 @@
 """Greedy likelihood-preserving deletion of reasoning tokens (arXiv 2601.03066), batched.
 
 Objective. A row is encoded as `prompt | chain | sep | answer` (`encode`): prompt = "Question: Q\\n
-Reasoning:\\n", the chain tokens, sep = "\\nAnswer:", answer = " A". With `objective="answer"` a chain
-is scored by log p(answer | prompt, chain, sep) (sum over answer tokens) under the pruner model; with
-`objective="joint"` by log p(chain, sep, answer | prompt). Each greedy step deletes the chain token
-whose removal leaves the highest score (ties: the earliest position), until `stop_at` tokens are left
-(0: the whole chain, so the deletion order is a permutation that ranks every token).
+Reasoning:\\n" (after the tokenizer's BOS when it adds one), the chain tokens, sep = "\\nAnswer:",
+answer = " A", split out of one tokenization of the whole text; every scoring read runs in eval mode.
+With `objective="answer"` a chain is scored by log p(answer | prompt, chain, sep) (sum over answer
+tokens) under the pruner model; with `objective="joint"` by log p(chain, sep, answer | prompt). Each
+greedy step deletes the chain token whose removal leaves the highest score (ties: the earliest
+position), until `stop_at` tokens are left (0: the whole chain, so the deletion order is a
+permutation that ranks every token).
 
 Exact mode scores every remaining token at every step. What makes it fast (and stays exact):
 * one "shared" forward of the current chain per step, whose KV cache serves as the prefix of every
@@ -26,6 +28,7 @@ and the one-candidate-at-a-time anchor of bench/prune_speed.py.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 
@@ -117,13 +120,80 @@ def kept_positions(order: list[int], n: int, keep: float) -> list[int]:
 
 
 def encode(tokenizer, question: str, reasoning: str, answer: str) -> Encoded:
-    """Token ids of the four parts, each tokenised on its own (so deletions never re-tokenise)."""
-    def ids(text):
-        return tokenizer(text, add_special_tokens=False)["input_ids"]
+    """Token ids of the four parts as the model reads the whole text: the tokenizer's text prefix (its
+    BOS when it adds one) in `prompt_ids`, then one tokenization of prompt + chain + sep + answer split
+    where the parts meet (`_part_cuts`), so deletions never re-tokenise and the unpruned chain is
+    scored as exactly the text it is (a SentencePiece tokenizer puts a `▁` before each part tokenised
+    alone). When no token boundary falls where two parts meet (a `.\\n` token of byte-level BPE), each
+    part is tokenised on its own instead."""
+    from rl.eval.scoring import text_prefix
+
+    parts = [PROMPT_TEMPLATE.format(question=question.strip()), reasoning, SEP, " " + answer.strip()]
+    text = "".join(parts)
+    joint = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    ids, offsets = list(joint["input_ids"]), [tuple(o) for o in joint["offset_mapping"]]
+    cuts = _part_cuts(tokenizer, text, [len(parts[0]), len(parts[0]) + len(reasoning), len(text) - len(parts[3])],
+                      ids, offsets)
+    prefix = text_prefix(tokenizer)
+    if cuts is not None and all(x < y for x, y in zip([0] + cuts, cuts + [len(ids)])):
+        start, n = len(parts[0]), len(reasoning)
+        chain_offsets = [(min(n, max(0, a - start)), min(n, max(0, b - start))) for a, b in offsets[cuts[0]:cuts[1]]]
+        return Encoded(prefix + ids[:cuts[0]], ids[cuts[0]:cuts[1]], ids[cuts[1]:cuts[2]], ids[cuts[2]:], reasoning,
+                       chain_offsets)
+
+    def alone(part):
+        return tokenizer(part, add_special_tokens=False)["input_ids"]
 
     chain = tokenizer(reasoning, add_special_tokens=False, return_offsets_mapping=True)
-    return Encoded(ids(PROMPT_TEMPLATE.format(question=question.strip())), list(chain["input_ids"]), ids(SEP),
-                   ids(" " + answer.strip()), reasoning, [tuple(o) for o in chain["offset_mapping"]])
+    return Encoded(prefix + alone(parts[0]), list(chain["input_ids"]), alone(SEP), alone(parts[3]), reasoning,
+                   [tuple(o) for o in chain["offset_mapping"]])
+
+
+def _part_cuts(tokenizer, text: str, chars: list[int], ids: list[int], offsets) -> list[int] | None:
+    """Token index k per character cut c such that ids[:k] decode to exactly text[:c] (ending on a whole
+    character), or None when some cut falls inside a token or the tokenizer does not decode back to
+    the text. Offsets narrow the search; decoding decides (runs of byte-fallback tokens share one
+    span in some tokenizers' offsets)."""
+    def decode(k):
+        return tokenizer.decode(ids[:k], clean_up_tokenization_spaces=False)
+
+    lost = len(text) - len(decode(len(ids)))  # a leading space a decoder strips (`Strip`, Metaspace)
+    if lost < 0 or not text.endswith(decode(len(ids))):
+        return None
+    cuts = []
+    for c in chars:
+        lo = min(sum(1 for _, b in offsets if b <= c), sum(1 for a, _ in offsets if a < c))
+        hi = max(sum(1 for _, b in offsets if b <= c), sum(1 for a, _ in offsets if a < c))
+        k = next((k for k in range(lo, hi + 1) if len(piece := decode(k)) == c - lost
+                  and not piece.endswith("\ufffd") and text[lost:c] == piece), None)
+        if k is None:
+            return None
+        cuts.append(k)
+    return cuts
+
+
+def chain_pieces(enc: Encoded) -> list[str]:
+    """Each chain token's piece of the chain text (rl.eval.scoring.token_pieces): they reassemble it,
+    a character split over byte tokens going to the token that completes it."""
+    from rl.eval.scoring import token_pieces
+
+    pieces = token_pieces(enc.chain_text, enc.chain_offsets)
+    if pieces:
+        covered = sum(len(p) for p in pieces)
+        pieces[0] = enc.chain_text[: len(enc.chain_text) - covered] + pieces[0]
+    return pieces
+
+
+def _scoring(fn):
+    """Run `fn(model, ...)` in eval mode (dropout off) under inference mode (rl.eval.scoring.scoring)."""
+    @functools.wraps(fn)
+    def wrapper(model, *args, **kwargs):
+        from rl.eval.scoring import scoring
+
+        with scoring(model):
+            return fn(model, *args, **kwargs)
+
+    return wrapper
 
 
 def _full_ids(enc: Encoded, kept: list[int]) -> list[int]:
@@ -131,7 +201,7 @@ def _full_ids(enc: Encoded, kept: list[int]) -> list[int]:
 
 
 
-@torch.inference_mode()
+@_scoring
 def score_kept(model, enc: Encoded, kept: list[int], objective: str = ANSWER) -> float:
     """Score of the chain made of `kept` positions: one plain forward, no cache (the reference)."""
     ids = torch.tensor([_full_ids(enc, kept)])
@@ -149,7 +219,7 @@ class _Shared:
     row_lp: torch.Tensor | None  # full log-prob rows at positions P-1 .. P+k-1 (joint)
 
 
-@torch.inference_mode()
+@_scoring
 def _shared_pass(model, enc: Encoded, kept: list[int], settings: PruneSettings) -> _Shared:
     ids = torch.tensor([_full_ids(enc, kept)])
     p, k = len(enc.prompt_ids), len(kept)
@@ -179,7 +249,7 @@ def _prefix_cache(cache, length: int, batch: int):
                                         for layer in cache.layers])
 
 
-@torch.inference_mode()
+@_scoring
 def score_candidates(model, enc: Encoded, kept: list[int], cands: list[int], settings: PruneSettings,
                      shared: _Shared | None = None) -> list[float]:
     """Score after deleting each of `cands` (indices into `kept`) from the current chain `kept`,
@@ -214,6 +284,7 @@ def score_candidates(model, enc: Encoded, kept: list[int], cands: list[int], set
     return [scores[j] for j in cands]
 
 
+@_scoring
 def prune(model, enc: Encoded, settings: PruneSettings | None = None, stop_at: int = 0) -> PruneResult:
     """Greedy deletion from the whole chain down to `stop_at` tokens (module doc)."""
     settings = settings or PruneSettings()
@@ -246,7 +317,7 @@ def prune(model, enc: Encoded, settings: PruneSettings | None = None, stop_at: i
     return PruneResult(order, curve, n, scored)
 
 
-@torch.inference_mode()
+@_scoring
 def surprisal_order(model, enc: Encoded) -> list[int]:
     """Baseline: chain positions by surprisal under the model in the full chain, lowest first
     (the most predictable tokens are deleted first; one forward, no re-scoring)."""
