@@ -82,7 +82,6 @@ class RLPScorer:
         self.autocast, self.no_checkpointing, self.record = autocast, no_checkpointing, record
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
         self.strip_ids = {i for i in (tokenizer.eos_token_id, tokenizer.pad_token_id) if i is not None}
-        self.open_ids = self._encode(THINK_OPEN)
         self.close_ids = self._encode_after("x", THINK_CLOSE)
         self._pair_cache: dict[tuple[str, str], tuple[list[int], list[int]]] = {}
         self.forward_calls = 0  # policy + teacher forward calls (tests check the ranks agree)
