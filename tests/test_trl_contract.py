@@ -123,13 +123,18 @@ def test_reward_functions_get_the_keywords_the_registry_lists():
 
 
 def test_completions_for_rewards_come_out_of_generate_as_we_replace_them():
-    """`EntropyGRPOTrainer._generate` replaces a plain-text prompt's completion (4th of `_generate`'s
-    results, decoded alone by TRL) with the text it adds after its prompt (rl/train/decoding.py); the
-    rewards and the completions log must read exactly that list."""
+    """`EntropyGRPOTrainer._generate` replaces the completions (4th of `_generate`'s results, decoded alone
+    by TRL) with the text the model wrote (rl/train/decoding.py): a plain-text prompt's, and a chat
+    completion TRL decoded with `batch_decode` (not `parse_response`, which a response schema selects);
+    the rewards and the completions log must read exactly that list."""
     assert _params(GRPOTrainer._generate) == ["self", "prompts"]
     src = _source(GRPOTrainer._generate)
     assert "prompt_ids, images, multimodal_fields = self._tokenize_prompts(prompts)" in src
     assert "completions = self.processing_class.batch_decode(completion_ids, skip_special_tokens=True)" in src
+    assert "contents = self.processing_class.batch_decode(completion_ids, skip_special_tokens=True)" in src
+    assert 'completions = [[{"role": "assistant", "content": content}] for content in contents]' in src
+    assert 'getattr(self._tokenizer, "response_template", None) is not None' in src
+    assert 'getattr(self._tokenizer, "response_schema", None) is not None' in src
     assert ("return prompt_ids, completion_ids, tool_mask, completions, logprobs, extra_fields, images, "
             "tool_images") in src
     score = " ".join(_source(GRPOTrainer._generate_and_score_completions).split())

@@ -1,4 +1,4 @@
-"""The text a completion adds after its prompt: what rewards of plain-text prompts score.
+"""The text of a completion as rewards score it: what the model wrote, not a lossy decode of it.
 
 TRL 1.16 decodes each completion alone (`batch_decode(completion_ids, skip_special_tokens=True)`).
 That is not the text the model wrote after the prompt with every tokenizer:
@@ -8,12 +8,13 @@ That is not the text the model wrote after the prompt with every tokenizer:
   alone to "on the" while the model wrote " on the" after its prompt;
 - tokenizers with `clean_up_tokenization_spaces=True` turn " ." / " ," / " 's" into "." / "," / "'s".
 
-Byte-level BPE (GPT-2, Qwen, Llama-3, SmolLM2) loses nothing either way. Here the completion's
-text is `decode(prompt_ids + completion_ids)` minus `decode(prompt_ids)`, both with special tokens
-skipped (as TRL skips them) and clean-up off: exactly the characters the completion adds in
-context, so `prompt + completion` is the text the model produced. A completion ending inside a
-multi-byte character ends with U+FFFD, as a decode does; RPT boundaries (rl/data/boundaries.py)
-are whole-character ends, so that never changes an RPT reward.
+Byte-level BPE (GPT-2, Qwen, Llama-3, SmolLM2) loses nothing either way. Here a plain-text prompt's
+completion is `decode(prompt_ids + completion_ids)` minus `decode(prompt_ids)`, both with special
+tokens skipped (as TRL skips them) and clean-up off: exactly the characters the completion adds in
+context, so `prompt + completion` is the text the model produced (`in_context_texts`). A chat
+completion is a message, decoded alone as TRL does but with clean-up off (`decode_alone`).
+A completion ending inside a multi-byte character ends with U+FFFD, as a decode does; RPT
+boundaries (rl/data/boundaries.py) are whole-character ends, so that never changes an RPT reward.
 
 Torch-free: used by the trainer (`EntropyGRPOTrainer._generate`), the signal check and
 `rl prune --sample`, so that every door scores the same text.
@@ -23,12 +24,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-__all__ = ["decode_ids", "in_context_texts"]
+__all__ = ["decode_alone", "decode_ids", "in_context_texts"]
 
 
 def decode_ids(tokenizer, ids: Sequence[int]) -> str:
     """`ids` decoded as TRL decodes completions (special tokens skipped) but with clean-up off."""
     return tokenizer.decode(list(ids), skip_special_tokens=True, clean_up_tokenization_spaces=False)
+
+
+def decode_alone(tokenizer, completion_ids: Sequence[Sequence[int]]) -> list[str]:
+    """Each completion decoded on its own, special tokens skipped, clean-up off: a chat completion's
+    message content (TRL's decode without `clean_up_tokenization_spaces` rewriting " ." to ".")."""
+    return tokenizer.batch_decode([[int(t) for t in ids] for ids in completion_ids], skip_special_tokens=True,
+                                  clean_up_tokenization_spaces=False)
 
 
 def _common_prefix(a: str, b: str) -> int:

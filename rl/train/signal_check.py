@@ -126,11 +126,11 @@ def sample_completions(model, tokenizer, prompts: list, generations: int, *, max
                        min_p: float | None = None, repetition_penalty: float = 1.0,
                        batch_size: int = 4, seed: int = 0) -> tuple[list, list[list[int]]]:
     """`generations` samples per prompt (grouped, prompt-major as in TRL); returns the completions
-    in the form the trainer passes to rewards (for a plain-text prompt the text the completion adds
-    after it, `EntropyGRPOTrainer._generate`; for chat prompts one assistant message) and their ids."""
+    in the form the trainer passes to rewards (`EntropyGRPOTrainer._generate`: for a plain-text prompt
+    the text the completion adds after it; for chat prompts one assistant message) and their ids."""
     import torch
 
-    from rl.train.decoding import in_context_texts
+    from rl.train.decoding import decode_alone, in_context_texts
     from rl.train.padding import left_pad
 
     device = next(model.parameters()).device
@@ -160,9 +160,9 @@ def sample_completions(model, tokenizer, prompts: list, generations: int, *, max
                     if tokenizer.eos_token_id in row:
                         row = row[: row.index(tokenizer.eos_token_id) + 1]
                     rows.append(row)
-                # as the trainer gives them to rewards: a chat completion decoded alone (TRL's message
-                # content), a plain-text prompt's as the text it adds after the prompt (rl/train/decoding.py)
-                alone = tokenizer.batch_decode(new, skip_special_tokens=True)
+                # as the trainer gives them to rewards (rl/train/decoding.py): a chat completion decoded alone
+                # (message content, no clean-up), a plain-text prompt's as the text it adds after the prompt
+                alone = decode_alone(tokenizer, rows)
                 in_context = in_context_texts(tokenizer, [prompt_ids[j // generations] for j in range(len(rows))], rows)
                 for j, row in enumerate(rows):
                     prompt = chunk[j // generations]

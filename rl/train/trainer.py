@@ -67,7 +67,7 @@ from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 from trl.data_utils import is_conversational
 from trl.models.utils import disable_gradient_checkpointing
 
-from rl.train.decoding import in_context_texts
+from rl.train.decoding import decode_alone, in_context_texts
 from rl.train.entropy import masked_stats, select_forking_tokens
 from rl.train.losses import LOSS_VARIANTS
 from rl.train.forking import (
@@ -88,6 +88,13 @@ logger = logging.getLogger(__name__)
 _MM_KEYS = ("pixel_values", "image_grid_thw", "num_images", "pixel_attention_mask", "spatial_shapes", "num_tiles",
             "image_sizes", "token_type_ids", "mm_token_type_ids", "image_position_ids")
 TABLE_COLUMNS = ["token", "token_id", "count", "occurrences", "kept_rate", "mean_entropy"]
+
+
+def _plain_message(completion) -> bool:
+    """TRL's chat completion decoded by `batch_decode`: one assistant message with text content only."""
+    return (isinstance(completion, list) and len(completion) == 1 and isinstance(completion[0], dict)
+            and set(completion[0]) == {"role", "content"} and completion[0]["role"] == "assistant"
+            and isinstance(completion[0]["content"], str))
 
 
 @dataclass
@@ -204,18 +211,27 @@ class EntropyGRPOTrainer(RLPTrainerMixin, GRPOTrainer):
     # ------------------------------------------------------------------ completion text
 
     def _generate(self, prompts: list):
-        """TRL's sampling and decoding, with each plain-text prompt's completion given to the rewards (and
-        the completions log) as the text it adds after its prompt (rl/train/decoding.py): TRL decodes the
-        completion alone, which drops a SentencePiece-style first token's leading space and, with
-        `clean_up_tokenization_spaces`, the space in " ." (RPT's completion rewards then pay 0 for a right
-        guess). Conversational completions stay TRL's (message content), as do tool loops."""
+        """TRL's sampling and decoding, with the completion text the rewards (and the completions log) get
+        made the text the model wrote (rl/train/decoding.py). TRL decodes each completion alone, which
+        drops a SentencePiece-style first token's leading space and, with `clean_up_tokenization_spaces`,
+        the space in " ." / " ," / " 's" (RPT rewards then pay 0 for a right guess):
+        - a plain-text prompt's completion becomes the text it adds after its prompt;
+        - a chat completion keeps TRL's message content (decoded alone, as a message is) without the
+          clean-up. Completions TRL parsed with the tokenizer's response schema, and tool loops, stay TRL's."""
         out = super()._generate(prompts)
         prompt_ids, completion_ids, _tool_mask, completions = out[:4]
-        if (prompts and not is_conversational({"prompt": prompts[0]}) and not self.tools
-                and all(isinstance(c, str) for c in completions)):
-            completions = in_context_texts(self.processing_class, prompt_ids, completion_ids)
-            out = (*out[:3], completions, *out[4:])
-        return out
+        if not prompts or self.tools:
+            return out
+        if not is_conversational({"prompt": prompts[0]}):
+            if all(isinstance(c, str) for c in completions):
+                completions = in_context_texts(self.processing_class, prompt_ids, completion_ids)
+        elif (getattr(self._tokenizer, "clean_up_tokenization_spaces", False)
+              and getattr(self._tokenizer, "response_template", None) is None
+              and getattr(self._tokenizer, "response_schema", None) is None
+              and all(_plain_message(c) for c in completions)):
+            completions = [[{"role": "assistant", "content": text}]
+                           for text in decode_alone(self.processing_class, completion_ids)]
+        return (*out[:3], completions, *out[4:])
 
     # ------------------------------------------------------------------ step scope: entropies and selection
 

@@ -56,7 +56,10 @@ def decode_trainer(matrix_model_dir, tmp_path_factory):
     from rl.train.config import EntropyGRPOConfig
     from rl.train.trainer import EntropyGRPOTrainer
 
+    from tests.tiny_models import CHATML_TEMPLATE
+
     tok = AutoTokenizer.from_pretrained(matrix_model_dir)
+    tok.chat_template = CHATML_TEMPLATE  # for chat prompts; plain-text prompts are tokenized as they are
     config = EntropyGRPOConfig(output_dir=str(tmp_path_factory.mktemp("decode")), per_device_train_batch_size=2,
                                num_generations=2, max_completion_length=16, bf16=False, use_cpu=True,
                                report_to=["none"], gradient_checkpointing=False, beta=0.0)
@@ -64,7 +67,7 @@ def decode_trainer(matrix_model_dir, tmp_path_factory):
     trainer = EntropyGRPOTrainer(model=str(matrix_model_dir), reward_funcs=[reward], args=config,
                                  train_dataset=data, processing_class=tok)
 
-    def decode(prompts: list[str], completion_ids: list[list[int]]) -> list[str]:
+    def decode(prompts: list, completion_ids: list[list[int]]) -> list:
         trainer._generate_single_turn = lambda *args, **kwargs: ([list(c) for c in completion_ids], None)
         out = trainer._generate(prompts)
         assert out[1] == completion_ids
@@ -114,3 +117,16 @@ def test_a_guess_stopping_inside_a_character_or_token_earns_0_under_eq3(decode_t
     assert len(first) > 2 and len(first.encode()) == row["boundaries"][0]
     partial = decode([row["prompt"]], [suffix_ids(tok, row["prompt"], first[:-1])])
     assert partial == [first[:-1]] and scores(row, partial) == ([0.0], [0.0]), (kind, first)
+
+
+def test_a_chat_completion_keeps_the_space_in_its_boxed_answer(decode_trainer):
+    """Chat completions stay TRL's message content (decoded alone), without the clean-up that turned
+    the boxed guess " ." into "." (reasoning-format `rpt` paid 0 for it with the cleanup kind)."""
+    from rewards.rpt import rpt_reward
+
+    kind, tok, decode = decode_trainer
+    answer = "I think \\boxed{ .}"
+    ids = tok(answer, add_special_tokens=False)["input_ids"]
+    completions = decode([[{"role": "user", "content": "What comes after 'It is done'?"}]], [ids])
+    assert completions == [[{"role": "assistant", "content": answer}]], kind
+    assert rpt_reward(completions=completions, continuation=[" ."], boundaries=[[2]]) == [1.0]
