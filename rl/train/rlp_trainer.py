@@ -83,7 +83,7 @@ class RLPScorer:
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
         self.strip_ids = {i for i in (tokenizer.eos_token_id, tokenizer.pad_token_id) if i is not None}
         self.close_ids = self._encode_after("x", THINK_CLOSE)
-        self._pair_cache: dict[tuple[str, str], tuple[list[int], list[int]]] = {}
+        self._pair_cache: dict[tuple[str, str], tuple[list[int], list[int], list[int]]] = {}
         self.forward_calls = 0  # policy + teacher forward calls (tests check the ranks agree)
 
     def quiet(self) -> RLPScorer:

@@ -64,3 +64,41 @@ def test_one_rank_failing_in_a_policy_scored_reward_stops_every_rank_alike(tmp_p
                                  "sample 2 of the batch"), a["error"]
     a, b = by["none-plain"]  # policy none: only that sample None, the other rank untouched
     assert a["scores"] == [10.0, 10.0, 10.0] and b["scores"] == [10.0, 10.0, None, 10.0, 10.0], (a, b)
+
+
+def test_rl_train_two_ranks_stop_alike_when_rlp_fails_on_one(tmp_path, tiny_model_dir_plain):
+    """The same through `rl train` under `accelerate launch` (DDP, 2 CPU ranks, full-model `base` teacher):
+    both ranks print the same one-line `error:` and exit 2, well within the timeout."""
+    import yaml
+
+    from rewards.rlp import rlp_prompt
+    from tests.kit import tiny_recipe
+
+    rows = []
+    for i in range(8):
+        context, nxt = f"Counting: {i}, {i + 1},", f" {i + 2}"
+        rows.append({"prompt": rlp_prompt(context, False), "context": context, "continuation": nxt,
+                     "boundaries": [len(nxt.encode())]})
+    data = tmp_path / "rlp.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    recipe = tiny_recipe(tiny_model_dir_plain, tmp_path / "run", dataset_path=str(data), reward_funcs=["rlp"],
+                         rlp_teacher="base", use_cpu=False, save_strategy="no", optim="adamw_torch")
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe), encoding="utf-8")
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("ACCELERATE_", "DS_", "LOCAL_RANK", "WORLD_SIZE", "RANK", "MASTER_"))}
+    env.update(HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", WANDB_MODE="disabled", OMP_NUM_THREADS="1",
+               ACCELERATE_USE_CPU="1", PYTHONPATH=str(ROOT))
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+           str(ROOT / "recipes" / "accelerate" / "ddp.yaml"), "--num_processes", "2", "--num_machines", "1",
+           "--main_process_port", "0", str(ROOT / "tests" / "faults" / "rlp_rank_fault_worker.py"), "--",
+           "train", "--config", str(tmp_path / "recipe.yaml")]
+    try:
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=LAUNCH_TIMEOUT_S)
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"rl train hung (no exit in {LAUNCH_TIMEOUT_S} s):\n{(exc.stderr or b'')[-3000:]!r}")
+    log = proc.stdout + proc.stderr
+    errors = [line for line in log.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 2, f"expected one error line per rank:\n{log[-4000:]}"
+    assert errors[0] == errors[1], errors
+    assert "rlp_reward" in errors[0] and "rank 1 raised ValueError: injected scorer failure on rank 1" in errors[0]
+    assert proc.returncode != 0
