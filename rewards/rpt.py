@@ -32,6 +32,14 @@ Two prompt formats (the `rpt_format` column of each row, set by `rl data rpt --f
 
 A reward used on rows of the other format raises a one-line `UserError` (never a silent 0).
 
+The completion's text must be what the model wrote. TRL 1.16 decodes a completion alone, which with
+a SentencePiece-style tokenizer (Llama-2, Mistral) drops its first token's leading space (`▁on`
+decodes alone to "on") and with `clean_up_tokenization_spaces` turns " ." into ".": every right
+completion-format guess would pay 0. `EntropyGRPOTrainer` (and the signal check, `rl prune
+--sample`) hand rewards a plain-text prompt's completion as the text it adds after the prompt, and
+chat content without the clean-up (rl/train/decoding.py); under a plain TRL `GRPOTrainer` these
+rewards see TRL's decode.
+
 This module is pure Python on purpose (no torch, nothing from rl.train.trainer): it is imported by the
 trainer, by the data tools and by tests, and must stay cheap and side-effect free.
 """
