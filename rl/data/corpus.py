@@ -184,6 +184,9 @@ def _plan(spec: str, opts: _Opts) -> Reader:
         if name not in _BUILTIN:
             known = ", ".join("builtin:" + k for k in sorted(_BUILTIN))
             raise UserError(f"corpus {spec!r}: unknown builtin corpus; known builtin corpora: {known}")
+        if opts.id_field:
+            raise UserError(f"corpus {spec!r}: --id-field / rpt_id_field {opts.id_field!r}: a builtin corpus has its "
+                            "own document ids; leave it unset")
         return _BUILTIN[name][1]()
     if any(ch in spec for ch in "*?["):
         matches = sorted(p for p in globlib.glob(os.path.expanduser(spec), recursive=True) if os.path.isfile(p))
@@ -202,6 +205,9 @@ def _plan(spec: str, opts: _Opts) -> Reader:
             f"corpus {spec!r}: unsupported file type {path.suffix or '(no extension)'!r}; use .txt, "
             ".jsonl, .parquet, a directory of those, a datasets.save_to_disk directory, or builtin:champ"
         )
+    if opts.id_field and path.suffix.lower() == ".txt":
+        raise UserError(f"corpus {spec!r}: --id-field / rpt_id_field {opts.id_field!r}: a .txt file has no fields "
+                        "(its documents are named file:line); leave it unset")
     return _read_files([path], opts)
 
 

@@ -41,6 +41,7 @@ def _world(root: Path, model: Path) -> dict[str, str]:
     write_jsonl(inp / "corpus.jsonl", CORPUS)
     write_jsonl(inp / "data.jsonl", rpt_rows(32))  # enough for a 2-rank generation batch (rl submit --cpu)
     (inp / "prompts.txt").write_text("What is 2+2?\n", encoding="utf-8")
+    (inp / "notes.txt").write_text(CORPUS[0]["text"], encoding="utf-8")
     (inp / "bad-utf8.jsonl").write_bytes(json.dumps(CHAINS[0]).encode() + b'\n{"question": "caf\xe9"}\n')
     (inp / "a-directory").mkdir()
     adapter = inp / "adapter"  # a LoRA adapter dir on the tiny model
@@ -100,6 +101,7 @@ CASES = [
     Case("prune-output-unwritable", PRUNE.replace("{out}/new-prune", "/proc/rl-bad-input"), ["--output-dir", "/proc"]),
     Case("rlp-id-field-missing", RLP + " --id-field nope", ["'nope'", "--id-field"]),
     Case("rpt-id-field-missing", RPT + " --id-field nope", ["'nope'", "--id-field"]),
+    Case("rpt-id-field-on-txt", RPT.replace("corpus.jsonl", "notes.txt") + " --id-field doc", ["--id-field", ".txt"]),
     # --- numbers: finite and in range, before any work
     Case("bits-threshold-nan", BITS + " --threshold nan", ["rl profile bits", "--threshold", "finite"]),
     Case("bits-threshold-inf", BITS + " --threshold inf", ["--threshold", "finite"]),

@@ -40,7 +40,7 @@ def refused(capsys, argv, match):
 @pytest.mark.parametrize("out,match", [
     (".", "is the current directory"),
     ("..", "above the current one"),
-    ("wiki.jsonl", "is the corpus itself"),
+    ("wiki.jsonl", "is the --corpus itself"),
     ("mine", "not written by `rl data rpt`"),
     ("run", "not written by `rl data rpt`"),
     ("notes.txt", "existing file, not a directory"),
@@ -61,10 +61,10 @@ def test_corpus_dir_as_output_and_inside_it(work, capsys, tiny_model_dir):
     corp.mkdir()
     (corp / "a.txt").write_text(DOCS[0])
     before = snapshot(work)
-    refused(capsys, rpt(tiny_model_dir, "--corpus", "corp", "-o", "corp", "--overwrite"), "is the corpus itself")
+    refused(capsys, rpt(tiny_model_dir, "--corpus", "corp", "-o", "corp", "--overwrite"), "is the --corpus itself")
     refused(capsys, rpt(tiny_model_dir, "--corpus", "corp", "-o", "corp/rpt"), "inside the corpus directory")
     refused(capsys, rpt(tiny_model_dir, "--corpus", "corp", "-o", str(tiny_model_dir), "--overwrite"),
-            "is the proxy model itself")
+            "is the --proxy-model itself")
     assert snapshot(work) == before
 
 
