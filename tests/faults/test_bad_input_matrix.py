@@ -62,6 +62,10 @@ def _world(root: Path, model: Path) -> dict[str, str]:
         write_yaml(inp / f"{name}.yaml", tiny_recipe(model, out / f"run-{name}", dataset_path=str(inp / "data.jsonl"),
                                                      **fields))
     write_yaml(inp / "recipe.yaml", tiny_recipe(model, out / "run", dataset_path=str(inp / "data.jsonl")))
+    for name, launch in (("launch-bad-time", {"cpu": True, "time": "25:99"}),
+                         ("launch-cpu-gpus", {"cpu": True, "gpus_per_node": 8})):
+        write_yaml(inp / f"{name}.yaml", tiny_recipe(model, out / "run", dataset_path=str(inp / "data.jsonl"),
+                                                     launch=launch))
     return {"in": str(inp), "out": str(out), "model": str(model)}
 
 
@@ -149,6 +153,8 @@ CASES = [
     Case("rpt-missing-corpus", "data rpt -o {out}/x", ["rl data rpt", "--corpus"]),
     Case("unknown-command", "frobnicate", ["rl", "invalid choice"]),
     Case("recipes-unknown-flag", "recipes list --bogus", ["rl recipes list", "--bogus"]),
+    Case("submit-launch-bad-time", "submit --config {in}/launch-bad-time.yaml --dry-run", ["launch.time", "25:99"]),
+    Case("submit-launch-cpu-gpus", "submit --config {in}/launch-cpu-gpus.yaml --dry-run", ["launch", "--cpu"]),
     Case("submit-unknown-flag", SUBMIT + " --cpu --bogus 1", ["rl submit", "--bogus"]),
 ]
 
@@ -184,6 +190,7 @@ def test_bad_input_is_one_line_before_any_work(case, world, forbid_model_load, m
 
 
 DRY_RUN_CASES = [
+    ("launch-bad-time", "launch.time"),
     ("lr-nan", "learning_rate"),
     ("min-entropy-nan", "rpt_min_entropy"),
     ("temperature-0", "temperature"),
