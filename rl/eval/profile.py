@@ -48,7 +48,11 @@ _MATH_CHARS = set("+-*/=<>^_|~%\\∑∏∫√∞≤≥≠≈±×÷·∂∇∈∉
 
 
 def token_kind(text: str) -> str:
-    """Classify one token's text: whitespace/punctuation, function word, word, number, math symbol, other."""
+    """Classify one token's text: whitespace/punctuation, function word, word, number, math symbol, other.
+    An empty text (a token holding the first bytes of a character another token completes, as
+    `rl profile bits` gives its pieces) is "other"."""
+    if not text:
+        return "other"
     core = text.strip()
     if not core:
         return "whitespace/punctuation"

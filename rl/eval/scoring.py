@@ -214,6 +214,9 @@ def token_texts(tokenizer, ids: Sequence[int], skip_special_tokens: bool = False
     head = tokenizer.decode(anchor, clean_up_tokenization_spaces=False)
     both = tokenizer.batch_decode([anchor + [int(i)] for i in ids], skip_special_tokens=skip_special_tokens,
                                   clean_up_tokenization_spaces=False)
-    alone = tokenizer.batch_decode([[int(i)] for i in ids], skip_special_tokens=skip_special_tokens,
-                                   clean_up_tokenization_spaces=False)
-    return [b[len(head):] if b.startswith(head) else a for b, a in zip(both, alone)]
+    out = [b[len(head):] if b.startswith(head) else None for b in both]
+    odd = [k for k, t in enumerate(out) if t is None]  # the anchor merged with the token: decode it alone
+    for k, text in zip(odd, tokenizer.batch_decode([[int(ids[k])] for k in odd], skip_special_tokens=skip_special_tokens,
+                                                   clean_up_tokenization_spaces=False)):
+        out[k] = text
+    return out
