@@ -135,7 +135,7 @@ def encode(tokenizer, question: str, reasoning: str, answer: str) -> Encoded:
     cuts = _part_cuts(tokenizer, text, [len(parts[0]), len(parts[0]) + len(reasoning), len(text) - len(parts[3])],
                       ids, offsets)
     prefix = text_prefix(tokenizer)
-    if cuts is not None and all(x < y for x, y in zip([0] + cuts, cuts + [len(ids)])):
+    if cuts is not None and 0 < cuts[0] <= cuts[1] < cuts[2] < len(ids):  # only the chain may be empty
         start, n = len(parts[0]), len(reasoning)
         chain_offsets = [(min(n, max(0, a - start)), min(n, max(0, b - start))) for a, b in offsets[cuts[0]:cuts[1]]]
         return Encoded(prefix + ids[:cuts[0]], ids[cuts[0]:cuts[1]], ids[cuts[1]:cuts[2]], ids[cuts[2]:], reasoning,

@@ -30,7 +30,7 @@ def test_encoding_is_the_models_view_and_scores_match_a_direct_forward(matrix_mo
     kind = kind_of(matrix_model_dir)
     tok = AutoTokenizer.from_pretrained(matrix_model_dir)
     model = AutoModelForCausalLM.from_pretrained(matrix_model_dir).eval()
-    for row in ROWS:
+    for row in ROWS + [{"question": "What is 1+1?", "reasoning": "", "answer": "2"}]:  # held-out rows have no chain
         enc = encode(tok, row["question"], row["reasoning"], row["answer"])
         view = ([tok.bos_token_id] if ADDS_BOS[kind] else []) + tok(_text(row), add_special_tokens=False)["input_ids"]
         full = enc.prompt_ids + enc.chain_ids + enc.sep_ids + enc.answer_ids
@@ -40,6 +40,8 @@ def test_encoding_is_the_models_view_and_scores_match_a_direct_forward(matrix_mo
         n = len(enc.answer_ids)
         want = float(logp[len(view) - n - 1:-1].gather(-1, torch.tensor(view[-n:])[:, None]).sum())
         assert score_kept(model, enc, list(range(len(enc.chain_ids)))) == pytest.approx(want, abs=1e-4)
+        if kind == "sentencepiece":  # byte tokens for "\n": every part boundary is a token boundary
+            assert (len(enc.chain_ids) == 0) == (row["reasoning"] == "")
 
 
 def test_prune_command_over_the_matrix(matrix_model_dir, tmp_path, capsys):
