@@ -21,9 +21,13 @@ settings of stage 1 (by the hard split's top-1 gain) at the remaining seeds. Siz
 from the demo's ~10 minutes per run on a quiet 2-core CPU (11 settings + 2 x 2 confirming runs:
 about 2.5 hours; `--settings` and `--confirm` cut it to ~90 minutes); it has NOT been run in full.
 
-    .venv/bin/python bench/rpt_learning.py --quick                 # the machinery, minutes
+    .venv/bin/python bench/rpt_learning.py --quick                 # the machinery end to end, one short run
     .venv/bin/python bench/rpt_learning.py --settings demo,hard-only,multi-token --seeds 1,2,3 --confirm 2
     .venv/bin/python bench/rpt_learning.py --list                  # the settings and their overrides
+
+Measured cost of one short run (2 steps, 8 documents) on this 2-core machine while shared with other
+jobs (load ~10, run at nice 19): 17 min, of which 2 training steps ~280 s; the demo-sized runs of the
+search were not timed here. `--quick` is smaller still (1 step, 12 documents, half held out).
 
 `--proxy PATH` adds a `sharper-proxy` setting (rows chosen by another proxy model; only one model is
 built in). Extra recipe overrides after `--` apply to every run. The last line is
@@ -56,8 +60,10 @@ SETTINGS: dict[str, list[str]] = {
     "select-surprisal": ["--rpt_select_by", "surprisal"],
     "temperature-1.0": ["--temperature", "1.0"],
 }
-QUICK_SETTINGS = ("demo", "hard-only")
-QUICK_OVERRIDES = ["--max_steps", "2", "--rpt_max_documents", "8", "--rpt_max_per_doc", "2", "--save_steps", "2"]
+QUICK_SETTINGS = ("demo",)
+# half of 12 documents held out: with 8 documents and the recipe's 25% no document was held out (measured)
+QUICK_OVERRIDES = ["--max_steps", "1", "--rpt_max_documents", "12", "--rpt_max_per_doc", "2", "--eval_fraction", "0.5",
+                   "--save_steps", "1"]
 DATA_KEYS = ("--rpt_", "--proxy_model", "--corpus", "--eval_fraction")  # overrides that change the RPT rows
 CRITERION = ("3+ seeds; every seed: hard-token top-1 CI > 0 or calibrated NLL CI < 0, and all-token calibrated "
              "NLL CI not above 0")
