@@ -258,16 +258,29 @@ def content_reward(completions, completion_ids, **kwargs):
     return [sum(1 for t in ids if t % 2 == 0) / max(1, len(ids)) for ids in completion_ids]
 
 
-def replaying(base, completions: list[list[int]], entropies, meter_ref: dict):
+def replaying(base, completions: list[list[int]], entropies, meter_ref: dict, ours: bool):
+    """`base` with generation replayed: the same completions every step and, for ours, the entropies its
+    recorder would have kept while sampling them.
+
+    Private on purpose: neither trainer has a public hook that injects completions together with their
+    sampling-time entropies (TRL's public `rollout_func` switches ours' recorder off, so ours would pay a
+    no-grad pre-pass and the row would measure something else). So this overrides TRL's
+    `_generate_single_turn` and fills ours' `_generation_entropy`, and fails loudly (the smoke test with it)
+    when either is gone, instead of silently timing a pre-pass."""
+
     class Replay(base):
         def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
             t0 = time.perf_counter()
             out = [list(completions[i % len(completions)]) for i in range(len(prompt_ids))]
-            if hasattr(self, "_generation_entropy"):  # ours: what the recorder kept during sampling
+            if ours:  # what the recorder kept during sampling
+                if not hasattr(self, "_generation_entropy"):
+                    raise RuntimeError("EntropyGRPOTrainer keeps no _generation_entropy any more: update "
+                                       "bench/forking_mask.py `replaying` to hand it the sampling-time entropies")
                 self._generation_entropy = ([entropies[i % len(entropies)] for i in range(len(prompt_ids))],
                                             [list(c) for c in out])
                 self._generation_entropy_calls += 1
             meter_ref["sampling_s"] = meter_ref.get("sampling_s", 0.0) + time.perf_counter() - t0
+            meter_ref["replayed"] = meter_ref.get("replayed", 0) + 1
             return out, None
 
     return Replay
@@ -298,13 +311,13 @@ def make_trainer(impl: str, model_dir: Path, tokenizer, prompts, completions, en
     ref: dict = {}
     meter = StepMeter(ref)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    trainer = replaying(base, completions, entropies, ref)(
+    trainer = replaying(base, completions, entropies, ref, impl == "ours")(
         model=model, reward_funcs=[content_reward], args=args, train_dataset=Dataset.from_dict({"prompt": prompts}),
         processing_class=tokenizer, callbacks=[meter])
     from transformers.trainer_callback import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)  # keep stdout to the table
-    trainer.bench_meter, trainer.bench_prepass = meter, []
+    trainer.bench_meter, trainer.bench_prepass, trainer.bench_ref = meter, [], ref
     if impl == "ours":  # a pre-pass should not run (entropies come from sampling); time it if it does
         time_scans(model, trainer.bench_prepass)
     return trainer
@@ -336,7 +349,11 @@ def measure(trainers: dict, rounds: int) -> None:
     for _ in range(rounds):
         for trainer in trainers.values():
             trainer.bench_prepass.append(0.0)
+            trainer.bench_ref["replayed"] = 0
             trainer.train()  # one optimizer step; the optimizer (and its state) persists across calls
+            if not trainer.bench_ref["replayed"]:
+                raise RuntimeError("the step sampled instead of replaying (TRL's _generate_single_turn renamed?): "
+                                   "update bench/forking_mask.py `replaying`")
             gc.collect()
 
 
