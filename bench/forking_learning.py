@@ -258,7 +258,10 @@ def main(argv=None) -> int:
                 scores[arm] += success(trainer.model, tok, heldout, args.max_new)
                 train_reward[arm] += rewards
                 if arm == "top20":
-                    for mine, theirs in zip(table, getattr(trainer, "bench_counts", ())):
+                    if not hasattr(trainer, "bench_counts"):  # the loss never saw a ForkingStep
+                        raise SystemExit("top20: no step selection reached compute_loss (ForkingStep keys renamed?); "
+                                         "update bench/forking_learning.py `counting_trainer`")
+                    for mine, theirs in zip(table, trainer.bench_counts):
                         mine.update(theirs)
                 print(f"  seed {seed} {arm}: held-out {sum(scores[arm][-len(heldout):]) / len(heldout):.3f}, "
                       f"train reward {sum(rewards) / max(1, len(rewards)):.3f} ({time.perf_counter() - t0:.0f} s)",
