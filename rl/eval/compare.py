@@ -25,14 +25,36 @@ CALIBRATION_MAX_FLOATS = 2 ** 28  # logits held at once for a temperature fit (1
 
 
 def calibrate_rows(model, tokenizer, rows: list[dict], calibration_rows: list[dict] | None = None, *,
-                   max_context_tokens: int | None = None, batch_size: int = 8) -> dict:
+                   max_context_tokens: int | None = None, batch_size: int = 8,
+                   temperature: float | None = None) -> dict:
     """Calibrated NLL of the first true token of each row: {"method", "temperatures", "units",
     "nll_cal": per row (None without a single-token target), "note"}. With `calibration_rows` the
     temperature is fitted on them (at most CALIBRATION_MAX_FLOATS logits, rows evenly sampled);
     without, 2-fold cross-fitting by document (`doc_id`, else row). method None (and a note) when it
-    cannot be done: one document only, or too many rows to hold their logits."""
-    from rl.eval.metrics import fit_temperature, nll_at_temperature, position_logits
+    cannot be done: one document only, or too many rows to hold their logits. With `temperature`,
+    also "grid": per row the entropy and expected accuracy at each temperature of
+    `temperature_grid(temperature)` (for the sharpening share of `compare_results`)."""
+    from rl.eval.metrics import (distribution_stats, fit_temperature, nll_at_temperature, position_logits,
+                                 temperature_grid, token_bytes_index, token_candidates)
     from rl.eval.next_token import encode_contexts
+
+    grid = temperature_grid(temperature) if temperature else None
+    index = token_bytes_index(tokenizer)
+    stats: dict = {"temperatures": grid, "entropy": [None] * len(rows), "expected": [None] * len(rows)}
+
+    def grid_stats(logits, row_ids):
+        if grid is None:
+            return
+        rewarded = [token_candidates(index, rows[i]["continuation"], rows[i]["boundaries"])[1] for i in row_ids]
+        per_t = [distribution_stats(logits, rewarded, t) for t in grid]
+        for j, i in enumerate(row_ids):
+            stats["entropy"][i] = [float(e[j]) for e, _ in per_t]
+            stats["expected"][i] = [float(x[j]) if rewarded[j] else 0.0 for _, x in per_t]
+
+    def with_grid(result):
+        if grid is not None and all(v is not None for v in stats["entropy"]):
+            result["grid"] = stats
+        return result
 
     if max_context_tokens is None:
         max_context_tokens = getattr(model.config, "max_position_embeddings", None)
@@ -54,14 +76,15 @@ def calibrate_rows(model, tokenizer, rows: list[dict], calibration_rows: list[di
         units = sum(1 for f in firsts if f)
         if not units:
             return {"method": None, "note": "no calibration row has a single-token target", "nll_cal": [None] * len(rows)}
-        temperature = fit_temperature(logits, firsts)
+        fitted = fit_temperature(logits, firsts)
         del logits
         out: list = []
         for start in range(0, len(rows), cap):
             part, part_firsts = logits_of(rows[start:start + cap])
-            out += nll_list(nll_at_temperature(part, part_firsts, temperature))
-        return {"method": "calibration data", "temperatures": [temperature], "units": units, "nll_cal": out,
-                "note": f"T fitted on {units} calibration rows"}
+            out += nll_list(nll_at_temperature(part, part_firsts, fitted))
+            grid_stats(part, list(range(start, start + len(part_firsts))))
+        return with_grid({"method": "calibration data", "temperatures": [fitted], "units": units, "nll_cal": out,
+                          "note": f"T fitted on {units} calibration rows"})
     if len(rows) > cap:
         return {"method": None, "nll_cal": [None] * len(rows),
                 "note": f"{len(rows)} rows x {vocab} logits are too many to hold for cross-fitting; "
@@ -79,14 +102,15 @@ def calibrate_rows(model, tokenizer, rows: list[dict], calibration_rows: list[di
         if not fit_idx:
             return {"method": None, "nll_cal": [None] * len(rows),
                     "note": "a half of the documents has no single-token target; give --calibration-data"}
-        temperature = fit_temperature(logits[fit_idx], [firsts[i] for i in fit_idx])
-        temperatures.append(temperature)
+        fitted = fit_temperature(logits[fit_idx], [firsts[i] for i in fit_idx])
+        temperatures.append(fitted)
         units += len(fit_idx)
-        values = nll_list(nll_at_temperature(logits[apply_idx], [firsts[i] for i in apply_idx], temperature))
+        values = nll_list(nll_at_temperature(logits[apply_idx], [firsts[i] for i in apply_idx], fitted))
         for i, v in zip(apply_idx, values):
             out[i] = v
-    return {"method": "cross-fitted", "temperatures": temperatures, "units": units, "nll_cal": out,
-            "note": "T per half of the documents, fitted on the other half"}
+    grid_stats(logits, list(range(len(rows))))
+    return with_grid({"method": "cross-fitted", "temperatures": temperatures, "units": units, "nll_cal": out,
+                      "note": "T per half of the documents, fitted on the other half"})
 
 
 def crossfit_folds(rows: list[dict]) -> list[int]:
@@ -103,14 +127,20 @@ def add_calibration(result: dict, calibration: dict) -> dict:
     """Put `calibrate_rows`'s values into an evaluate_next_token result: per_row nll_cal, each split's
     mean (`calibrated_nll`) and result["calibration"] (method, temperatures, note)."""
     values = calibration["nll_cal"]
+    grid = calibration.get("grid")
     for row in result.get("per_row", []):
         row["nll_cal"] = values[row["index"]]
+        if grid is not None:
+            row["grid_entropy"] = grid["entropy"][row["index"]]
+            row["grid_expected"] = grid["expected"][row["index"]]
     idx = split_indices([r["entropy"] for r in result["per_row"]], tuple(result["thresholds"].values())) \
         if result.get("per_row") else {}
     for name, members in idx.items():
         kept = [values[i] for i in members if values[i] is not None]
         result["splits"][name]["calibrated_nll"] = sum(kept) / len(kept) if kept else None
-    result["calibration"] = {k: v for k, v in calibration.items() if k != "nll_cal"}
+    result["calibration"] = {k: v for k, v in calibration.items() if k not in ("nll_cal", "grid")}
+    if grid is not None:
+        result["calibration"]["grid_temperatures"] = grid["temperatures"]
     return result
 
 
@@ -130,7 +160,7 @@ def evaluate_pair(model_path: str, compare_path: str, data, calibration_data=Non
         rows, _ = load_eval_rows(data, "standard", kwargs.get("limit"))
         calibration = calibrate_rows(model, tokenizer, rows, calibration_rows,
                                      max_context_tokens=kwargs.get("max_context_tokens"),
-                                     batch_size=kwargs.get("batch_size", 8))
+                                     batch_size=kwargs.get("batch_size", 8), temperature=kwargs.get("temperature"))
         out.append(add_calibration(result, calibration))
         del model
     return out[0], out[1]
@@ -167,7 +197,35 @@ def compare_results(a: dict, b: dict, *, n_boot: int = 4000, seed: int = 0) -> d
             paired[label] = paired_bootstrap([rows_b[i][key] for i in both], [rows_a[i][key] for i in both], groups,
                                              n_boot=n_boot, seed=seed).as_dict()
         diff[name]["paired"] = paired
+        grid = (a.get("calibration") or {}).get("grid_temperatures")
+        if grid and members and all(rows_a[i].get("grid_entropy") and rows_b[i].get("grid_entropy") for i in members):
+            diff[name]["sharpening"] = _sharpening(grid, a["settings"]["temperature"], members, rows_a, rows_b, seed)
     return diff
+
+
+def _sharpening(grid, temperature, members, rows_a, rows_b, seed) -> dict:
+    """The sharpening share over `members` (rl/eval/learning_report.py `sharpening_share`): the
+    second model (before) at the temperature where its mean entropy equals the first's at T."""
+    import numpy as np
+
+    from rl.eval.learning_report import sharpening_share
+    from rl.eval.stats import group_sums
+
+    center = min(range(len(grid)), key=lambda k: abs(grid[k] - temperature))
+    groups = [rows_a[i].get("doc_id") if rows_a[i].get("doc_id") is not None else f"row{i}" for i in members]
+    keys = list(dict.fromkeys(groups))
+    where = {k: [j for j, g in enumerate(groups) if g == k] for k in keys}
+
+    def per_doc(rows, field, k=None):
+        return [np.sum([np.asarray(rows[members[j]][field]) if k is None else rows[members[j]][field][k]
+                        for j in where[key]], axis=0) for key in keys]
+
+    _, _, counts = group_sums([0.0] * len(groups), groups)
+    out = sharpening_share(grid, per_doc(rows_b, "grid_entropy"), per_doc(rows_b, "grid_expected"),
+                           [float(v) for v in per_doc(rows_a, "grid_entropy", center)],
+                           [float(v) for v in per_doc(rows_a, "grid_expected", center)],
+                           [float(v) for v in per_doc(rows_b, "grid_expected", center)], counts, seed=seed)
+    return {k: (v.as_dict() if hasattr(v, "as_dict") else v) for k, v in out.items()}
 
 
 def _sub(x, y):
@@ -265,11 +323,32 @@ def format_table(results: dict, compare: dict | None = None) -> str:
                           _diff_cell(paired.get("nll"), _sub(split.get("nll"), other.get("nll")), 1.0, "")]
             lines2.append(cells)
         out += _grid(cols2, lines2)
+        shown: dict[int, str] = {}
+        for name, split in results["splits"].items():
+            sharp = (diff or {}).get(name, {}).get("sharpening")
+            if not sharp:
+                continue
+            if split["count"] in shown:
+                out.append(f"sharpening, {name}: same as {shown[split['count']]}")
+                continue
+            shown[split["count"]] = name
+            out.append(f"sharpening, {name}: " + _sharpening_text(sharp, settings.get("temperature")))
     note = "accuracy: greedy top-1, mean over positions, [95% Wilson interval]; splits are nested (easy ⊇ medium ⊇ hard)"
     if compare is not None:
         note += ("; difference: first model minus second (points), 95% CI from a paired bootstrap over documents")
     out.append(note)
     return "\n".join(out)
+
+
+def _sharpening_text(sharp: dict, temperature) -> str:
+    if sharp.get("entropy_match_temperature") is None:
+        return "the second model's mean entropy does not reach the first's on the temperature grid"
+    gain = sharp["gain_over_matched"]
+    share = sharp.get("share")
+    return (f"the second model at T={sharp['entropy_match_temperature']:.3f} has the first's mean entropy at "
+            f"T={temperature} ({sharp['trained_entropy']:.3f} nats), expected acc. {100 * gain['before']:.1f}%; first "
+            f"minus that {100 * gain['diff']:+.1f} pts [{100 * gain['ci95'][0]:+.1f}, {100 * gain['ci95'][1]:+.1f}]; "
+            f"share of the fixed-T difference from sharpening alone: {'n/a' if share is None else f'{100 * share:.0f}%'}")
 
 
 def _calibration_note(*results) -> str:

@@ -94,6 +94,12 @@ def test_compare_shows_no_fair_gain_for_a_pure_temperature_change(models, tmp_pa
         assert abs(paired["nll"]["diff"]) > 1e-3  # NLL at T = 1 moves with sharpening
         assert paired["expected_accuracy"]["diff"] != 0.0  # so does expected accuracy at T = 0.8
     assert payload["model"]["splits"]["all"]["calibrated_nll"] is not None
+    # the sharpening share: the base at T = 0.8 * 0.5 has the scaled model's distributions at 0.8
+    sharp = payload["difference"]["all"]["sharpening"]
+    assert sharp["entropy_match_temperature"] == pytest.approx(0.4, rel=1e-2)
+    assert sharp["gain_over_matched"]["diff"] == pytest.approx(0.0, abs=1e-5)
+    assert "sharpening, all: the second model at T=0.4" in text or "sharpening, all: the second model at T=0.39" in text, \
+        [line for line in text.splitlines() if "sharpening" in line]
 
 
 def test_calibrate_rows_cross_fits_by_document(models, tokenizer, tmp_path):
