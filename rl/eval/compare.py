@@ -9,7 +9,10 @@ top-1 (`accuracy`), and the calibrated NLL: each model's temperature fitted to m
 the first true token on rows that are not the ones it is applied to (rl/eval/metrics.py
 `fit_temperature`): on `--calibration-data` (e.g. the training rows) when given, else cross-fitted
 over two halves of the evaluated documents (each half's rows get the temperature fitted on the
-other half). Expected accuracy at T and NLL at T = 1 are shown too, marked as sharpening-inclusive.
+other half). Expected accuracy at T and NLL at T = 1 are shown too, marked as sharpening-inclusive,
+with the sharpening share per split: the second model (before) at the temperature where its mean
+entropy equals the first's at T (per-row entropy and expected accuracy on a log-T grid, from the
+logits the calibration holds), and the first model's gain over that with its paired CI.
 """
 
 from __future__ import annotations
