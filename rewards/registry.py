@@ -50,6 +50,9 @@ class RewardSpec:
         test in tests/rewards/test_registry_contract.py runs every reward on it).
     needs_policy: it scores with the trainer's policy (bound by the trainer while it computes
         rewards) and returns None without it, so the dry run's model-free call says nothing of it.
+    bind_scorer: for a `needs_policy` reward (required there), `bind_scorer(scorer)` is the context
+        manager inside which the reward scores through `scorer`; the trainer, the signal check and
+        the registry contract test (with a stub scorer) bind through it, never by the reward's name.
     """
 
     name: str
@@ -61,6 +64,7 @@ class RewardSpec:
     boxed_answer: bool = False
     example_row: dict[str, Any] = field(default_factory=dict)
     needs_policy: bool = False
+    bind_scorer: Callable[[Any], Any] | None = None
 
 
 REGISTRY: dict[str, RewardSpec] = {}
@@ -68,7 +72,7 @@ REGISTRY: dict[str, RewardSpec] = {}
 
 def register_reward(name: str, *, required_columns: tuple[str, ...] = (), check_dataset=None, probe=None,
                     rpt_format: str | None = None, boxed_answer: bool = False,
-                    example_row: dict[str, Any] | None = None, needs_policy: bool = False):
+                    example_row: dict[str, Any] | None = None, needs_policy: bool = False, bind_scorer=None):
     """Decorator: register the function under `name` (the name recipes use in `reward_funcs`).
 
     The function is returned unchanged (TRL logs it under its `__name__`). A name registered
@@ -78,8 +82,10 @@ def register_reward(name: str, *, required_columns: tuple[str, ...] = (), check_
     def decorate(func):
         if name in REGISTRY:
             raise ValueError(f"reward {name!r} is registered twice ({REGISTRY[name].func.__module__} and {func.__module__})")
+        if needs_policy and bind_scorer is None:
+            raise ValueError(f"reward {name!r} needs the policy but registers no bind_scorer to receive it")
         REGISTRY[name] = RewardSpec(name, func, tuple(required_columns), check_dataset, probe, rpt_format,
-                                    boxed_answer, dict(example_row or {}), needs_policy)
+                                    boxed_answer, dict(example_row or {}), needs_policy, bind_scorer)
         return func
 
     return decorate

@@ -92,6 +92,7 @@ def current_scorer():
     required_columns=("context", "continuation", "boundaries"),
     example_row={"context": "The cat sat", "continuation": " on the mat", "boundaries": [3, 7, 11]},
     needs_policy=True,
+    bind_scorer=bind_scorer,
 )
 def rlp_reward(
     prompts: Sequence[Any],

@@ -23,6 +23,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+from rewards.registry import spec_of
 from rl.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -222,7 +223,6 @@ def run_signal_check(model, tokenizer, dataset, reward_funcs, reward_weights, *,
     """Sample, score and summarise (see the module doc); `dataset` is a datasets.Dataset or list of rows."""
     import time
 
-    from rewards.registry import spec_of
     from rewards.rpt import completion_text, extract_prediction
 
     started = time.perf_counter()
@@ -254,8 +254,6 @@ def run_signal_check(model, tokenizer, dataset, reward_funcs, reward_weights, *,
 
 def format_hint(reward_funcs) -> str:
     """What to change, by the rewards in use (their registered RPT format)."""
-    from rewards.registry import spec_of
-
     formats = {getattr(spec_of(f), "rpt_format", None) for f in reward_funcs}
     if "reasoning" in formats:
         return ("for a small or non-reasoning model use the completion format (`rpt_format: completion`, "
@@ -280,12 +278,12 @@ def check_signal_before_training(trainer, script_args, training_args) -> SignalR
         if is_deepspeed_zero3_enabled():
             logger.info("signal check skipped under ZeRO-3 (sharded weights); `rl train --dry-run` runs it")
             return None
-    # the `rlp` reward scores with the trainer's policy scorer
-    from rewards.rlp import bind_scorer
-
+    # a policy-scored reward (registered `needs_policy`, e.g. `rlp`) scores through the trainer's scorer
     scorer = getattr(trainer, "_rlp", None)
-    scope = bind_scorer(scorer.quiet()) if scorer is not None else contextlib.nullcontext()
-    with scope:
+    bindings = {spec.bind_scorer for spec in map(spec_of, trainer.reward_funcs) if spec is not None and spec.needs_policy}
+    with contextlib.ExitStack() as scope:
+        for bind in bindings if scorer is not None else ():
+            scope.enter_context(bind(scorer.quiet()))
         report = _run_for(trainer, script_args, training_args)
     if trainer.is_world_process_zero():
         print(report.format(), flush=True)

@@ -8,6 +8,7 @@ give one finite score or None per completion.
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import pytest
@@ -43,13 +44,39 @@ HOSTILE_CHAT = [
 ]
 
 
+class StubScorer:
+    """Stands in for the trainer's policy scorer (rl/train/rlp_trainer.py `RLPScorer`), so a reward
+    registered `needs_policy` runs its own text handling here instead of returning None unbound.
+    It checks what the reward hands over (one entry per completion in every list; a thought is a
+    (str, bool) pair or None) and scores each row that has all its fields with a finite number."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def information_gain(self, thoughts, completion_ids, *columns):
+        self.calls += 1
+        n = len(thoughts)
+        assert len(completion_ids) == n and all(len(c) == n for c in columns)
+        out = []
+        for thought, *fields in zip(thoughts, *columns):
+            assert thought is None or (isinstance(thought[0], str) and isinstance(thought[1], bool))
+            out.append(None if thought is None or any(f is None for f in fields) else -float(len(thought[0]) % 7))
+        return out
+
+
 def _call(spec, completions, rows):
-    """Call the reward exactly as TRL 1.16's `_calculate_rewards` does (keywords only)."""
+    """Call the reward exactly as TRL 1.16's `_calculate_rewards` does (keywords only); a reward that
+    scores with the policy gets a stub scorer bound through its registration, as the trainer binds its own."""
     prompts = ["p"] * len(completions)
     columns = {key: [row.get(key) for row in rows] for key in spec.example_row}
-    return spec.func(prompts=prompts, completions=completions, completion_ids=[[1, 2]] * len(completions),
-                     trainer_state=None, log_extra=lambda *a, **k: None, log_metric=lambda *a, **k: None,
-                     **columns)
+    stub = StubScorer()
+    with spec.bind_scorer(stub) if spec.needs_policy else contextlib.nullcontext():
+        out = spec.func(prompts=prompts, completions=completions, completion_ids=[[1, 2]] * len(completions),
+                        trainer_state=None, log_extra=lambda *a, **k: None, log_metric=lambda *a, **k: None,
+                        **columns)
+    if spec.needs_policy:
+        assert stub.calls == 1, f"{spec.name}: bound scorer not used"
+    return out
 
 
 def _assert_scores(out, n):
@@ -76,6 +103,17 @@ def test_example_row_scores_with_trls_keyword_call(name, chat):
     texts = ["\\boxed{ on}", " on", "nothing"]
     completions = [[{"role": "assistant", "content": t}] for t in texts] if chat else texts
     _assert_scores(_call(spec, completions, [spec.example_row] * len(texts)), len(texts))
+    if spec.needs_policy:  # the example row is a whole row: the stub scores every completion of it
+        assert None not in _call(spec, completions, [spec.example_row] * len(texts))
+
+
+def test_policy_scored_rewards_register_how_to_bind_their_scorer():
+    from rewards.registry import register_reward
+
+    assert all(spec.bind_scorer is not None for spec in REGISTRY.values() if spec.needs_policy)
+    with pytest.raises(ValueError, match="registers no bind_scorer"):
+        register_reward("contract-test-unbound", needs_policy=True)(lambda prompts, completions, **kw: [])
+    assert "contract-test-unbound" not in REGISTRY
 
 
 @pytest.mark.parametrize("name", NAMES)
