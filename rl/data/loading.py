@@ -244,6 +244,9 @@ def rpt_change(saved: dict | None, current: dict) -> str:
 
     if saved is None:
         return "no RPT data there yet"
+    if saved.get("builder") != current.get("builder"):
+        return (f"built by an older rl data rpt (builder {saved.get('builder', 1)}, now {current.get('builder')}: "
+                "the proxy's entropies are computed differently since)")
     changed = sorted(k for k in set(saved) | set(current) if k != "inputs" and saved.get(k) != current.get(k))
     if changed:
         return f"built with other settings: {', '.join(changed)}"

@@ -43,6 +43,10 @@ SELECT_BY = ("entropy", "surprisal", "surprise", "random")
 #: Row formats the builder writes: RPT's two, and `rlp` (a thought prompt, rewards/rlp.py; the
 #: positions are chosen exactly as for RPT: the proxy's entropy filter, sampled per document).
 BUILD_FORMATS = FORMATS + ("rlp",)
+# Raised when the same settings and inputs would now give other rows, so saved data built before is
+# rebuilt instead of reused. 2: the proxy reads BOS first where the tokenizer adds one, with the
+# model's real (scaled / soft-capped) logits, in eval mode.
+BUILDER_VERSION = 2
 
 
 @dataclass
@@ -81,6 +85,7 @@ class RPTBuildConfig:
         if self.select_by == "entropy":  # data built before select_by existed stays reusable
             settings.pop("select_by")
             settings.pop("min_surprise")
+        settings["builder"] = BUILDER_VERSION
         settings["inputs"] = {"corpus": corpus_fingerprint(self.corpus),
                               "proxy_model": model_fingerprint(self.proxy_model)}
         return settings

@@ -77,3 +77,18 @@ def test_rl_train_never_builds_over_user_files(tmp_path, tiny_model_dir, where):
     line = one_error_line(*run_cli(["train", "--config", str(recipe)]))
     assert line.startswith("error: output_dir (its rpt-data): "), line
     assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
+def test_data_from_an_older_builder_is_rebuilt_not_reused(tmp_path, tiny_model_dir):
+    """Rows built before the proxy read BOS and the model's real logits have the same settings and
+    inputs but other entropies: the builder version in the fingerprint keeps them from being reused."""
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text(json.dumps({"text": DOC}) + "\n")
+    out = tmp_path / "run" / "rpt-data"
+    build_rpt_dataset(_cfg(corpus, tiny_model_dir), out)
+    record = out / "rpt_build.json"
+    saved = json.loads(record.read_text())
+    assert saved["config"].pop("builder") >= 2
+    record.write_text(json.dumps(saved))
+    reuse, why = rpt_reuse_decision(_cfg(corpus, tiny_model_dir), out)
+    assert not reuse and "built by an older rl data rpt (builder 1" in why
