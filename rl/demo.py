@@ -7,8 +7,8 @@ then measures the base model and the trained one on the same units (rl/eval/lear
 * reward on a fixed probe set of training rows (same rows, same number of samples, paired);
 * held-out documents (never trained on), at the RPT positions and at every token, by entropy split
   (the token splits by the proxy's entropy, so the hard split has hundreds of tokens):
-  temperature-fair metrics (greedy top-1; NLL at each model's own temperature fitted on the
-  training rows), sharpening-inclusive ones (expected accuracy of the true token at the sampling
+  temperature-fair metrics (greedy top-1; NLL at each model's own temperature fitted on training
+  data: tokens of training documents, training rows for the RPT positions), sharpening-inclusive ones (expected accuracy of the true token at the sampling
   temperature, NLL at T = 1), and the sharpening share (the base at the temperature where its
   mean entropy equals the trained model's), each with the paired difference and a 95% CI (paired
   bootstrap over documents);
@@ -33,7 +33,9 @@ from pathlib import Path
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "rpt_smollm2_cpu.yaml"
 PROBE_ROWS = 48  # training rows in the probe set
 PROBE_SAMPLES = 16  # completions per probe row, for each model (1-token guesses: cheap)
-CALIBRATION_ROWS = 512  # training rows the calibrated temperature is fitted on (their logits are held)
+CALIBRATION_ROWS = 512  # training rows the RPT positions' calibrated temperature is fitted on (logits held)
+CALIBRATION_TOKENS = 1024  # tokens of training documents the held-out tokens' calibrated temperature is fitted on
+CALIBRATION_DOCUMENTS = 12  # training documents those tokens are spread over (one forward pass each)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -114,8 +116,13 @@ def measure(script_args, training_args, model_args):
     calibration = [dict(train_rows[i]) for i in pick_rows(len(train_rows), CALIBRATION_ROWS)]
     heldout_rows = [dict(r) for r in held_out] if held_out is not None else []
     heldout_ids = {r["doc_id"] for r in heldout_rows}
-    documents = read_corpus(script_args.corpus, text_field=script_args.rpt_text_field, id_field=script_args.rpt_id_field)
+    train_ids = {r.get("doc_id") for r in calibration}  # the calibrated NLL's temperature: training documents
+    documents = [d for d in read_corpus(script_args.corpus, text_field=script_args.rpt_text_field,
+                                        id_field=script_args.rpt_id_field)
+                 if d.doc_id in heldout_ids or d.doc_id in train_ids]
     texts = [d.text for d in documents if d.doc_id in heldout_ids] if heldout_ids else []
+    train_texts = [d.text for d in documents if d.doc_id in train_ids]
+    train_texts = [train_texts[i] for i in pick_rows(len(train_texts), CALIBRATION_DOCUMENTS)]
     funcs = get_reward_funcs(script_args.reward_funcs)
     weights = training_args.reward_weights
     temperature = training_args.temperature
@@ -135,7 +142,8 @@ def measure(script_args, training_args, model_args):
         results[label] = model_values(model, tokenizer, calibration_rows=calibration, heldout_rows=heldout_rows,
                                       texts=texts, temperature=temperature, max_context_tokens=context,
                                       grid=grid if label == "before" else None,
-                                      proxy=proxy_kind if label == "before" and not separate_proxy else None)
+                                      proxy=proxy_kind if label == "before" and not separate_proxy else None,
+                                      calibration_texts=train_texts, calibration_tokens=CALIBRATION_TOKENS)
         results[label]["probe"] = probe_rewards(
             model, tokenizer, probe, funcs, weights, samples=PROBE_SAMPLES,
             max_new_tokens=training_args.max_completion_length, temperature=temperature, top_p=training_args.top_p,

@@ -4,8 +4,11 @@ Every measurement is paired (the same units scored with the base model and the t
 interval is a paired bootstrap over documents (rl/eval/stats.py). Two kinds of metric:
 
 * temperature-fair (a pure change of temperature, logits / c, cannot improve them): greedy top-1,
-  and the calibrated NLL: each model's temperature is fitted to minimise its NLL on the training
-  RPT rows (never held-out data; rl/eval/metrics.py `fit_temperature`) and applied on held-out.
+  and the calibrated NLL: each model's temperature is fitted to minimise its NLL on training data
+  (never held-out data; rl/eval/metrics.py `fit_temperature`) and applied on held-out: for held-out
+  tokens on tokens of training documents, for held-out RPT positions on the training RPT rows. The
+  fitted temperature is treated as fixed: the paired CI does not include its estimation noise, so
+  a small calibration set (a few dozen rows) can move the calibrated NLL by itself.
 * sharpening-inclusive: the probe reward (training rows, `samples` completions each from both
   models with the run's sampling settings and seed, scored with the run's rewards), the expected
   accuracy of the true token at the sampling temperature, and the NLL at T = 1. Sharpening a
@@ -74,9 +77,14 @@ class LearningReport:
                          + _fmt(self.probe, 1.0, ""))
         cal = self.calibration
         if cal.get("before") is not None and cal.get("after") is not None:
-            lines.append(f"temperatures: sampling T={self.temperature:g}; NLL-calibrated T fitted on {cal['units']} "
-                         f"{cal.get('on', 'training RPT positions')} (never held-out): base {cal['before']:.3f}, "
-                         f"trained {cal['after']:.3f}")
+            line = (f"temperatures: sampling T={self.temperature:g}; NLL-calibrated T (never fitted on held-out data) "
+                    f"for held-out tokens, on {cal['units']} {cal.get('on', 'training RPT positions')}: base "
+                    f"{cal['before']:.3f}, trained {cal['after']:.3f}")
+            rows = cal.get("positions") or {}
+            if rows.get("before") is not None and rows.get("after") is not None and rows.get("on") != cal.get("on"):
+                line += (f"; for RPT positions, on {rows['units']} {rows['on']}: base {rows['before']:.3f}, "
+                         f"trained {rows['after']:.3f}")
+            lines.append(line)
         if not (self.token_splits or self.positions):
             return "\n".join(lines)
         lines.append("held-out, base -> trained (diff, 95% CI from a paired bootstrap over documents); "
@@ -230,19 +238,34 @@ def calibration_temperature(model, tokenizer, rows: list[dict], max_context_toke
 
 def model_values(model, tokenizer, *, calibration_rows: list[dict], heldout_rows: list[dict], texts: list[str],
                  temperature: float, max_context_tokens: int | None, grid=None, proxy=None,
-                 window: int = 512) -> dict:
-    """Everything the report needs from one model: its calibrated temperature (fitted on
-    `calibration_rows`), its values at the held-out RPT positions and at every token of `texts`
-    (rl/eval/metrics.py `token_metrics`, with `grid` for the base model's sharpening match and
-    `proxy` = (kind, k) when this model is the proxy whose entropy splits the tokens)."""
-    from rl.eval.metrics import token_metrics
+                 window: int = 512, calibration_texts: list[str] | None = None,
+                 calibration_tokens: int = 1024) -> dict:
+    """Everything the report needs from one model: its calibrated temperatures, its values at the
+    held-out RPT positions and at every token of `texts` (rl/eval/metrics.py `token_metrics`, with
+    `grid` for the base model's sharpening match and `proxy` = (kind, k) when this model is the proxy
+    whose entropy splits the tokens).
+
+    Calibration never sees held-out data: the RPT positions' temperature is fitted on
+    `calibration_rows` (training rows); the tokens' on up to `calibration_tokens` tokens of
+    `calibration_texts` (training documents: the same kind of text as the held-out tokens, where
+    the high-entropy training rows would pick a temperature for hard positions only), or on the
+    rows when no texts are given."""
+    from rl.eval.metrics import fit_temperature, sample_token_logits, token_metrics
 
     t_cal, units = calibration_temperature(model, tokenizer, calibration_rows, max_context_tokens)
+    t_tok, tok_units, tok_on = t_cal, units, "training RPT positions"
+    if calibration_texts:
+        logits, targets = sample_token_logits(model, tokenizer, calibration_texts, max_tokens=calibration_tokens,
+                                              window=window)
+        if len(targets):
+            t_tok, tok_units, tok_on = fit_temperature(logits, targets), int(len(targets)), "training-document tokens"
+        del logits
     return {
         "calibrated_temperature": t_cal, "calibration_units": units,
+        "token_calibrated_temperature": t_tok, "token_calibration_units": tok_units, "token_calibration_on": tok_on,
         "positions": position_values(model, tokenizer, heldout_rows, temperature, max_context_tokens,
                                      calibrated_temperature=t_cal) if heldout_rows else [],
-        "tokens": token_metrics(model, tokenizer, texts, temperature=temperature, calibrated_temperature=t_cal,
+        "tokens": token_metrics(model, tokenizer, texts, temperature=temperature, calibrated_temperature=t_tok,
                                 grid=grid, proxy=proxy, window=window) if texts else [],
         "grid": list(grid) if grid else None,
     }
@@ -355,8 +378,14 @@ def build_report(*, before: dict, after: dict, heldout_rows: list[dict], proxy_e
     `proxy_entropy` arrays."""
     report = LearningReport(temperature=temperature, probe=probe, probe_rows=probe_rows, probe_samples=probe_samples,
                             heldout_documents=len(before["tokens"]))
-    report.calibration = {"before": before["calibrated_temperature"], "after": after["calibrated_temperature"],
-                          "units": min(before["calibration_units"], after["calibration_units"]), "on": calibration_on}
+    report.calibration = {
+        "before": before.get("token_calibrated_temperature", before["calibrated_temperature"]),
+        "after": after.get("token_calibrated_temperature", after["calibrated_temperature"]),
+        "units": min(before.get("token_calibration_units", before["calibration_units"]),
+                     after.get("token_calibration_units", after["calibration_units"])),
+        "on": before.get("token_calibration_on", calibration_on),
+        "positions": {"before": before["calibrated_temperature"], "after": after["calibrated_temperature"],
+                      "units": min(before["calibration_units"], after["calibration_units"]), "on": calibration_on}}
     if heldout_rows:
         report.positions = compare_positions(heldout_rows, before["positions"], after["positions"], seed=seed)
     if before["tokens"]:

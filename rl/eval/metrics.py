@@ -243,6 +243,29 @@ def token_metrics(model, tokenizer, texts: list[str], *, temperature: float = 1.
     return out
 
 
+def sample_token_logits(model, tokenizer, texts: list[str], *, max_tokens: int = 1024, window: int = 512,
+                        batch_size: int = 4) -> tuple:
+    """(logits (N, V) float32, true next-token ids (N,)) at up to `max_tokens` token positions spread
+    evenly over `texts` (teacher-forced, the windows of `token_metrics`): what `fit_temperature`
+    fits a temperature for whole-document tokens on."""
+    import torch
+
+    pieces = _document_pieces(tokenizer, texts, window)
+    total = sum(len(p) - 1 for _, _, p in pieces)
+    stride = max(1, -(-total // max_tokens)) if total else 1
+    rows, targets, seen = [], [], 0
+    for _, _, piece, logits in _window_logits(model, tokenizer, pieces, batch_size):
+        n = len(piece) - 1
+        keep = [j for j in range(n) if (seen + j) % stride == 0]
+        seen += n
+        if keep:
+            rows.append(logits[keep].cpu())
+            targets.extend(piece[j + 1] for j in keep)
+    if not rows:
+        return torch.zeros((0, 0)), torch.zeros((0,), dtype=torch.long)
+    return torch.cat(rows), torch.tensor(targets, dtype=torch.long)
+
+
 def document_metrics(model, tokenizer, texts: list[str], *, temperature: float = 1.0, window: int = 512,
                      batch_size: int = 4, progress=None) -> list[dict]:
     """Per document: tokens scored and the sums of expected accuracy at `temperature`, top-1 and NLL

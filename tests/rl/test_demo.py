@@ -36,7 +36,8 @@ def test_demo_trains_measures_and_prints_the_learning_line(tmp_path, tiny_model_
     assert tokens["units"] > 0 and tokens["ci95"][0] <= tokens["diff"] <= tokens["ci95"][1]
     assert set(summary["heldout_positions"]["all"]) == {"expected", "top1", "nll", "nll_cal"}
     cal = summary["calibration"]
-    assert cal["before"] > 0 and cal["after"] > 0 and cal["units"] > 0
+    assert cal["before"] > 0 and cal["after"] > 0 and cal["units"] > 0 and cal["on"] == "training-document tokens"
+    assert cal["positions"]["before"] > 0 and cal["positions"]["units"] > 0
     splits = summary["heldout_token_splits"]
     assert splits["all"]["count"] == tokens["units"] and set(splits["all"]["metrics"]) == {"top1", "nll_cal",
                                                                                              "expected", "nll"}

@@ -145,9 +145,10 @@ def _fit_by_bisection(logits, sets):
     return 1 / math.sqrt(lo * hi)
 
 
-def _direct(model, tokenizer, cal_rows, texts, table):
-    """Calibrated T on the calibration rows, then per held-out token top-1, NLL at that T and the
-    renormalised top-16 entropy, each from one plain forward over the whole document."""
+def _direct(model, tokenizer, cal_rows, texts, table, cal_texts):
+    """Calibrated T on the calibration rows (RPT positions) and on every token of `cal_texts` (held-out
+    tokens), then per held-out token top-1, NLL at that T and the renormalised top-16 entropy, each
+    from one plain forward over the whole document."""
     contexts, sets = [], []
     for row in cal_rows:
         ids = table.get(row["continuation"].encode("utf-8")[: row["boundaries"][0]], [])
@@ -157,6 +158,13 @@ def _direct(model, tokenizer, cal_rows, texts, table):
     with torch.no_grad():
         logits = torch.stack([model(torch.tensor([c])).logits[0, -1].float() for c in contexts])
     t_cal = _fit_by_bisection(logits, sets)
+    tok_logits, tok_sets = [], []
+    for text in cal_texts:
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            tok_logits.append(model(torch.tensor([ids])).logits[0, :-1].float())
+        tok_sets += [[i] for i in ids[1:]]
+    t_tok = _fit_by_bisection(torch.cat(tok_logits), tok_sets)
     docs = []
     for text in texts:
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -165,9 +173,9 @@ def _direct(model, tokenizer, cal_rows, texts, table):
         target = torch.tensor(ids[1:])
         top = torch.softmax(torch.topk(z, 16, dim=-1).values, -1)
         docs.append({"top1": (z.argmax(-1) == target).double(),
-                     "nll_cal": -torch.log_softmax(z / t_cal, -1).gather(1, target[:, None])[:, 0],
+                     "nll_cal": -torch.log_softmax(z / t_tok, -1).gather(1, target[:, None])[:, 0],
                      "proxy": -(top * top.log()).sum(-1)})
-    return t_cal, docs
+    return t_cal, docs, t_tok
 
 
 @pytest.mark.slow
@@ -188,16 +196,19 @@ def test_an_independent_recomputation_from_the_saved_models_agrees(tiny_model_di
         values[label] = model_values(models[label], tokenizer, calibration_rows=cal_rows, heldout_rows=held_rows,
                                      texts=texts, temperature=0.8, max_context_tokens=64,
                                      grid=temperature_grid(0.8) if label == "before" else None,
-                                     proxy=("topk", 16) if label == "before" else None)
+                                     proxy=("topk", 16) if label == "before" else None,
+                                     calibration_texts=DOCS[:2])
     report = build_report(before=values["before"], after=values["after"], heldout_rows=held_rows,
                           proxy_entropy=None, temperature=0.8, probe=paired_bootstrap([0.1, 0.2], [0.2, 0.2]),
                           probe_rows=2, probe_samples=1)
     assert LINE.match(learning_line(report)), learning_line(report)
 
     table = _first_token_ids(tokenizer)
-    direct = {label: _direct(models[label], tokenizer, cal_rows, texts, table) for label in paths}
+    direct = {label: _direct(models[label], tokenizer, cal_rows, texts, table, DOCS[:2]) for label in paths}
     for label in paths:
         assert values[label]["calibrated_temperature"] == pytest.approx(direct[label][0], rel=1e-4)
+        assert values[label]["token_calibrated_temperature"] == pytest.approx(direct[label][2], rel=1e-4)
+        assert values[label]["token_calibration_on"] == "training-document tokens"
         assert values[label]["calibration_units"] == sum(
             1 for r in cal_rows if table.get(r["continuation"].encode()[: r["boundaries"][0]]))
     proxy = [d["proxy"] for d in direct["before"][1]]

@@ -100,3 +100,25 @@ def test_target_sets_pads_and_masks():
     index, mask = target_sets([[3], [], [1, 2]])
     assert index.tolist() == [[3, 0], [0, 0], [1, 2]]
     assert mask.tolist() == [[True, False], [False, False], [True, True]]
+
+
+def test_sample_token_logits_spreads_at_most_max_tokens_over_the_documents(tiny_model_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from rl.eval.metrics import sample_token_logits
+
+    model, tok = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval(), AutoTokenizer.from_pretrained(tiny_model_dir)
+    texts = ["one two three four five six seven eight nine ten", "a b c d e f g h"]
+    ids = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+    flat = [(d, j) for d, seq in enumerate(ids) for j in range(len(seq) - 1)]  # (document, predicting position)
+    logits, targets = sample_token_logits(model, tok, texts, max_tokens=5)
+    stride = -(-len(flat) // 5)
+    picked = flat[::stride]
+    assert len(targets) == len(picked) <= 5
+    for row, (d, j) in enumerate(picked):
+        with torch.no_grad():
+            ref = model(torch.tensor([ids[d]])).logits[0, j].float()
+        assert int(targets[row]) == ids[d][j + 1]
+        assert torch.allclose(logits[row], ref, atol=1e-4)
+    everything, all_targets = sample_token_logits(model, tok, texts, max_tokens=10_000)
+    assert len(all_targets) == len(flat)
