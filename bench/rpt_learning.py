@@ -7,8 +7,8 @@ seed of a setting trains on the same rows). Each run's demo_summary.json gives t
 before/after differences with their 95% CIs (paired bootstrap over held-out documents,
 rl/eval/learning_report.py), and the table prints per setting and seed:
 
-* temperature-fair: greedy top-1 and calibrated NLL (each model's temperature fitted on the
-  training rows) on the hard split of all held-out tokens (proxy entropy > 1.5) and on all tokens;
+* temperature-fair: greedy top-1 and calibrated NLL (each model's temperature fitted on tokens of
+  training documents) on the hard split of all held-out tokens (proxy entropy > 1.5) and on all tokens;
 * sharpening-inclusive: expected accuracy at the sampling temperature, probe reward;
 * wall time of the run.
 
