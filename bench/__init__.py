@@ -6,8 +6,7 @@ what they share as modules (`bench.peak_memory`, `bench.forking_learning`, `benc
 `tests.tiny_models`), with no `sys.path` edits, so `python bench/NAME.py` does not find them.
 
 A bench is a module here with a `__main__` block; the others are shared helpers (`peak_memory`,
-`forking_agreement`, `demo_runs`, `smoke`). Every bench has a `--smoke` mode (rpt_learning.py's is
-due with its rewrite; the smoke test expects it to fail until then): a tiny local model
+`forking_agreement`, `demo_runs`, `smoke`). Every bench has a `--smoke` mode: a tiny local model
 (bench/smoke.py) or the bench's own toy shapes, no builtin model, no network, seconds; it runs the
 bench's real code path end to end and prints the normal output, down to the same last line.
 tests/bench/test_bench_smoke.py runs every bench's `--smoke` (marked slow; CI runs it), so a bench

@@ -57,9 +57,7 @@ LAST_LINE = {
 
 # Benches whose --smoke has not landed yet, each with why: expected to fail, strictly (the day it passes,
 # this test fails until the entry is removed).
-PENDING = {
-    "rpt_learning": "bench/rpt_learning.py is being rewritten (issue 24); its --smoke lands with the rewrite",
-}
+PENDING: dict[str, str] = {}
 
 
 def bench_params() -> list:
