@@ -300,9 +300,16 @@ def prompt_text(tokenizer, prompt) -> tuple[str, bool]:
     return prompt, False
 
 
+def _until_stop(ids: list[int], pad_id: int, eos_id: int | None) -> list[int]:
+    """A generated row up to its first EOS or pad (generate pads finished rows)."""
+    stop = {pad_id, eos_id} - {None}
+    return ids[:next((i for i, t in enumerate(ids) if t in stop), len(ids))]
+
+
 def _run_reasoning(model, tokenizer, rows, batch_size, samples, pass_k, max_new_tokens, temperature, progress):
     from rewards.rpt import extract_prediction, rpt_reward
     from rl.eval.scoring import scoring, text_prefix
+    from rl.train.decoding import in_context_texts
 
     device = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -320,7 +327,11 @@ def _run_reasoning(model, tokenizer, rows, batch_size, samples, pass_k, max_new_
             ids, mask, _ = left_pad([seqs[i] for i in chunk], pad_id, device)
             out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
                                  num_return_sequences=samples, pad_token_id=pad_id, **sampling)
-            texts = tokenizer.batch_decode(out[:, ids.shape[1]:], skip_special_tokens=True)
+            # the text each completion adds after its prompt, as the trainer gives rewards (rl/train/decoding.py):
+            # decoded alone, a SentencePiece first token loses its space and clean-up rewrites " ." to "."
+            texts = in_context_texts(tokenizer, [seqs[i] for i in chunk for _ in range(samples)],
+                                     [_until_stop(row, pad_id, tokenizer.eos_token_id)
+                                      for row in out[:, ids.shape[1]:].tolist()])
             for j, i in enumerate(chunk):
                 row, comps = rows[i], texts[j * samples:(j + 1) * samples]
                 rewards = rpt_reward(comps, continuation=[row["continuation"]] * samples,

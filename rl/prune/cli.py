@@ -200,6 +200,7 @@ def _check_sampling(args, sampling, fields, policy_path, model_path, tok, max_le
     from transformers import AutoConfig, AutoTokenizer
 
     from rewards import get_reward_func
+    from rl.eval.scoring import text_prefix
     from rl.prune.pruner import PROMPT_TEMPLATE
     from rl.prune.samples import check_reward_columns
 
@@ -221,7 +222,7 @@ def _check_sampling(args, sampling, fields, policy_path, model_path, tok, max_le
     for who, t, limit, prefix in (("--policy", policy_tok, policy_len, sampling.prefix), ("--model", tok, max_len, "")):
         for q in questions:
             prompt = prefix + PROMPT_TEMPLATE.format(question=q.question.strip())
-            n = len(t(prompt, add_special_tokens=False)["input_ids"])
+            n = len(text_prefix(t)) + len(t(prompt, add_special_tokens=False)["input_ids"])  # BOS counts
             if limit and n + args.max_new_tokens > limit:
                 raise UserError(f"row {q.id}: its prompt ({n} tokens) + --max-new-tokens {args.max_new_tokens} is "
                                 f"longer than the {who} context of {limit}; lower --max-new-tokens")

@@ -113,11 +113,13 @@ def draw(policy, tokenizer, question: str, settings: SampleSettings) -> list[tup
     its space with `clean_up_tokenization_spaces`."""
     from transformers import StoppingCriteriaList
 
+    from rl.eval.scoring import text_prefix
     from rl.train.decoding import in_context_texts
 
-    enc = tokenizer(policy_prompt(question, settings), return_tensors="pt", add_special_tokens=False)
-    plen = enc["input_ids"].shape[1]
-    prompt_ids = enc["input_ids"][0].tolist()
+    # as the model read text in training: BOS first where the tokenizer adds one, never an appended EOS
+    prompt_ids = text_prefix(tokenizer) + tokenizer(policy_prompt(question, settings), add_special_tokens=False)["input_ids"]
+    enc = {"input_ids": torch.tensor([prompt_ids]), "attention_mask": torch.ones(1, len(prompt_ids), dtype=torch.long)}
+    plen = len(prompt_ids)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     out = []
     left = settings.samples

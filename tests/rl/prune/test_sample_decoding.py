@@ -28,8 +28,12 @@ def test_sampled_completions_are_the_text_after_the_prompt(tmp_path, matrix_root
     policy = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
     tok = AutoTokenizer.from_pretrained(path)
 
+    prompts_seen = []
+    generate = policy.generate
+    policy.generate = lambda **kw: prompts_seen.append(kw["input_ids"][0].tolist()) or generate(**kw)
     drawn = draw(policy, tok, "What is 2+3?", settings)
     assert drawn == [(WRITTEN, full[len(head):])] * 2  # decoded alone: "the sum is"
+    assert prompts_seen == [[tok.bos_token_id] + head]  # the policy reads BOS first, as in training
 
     seen = []
 
