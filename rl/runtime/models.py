@@ -44,8 +44,8 @@ def check_not_adapter(model_path: str, field: str = "model_name_or_path") -> Non
     base = lora_base(model_path)
     if base is not None:
         raise UserError(f"{field}: {model_path} is a LoRA adapter (adapter_config.json, base {base}), not a full "
-                        "model; merge it into its base first (peft: merge_and_unload(), then save_pretrained) and "
-                        f"give that directory, or set {field} to the base model")
+                        f"model; merge it into its base first (`rl merge {model_path} -o MERGED_DIR`) and give that directory, "
+                        f"or set {field} to the base model")
 
 
 def check_tokenizer_files(model_path: str, field: str = "model_name_or_path") -> None:
