@@ -7,10 +7,11 @@ runs it. The selected runs start together, as many at a time as there are CPUs (
 each), and each test waits for its own, so the whole set costs about its CPU time over the cores.
 
 Measured 2026-12-07 (one at a time, CPU seconds including child processes): rpt_select_by 58 (three
-demo runs), rlp_vs_rpt 39 (two `rl train` runs), forking_mask 39 (two row children), prune_sft 20,
-forking_learning 18, rpt_signal 9, next_token_eval 9, rlp_cost 9, prune_speed 8, forking_head_memory 5:
-212 s in all, mostly importing torch/transformers/TRL once per process, so about 2 minutes on an idle
-2-core machine (5 min 40 s for this test on a shared one at load 4-6).
+demo runs), rpt_learning 49 (one demo run), rlp_vs_rpt 39 (two `rl train` runs), forking_mask 39 (two
+row children), prune_sft 20, forking_learning 18, rpt_signal 9, next_token_eval 9, rlp_cost 9,
+prune_speed 8, forking_head_memory 5: 261 s in all, mostly importing torch/transformers/TRL once per
+process and the demo's measurement, so about 2 minutes 15 s on an idle 2-core machine (8 min 11 s for
+this test on a shared one at load 3-5).
 """
 
 from __future__ import annotations
