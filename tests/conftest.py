@@ -61,3 +61,18 @@ def matrix_model_dir(request, tmp_path_factory, matrix_root) -> Path:
     `matrix_model_dir.name` starts with the kind."""
     path = tmp_path_factory.mktemp(f"{request.param}-model")
     return build_matrix_model(path, request.param, matrix_root)
+
+
+@pytest.fixture
+def matrix_scorer(matrix_model_dir):
+    """(kind, model, tokenizer) per matrix kind: the tiny model with its final norm x5, so its
+    next-token distributions are not near-uniform (entropies and surprisal that tell positions apart)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tests.tokenizer_matrix import kind_of
+
+    model = AutoModelForCausalLM.from_pretrained(matrix_model_dir).eval()
+    with torch.no_grad():
+        model.model.norm.weight.mul_(5.0)
+    return kind_of(matrix_model_dir), model, AutoTokenizer.from_pretrained(matrix_model_dir)

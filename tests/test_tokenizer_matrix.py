@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.tokenizer_matrix import MATRIX_TEXTS
+from tests.tokenizer_matrix import ADDS_BOS, MATRIX_TEXTS
 
 
 def test_every_kind_round_trips_the_matrix_texts_up_to_its_space_cleanup(matrix_tokenizer_kind):
@@ -29,7 +29,7 @@ def test_decoding_a_completion_alone_strips_its_leading_space_where_the_real_one
     assert (alone == completion.lstrip()) if strips else (alone == completion), (kind, alone)
 
 
-@pytest.mark.parametrize("kind,adds_bos", [("bpe", False), ("sentencepiece", True), ("cleanup", False), ("bos_bpe", True)])
+@pytest.mark.parametrize("kind,adds_bos", ADDS_BOS.items())
 def test_bos_is_added_by_default_where_the_family_does(matrix_root, kind, adds_bos):
     from tests.tokenizer_matrix import matrix_tokenizer
 

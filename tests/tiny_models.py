@@ -26,13 +26,22 @@ def gpt2_tokenizer():
 
 def build_tiny_model(path: Path, chat_template: bool = True, hidden_size: int = 64, layers: int = 2, seed: int = 0):
     """Save a randomly initialised 2-layer Qwen2 model plus tokenizer to `path`; returns the path."""
-    import torch
-    from transformers import AutoModelForCausalLM, Qwen2Config
+    from transformers import Qwen2Config
 
-    tok = gpt2_tokenizer()
+    return save_tiny_model(path, gpt2_tokenizer(), Qwen2Config, chat_template=chat_template,
+                           hidden_size=hidden_size, layers=layers, seed=seed)
+
+
+def save_tiny_model(path: Path, tok, config_class, chat_template: bool = False, hidden_size: int = 64,
+                    layers: int = 2, seed: int = 0) -> Path:
+    """Save a randomly initialised `config_class` model of `layers` layers for tokenizer `tok` (its
+    vocabulary, BOS/EOS/pad; the ChatML template when `chat_template`) plus the tokenizer to `path`."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
     if chat_template:
         tok.chat_template = CHATML_TEMPLATE
-    config = Qwen2Config(
+    config = config_class(
         vocab_size=len(tok),
         hidden_size=hidden_size,
         intermediate_size=hidden_size * 2,

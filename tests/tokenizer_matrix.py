@@ -21,6 +21,13 @@ from functools import lru_cache
 from pathlib import Path
 
 TOKENIZER_KINDS = ("bpe", "sentencepiece", "cleanup", "bos_bpe")
+# Whether each kind puts BOS before text when it encodes with its defaults (the model's view of text).
+ADDS_BOS = {"bpe": False, "sentencepiece": True, "cleanup": False, "bos_bpe": True}
+
+
+def kind_of(model_dir) -> str:
+    """The matrix kind of a `matrix_model_dir` (its directory name starts with the kind)."""
+    return next(k for k in sorted(TOKENIZER_KINDS, key=len, reverse=True) if Path(model_dir).name.startswith(k))
 
 # Text that exercises what differs between the families: leading spaces, punctuation after a space,
 # contractions, accented Latin letters (in vocabulary), CJK and emoji (byte fallback in the
@@ -151,23 +158,9 @@ def build_matrix_model(path: Path | str, kind: str, root: Path | str, chat_templ
     (rebuilt from vocab and merges with Qwen's byte-level pipeline), whatever tokenizer.json says, so
     `AutoTokenizer.from_pretrained(path)` would not be the kind; a `llama` directory loads its
     tokenizer.json as saved."""
-    import torch
-    from transformers import AutoModelForCausalLM, LlamaConfig
+    from transformers import LlamaConfig
 
-    from tests.tiny_models import CHATML_TEMPLATE
+    from tests.tiny_models import save_tiny_model
 
-    tok = matrix_tokenizer(kind, root)
-    if chat_template:
-        tok.chat_template = CHATML_TEMPLATE
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=hidden_size, intermediate_size=hidden_size * 2,
-                         num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
-                         max_position_embeddings=2048, tie_word_embeddings=True, bos_token_id=tok.bos_token_id,
-                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(config)
-    model.generation_config.pad_token_id = tok.pad_token_id
-    model.generation_config.eos_token_id = tok.eos_token_id
-    path = Path(path)
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
+    return save_tiny_model(path, matrix_tokenizer(kind, root), LlamaConfig, chat_template=chat_template,
+                           hidden_size=hidden_size, layers=layers, seed=seed)

@@ -13,24 +13,7 @@ import torch
 
 from rl.data.corpus import Document
 from rl.data.rpt import BuildSummary, RPTBuildConfig, iter_rpt_rows
-from tests.tokenizer_matrix import MATRIX_TEXTS
-
-ADDS_BOS = {"bpe": False, "sentencepiece": True, "cleanup": False, "bos_bpe": True}
-
-
-def kind_of(model_dir) -> str:
-    return next(k for k in sorted(ADDS_BOS, key=len, reverse=True) if model_dir.name.startswith(k))
-
-
-@pytest.fixture
-def proxy(matrix_model_dir):
-    """(kind, model, tokenizer): the matrix model with its final norm x5 (a random model is near-uniform)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    model = AutoModelForCausalLM.from_pretrained(matrix_model_dir).eval()
-    with torch.no_grad():
-        model.model.norm.weight.mul_(5.0)
-    return kind_of(matrix_model_dir), model, AutoTokenizer.from_pretrained(matrix_model_dir)
+from tests.tokenizer_matrix import ADDS_BOS, MATRIX_TEXTS
 
 
 def _prefix(kind, tok):
@@ -70,8 +53,8 @@ def _check_row(row, text, ids, tok):
         assert b in ends, f"boundary {b} is not where a target token ends"
 
 
-def test_proxy_entropies_match_a_direct_forward_over_the_models_view(proxy):
-    kind, model, tok = proxy
+def test_proxy_entropies_match_a_direct_forward_over_the_models_view(matrix_scorer):
+    kind, model, tok = matrix_scorer
     docs = [Document(doc_id=str(i), text=t) for i, t in enumerate(MATRIX_TEXTS)]
     rows = list(iter_rpt_rows(_cfg(), model, tok, docs, BuildSummary()))
     prefix = _prefix(kind, tok)
@@ -90,10 +73,10 @@ def test_proxy_entropies_match_a_direct_forward_over_the_models_view(proxy):
     assert len(seen) == len(rows)
 
 
-def test_windows_keep_the_prefix(proxy):
+def test_windows_keep_the_prefix(matrix_scorer):
     """Windowed scoring: every window starts with the tokenizer's prefix; positions of the first window
     equal the whole-document forward, every entropy is finite."""
-    kind, model, tok = proxy
+    kind, model, tok = matrix_scorer
     text = " ".join(MATRIX_TEXTS)
     rows = list(iter_rpt_rows(_cfg(window_tokens=8), model, tok, [Document("d", text)], BuildSummary()))
     prefix = _prefix(kind, tok)
@@ -110,10 +93,10 @@ def test_windows_keep_the_prefix(proxy):
     assert checked >= 3 and len(rows) > 40
 
 
-def test_rl_data_rpt_command_over_the_matrix(proxy, matrix_model_dir, tmp_path):
+def test_rl_data_rpt_command_over_the_matrix(matrix_scorer, matrix_model_dir, tmp_path):
     from rl.cli import main
 
-    kind, model, tok = proxy
+    kind, model, tok = matrix_scorer
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text("".join(json.dumps({"text": t}) + "\n" for t in MATRIX_TEXTS), encoding="utf-8")
     out = tmp_path / "rpt"

@@ -12,18 +12,7 @@ import pytest
 import torch
 
 from rl.data.corpus import Document
-from tests.rl.data.test_rpt_matrix import ADDS_BOS, kind_of
-from tests.tokenizer_matrix import MATRIX_TEXTS
-
-
-@pytest.fixture
-def scored(matrix_model_dir):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    model = AutoModelForCausalLM.from_pretrained(matrix_model_dir).eval()
-    with torch.no_grad():
-        model.model.norm.weight.mul_(5.0)
-    return kind_of(matrix_model_dir), model, AutoTokenizer.from_pretrained(matrix_model_dir)
+from tests.tokenizer_matrix import ADDS_BOS, MATRIX_TEXTS, kind_of
 
 
 def _view(kind, tok, text):
@@ -40,11 +29,11 @@ def _docs():
     return [Document(doc_id=str(i), text=t) for i, t in enumerate(MATRIX_TEXTS)]
 
 
-def test_profile_and_bits_scores_equal_a_direct_forward(scored):
+def test_profile_and_bits_scores_equal_a_direct_forward(matrix_scorer):
     from rl.eval.patch_report import score_documents
     from rl.eval.profile import corpus_entropies
 
-    kind, model, tok = scored
+    kind, model, tok = matrix_scorer
     ents, token_ids, n = corpus_entropies(model, tok, _docs(), window_tokens=256, progress=False)[:3]
     docs = score_documents(model, tok, _docs(), window_tokens=256, progress=False)
     want_ent, want_ids = [], []
@@ -65,10 +54,10 @@ def test_profile_and_bits_scores_equal_a_direct_forward(scored):
     assert ents == pytest.approx(want_ent, abs=1e-4)
 
 
-def test_generated_pieces_reassemble_the_completion(scored):
+def test_generated_pieces_reassemble_the_completion(matrix_scorer):
     from rl.eval.patch_report import generated_documents
 
-    kind, model, tok = scored
+    kind, model, tok = matrix_scorer
     docs = generated_documents(model, tok, ["Über café: 東京", "The quick brown"], max_new_tokens=12, temperature=1.0,
                                progress=False)
     for d in docs:
@@ -76,19 +65,19 @@ def test_generated_pieces_reassemble_the_completion(scored):
         assert all(math.isfinite(x) for x in d["entropy"])
 
 
-def test_single_token_texts_keep_their_leading_space(scored):
+def test_single_token_texts_keep_their_leading_space(matrix_scorer):
     from rl.eval.scoring import token_texts
 
-    kind, model, tok = scored
+    kind, model, tok = matrix_scorer
     for text in (MATRIX_TEXTS[0], MATRIX_TEXTS[3]):  # whole-character tokens only
         _, ids, offsets = _view(kind, tok, text)
         assert "".join(token_texts(tok, ids[1:])) == text[offsets[1][0]:]
 
 
-def test_document_metrics_see_the_bos(scored):
+def test_document_metrics_see_the_bos(matrix_scorer):
     from rl.eval.metrics import document_metrics
 
-    kind, model, tok = scored
+    kind, model, tok = matrix_scorer
     sums = document_metrics(model, tok, list(MATRIX_TEXTS), window=256)
     for text, m in zip(MATRIX_TEXTS, sums):
         prefix, ids, _ = _view(kind, tok, text)
@@ -97,14 +86,14 @@ def test_document_metrics_see_the_bos(scored):
         assert m["tokens"] == len(ids) - 1 and m["nll"] == pytest.approx(nll, abs=1e-3)
 
 
-def test_next_token_eval_scores_the_true_first_token(scored):
+def test_next_token_eval_scores_the_true_first_token(matrix_scorer):
     """Rows built from the matrix documents: the standard mode's NLL is -log p(first target token) of a
     direct forward over the model's view of the context, for every row whose first target token is
     whole characters (SentencePiece `▁word` tokens included), and the prediction is the argmax token's text."""
     from rl.data.rpt import BuildSummary, RPTBuildConfig, iter_rpt_rows
     from rl.eval.next_token import evaluate_next_token
 
-    kind, model, tok = scored
+    kind, model, tok = matrix_scorer
     cfg = RPTBuildConfig(corpus="-", proxy_model="-", entropy="full", min_entropy=0.0, max_per_doc=1000,
                          min_context_tokens=1, window_tokens=256, continuation_tokens=3, prompt_template="{context}",
                          format="completion")

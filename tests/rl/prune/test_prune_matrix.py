@@ -12,7 +12,7 @@ import torch
 
 from rl.prune.pruner import PROMPT_TEMPLATE, SEP, encode, score_kept
 from tests.kit import write_jsonl
-from tests.rl.data.test_rpt_matrix import ADDS_BOS, kind_of
+from tests.tokenizer_matrix import ADDS_BOS, kind_of
 
 ROWS = [
     {"question": "What is 3+4?", "reasoning": "Über café: 東京 is big 😀, so 3 + 4 = 7.", "answer": "7"},
