@@ -29,8 +29,9 @@ about 2.5 hours; `--settings` and `--confirm` cut it to ~90 minutes); it has NOT
 Measured cost of one short run (2 steps, 8 documents) on this 2-core machine while shared with other
 jobs (load ~10, run at nice 19): 17 min, of which 2 training steps ~280 s; the demo-sized runs of the
 search were not timed here. `--quick` is smaller still (1 step, 12 documents, half held out): 264 s
-here at nice 19 with the machine lightly loaded, hard top-1 -0.76 pts [-1.30, -0.29] after that one step
-(one seed, a reading of the machinery, not a result).
+(load ~2) to 666 s (load ~4.5) here at nice 19; after that one step, hard top-1 -0.76 pts
+[-1.30, -0.29] and hard calibrated NLL +0.001 [-0.001, +0.002] (one seed: a reading of the machinery,
+not a result).
 
 `--proxy PATH` adds a `sharper-proxy` setting (rows chosen by another proxy model; only one model is
 built in). Extra recipe overrides after `--` apply to every run. The last line is
