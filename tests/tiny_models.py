@@ -24,6 +24,19 @@ def gpt2_tokenizer():
     return tok
 
 
+def gpt2_byte_decoder() -> dict[str, int]:
+    """GPT-2's byte-to-unicode table, inverted (token characters → raw bytes)."""
+    bs = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return {chr(c): b for b, c in zip(bs, cs)}
+
+
 def build_tiny_model(path: Path, chat_template: bool = True, hidden_size: int = 64, layers: int = 2, seed: int = 0):
     """Save a randomly initialised 2-layer Qwen2 model plus tokenizer to `path`; returns the path."""
     from transformers import Qwen2Config

@@ -260,24 +260,11 @@ def test_property_prefix_scores_one_iff_it_ends_on_a_boundary(case, data):
         assert prefix_match_reward(good + other, text, bounds) == 0.0
 
 
-def _gpt2_byte_decoder() -> dict[str, int]:
-    """GPT-2's byte-to-unicode table, inverted (token characters → raw bytes)."""
-    bs = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return {chr(c): b for b, c in zip(bs, cs)}
-
-
 @pytest.fixture(scope="module")
 def gpt2():
-    from tests.tiny_models import gpt2_tokenizer
+    from tests.tiny_models import gpt2_byte_decoder, gpt2_tokenizer
 
-    return gpt2_tokenizer(), _gpt2_byte_decoder()
+    return gpt2_tokenizer(), gpt2_byte_decoder()
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

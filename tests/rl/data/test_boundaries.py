@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from rewards.rpt import rpt_reward
 from rl.data.boundaries import CutResult, ends_on_whole_char, split_at_token, token_byte_boundaries
+from tests.tiny_models import gpt2_byte_decoder
 
 
 def score(answer: str, cut: CutResult, prefix: str = "") -> float:
@@ -23,21 +24,7 @@ def score(answer: str, cut: CutResult, prefix: str = "") -> float:
 
 # ---------------------------------------------------------------- tokenizers and their token bytes
 
-
-def _gpt2_byte_decoder() -> dict[str, int]:
-    """GPT-2's byte-to-unicode table, inverted (token characters → raw bytes)."""
-    bs = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return {chr(c): b for b, c in zip(bs, cs)}
-
-
-_BYTE_DECODER = _gpt2_byte_decoder()
+_BYTE_DECODER = gpt2_byte_decoder()
 _BYTE_TOKEN = re.compile(r"<0x([0-9A-F]{2})>")
 
 _CORPUS = [
