@@ -46,62 +46,16 @@ Processes: each (shape, vocab) row runs in two fresh child processes, one for ti
 memory, so no row inherits another's heap. The timing child builds the model, samples, saves both,
 and times the steps under glibc's default allocator.
 
-Memory method: peak resident memory of the process above what it held when the step began. At
-`on_step_begin` the bench collects garbage, calls glibc `malloc_trim(0)`, reads VmRSS and resets
-the kernel's peak-RSS counter (writing 5 to /proc/self/clear_refs); at `on_step_end` it reads
-VmHWM (exact peak; covers torch's CPU allocator and BLAS workspaces). Where clear_refs is not
-writable it falls back to a psutil thread sampling RSS every millisecond. Under glibc's defaults
-that peak also counts memory the heap kept from earlier frees (the `rss MiB` column of the timed
-steps: it hid most of the difference). The `peak MiB` column, and the ratios, come from the memory
-child: before anything is allocated it sets glibc's mmap and trim thresholds to 64 KiB (`mallopt`),
-so every large tensor is its own mapping, returned to the OS when freed; one warm-up step each,
-then the second step's peak. That is the peak of live memory, what `torch.cuda.max_memory_allocated`
-reports on a GPU (checked against torch's memory profiler on the SmolLM2 row: 2,392 vs 2,385 MiB
-for TRL, 1,867 vs 1,863 MiB for ours before the in-place head gradient).
+Memory method: the `peak MiB` column is the peak of live memory, from a child whose large allocations
+are unmapped on free (docs/bench/forking_mask.md says how, and why RSS under glibc's defaults is not).
 
 Entropy agreement (`--agreement`, default on): the real builtin SmolLM2-135M-Instruct samples 8 x 64
 tokens with transformers `generate` (top-k 50, T 0.7) with the recorder in place, then a plain
 training-time forward of the finished batch (LM head in float32) gives the same entropies: the
 bench prints their max / mean absolute difference and the overlap of the top-20% sets.
 
-Measured 2026-12-06 (defaults: full lengths, 2 repeats, one thread; the other core ran
-bench/forking_learning.py during the toy rows, then was idle; 1,029 s):
-
-  shape          vocab    T   time TRL / ours   speedup   peak MiB TRL / ours   mem ratio   (rss ratio)
-  toy            50,257  512   9.41 /  1.89      4.97x       2,195 /    64        0.03        (0.05)
-  toy           151,936  512  27.18 /  6.44      4.22x       2,245 /   121        0.05        (0.09)
-  smollm2-135m   49,152  128  12.08 /  8.94      1.35x       1,937 / 1,278        0.66        (0.77)
-  smollm2-135m  151,936  128  19.25 / 12.15      1.58x       2,389 / 1,533        0.64        (0.78)
-  qwen3-0.6b    151,936   64  25.83 / 20.73      1.25x       4,180 / 3,339        0.80        (0.87)
-
-Last line `realistic: min_speedup=1.25 max_memory_ratio=0.80`. With `--gradient-checkpointing`
-(TRL's default; realistic rows, quiet machine, 868 s): SmolLM2 1.32x at 0.51 (49,152: 1,220 / 624
-MiB) and 1.78x at 0.64 (151,936: 1,673 / 1,076 MiB), Qwen3-0.6B 1.31x at 0.83 (3,464 / 2,871 MiB);
-last line `realistic: min_speedup=1.31 max_memory_ratio=0.83`.
-
-Entropy agreement on the real
-SmolLM2 (134 tokens): max |dH| 1.9e-5 nats, mean 2.5e-6, identical top-20% sets. Where the memory
-goes (per-phase RSS of the SmolLM2 row at 151,936, large allocations unmapped): both peak in the
-second micro-batch, over the first one's parameter gradients (742 MiB). TRL's peak is in that
-backward, where its head holds a (vocab, hidden) float32 weight gradient (334 MiB) until the tied
-embedding's gradient arrives plus its CPU tiles; ours peaks at the end of that forward (gradients +
-backbone activations), the head adding its weight gradient into `.grad` in place
-(rl/train/selective_head.py). The Qwen3-0.6B row's floor is its own gradients: its 596 M parameters
-are 2,274 MiB of float32 gradients in both peaks, and ours (3,339 MiB) is those plus one
-micro-batch's backbone activations, which TRL holds too; what TRL's head added (841 MiB) is all a
-mask on the head can remove (with gradient checkpointing: 2,274 of ours' 2,871 MiB, 593 removed).
-So the issue's <= 0.7 at 151,936 holds on the SmolLM2 shape (0.64) and not on Qwen3-0.6B full
-fine-tuning (0.80, 0.83 with checkpointing). The first table above was also measured with the
-unfused `adamw_torch` (same peaks without checkpointing: 0.66 / 0.64 / 0.80 at 1.36x / 1.55x /
-1.21x); with checkpointing the unfused step's temporaries were ours' peak (0.84 at 151,936).
-
-An earlier reading (2026-12-05, `--quick` lengths, before the in-place head gradient and with RSS
-peaks under glibc's defaults): SmolLM2 0.91x / 0.90 (49,152) and 1.11x / 1.01 (151,936), Qwen3
-0.87x / 0.96. The earlier loaded-machine reading and the memory cause of the 1.13x regression:
-bench/forking_head_memory.py.
-
-Threads: one torch intra-op thread by default (`--threads 2` uses both cores); on a shared 2-core
-machine two OpenMP threads made step times swing 2-5x with the other jobs' load.
+Measured figures (tables, with and without gradient checkpointing, where the memory goes, earlier
+readings): docs/bench/forking_mask.md.
 """
 
 from __future__ import annotations
