@@ -42,11 +42,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
-import subprocess
 import sys
-import time
 from pathlib import Path
+
+from bench.demo_runs import run_demo
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -78,27 +77,17 @@ def changes_data(overrides: list[str]) -> bool:
 
 
 def run_one(setting: str, overrides: list[str], seed: int, out: Path, data: Path | None, extra: list[str]) -> dict:
-    """One demo run; returns its summary with wall_seconds and log."""
-    run_dir = out / setting / f"seed{seed}"
-    if data is not None and not (run_dir / "rpt-data").exists():
-        run_dir.mkdir(parents=True, exist_ok=True)
-        shutil.copytree(data, run_dir / "rpt-data")
-    cmd = [sys.executable, "-m", "rl.demo", "--seed", str(seed), "--output_dir", str(run_dir),
-           "--run_name", f"bench-rpt-{setting}-seed{seed}", "--report_to", "none", *overrides, *extra]
+    """One demo run; returns its summary with wall_seconds and log (and `error` when the demo failed)."""
+    args = ["--seed", str(seed), "--run_name", f"bench-rpt-{setting}-seed{seed}", "--report_to", "none",
+            *overrides, *extra]
     given = overrides + extra
     if "--save_steps" not in given:  # one checkpoint, at the end (the last --max_steps given wins)
         steps = [given[i + 1] for i, a in enumerate(given[:-1]) if a == "--max_steps"]
-        cmd += ["--save_steps", steps[-1] if steps else "60"]
+        args += ["--save_steps", steps[-1] if steps else "60"]
     log = out / setting / f"seed{seed}.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    started = time.time()
-    with open(log, "w", encoding="utf-8") as handle:
-        code = subprocess.call(cmd, cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT)
+    code, summary = run_demo(out / setting / f"seed{seed}", log, args, data)
     if code:
-        return {"error": f"the demo exited with {code}; see {log}", "wall_seconds": time.time() - started}
-    summary = json.loads((run_dir / "demo_summary.json").read_text())
-    summary["wall_seconds"] = time.time() - started
-    summary["log"] = str(log)
+        summary["error"] = f"the demo exited with {code}; see {log}"
     return summary
 
 
