@@ -23,7 +23,7 @@ def entropy_agreement(ratio: float, n_rows: int = 8, length: int = 64, model: st
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from rl.runtime.assets import resolve_model
-    from rl.train.entropy import select_forking_tokens
+    from rl.signal.entropy import select_forking_tokens
     from rl.train.selective_head import head_logps_and_entropy
     from rl.train.sampling_entropy import record_generation_entropy
 

@@ -84,7 +84,7 @@ def main(argv=None) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from rl.eval.next_token import evaluate_next_token
-    from rl.train.padding import left_pad
+    from rl.signal.padding import left_pad
     from tests.tiny_models import build_tiny_model
 
     with tempfile.TemporaryDirectory() as tmp:

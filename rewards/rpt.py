@@ -37,7 +37,7 @@ a SentencePiece-style tokenizer (Llama-2, Mistral) drops its first token's leadi
 decodes alone to "on") and with `clean_up_tokenization_spaces` turns " ." into ".": every right
 completion-format guess would pay 0. `EntropyGRPOTrainer` (and the signal check, `rl prune
 --sample`) hand rewards a plain-text prompt's completion as the text it adds after the prompt, and
-chat content without the clean-up (rl/train/decoding.py); under a plain TRL `GRPOTrainer` these
+chat content without the clean-up (rl/signal/decoding.py); under a plain TRL `GRPOTrainer` these
 rewards see TRL's decode.
 
 This module is pure Python on purpose (no torch, nothing from rl.train.trainer): it is imported by the

@@ -124,7 +124,7 @@ def test_reward_functions_get_the_keywords_the_registry_lists():
 
 def test_completions_for_rewards_come_out_of_generate_as_we_replace_them():
     """`EntropyGRPOTrainer._generate` replaces the completions (4th of `_generate`'s results, decoded alone
-    by TRL) with the text the model wrote (rl/train/decoding.py): a plain-text prompt's, and a chat
+    by TRL) with the text the model wrote (rl/signal/decoding.py): a plain-text prompt's, and a chat
     completion TRL decoded with `batch_decode` (not `parse_response`, which a response schema selects);
     the rewards and the completions log must read exactly that list."""
     assert _params(GRPOTrainer._generate) == ["self", "prompts"]

@@ -3,11 +3,11 @@
 Each document is tokenized once with the proxy model's tokenizer. The proxy model runs over the
 document in overlapping windows (one batched forward pass per window, never one per position) and
 gives the next-token entropy at every position, of its real logits, in eval mode, each window read
-as the model reads text (the tokenizer's BOS first when it adds one; rl/eval/scoring.py). Positions,
+as the model reads text (the tokenizer's BOS first when it adds one; rl/signal/scoring.py). Positions,
 offsets and boundaries stay on the document's own tokens. Positions whose entropy is at least
 `min_entropy` are candidates ("hard" tokens carry the signal); up to `max_per_doc` are sampled per
 document. `select_by` can pick positions by what actually surprised the proxy instead (Titans,
-arXiv 2501.00663; rl/eval/surprise.py): `surprisal` (-log p of the true token >= `min_surprise`) or
+arXiv 2501.00663; rl/signal/surprise.py): `surprisal` (-log p of the true token >= `min_surprise`) or
 `surprise` (the cross-entropy's gradient norm ||softmax(z) - onehot(y)||, in [0, sqrt 2], >=
 `min_surprise`), or `random` (every position is a candidate: the control). The same context
 filters, per-document cap and seeded sampling apply whichever criterion chooses. Each kept
@@ -187,21 +187,21 @@ def window_plan(n_tokens: int, window: int) -> list[tuple[int, int, int, int]]:
 
 
 def _forward_entropies(model, batch_ids: list[list[int]], pad_id: int, cfg: RPTBuildConfig, prefix=()):
-    """One batched scoring forward over windows (eval mode, rl/eval/scoring.py); returns per-window
+    """One batched scoring forward over windows (eval mode, rl/signal/scoring.py); returns per-window
     (entropy list, score list), the score being what `cfg.select_by` ranks (the entropy itself unless
     surprisal/surprise).
 
     Each window is read as `prefix + window` (the tokenizer's BOS when it adds one: the text as the
     model sees text); entry j of the lists is for the distribution predicting window token j + 1.
-    The model's real logits (rl.eval.scoring.logit_reader: soft-capping and logit scaling applied)
+    The model's real logits (rl.signal.scoring.logit_reader: soft-capping and logit scaling applied)
     are read row by row from the backbone's hidden states, so the full (batch x window x vocab)
     logits tensor never exists at once.
     """
     import torch
 
-    from rl.eval.scoring import logit_reader, scoring
-    from rl.eval.surprise import momentary_surprise, surprisal
-    from rl.train.entropy import token_entropy, topk_entropy
+    from rl.signal.scoring import logit_reader, scoring
+    from rl.signal.surprise import momentary_surprise, surprisal
+    from rl.signal.entropy import token_entropy, topk_entropy
 
     prefix = list(prefix)
     skip = len(prefix)
@@ -250,7 +250,7 @@ def iter_rpt_rows(cfg: RPTBuildConfig, model, tokenizer, documents, summary: Bui
     from tqdm.auto import tqdm
 
     from rl.data.boundaries import split_at_token
-    from rl.eval.scoring import text_prefix
+    from rl.signal.scoring import text_prefix
 
     use_chat = cfg.chat == "yes" or (cfg.chat == "auto" and bool(getattr(tokenizer, "chat_template", None)))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)

@@ -1,7 +1,7 @@
 """`rl profile bits`: the command (check outputs, score, cut patches, write JSON + PNGs, print).
 
 The numbers come from rl/eval/patch_report.py, the patching from rl/eval/patches.py and the
-surprise from rl/eval/surprise.py; this module only orders the work and draws the plots.
+surprise from rl/signal/surprise.py; this module only orders the work and draws the plots.
 """
 
 from __future__ import annotations
@@ -152,7 +152,7 @@ def profile_bits(model_path: str, *, data: str | None = None, generate: str | No
     from rl.eval.patch_report import bits_stats, generated_documents, score_documents
     from rl.eval.patches import BLT_THRESHOLD
     from rl.eval.profile import read_prompts
-    from rl.eval.scoring import token_texts
+    from rl.signal.scoring import token_texts
     from rl.runtime.models import check_model_arg, quiet_long_input_warning
     from rl.runtime.outputs import check_output_dir, replace_dir, written_files
     from rl.runtime.values import check_number

@@ -53,7 +53,7 @@ def token_bytes_index(tokenizer) -> dict[bytes, list[int]]:
         pass
     special = set(getattr(tokenizer, "all_special_ids", []) or [])
     ids = [i for i in range(len(tokenizer)) if i not in special]
-    from rl.eval.scoring import token_texts
+    from rl.signal.scoring import token_texts
 
     texts = token_texts(tokenizer, ids, skip_special_tokens=True)  # as each reads after text: `▁the` is " the"
     index: dict[bytes, list[int]] = {}
@@ -88,8 +88,8 @@ def _forward_kwargs(model) -> tuple[dict, bool]:
 def _last_logits(model, tokenizer, contexts: list[list[int]], batch_size: int):
     """Yield (row indices, last-position logits (rows, V) float32) over longest-first left-padded batches
     (the model's own forward, in eval mode)."""
-    from rl.eval.scoring import scoring
-    from rl.train.padding import left_pad
+    from rl.signal.scoring import scoring
+    from rl.signal.padding import left_pad
 
     kwargs, takes_positions = _forward_kwargs(model)
     device = next(model.parameters()).device
@@ -164,10 +164,10 @@ def _document_pieces(tokenizer, texts: list[str], window: int) -> list[tuple[int
 def _window_logits(model, tokenizer, pieces, batch_size: int):
     """Yield (document, start, piece, logits (len(piece) - 1, V) float32) per window, teacher-forced in
     eval mode, each window read after the tokenizer's text prefix (BOS when it adds one), the model's
-    real logits (rl/eval/scoring.py); the LM head runs per row, so no batch x window x vocab tensor."""
+    real logits (rl/signal/scoring.py); the LM head runs per row, so no batch x window x vocab tensor."""
     import torch
 
-    from rl.eval.scoring import logit_reader, scoring, text_prefix
+    from rl.signal.scoring import logit_reader, scoring, text_prefix
 
     device = next(model.parameters()).device
     reader = logit_reader(model)
@@ -199,12 +199,12 @@ def token_metrics(model, tokenizer, texts: list[str], *, temperature: float = 1.
     token at `temperature`), entropy (of softmax(z / temperature)); nll_cal at
     `calibrated_temperature` when given; grid_expected / grid_entropy (len(grid) x tokens) at each
     temperature of `grid` when given; proxy_entropy when `proxy` is ("topk", k) or ("full", 0): the
-    model's own entropy at T = 1 as `rl data rpt` computes it (rl/train/entropy.py), for splitting
+    model's own entropy at T = 1 as `rl data rpt` computes it (rl/signal/entropy.py), for splitting
     tokens by a proxy's entropy when this model is the proxy."""
     import numpy as np
     import torch
 
-    from rl.train.entropy import token_entropy, topk_entropy
+    from rl.signal.entropy import token_entropy, topk_entropy
 
     temps = [temperature] + ([calibrated_temperature] if calibrated_temperature is not None else []) + list(grid or [])
     if any(not t > 0 for t in temps):

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from rl.errors import UserError
-from rl.train.padding import left_pad
+from rl.signal.padding import left_pad
 
 logger = logging.getLogger(__name__)
 
@@ -246,9 +246,9 @@ def load_model(name_or_path: str, device: str | None = None):
 
 def encode_contexts(tokenizer, contexts: list[str], max_tokens: int | None) -> list[list[int]]:
     """Token ids of each raw context as an LM prefix: the tokenizer's text prefix (its BOS when it adds
-    one, rl.eval.scoring.text_prefix; never an EOS it may append: the model continues the text) and
+    one, rl.signal.scoring.text_prefix; never an EOS it may append: the model continues the text) and
     the context's own tokens, keeping the last `max_tokens` (the prefix stays)."""
-    from rl.eval.scoring import text_prefix
+    from rl.signal.scoring import text_prefix
 
     prefix = text_prefix(tokenizer)
     out = []
@@ -264,7 +264,7 @@ def _run_standard(model, tokenizer, rows, batch_size, max_context_tokens, temper
     """Greedy top-1 (`score`, as in the RPT paper), expected accuracy at `temperature` and NLL per row
     (rl/eval/metrics.py), from the last-position logits of the raw context."""
     from rl.eval.metrics import position_metrics
-    from rl.eval.scoring import token_texts
+    from rl.signal.scoring import token_texts
 
     if max_context_tokens is None:
         max_context_tokens = getattr(model.config, "max_position_embeddings", None)
@@ -308,8 +308,8 @@ def _until_stop(ids: list[int], pad_id: int, eos_id: int | None) -> list[int]:
 
 def _run_reasoning(model, tokenizer, rows, batch_size, samples, pass_k, max_new_tokens, temperature, progress):
     from rewards.rpt import extract_prediction, rpt_reward
-    from rl.eval.scoring import scoring, text_prefix
-    from rl.train.decoding import in_context_texts
+    from rl.signal.scoring import scoring, text_prefix
+    from rl.signal.decoding import in_context_texts
 
     device = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -327,7 +327,7 @@ def _run_reasoning(model, tokenizer, rows, batch_size, samples, pass_k, max_new_
             ids, mask, _ = left_pad([seqs[i] for i in chunk], pad_id, device)
             out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
                                  num_return_sequences=samples, pad_token_id=pad_id, **sampling)
-            # the text each completion adds after its prompt, as the trainer gives rewards (rl/train/decoding.py):
+            # the text each completion adds after its prompt, as the trainer gives rewards (rl/signal/decoding.py):
             # decoded alone, a SentencePiece first token loses its space and clean-up rewrites " ." to "."
             texts = in_context_texts(tokenizer, [seqs[i] for i in chunk for _ in range(samples)],
                                      [_until_stop(row, pad_id, tokenizer.eos_token_id)

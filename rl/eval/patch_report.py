@@ -2,10 +2,10 @@
 over a corpus, next to the forking tokens `rl profile entropy` reports.
 
 Scoring (`score_documents`) is teacher-forced, one scoring forward per window (eval mode, each window
-read after the tokenizer's BOS when it adds one, the model's real logits: rl/eval/scoring.py; windows
+read after the tokenizer's BOS when it adds one, the model's real logits: rl/signal/scoring.py; windows
 overlap by half, rl.data.rpt.window_plan; each position scored once), the LM head applied in chunks: per
 predicted token its entropy, surprisal -log p(y), momentary surprise ||softmax(z) - onehot(y)||
-(rl/eval/surprise.py), the model's top guess, the token's piece of the text and its size in bytes
+(rl/signal/surprise.py), the model's top guess, the token's piece of the text and its size in bytes
 (from the tokenizer's offsets; the pieces reassemble the text). `bits_stats` turns that into the
 numbers (pure, tested): patches in each mode (rl/eval/patches.py), their lengths, the patch starts'
 token kinds and overlap with the top-20% forking tokens, and where entropy and surprise disagree,
@@ -25,14 +25,14 @@ TOP_FRACTION = 0.2
 
 
 def _window_scores(model, windows: list[list[int]], pad_id: int, skip: int = 0) -> list[dict[str, list]]:
-    """One batched scoring forward (eval mode, the model's real logits: rl/eval/scoring.py); for each
+    """One batched scoring forward (eval mode, the model's real logits: rl/signal/scoring.py); for each
     window, per predicted token from index `skip` + 1 on (the first `skip` ids are a prefix such as
     BOS, read but not scored) its entropy, surprisal, momentary surprise and the argmax id."""
     import torch
 
-    from rl.eval.scoring import logit_reader, scoring
-    from rl.eval.surprise import momentary_surprise, surprisal
-    from rl.train.entropy import token_entropy
+    from rl.signal.scoring import logit_reader, scoring
+    from rl.signal.surprise import momentary_surprise, surprisal
+    from rl.signal.entropy import token_entropy
 
     device = next(model.parameters()).device
     width = max(len(w) for w in windows)
@@ -63,14 +63,14 @@ def score_documents(model, tokenizer, documents, *, window_tokens=1024, batch_si
                     max_tokens=None, progress=True) -> list[dict]:
     """Per document with at least two tokens: `ids`, `bytes`, `entropy`, `surprisal`, `surprise`,
     `argmax` for tokens 1..n-1 (token 0 has no prediction), plus `text`, `starts` (char offsets) and
-    `texts` (each token's piece of the text, rl.eval.scoring.token_pieces: they reassemble
+    `texts` (each token's piece of the text, rl.signal.scoring.token_pieces: they reassemble
     text[starts[0]:], a character split over tokens going to the token that completes it).
     Each window is read after the tokenizer's text prefix (BOS when it adds one; `window_tokens`
     counts it), as the model reads text."""
     from tqdm.auto import tqdm
 
     from rl.data.rpt import window_plan
-    from rl.eval.scoring import text_prefix, token_pieces
+    from rl.signal.scoring import text_prefix, token_pieces
 
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     prefix = text_prefix(tokenizer)
@@ -200,7 +200,7 @@ def bits_stats(docs: list[dict], texts: list[str], *, modes: Sequence[dict], eta
                alpha: float = 0.1) -> dict:
     """All the numbers of `rl profile bits` (pure given the scored documents; `texts` are the decoded
     tokens in document order)."""
-    from rl.eval.surprise import past_surprise
+    from rl.signal.surprise import past_surprise
 
     ent = [x for d in docs for x in d["entropy"]]
     forking = top_mask(ent)
@@ -232,12 +232,12 @@ def generated_documents(model, tokenizer, prompts, *, samples=1, max_new_tokens=
     when the tokenizer has one, else the tokenizer's BOS rule), cut each at its first end-of-sequence
     token, then re-score prompt + completion unpadded (`_window_scores`) and keep the completion's
     tokens, scored at T = 1. `texts` are the pieces each token adds to the decoded completion
-    (rl.eval.scoring.decoded_pieces: "" while a character is unfinished, the whole character on the
+    (rl.signal.scoring.decoded_pieces: "" while a character is unfinished, the whole character on the
     token that completes it); `bytes` their UTF-8 sizes and `starts` their character offsets."""
     from tqdm.auto import tqdm
 
-    from rl.eval.scoring import decoded_pieces, scoring, text_prefix
-    from rl.train.padding import left_pad
+    from rl.signal.scoring import decoded_pieces, scoring, text_prefix
+    from rl.signal.padding import left_pad
 
     device = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0

@@ -132,13 +132,13 @@ def entropy_profile_stats(
 
 
 def _entropy_spans(model, ids, mask, pos, spans, temperature: float) -> list[list[float]]:
-    """One scoring forward (eval mode, rl/eval/scoring.py); for row r, entropies of the distributions at
+    """One scoring forward (eval mode, rl/signal/scoring.py); for row r, entropies of the distributions at
     sequence indices [a, b) = spans[r], of the model's real logits (soft-capping and logit scaling
     applied). The LM head runs per row in chunks, so no (batch x length x vocab) tensor."""
     import torch
 
-    from rl.eval.scoring import logit_reader, scoring
-    from rl.train.entropy import token_entropy
+    from rl.signal.scoring import logit_reader, scoring
+    from rl.signal.entropy import token_entropy
 
     reader = logit_reader(model)
     out = []
@@ -165,7 +165,7 @@ def corpus_entropies(model, tokenizer, documents, *, window_tokens=1024, batch_s
     from tqdm.auto import tqdm
 
     from rl.data.rpt import window_plan
-    from rl.eval.scoring import text_prefix
+    from rl.signal.scoring import text_prefix
 
     device = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -260,8 +260,8 @@ def generated_entropies(model, tokenizer, prompts, *, samples=1, max_new_tokens=
     import torch
     from tqdm.auto import tqdm
 
-    from rl.eval.scoring import scoring, text_prefix
-    from rl.train.padding import left_pad
+    from rl.signal.scoring import scoring, text_prefix
+    from rl.signal.padding import left_pad
 
     device = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -469,7 +469,7 @@ def profile_entropy(model_path: str, *, data: str | None = None, generate: str |
                                                max_new_tokens=max_new_tokens, temperature=temperature,
                                                batch_size=batch_size, progress=progress)
         source = {"kind": "generated", "path": generate, "prompts": len(prompts), "completions": units}
-    from rl.eval.scoring import token_texts
+    from rl.signal.scoring import token_texts
 
     distinct = sorted(set(ids))  # each token's text as it reads after other text (`▁the` is " the")
     cache = dict(zip(distinct, token_texts(tokenizer, distinct)))

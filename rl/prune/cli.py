@@ -200,7 +200,7 @@ def _check_sampling(args, sampling, fields, policy_path, model_path, tok, max_le
     from transformers import AutoConfig, AutoTokenizer
 
     from rewards import get_reward_func
-    from rl.eval.scoring import text_prefix
+    from rl.signal.scoring import text_prefix
     from rl.prune.pruner import PROMPT_TEMPLATE
     from rl.prune.samples import check_reward_columns
 

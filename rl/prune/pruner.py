@@ -126,7 +126,7 @@ def encode(tokenizer, question: str, reasoning: str, answer: str) -> Encoded:
     scored as exactly the text it is (a SentencePiece tokenizer puts a `▁` before each part tokenised
     alone). When no token boundary falls where two parts meet (a `.\\n` token of byte-level BPE), each
     part is tokenised on its own instead."""
-    from rl.eval.scoring import text_prefix
+    from rl.signal.scoring import text_prefix
 
     parts = [PROMPT_TEMPLATE.format(question=question.strip()), reasoning, SEP, " " + answer.strip()]
     text = "".join(parts)
@@ -173,9 +173,9 @@ def _part_cuts(tokenizer, text: str, chars: list[int], ids: list[int], offsets) 
 
 
 def chain_pieces(enc: Encoded) -> list[str]:
-    """Each chain token's piece of the chain text (rl.eval.scoring.token_pieces): they reassemble it,
+    """Each chain token's piece of the chain text (rl.signal.scoring.token_pieces): they reassemble it,
     a character split over byte tokens going to the token that completes it."""
-    from rl.eval.scoring import token_pieces
+    from rl.signal.scoring import token_pieces
 
     pieces = token_pieces(enc.chain_text, enc.chain_offsets)
     if pieces:
@@ -185,10 +185,10 @@ def chain_pieces(enc: Encoded) -> list[str]:
 
 
 def _scoring(fn):
-    """Run `fn(model, ...)` in eval mode (dropout off) under inference mode (rl.eval.scoring.scoring)."""
+    """Run `fn(model, ...)` in eval mode (dropout off) under inference mode (rl.signal.scoring.scoring)."""
     @functools.wraps(fn)
     def wrapper(model, *args, **kwargs):
-        from rl.eval.scoring import scoring
+        from rl.signal.scoring import scoring
 
         with scoring(model):
             return fn(model, *args, **kwargs)

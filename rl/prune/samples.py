@@ -108,13 +108,13 @@ class _AnswerLineDone:
 @torch.inference_mode()
 def draw(policy, tokenizer, question: str, settings: SampleSettings) -> list[tuple[str, list[int]]]:
     """`settings.samples` completions of one question: (text, token ids), in draw order. The text is
-    what the completion adds after the prompt (rl/train/decoding.py), as the trainer gives rewards: a
+    what the completion adds after the prompt (rl/signal/decoding.py), as the trainer gives rewards: a
     completion decoded alone loses its leading space with SentencePiece-style tokenizers, and " ."
     its space with `clean_up_tokenization_spaces`."""
     from transformers import StoppingCriteriaList
 
-    from rl.eval.scoring import text_prefix
-    from rl.train.decoding import in_context_texts
+    from rl.signal.scoring import text_prefix
+    from rl.signal.decoding import in_context_texts
 
     # as the model read text in training: BOS first where the tokenizer adds one, never an appended EOS
     prompt_ids = text_prefix(tokenizer) + tokenizer(policy_prompt(question, settings), add_special_tokens=False)["input_ids"]

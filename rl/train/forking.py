@@ -3,7 +3,7 @@ forward that runs the LM head only where asked (the head itself: rl/train/select
 recorded at sampling time: rl/train/sampling_entropy.py).
 
 Pure tensor functions (plus one model-forward wrapper) used by `EntropyGRPOTrainer`; the selection
-itself (`select_forking_tokens`) and the entropies live in rl/train/entropy.py.
+itself (`select_forking_tokens`) and the entropies live in rl/signal/entropy.py.
 
 * `loss_weights`: the float mask handed to TRL's `_compute_loss` in place of its boolean
   high-entropy mask. TRL multiplies the per-token policy loss by it and then divides by the loss

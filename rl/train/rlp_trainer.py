@@ -43,7 +43,7 @@ from trl.models.utils import disable_gradient_checkpointing
 from rewards.registry import spec_of
 from rewards.rlp import THINK_CLOSE, THINK_OPEN, bind_scorer
 from rl.runtime.faults import agree_on_failure
-from rl.train.decoding import in_context_texts
+from rl.signal.decoding import in_context_texts
 from rl.train.rlp_scoring import agreed_chunks, score_targets, scored_sequence
 from rl.train.rlp_teacher import make_teacher
 
@@ -129,7 +129,7 @@ class RLPScorer:
         the thought (no delimiter written), the generated ids before the delimiter when a prefix of
         them decodes to exactly the thought (closed); else the thought text re-tokenized (a token
         that straddles THINK_CLOSE, or a dropped leading THINK_OPEN). "Decode" is the text the ids add
-        after the prompt (what the trainer gives rewards, rl/train/decoding.py), else TRL's decode of
+        after the prompt (what the trainer gives rewards, rl/signal/decoding.py), else TRL's decode of
         the ids alone."""
         if ids is not None:
             ids = list(ids)

@@ -14,7 +14,7 @@ import contextlib
 import torch
 from transformers.generation.logits_process import LogitsProcessor
 
-from rl.train.entropy import token_entropy
+from rl.signal.entropy import token_entropy
 
 __all__ = ["GenerationEntropy", "record_generation_entropy", "entropy_table"]
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 import torch.utils.checkpoint
 
-from rl.train.entropy import token_entropy
+from rl.signal.entropy import token_entropy
 
 __all__ = ["head_chunk_rows", "head_logps_and_entropy", "selected_logps", "has_plain_logits"]
 
@@ -81,7 +81,7 @@ def head_logps_and_entropy(
     for sl in _chunk_slices(n, chunk_rows, num_chunks, head, hidden, fp32_head):
         z = _call_head(head, hidden[sl], fp32_head)
         # Few passes over the chunk: shift by the row max in place, exp once; then
-        # log Z = log sum e and H = log Z - sum(p * z) = log Z - (e . z) / sum e (as in rl.train.entropy).
+        # log Z = log sum e and H = log Z - sum(p * z) = log Z - (e . z) / sum e (as in rl.signal.entropy).
         z.sub_(z.amax(dim=-1, keepdim=True))
         if inv_t != 1.0:
             z.mul_(inv_t)

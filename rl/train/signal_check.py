@@ -131,8 +131,8 @@ def sample_completions(model, tokenizer, prompts: list, generations: int, *, max
     the text the completion adds after it; for chat prompts one assistant message) and their ids."""
     import torch
 
-    from rl.train.decoding import decode_alone, in_context_texts
-    from rl.train.padding import left_pad
+    from rl.signal.decoding import decode_alone, in_context_texts
+    from rl.signal.padding import left_pad
 
     device = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
@@ -161,7 +161,7 @@ def sample_completions(model, tokenizer, prompts: list, generations: int, *, max
                     if tokenizer.eos_token_id in row:
                         row = row[: row.index(tokenizer.eos_token_id) + 1]
                     rows.append(row)
-                # as the trainer gives them to rewards (rl/train/decoding.py): a chat completion decoded alone
+                # as the trainer gives them to rewards (rl/signal/decoding.py): a chat completion decoded alone
                 # (message content, no clean-up), a plain-text prompt's as the text it adds after the prompt
                 alone = decode_alone(tokenizer, rows)
                 in_context = in_context_texts(tokenizer, [prompt_ids[j // generations] for j in range(len(rows))], rows)

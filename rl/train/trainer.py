@@ -67,8 +67,8 @@ from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 from trl.data_utils import is_conversational
 from trl.models.utils import disable_gradient_checkpointing
 
-from rl.train.decoding import decode_alone, in_context_texts
-from rl.train.entropy import masked_stats, select_forking_tokens
+from rl.signal.decoding import decode_alone, in_context_texts
+from rl.signal.entropy import masked_stats, select_forking_tokens
 from rl.train.losses import LOSS_VARIANTS
 from rl.train.forking import (
     ForkingRequest,
@@ -212,7 +212,7 @@ class EntropyGRPOTrainer(RLPTrainerMixin, GRPOTrainer):
 
     def _generate(self, prompts: list):
         """TRL's sampling and decoding, with the completion text the rewards (and the completions log) get
-        made the text the model wrote (rl/train/decoding.py). TRL decodes each completion alone, which
+        made the text the model wrote (rl/signal/decoding.py). TRL decodes each completion alone, which
         drops a SentencePiece-style first token's leading space and, with `clean_up_tokenization_spaces`,
         the space in " ." / " ," / " 's" (RPT rewards then pay 0 for a right guess):
         - a plain-text prompt's completion becomes the text it adds after its prompt;

@@ -2,13 +2,13 @@
 every matrix text, the boundaries `split_at_token` computes from the document's own tokenization are
 exactly the byte ends of the true continuation tokens as the trainer hands them to a reward: the text
 those tokens add after the row's prompt, tokenized as TRL tokenizes it (BOS included where the kind
-adds one), decoded in context (rl/train/decoding.py)."""
+adds one), decoded in context (rl/signal/decoding.py)."""
 
 from __future__ import annotations
 
 from rewards.rpt import rpt_completion_exact_reward
 from rl.data.boundaries import split_at_token
-from rl.train.decoding import in_context_texts
+from rl.signal.decoding import in_context_texts
 from tests.tokenizer_matrix import MATRIX_TEXTS
 
 TOKENS = 3  # continuation tokens per row, as `rl data rpt --continuation-tokens`

@@ -28,7 +28,7 @@ def _scores(model_dir, kind):
     """Per document, the score at every position from one plain forward over the whole document."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from rl.eval.surprise import momentary_surprise, surprisal
+    from rl.signal.surprise import momentary_surprise, surprisal
 
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
     tok = AutoTokenizer.from_pretrained(model_dir)

@@ -27,8 +27,8 @@ def test_scores_equal_a_plain_forward(tiny_model_dir, corpus):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from rl.data.corpus import Document
-    from rl.eval.surprise import momentary_surprise, surprisal
-    from rl.train.entropy import token_entropy
+    from rl.signal.surprise import momentary_surprise, surprisal
+    from rl.signal.entropy import token_entropy
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)

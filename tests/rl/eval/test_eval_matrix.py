@@ -66,7 +66,7 @@ def test_generated_pieces_reassemble_the_completion(matrix_scorer):
 
 
 def test_single_token_texts_keep_their_leading_space(matrix_scorer):
-    from rl.eval.scoring import token_texts
+    from rl.signal.scoring import token_texts
 
     kind, model, tok = matrix_scorer
     for text in (MATRIX_TEXTS[0], MATRIX_TEXTS[3]):  # whole-character tokens only

@@ -146,7 +146,7 @@ def test_left_pad_positions_fit_absolute_position_models(tokenizer):
     because left_pad numbers positions from the first real token."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from rl.train.padding import left_pad
+    from rl.signal.padding import left_pad
 
     torch.manual_seed(0)
     model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=1, n_head=2)).eval()

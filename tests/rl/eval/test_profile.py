@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from rl.train.entropy import token_entropy
+from rl.signal.entropy import token_entropy
 from rl.errors import UserError
 from rl.eval.profile import (
     corpus_entropies,

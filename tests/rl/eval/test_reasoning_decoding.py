@@ -1,5 +1,5 @@
 """`rl eval next-token --mode reasoning` scores the text each sample adds after its prompt, as the
-trainer gives rewards (rl/train/decoding.py): with a clean-up tokenizer (tests/tokenizer_matrix.py
+trainer gives rewards (rl/signal/decoding.py): with a clean-up tokenizer (tests/tokenizer_matrix.py
 `cleanup`) a boxed " ." decoded alone becomes "." and a right guess scored 0."""
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from rl.train.entropy import token_entropy
+from rl.signal.entropy import token_entropy
 from rl.train.losses import LOSS_VARIANTS
 from rl.train.forking import (
     ForkingRequest,

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from rl.errors import UserError
-from rl.train.entropy import select_forking_tokens
+from rl.signal.entropy import select_forking_tokens
 from rl.train.sampling_entropy import GenerationEntropy, entropy_table
 from tests.kit import build_sharp_model
 from tests.rl.train.forking_worker import make_trainer

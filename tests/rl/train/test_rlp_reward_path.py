@@ -128,11 +128,11 @@ class _Recorder:
 
 def test_scored_sequence_begins_with_trl_prompt_ids(matrix_model_dir, monkeypatch):
     """Completions arrive as the trainer gives them to rewards (the text they add after the prompt,
-    rl/train/decoding.py); the sampler's thought ids follow the prompt ids unchanged."""
+    rl/signal/decoding.py); the sampler's thought ids follow the prompt ids unchanged."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     import rl.train.rlp_trainer as rlp_trainer
-    from rl.train.decoding import in_context_texts
+    from rl.signal.decoding import in_context_texts
 
     tok = AutoTokenizer.from_pretrained(matrix_model_dir)
     model = AutoModelForCausalLM.from_pretrained(matrix_model_dir)

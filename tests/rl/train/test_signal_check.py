@@ -61,7 +61,7 @@ def test_shared_prefill_sampling_equals_plain_generate(tiny_model_dir):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from rl.train.padding import left_pad
+    from rl.signal.padding import left_pad
     from rl.train.signal_check import generate_shared_prefill, render_prompt_ids
 
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)

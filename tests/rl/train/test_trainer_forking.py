@@ -14,7 +14,7 @@ from trl import GRPOTrainer
 from trl.trainer.utils import split_tensor_dict
 
 import rl.train.forking
-from rl.train.entropy import token_entropy
+from rl.signal.entropy import token_entropy
 from tests.kit import build_sharp_model
 from tests.rl.train.forking_worker import PROMPTS, make_trainer
 

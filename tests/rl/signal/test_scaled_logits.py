@@ -64,7 +64,7 @@ ARCHS = ["cohere", "granite", "falcon_h1", "gemma2"]
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_reader_gives_the_models_own_logits(arch, tok):
-    from rl.eval.scoring import logit_reader
+    from rl.signal.scoring import logit_reader
 
     model = _model(arch, tok)
     ids = tok(MATRIX_TEXTS[0], add_special_tokens=False)["input_ids"]

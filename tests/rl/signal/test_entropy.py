@@ -1,4 +1,4 @@
-"""Tests for rl/train/entropy.py: entropies against float64 references, exact forking-token selection.
+"""Tests for rl/signal/entropy.py: entropies against float64 references, exact forking-token selection.
 
 Selection over several ranks runs on real gloo process groups (2 and 4 ranks) in
 tests/rl/train/test_entropy_distributed.py.
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from rl.train.entropy import masked_stats, select_forking_tokens, token_entropy, topk_entropy
+from rl.signal.entropy import masked_stats, select_forking_tokens, token_entropy, topk_entropy
 
 
 # ----------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from rl.train.entropy import masked_stats, select_forking_tokens
+from rl.signal.entropy import masked_stats, select_forking_tokens
 
 pytestmark = [pytest.mark.multiprocess, pytest.mark.timeout(240)]
 

@@ -1,4 +1,4 @@
-"""Titans surprise (rl/eval/surprise.py): closed form vs autograd, recursions vs an explicit loop."""
+"""Titans surprise (rl/signal/surprise.py): closed form vs autograd, recursions vs an explicit loop."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import random
 import pytest
 import torch
 
-from rl.eval.surprise import momentary_surprise, past_surprise, surprisal
+from rl.signal.surprise import momentary_surprise, past_surprise, surprisal
 
 
 def test_momentary_surprise_is_the_cross_entropy_gradient_norm():
