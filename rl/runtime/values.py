@@ -128,6 +128,8 @@ RECIPE_RANGES: dict[str, Range] = {
     "warmup_ratio": Range(0, 1),
     "max_grad_norm": Range(0),
     "beta": Range(0),
+    "dynamic_sampling_max_batches": Range(1),  # the first generation batch counts
+    "dynamic_sampling_start_step": Range(0),
 }
 # (learning_rate, top_entropy_quantile, batch sizes ... are checked in rl/train/config.py __post_init__.)
 

@@ -264,6 +264,30 @@ class EntropyGRPOConfig(GRPOConfig):
         metadata={"help": "Multiply advantages by G/(G-1) (G = num_generations). With `scale_rewards: none` this "
                   "gives RLP's advantage G/(G-1) (r_i - mean r) exactly; TRL alone gives r_i - mean r."},
     )
+    dynamic_sampling: bool = field(
+        default=False,
+        metadata={"help": "DAPO's dynamic sampling (arXiv 2503.14476): drop every group whose `num_generations` "
+                  "completions all score the same (zero advantage, no gradient) and generate again with fresh "
+                  "prompts until the generation batch holds its full number of groups, or "
+                  "`dynamic_sampling_max_batches` generation batches were made (then train on the groups kept; "
+                  "logged, warned once). All ranks keep the same number of groups. Logs dynamic_sampling/*."},
+    )
+    dynamic_sampling_metric: str = field(
+        default="reward_std",
+        metadata={"help": "What makes a group uninformative: `reward_std` (the group's total reward, TRL's "
+                  "weighted sum, has standard deviation 0), or the name of one reward in `reward_funcs` (that "
+                  "reward's scores are all equal in the group, as verl's `filter_groups.metric`)."},
+    )
+    dynamic_sampling_max_batches: int = field(
+        default=10,
+        metadata={"help": "Dynamic sampling: at most this many generation batches per training generation batch "
+                  "(the first included; verl's `max_num_gen_batches`). At 1 it only drops groups, never refills."},
+    )
+    dynamic_sampling_start_step: int = field(
+        default=0,
+        metadata={"help": "Dynamic sampling acts from this optimizer step on (0: from the start; RPT used it from "
+                  "step 500); before it, every group is trained as TRL does."},
+    )
 
     def __post_init__(self):
         if self.entropy_mask_scope not in ("step", "micro_batch"):
@@ -298,6 +322,20 @@ class EntropyGRPOConfig(GRPOConfig):
             raise UserError(f"rlp_table_steps: must be >= 0 (0: no table), got {self.rlp_table_steps}")
         if self.advantage_group_scaling and self.num_generations is not None and self.num_generations < 2:
             raise UserError("advantage_group_scaling: needs num_generations >= 2 (G/(G-1))")
+        if self.dynamic_sampling and self.num_generations is not None and self.num_generations < 2:
+            raise UserError("dynamic_sampling: needs num_generations >= 2 (a group of one completion always has equal "
+                            "rewards, so every group would be dropped)")
+        if self.dynamic_sampling_max_batches < 1:
+            raise UserError(f"dynamic_sampling_max_batches: must be at least 1 (the first generation batch counts), "
+                            f"got {self.dynamic_sampling_max_batches}")
+        if self.dynamic_sampling_start_step < 0:
+            raise UserError(f"dynamic_sampling_start_step: must be >= 0, got {self.dynamic_sampling_start_step}")
+        if self.dynamic_sampling and 0 < self.max_steps <= self.dynamic_sampling_start_step:
+            raise UserError(f"dynamic_sampling_start_step: {self.dynamic_sampling_start_step} is not below max_steps "
+                            f"{self.max_steps}, so dynamic sampling would never act; lower it or set "
+                            "dynamic_sampling: false")
+        if not self.dynamic_sampling_metric:
+            raise UserError("dynamic_sampling_metric: expected `reward_std` or the name of a reward in reward_funcs")
         # Values torch/TRL would only reject after the model has loaded (or never).
         for name in ("max_bad_steps", "per_device_train_batch_size", "gradient_accumulation_steps", "num_iterations"):
             value = getattr(self, name, None)
