@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 import rewards.format  # noqa: F401  (each reward module registers its rewards on import)
 import rewards.math  # noqa: F401
+import rewards.overlong  # noqa: F401
 import rewards.rlp  # noqa: F401
 import rewards.rpt  # noqa: F401
 from rewards.registry import REGISTRY
@@ -52,12 +53,20 @@ def _import_dotted(name: str) -> RewardFunc:
     return func
 
 
-def get_reward_func(name: str) -> RewardFunc:
-    """Return the reward callable registered as `name`, or imported from a dotted path."""
+def get_reward_func(name: str, settings=None) -> RewardFunc:
+    """Return the reward callable registered as `name`, or imported from a dotted path.
+
+    `settings` (the parsed recipe: any object with its fields as attributes): a reward registered with
+    `configure` is built from it (its parameters are recipe fields); without settings, or for other
+    rewards, the registered callable itself.
+    """
     if not isinstance(name, str) or not name.strip():
         raise UserError(f"reward_funcs: expected a reward name, got {name!r}; known: {', '.join(sorted(REWARD_FUNCS))}")
     name = name.strip()
     if name in REWARD_FUNCS:
+        spec = REGISTRY.get(name)
+        if settings is not None and spec is not None and spec.configure is not None:
+            return spec.configure(settings)
         return REWARD_FUNCS[name]
     if "." in name:
         return _import_dotted(name)
@@ -69,8 +78,9 @@ def get_reward_func(name: str) -> RewardFunc:
     )
 
 
-def get_reward_funcs(names: list[str] | str) -> list[RewardFunc]:
-    """Resolve a list of reward names (a single string counts as a one-element list)."""
+def get_reward_funcs(names: list[str] | str, settings=None) -> list[RewardFunc]:
+    """Resolve a list of reward names (a single string counts as a one-element list); `settings` as in
+    `get_reward_func`."""
     if isinstance(names, str):
         names = [names]
     if not isinstance(names, (list, tuple)):
@@ -78,4 +88,4 @@ def get_reward_funcs(names: list[str] | str) -> list[RewardFunc]:
     if not names:
         known = ", ".join(sorted(REWARD_FUNCS))
         raise UserError(f"reward_funcs: no reward functions given; use e.g. [rpt] (known: {known})")
-    return [get_reward_func(name) for name in names]
+    return [get_reward_func(name, settings) for name in names]

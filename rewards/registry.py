@@ -53,6 +53,11 @@ class RewardSpec:
     bind_scorer: for a `needs_policy` reward (required there), `bind_scorer(scorer)` is the context
         manager inside which the reward scores through `scorer`; the trainer, the signal check and
         the registry contract test (with a stub scorer) bind through it, never by the reward's name.
+    configure: for a reward whose parameters are recipe fields, `configure(settings) -> callable`
+        builds the callable a run trains with from the parsed recipe (`settings`: any object with
+        the fields as attributes; UserError naming the field when they do not fit). The result
+        carries `__wrapped__ = func`, so `spec_of` finds this registration through it; `func`
+        itself is the reward at documented default settings (what the contract test runs).
     """
 
     name: str
@@ -65,6 +70,7 @@ class RewardSpec:
     example_row: dict[str, Any] = field(default_factory=dict)
     needs_policy: bool = False
     bind_scorer: Callable[[Any], Any] | None = None
+    configure: Callable[[Any], Callable[..., list]] | None = None
 
 
 REGISTRY: dict[str, RewardSpec] = {}
@@ -72,7 +78,8 @@ REGISTRY: dict[str, RewardSpec] = {}
 
 def register_reward(name: str, *, required_columns: tuple[str, ...] = (), check_dataset=None, probe=None,
                     rpt_format: str | None = None, boxed_answer: bool = False,
-                    example_row: dict[str, Any] | None = None, needs_policy: bool = False, bind_scorer=None):
+                    example_row: dict[str, Any] | None = None, needs_policy: bool = False, bind_scorer=None,
+                    configure=None):
     """Decorator: register the function under `name` (the name recipes use in `reward_funcs`).
 
     The function is returned unchanged (TRL logs it under its `__name__`). A name registered
@@ -85,7 +92,7 @@ def register_reward(name: str, *, required_columns: tuple[str, ...] = (), check_
         if needs_policy and bind_scorer is None:
             raise ValueError(f"reward {name!r} needs the policy but registers no bind_scorer to receive it")
         REGISTRY[name] = RewardSpec(name, func, tuple(required_columns), check_dataset, probe, rpt_format,
-                                    boxed_answer, dict(example_row or {}), needs_policy, bind_scorer)
+                                    boxed_answer, dict(example_row or {}), needs_policy, bind_scorer, configure)
         return func
 
     return decorate

@@ -85,7 +85,7 @@ def build_trainer(script_args, training_args, model_args, callbacks=()):
 
     model_path = resolve_model(model_args.model_name_or_path)
     check_model_dir(model_path)
-    reward_funcs = get_reward_funcs(script_args.reward_funcs)
+    reward_funcs = get_reward_funcs(script_args.reward_funcs, settings=training_args)  # recipe-set rewards built
     check_reward_signatures(reward_funcs, script_args.reward_funcs)
     tokenizer = load_tokenizer(model_path, model_args, training_args.trust_remote_code)
     train_ds, eval_ds = prepare_dataset(script_args, training_args, model_path, tokenizer)

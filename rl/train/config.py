@@ -230,6 +230,12 @@ class EntropyGRPOConfig(GRPOConfig):
             "choices": ["raise", "none"],
         },
     )
+    overlong_buffer_length: int | None = field(
+        default=None,
+        metadata={"help": "Reward `soft_overlong_punishment` (DAPO's overlong shaping, TRL's function): completions "
+                  "longer than max_completion_length minus this many tokens are penalised linearly from 0 down to "
+                  "-1 at max_completion_length (DAPO: 4096 at 20480). Needed by that reward, unused otherwise."},
+    )
 
     rlp_teacher: str = field(
         default="ema",
