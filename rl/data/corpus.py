@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rl.errors import UserError
+from rl.runtime.assets import BUILTIN_CORPORA
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +188,7 @@ def _plan(spec: str, opts: _Opts) -> Reader:
         if opts.id_field:
             raise UserError(f"corpus {spec!r}: --id-field / rpt_id_field {opts.id_field!r}: a builtin corpus has its "
                             "own document ids; leave it unset")
-        return _BUILTIN[name][1]()
+        return _BUILTIN[name]()
     if any(ch in spec for ch in "*?["):
         matches = sorted(p for p in globlib.glob(os.path.expanduser(spec), recursive=True) if os.path.isfile(p))
         if not matches:
@@ -485,12 +486,7 @@ def _read_champ() -> Reader:
     return gen
 
 
-# name -> (description, reader factory). The one list of builtin corpora (rl.runtime.assets re-exports it).
-_BUILTIN = {
-    "champ": (
-        "CHAMP competition math (PyPI champ-dataset==1.0.0, MIT): 270 problems, each with its "
-        "human-written step-by-step solution and final answer",
-        _read_champ,
-    ),
-}
-BUILTIN_CORPORA: dict[str, str] = {name: desc for name, (desc, _) in _BUILTIN.items()}
+# name -> reader factory, one per builtin corpus that rl.runtime.assets names (checked at import).
+_BUILTIN = {"champ": _read_champ}
+if set(_BUILTIN) != set(BUILTIN_CORPORA):  # a name without a reader, or a reader without a name
+    raise RuntimeError(f"builtin corpora named {sorted(BUILTIN_CORPORA)} but readers for {sorted(_BUILTIN)}")

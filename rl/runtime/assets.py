@@ -11,8 +11,8 @@ with transformers and save a normal Hugging Face checkpoint in the cache directo
 Concurrency: the build holds a file lock and happens in a temporary directory next to the final
 one, which is then published with one atomic `os.rename`; a crash never leaves a half-written model
 behind, and if two processes somehow both build, the first rename wins and the loser discards its
-copy. Builtin corpora (`builtin:champ`) are read by `rl.data.corpus`, which owns their list;
-`BUILTIN_CORPORA` is re-exported here so callers find every builtin name in one module.
+copy. Builtin corpora (`builtin:champ`) are named here, so every builtin name lives in one module
+below the data layer; `rl.data.corpus` holds their readers and refuses a name listed here without one.
 """
 
 from __future__ import annotations
@@ -28,8 +28,13 @@ import time
 import zipfile
 from pathlib import Path
 
-from rl.data.corpus import BUILTIN_CORPORA
 from rl.errors import UserError
+
+# name -> description. The one list of builtin corpora; their readers live in rl.data.corpus.
+BUILTIN_CORPORA: dict[str, str] = {
+    "champ": "CHAMP competition math (PyPI champ-dataset==1.0.0, MIT): 270 problems, each with its "
+    "human-written step-by-step solution and final answer",
+}
 
 __all__ = [
     "BUILTIN_CORPORA",
