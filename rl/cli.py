@@ -13,7 +13,7 @@ import logging
 import sys
 
 # Order = order in `rl --help`.
-SUBCOMMAND_MODULES = ["rl.data.cli", "rl.train.command", "rl.train.merge", "rl.eval.cli", "rl.prune.cli",
+SUBCOMMAND_MODULES = ["rl.data.cli", "rl.train.command", "rl.sft.command", "rl.train.merge", "rl.eval.cli", "rl.prune.cli",
                       "rl.launch.slurm", "rl.launch.recipes"]
 
 EPILOG = """examples:
