@@ -174,16 +174,6 @@ def prepare_dataset(script_args, training_args, model_path: str, tokenizer):
     )
 
 
-def _template_for(script_args) -> str:
-    """The instruction template: RLP rows use RLP's own thought prompt unless the recipe set one."""
-    from rl.train.config import DEFAULT_RPT_PROMPT
-
-    template = script_args.rpt_prompt_template
-    if script_args.rpt_format == "rlp" and template == DEFAULT_RPT_PROMPT:
-        return ""
-    return template
-
-
 def _chat_for(script_args) -> str | None:
     """RLP rows: the recipe's `rlp_thought_prompt` when it is not `auto` (yes/no), else None."""
     choice = getattr(script_args, "rlp_thought_prompt", "auto")
@@ -194,31 +184,13 @@ def _chat_for(script_args) -> str | None:
 
 def rpt_config_for_run(script_args, model_path: str, tokenizer, *, chat: str | None = None):
     """The RPTBuildConfig `rl train` builds `<output_dir>/rpt-data` with: the chat form from the
-    policy's tokenizer, or `chat` when given (the dry run may have no tokenizer). The one mapping of
-    recipe fields to build settings (`rl train --dry-run` uses it too)."""
-    from rl.data.rpt import RPTBuildConfig
+    policy's tokenizer, or `chat` when given (the dry run may have no tokenizer); every other setting is
+    its `rpt_*` recipe field (rl/data/settings.py). `rl train --dry-run` uses it too."""
+    from rl.data.settings import config_from_recipe
 
-    return RPTBuildConfig(
-        corpus=script_args.corpus,
-        proxy_model=script_args.proxy_model or model_path,
-        entropy=script_args.rpt_entropy,
-        top_k=script_args.rpt_top_k,
-        min_entropy=script_args.rpt_min_entropy,
-        select_by=script_args.rpt_select_by,
-        min_surprise=script_args.rpt_min_surprise,
-        max_per_doc=script_args.rpt_max_per_doc,
-        continuation_tokens=script_args.rpt_continuation_tokens,
-        max_context_tokens=script_args.rpt_max_context_tokens,
-        min_context_tokens=script_args.rpt_min_context_tokens,
-        window_tokens=script_args.rpt_window_tokens,
-        batch_size=script_args.rpt_proxy_batch_size,
-        max_documents=script_args.rpt_max_documents,
-        prompt_template=_template_for(script_args),
-        seed=script_args.rpt_seed,
+    return config_from_recipe(
+        script_args, corpus=script_args.corpus, proxy_model=script_args.proxy_model or model_path,
         chat=_chat_for(script_args) or chat or ("yes" if getattr(tokenizer, "chat_template", None) else "no"),
-        text_field=script_args.rpt_text_field,
-        id_field=script_args.rpt_id_field,
-        format=script_args.rpt_format,
     )
 
 

@@ -34,86 +34,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from rewards.rpt import FORMATS
 from rl.data.proxy import load_proxy
+from rl.data.settings import RPTBuildConfig
 from rl.errors import UserError
 
 logger = logging.getLogger(__name__)
-SELECT_BY = ("entropy", "surprisal", "surprise", "random")
-
-#: Row formats the builder writes: RPT's two, and `rlp` (a thought prompt, rewards/rlp.py; the
-#: positions are chosen exactly as for RPT: the proxy's entropy filter, sampled per document).
-BUILD_FORMATS = FORMATS + ("rlp",)
-# Raised when the same settings and inputs would now give other rows, so saved data built before is
-# rebuilt instead of reused. 2: the proxy reads BOS first where the tokenizer adds one, with the
-# model's real (scaled / soft-capped) logits, in eval mode.
-BUILDER_VERSION = 2
-
-
-@dataclass
-class RPTBuildConfig:
-    """Everything that decides which RPT rows a corpus yields (saved next to the dataset)."""
-
-    corpus: str
-    proxy_model: str
-    entropy: str = "topk"
-    top_k: int = 16
-    min_entropy: float = 0.5
-    select_by: str = "entropy"  # entropy | surprisal | surprise | random: which score picks positions
-    min_surprise: float = 2.0  # threshold on the select_by score when it is surprisal or surprise
-    max_per_doc: int = 8
-    continuation_tokens: int = 8
-    max_context_tokens: int = 512
-    min_context_tokens: int = 16
-    window_tokens: int = 1024
-    batch_size: int = 4
-    max_documents: int | None = None
-    prompt_template: str = ""
-    seed: int = 0
-    chat: str = "auto"  # auto | yes | no: wrap prompts as chat messages (reasoning format only)
-    format: str = "reasoning"  # reasoning: instruction + box (paper); completion: the raw context is the prompt
-    text_field: str = "text"  # .jsonl/.parquet/HF dataset corpora: the field/column holding the text
-    id_field: str | None = None  # optional field/column used as doc_id
-    extra: dict = field(default_factory=dict)
-
-    def fingerprint(self) -> dict:
-        """What decides the rows, as saved in rpt_build.json (for reuse checks): the settings plus
-        `inputs`, the corpus and proxy-model files they were built from (size + mtime_ns per file,
-        rl/data/fingerprint.py), so rewritten corpus files never lead to stale rows being reused."""
-        from rl.data.fingerprint import corpus_fingerprint, model_fingerprint
-
-        settings = json.loads(json.dumps(asdict(self), default=str))
-        if self.select_by == "entropy":  # data built before select_by existed stays reusable
-            settings.pop("select_by")
-            settings.pop("min_surprise")
-        settings["builder"] = BUILDER_VERSION
-        settings["inputs"] = {"corpus": corpus_fingerprint(self.corpus),
-                              "proxy_model": model_fingerprint(self.proxy_model)}
-        return settings
-
-    def validate(self) -> None:
-        if self.entropy not in ("topk", "full"):
-            raise UserError(f"entropy: expected `topk` or `full`, got {self.entropy!r}")
-        if self.select_by not in SELECT_BY:
-            raise UserError(f"select_by: expected one of {', '.join(SELECT_BY)}, got {self.select_by!r}")
-        positive = ("top_k", "max_per_doc", "continuation_tokens", "max_context_tokens", "window_tokens", "batch_size")
-        for name in positive:
-            if int(getattr(self, name)) < 1:
-                raise UserError(f"{name}: must be at least 1, got {getattr(self, name)}")
-        if self.window_tokens < 2:
-            raise UserError("window_tokens: must be at least 2")
-        if self.min_context_tokens < 1:
-            raise UserError(f"min_context_tokens: must be at least 1, got {self.min_context_tokens}")
-        if self.format not in BUILD_FORMATS:
-            raise UserError(f"format: expected one of {', '.join(BUILD_FORMATS)}, got {self.format!r}")
-        if self.format == "reasoning" and "{context}" not in self.prompt_template:
-            raise UserError("prompt_template: must contain the placeholder {context}")
-        if self.chat not in ("auto", "yes", "no"):
-            raise UserError(f"chat: expected auto, yes or no, got {self.chat!r}")
-        if self.max_documents is not None and int(self.max_documents) < 1:
-            raise UserError(f"max_documents: must be at least 1 (or unset for all), got {self.max_documents}")
-        if not str(self.text_field or "").strip():
-            raise UserError("text_field: must name the field/column holding the text (default `text`)")
 
 
 @dataclass
@@ -340,7 +265,7 @@ def iter_rpt_rows(cfg: RPTBuildConfig, model, tokenizer, documents, summary: Bui
         }
         for idx, (start, end, _, _) in enumerate(plans):
             queue.append((key, idx, ids[start:end], start))
-            if len(queue) >= cfg.batch_size:
+            if len(queue) >= cfg.proxy_batch_size:
                 yield from flush()
         progress.set_postfix(tokens_scored=scored[0], kept=summary.positions_kept)
     yield from flush()

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from trl import GRPOConfig
 
+from rl.data.settings import recipe_fields
 from rl.errors import UserError
 from rl.train.preflight import (
     current_target,
@@ -19,19 +20,14 @@ from rl.train.preflight import (
     launch_world_size,
 )
 
-DEFAULT_RPT_PROMPT = (
-    'Complete the text under "### Context" by predicting its next token.\n'
-    "Reason step by step about what most plausibly comes next: list a few candidate tokens and "
-    "pick the most probable one.\n"
-    "Put only the predicted token in \\boxed{}, copied exactly as it would appear in the text. "
-    "A token may start with a space, as in \\boxed{ para}; never wrap it in \\text{}.\n\n"
-    "### Context\n{context}"
-)
+# The `rpt_*` fields (RPT build settings, e.g. rpt_min_entropy) are declared once in rl/data/settings.py.
+RPTRecipeFields = recipe_fields()
 
 
 @dataclass
-class ScriptArguments:
-    """Data and reward settings of a run (the part of a recipe that is not TRL's config)."""
+class ScriptArguments(RPTRecipeFields):
+    """Data and reward settings of a run (the part of a recipe that is not TRL's config); the `rpt_*`
+    fields come from rl/data/settings.py."""
 
     dataset_path: str | None = field(
         default=None,
@@ -68,18 +64,6 @@ class ScriptArguments:
             "(`my_pkg.rewards.my_reward`), each with TRL's reward-function signature."
         },
     )
-    rpt_format: str = field(
-        default="reasoning",
-        metadata={
-            "help": "How RPT prompts are made. `reasoning` (the paper's): an instruction around the context, "
-            "the model reasons and answers in \\boxed{} (reward `rpt`), for reasoning/instruction-following "
-            "models. `completion`: the raw context is the prompt and the completion itself is the guess "
-            "(reward `rpt_completion`), for base and small chat models: SmolLM2-135M-Instruct is right at "
-            "41% of high-entropy positions this way and 6% under the reasoning instruction. `rlp`: a thought "
-            "prompt (chat models: an instruction; base models: the context then ` <think>`) for the RLP "
-            "information-gain reward (`rlp`)."
-        },
-    )
     signal_check: str = field(
         default="stop",
         metadata={
@@ -95,60 +79,9 @@ class ScriptArguments:
                   "`generate` (not vLLM) at max_completion_length: seconds for short completions, minutes for "
                   "4k-token reasoning; lower this for long-reasoning recipes. Skipped under ZeRO-3."},
     )
-    rpt_entropy: str = field(
-        default="topk",
-        metadata={"help": "Entropy used to pick positions: `topk` (renormalised top-k, as in the paper) or `full`."},
-    )
-    rpt_top_k: int = field(default=16, metadata={"help": "k for `rpt_entropy: topk` (paper: 16)."})
-    rpt_min_entropy: float = field(
-        default=0.5, metadata={"help": "Keep only positions whose proxy next-token entropy (nats) is at least this."}
-    )
-    rpt_select_by: str = field(
-        default="entropy",
-        metadata={"help": "Which proxy score picks positions: `entropy` (the paper; >= rpt_min_entropy), "
-                  "`surprisal` (-log p of the true token) or `surprise` (Titans: ||softmax(z) - onehot(y)||_2, the "
-                  "cross-entropy's gradient norm, in [0, 1.414]) >= rpt_min_surprise, or `random` (the control). "
-                  "Same context filters and per-document cap in every case (rl data rpt --select-by). Measured on "
-                  "the demo, 3 seeds x 30 steps: held-out gain entropy +1.11 pts, surprisal +1.29, random +0.43, "
-                  "intervals overlapping (bench/rpt_select_by.py)."},
-    )
-    rpt_min_surprise: float = field(
-        default=2.0, metadata={"help": "With rpt_select_by surprisal/surprise: keep positions whose score is >= this."}
-    )
-    rpt_max_per_doc: int = field(default=8, metadata={"help": "At most this many positions sampled per document."})
-    rpt_continuation_tokens: int = field(
-        default=8, metadata={"help": "Ground-truth tokens kept after each position (the prefix-match targets)."}
-    )
-    rpt_max_context_tokens: int = field(
-        default=512, metadata={"help": "Long contexts keep only their most recent this-many tokens."}
-    )
-    rpt_min_context_tokens: int = field(
-        default=16, metadata={"help": "Positions with fewer preceding tokens than this are not used."}
-    )
-    rpt_window_tokens: int = field(
-        default=1024, metadata={"help": "Proxy forward window (tokens); windows overlap by half."}
-    )
-    rpt_max_documents: int | None = field(
-        default=None, metadata={"help": "Read at most this many documents from the corpus (None: all)."}
-    )
-    rpt_prompt_template: str = field(
-        default=DEFAULT_RPT_PROMPT,
-        metadata={"help": "Instruction with a `{context}` placeholder (RPT paper template v0 in spirit)."},
-    )
-    rpt_proxy_batch_size: int = field(default=4, metadata={"help": "Windows per proxy forward pass."})
-    rpt_seed: int = field(default=0, metadata={"help": "Seed for sampling positions."})
     eval_fraction: float = field(
         default=0.0, metadata={"help": "Hold out this fraction of rows (by document) as an eval split (0 <= f < 1)."}
     )
-    rpt_text_field: str = field(
-        default="text",
-        metadata={"help": "Corpus field/column holding the text (.jsonl, .parquet, HF dataset dir), e.g. `content`."},
-    )
-    rpt_id_field: str | None = field(
-        default=None,
-        metadata={"help": "Corpus field/column used as the document id (default: file and line/row number)."},
-    )
-
     rlp_thought_prompt: str = field(
         default="auto",
         metadata={
@@ -158,6 +91,25 @@ class ScriptArguments:
             "chat template.",
             "choices": ["auto", "chat", "plain"],
         },
+    )
+
+    # `rl submit --vllm-server-node`: the server's settings TRL's GRPOConfig has no field for (the others,
+    # vllm_tensor_parallel_size, vllm_gpu_memory_utilization, vllm_max_model_length, vllm_server_port,
+    # vllm_model_impl, reach `trl vllm-serve` too: rl/launch/vllm_server.py). Unset: vllm-serve's default.
+    vllm_server_dtype: str | None = field(
+        default=None,
+        metadata={"help": "`rl submit --vllm-server-node`: the server's `--dtype` (auto, bfloat16, float16, "
+                  "float32, half, float); unset: `trl vllm-serve`'s default (auto)."},
+    )
+    vllm_server_data_parallel_size: int | None = field(
+        default=None,
+        metadata={"help": "`rl submit --vllm-server-node`: the server's `--data_parallel_size` (vLLM engines on "
+                  "the server node; TRL: keep 1 for dense models); unset: 1."},
+    )
+    vllm_server_enable_prefix_caching: bool | None = field(
+        default=None,
+        metadata={"help": "`rl submit --vllm-server-node`: the server's `--enable_prefix_caching` (shared prompt "
+                  "prefixes of a group computed once); unset: vLLM's default."},
     )
 
     def __post_init__(self):
@@ -368,3 +320,11 @@ class EntropyGRPOConfig(GRPOConfig):
         launch's own (transformers' `TrainingArguments.world_size`)."""
         target = current_target()
         return target.world_size if target is not None else super().world_size
+
+
+def entropy_setting(args, name: str):
+    """`args.<name>`, or `EntropyGRPOConfig`'s default for the field when `args` is a plain GRPOConfig:
+    the trainer reads every entropy-rl field through this, so each has one default (the dataclass's)."""
+    if hasattr(args, name):
+        return getattr(args, name)
+    return EntropyGRPOConfig.__dataclass_fields__[name].default

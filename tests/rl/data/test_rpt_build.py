@@ -7,7 +7,7 @@ import json
 import pytest
 
 from rl.data.rpt import RPTBuildConfig, build_rpt_dataset, format_prompt, window_plan
-from rl.train.config import DEFAULT_RPT_PROMPT
+from rl.data.settings import DEFAULT_RPT_PROMPT
 from rl.errors import UserError
 from rewards.rpt import prefix_match_reward
 
@@ -46,7 +46,7 @@ def _corpus_file(tmp_path, docs=CORPUS):
 
 def _cfg(corpus, model, **kw):
     base = dict(corpus=str(corpus), proxy_model=str(model), min_entropy=0.0, max_per_doc=50,
-                min_context_tokens=4, window_tokens=8, batch_size=3, prompt_template=DEFAULT_RPT_PROMPT)
+                min_context_tokens=4, window_tokens=8, proxy_batch_size=3, prompt_template=DEFAULT_RPT_PROMPT)
     base.update(kw)
     return RPTBuildConfig(**base)
 
@@ -80,7 +80,7 @@ def test_window_size_does_not_change_first_window_entropies(tmp_path, tiny_model
     """Positions inside the first window see identical context whatever the window size."""
     corpus = _corpus_file(tmp_path, CORPUS[:1])
     small, _ = build_rpt_dataset(_cfg(corpus, tiny_model_dir, window_tokens=64), tmp_path / "a")
-    large, _ = build_rpt_dataset(_cfg(corpus, tiny_model_dir, window_tokens=128, batch_size=1), tmp_path / "b")
+    large, _ = build_rpt_dataset(_cfg(corpus, tiny_model_dir, window_tokens=128, proxy_batch_size=1), tmp_path / "b")
     assert small["position"] == large["position"]
     for a, b in zip(small["entropy"], large["entropy"]):
         assert a == pytest.approx(b, abs=1e-4)

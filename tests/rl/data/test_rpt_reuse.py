@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from rl.train.config import DEFAULT_RPT_PROMPT
+from rl.data.settings import DEFAULT_RPT_PROMPT
 from rl.data.fingerprint import corpus_fingerprint, describe_change
 from rl.data.loading import rpt_reuse_decision
 from rl.data.rpt import RPTBuildConfig, build_rpt_dataset

@@ -10,7 +10,7 @@ import torch
 
 from rl.data.rpt import RPTBuildConfig, build_rpt_dataset
 from rl.errors import UserError
-from rl.train.config import DEFAULT_RPT_PROMPT
+from rl.data.settings import DEFAULT_RPT_PROMPT
 
 DOCS = ["The derivative of x squared is two x. Hence the slope at one is two, and the tangent line is y = 2x - 1.",
         "Let n be an integer. If n is even then n squared is even, and if n is odd then n squared is odd too."]
@@ -20,7 +20,7 @@ def _cfg(tmp_path, model, **kw):
     path = tmp_path / "corpus.jsonl"
     path.write_text("".join(json.dumps({"text": d}) + "\n" for d in DOCS), encoding="utf-8")
     base = {"corpus": str(path), "proxy_model": str(model), "min_entropy": 0.0, "max_per_doc": 50, "min_context_tokens": 4,
-                "window_tokens": 64, "batch_size": 2, "prompt_template": DEFAULT_RPT_PROMPT}
+                "window_tokens": 64, "proxy_batch_size": 2, "prompt_template": DEFAULT_RPT_PROMPT}
     return RPTBuildConfig(**{**base, **kw})
 
 
