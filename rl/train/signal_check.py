@@ -11,7 +11,8 @@ having any signal the run stops with one line that says what was seen and what t
 
 The pure parts (`combine_rewards`, `groups_with_signal`, `SignalReport`) are tested directly;
 `sample_completions` renders prompts as TRL 1.16 does (chat messages through the chat template
-with the generation prompt; strings tokenized as they are).
+with the generation prompt; strings tokenized as they are) and samples with the one sampler
+(rl/signal/sampling.py).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from typing import Any, Sequence
 
 from rewards.registry import spec_of
 from rl.errors import UserError
+from rl.signal.decoding import decode_alone
+from rl.signal.sampling import SamplingSettings, sample
 
 logger = logging.getLogger(__name__)
 
@@ -126,77 +129,21 @@ def sample_completions(model, tokenizer, prompts: list, generations: int, *, max
                        temperature: float = 1.0, top_p: float = 1.0, top_k: int | None = 0,
                        min_p: float | None = None, repetition_penalty: float = 1.0,
                        batch_size: int = 4, seed: int = 0) -> tuple[list, list[list[int]]]:
-    """`generations` samples per prompt (grouped, prompt-major as in TRL); returns the completions
-    in the form the trainer passes to rewards (`EntropyGRPOTrainer._generate`: for a plain-text prompt
-    the text the completion adds after it; for chat prompts one assistant message) and their ids."""
-    import torch
-
-    from rl.signal.decoding import decode_alone, in_context_texts
-    from rl.signal.padding import left_pad
-
-    device = next(model.parameters()).device
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
-    sampling: dict[str, Any] = {"do_sample": True, "temperature": temperature, "top_p": top_p,
-                                "top_k": top_k or 0, "repetition_penalty": repetition_penalty}
-    if min_p is not None:
-        sampling["min_p"] = min_p
-    completions, completion_ids = [], []
-    was_training = model.training
-    model.eval()
-    # The check must not change the run's randomness: with it on or off, training draws the same
-    # samples (fork_rng restores the global RNG states afterwards).
-    devices = [device] if device.type == "cuda" else []
-    try:
-        with torch.random.fork_rng(devices=devices), torch.inference_mode():
-            torch.manual_seed(seed)
-            for start in range(0, len(prompts), batch_size):
-                chunk = prompts[start:start + batch_size]
-                prompt_ids = [render_prompt_ids(tokenizer, p) for p in chunk]
-                ids, mask, pos = left_pad(prompt_ids, pad_id, device)
-                out = generate_shared_prefill(model, ids, mask, pos, generations, max_new_tokens=max_new_tokens,
-                                               pad_token_id=pad_id, **sampling)
-                new = out[:, ids.shape[1]:]
-                rows = []
-                for row in new.tolist():
-                    if tokenizer.eos_token_id in row:
-                        row = row[: row.index(tokenizer.eos_token_id) + 1]
-                    rows.append(row)
-                # as the trainer gives them to rewards (rl/signal/decoding.py): a chat completion decoded alone
-                # (message content, no clean-up), a plain-text prompt's as the text it adds after the prompt
-                alone = decode_alone(tokenizer, rows)
-                in_context = in_context_texts(tokenizer, [prompt_ids[j // generations] for j in range(len(rows))], rows)
-                for j, row in enumerate(rows):
-                    prompt = chunk[j // generations]
-                    completions.append([{"role": "assistant", "content": alone[j]}] if isinstance(prompt, list)
-                                       else in_context[j])
-                    completion_ids.append(row)
-    finally:
-        model.train(was_training)
+    """`generations` samples per prompt (grouped, prompt-major as in TRL) from the one sampler
+    (rl/signal/sampling.py: shared prefill, a forked RNG seeded with `seed`, so training draws the
+    same samples with the check on or off); returns the completions in the form the trainer passes
+    to rewards (`EntropyGRPOTrainer._generate`: for a plain-text prompt the text the completion adds
+    after it; for chat prompts one assistant message decoded alone) and their ids, EOS included as
+    in TRL's completion ids."""
+    settings = SamplingSettings(samples=generations, max_new_tokens=max_new_tokens, temperature=temperature,
+                                top_p=top_p, top_k=top_k, min_p=min_p, repetition_penalty=repetition_penalty,
+                                batch_size=batch_size, seed=seed)
+    drawn = sample(model, tokenizer, [render_prompt_ids(tokenizer, p) for p in prompts], settings)
+    completion_ids = [s.ids + ([s.stop] if s.stop is not None else []) for s in drawn]
+    alone = decode_alone(tokenizer, completion_ids)  # a chat completion is a message, decoded alone
+    completions = [[{"role": "assistant", "content": alone[j]}] if isinstance(prompts[s.prompt], list) else s.text
+                   for j, s in enumerate(drawn)]
     return completions, completion_ids
-
-
-def generate_shared_prefill(model, ids, mask, pos, generations: int, **generate_kwargs):
-    """`generate` with `generations` samples per prompt, the prompt read once, not once per sample.
-
-    HF's `num_return_sequences` copies each prompt before the prefill, so G samples cost G prompt
-    forwards; on CPU with short completions that is nearly all the work. Here the prompt minus its
-    last token is run once, its KV cache repeated G times, and `generate` continues from it (the
-    same distribution: the same logits are computed, only once). Models whose forward takes no
-    cache fall back to plain `generate`.
-    """
-    params = inspect.signature(getattr(model, "get_base_model", lambda: model)().forward).parameters
-    # transformers 5.x names the cache `cache` (`past_key_values` before, still accepted by generate)
-    name = "cache" if "cache" in params else "past_key_values"
-    if ids.shape[1] < 2 or name not in params or "position_ids" not in params:
-        return model.generate(input_ids=ids, attention_mask=mask, num_return_sequences=generations, **generate_kwargs)
-    prefill = model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=pos[:, :-1], use_cache=True)
-    cache = getattr(prefill, name, None)
-    if not hasattr(cache, "batch_repeat_interleave"):
-        return model.generate(input_ids=ids, attention_mask=mask, num_return_sequences=generations, **generate_kwargs)
-    cache.batch_repeat_interleave(generations)
-    return model.generate(input_ids=ids.repeat_interleave(generations, dim=0),
-                          attention_mask=mask.repeat_interleave(generations, dim=0), **{name: cache},
-                          **generate_kwargs)
 
 
 def score_completions(rows: list[dict], completions: list, completion_ids: list, reward_funcs) -> list[list]:

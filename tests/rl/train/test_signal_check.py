@@ -1,4 +1,5 @@
-"""The signal check: pure parts, the shared-prefill sampler, and `rl train` stopping on no signal."""
+"""The signal check: pure parts, sampling and scoring (the sampler itself: tests/rl/signal/test_sampling.py),
+and `rl train` stopping on no signal."""
 
 from __future__ import annotations
 
@@ -55,25 +56,6 @@ def test_no_signal_message_says_what_was_seen_and_what_to_change():
 def _rows(n=4):
     return [{"prompt": f"Count: {i}, {i + 1},", "continuation": f" {i + 2}", "boundaries": [len(f" {i + 2}")],
              "doc_id": f"d{i}"} for i in range(n)]
-
-
-def test_shared_prefill_sampling_equals_plain_generate(tiny_model_dir):
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from rl.signal.padding import left_pad
-    from rl.train.signal_check import generate_shared_prefill, render_prompt_ids
-
-    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
-    prompts = ["a b c d e", "x", [{"role": "user", "content": "hello there"}]]
-    ids, mask, pos = left_pad([render_prompt_ids(tok, p) for p in prompts], tok.pad_token_id, "cpu")
-    kwargs = dict(max_new_tokens=5, do_sample=False, pad_token_id=tok.pad_token_id)
-    with torch.inference_mode():
-        plain = model.generate(input_ids=ids.repeat_interleave(3, 0), attention_mask=mask.repeat_interleave(3, 0),
-                               **kwargs)
-        shared = generate_shared_prefill(model, ids, mask, pos, 3, **kwargs)
-    assert torch.equal(plain, shared)
 
 
 def test_run_signal_check_scores_like_trl_and_leaves_the_rng_alone(tiny_model_dir):
