@@ -38,6 +38,21 @@ CALIBRATION_TOKENS = 1024  # tokens of training documents the held-out tokens' c
 CALIBRATION_DOCUMENTS = 12  # training documents those tokens are spread over (one forward pass each)
 
 
+def probe_rewards(model, tokenizer, rows: list[dict], reward_funcs, reward_weights, *, samples: int,
+                  max_new_tokens: int, temperature: float, top_p: float = 1.0, top_k: int | None = 0,
+                  seed: int = 0) -> list[float]:
+    """Total reward of `samples` completions per row (row-major), sampled and scored as the run does.
+
+    It lives here, not in rl/eval, because it uses the training run's own sampling and reward
+    combination (rl/train/signal_check.py), and eval sits below train."""
+    from rl.train.signal_check import combine_rewards, sample_completions, score_completions
+
+    prompts = [row["prompt"] for row in rows]
+    completions, completion_ids = sample_completions(model, tokenizer, prompts, samples, max_new_tokens=max_new_tokens,
+                                                     temperature=temperature, top_p=top_p, top_k=top_k, seed=seed)
+    return combine_rewards(score_completions(rows, completions, completion_ids, reward_funcs), reward_weights)
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -104,7 +119,7 @@ def measure(script_args, training_args, model_args):
     from rl.data.corpus import read_corpus
     from rl.data.loading import split_by_document
     from rl.eval.next_token import load_model
-    from rl.eval.learning_report import build_report, model_values, probe_rewards
+    from rl.eval.learning_report import build_report, model_values
     from rl.eval.metrics import temperature_grid, token_metrics
     from rl.train.signal_check import pick_rows
     from rl.eval.stats import paired_bootstrap

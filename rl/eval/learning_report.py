@@ -197,18 +197,6 @@ def _pair(d: PairedDiff, scale: float, unit: str, digits: int) -> str:
             f"{unit}, 95% CI [{g.format(scale * d.low)}, {g.format(scale * d.high)}])")
 
 
-def probe_rewards(model, tokenizer, rows: list[dict], reward_funcs, reward_weights, *, samples: int,
-                  max_new_tokens: int, temperature: float, top_p: float = 1.0, top_k: int | None = 0,
-                  seed: int = 0) -> list[float]:
-    """Total reward of `samples` completions per row (row-major), sampled and scored as the run does."""
-    from rl.train.signal_check import combine_rewards, sample_completions, score_completions
-
-    prompts = [row["prompt"] for row in rows]
-    completions, completion_ids = sample_completions(model, tokenizer, prompts, samples, max_new_tokens=max_new_tokens,
-                                                     temperature=temperature, top_p=top_p, top_k=top_k, seed=seed)
-    return combine_rewards(score_completions(rows, completions, completion_ids, reward_funcs), reward_weights)
-
-
 def position_values(model, tokenizer, rows: list[dict], temperature: float, max_context_tokens: int | None,
                     batch_size: int = 8, calibrated_temperature: float | None = None) -> list[dict]:
     from rl.eval.next_token import encode_contexts
