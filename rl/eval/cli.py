@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 from rl.runtime.values import FINITE, FRACTION, NON_NEGATIVE, POSITIVE, POSITIVE_INT, Number
+from rl.eval.math_eval import register as register_math
 
 EVAL_EXAMPLES = """examples:
   rl eval next-token --model builtin:smollm2-135m-instruct --data runs/champ-rpt --limit 200
@@ -42,8 +43,8 @@ def _thresholds(text: str) -> tuple[float, ...]:
 
 
 def register(subparsers) -> None:
-    ev = subparsers.add_parser("eval", help="evaluate models (rl eval next-token --help)")
-    ev_sub = ev.add_subparsers(dest="eval_command", metavar="{next-token}")
+    ev = subparsers.add_parser("eval", help="evaluate models (rl eval next-token --help, rl eval math --help)")
+    ev_sub = ev.add_subparsers(dest="eval_command", metavar="{next-token,math}")
     ev_sub.required = True
     p = ev_sub.add_parser(
         "next-token",
@@ -79,6 +80,7 @@ def register(subparsers) -> None:
                    help="write the results as JSON here (a new file, or a previous result of this command)")
     p.add_argument("--overwrite", action="store_true", help="let --output replace a file this command did not write")
     p.set_defaults(func=run_eval)
+    register_math(ev_sub)  # rl eval math (rl/eval/math_eval.py)
 
     pr = subparsers.add_parser("profile", help="profile models (rl profile entropy --help)")
     pr_sub = pr.add_subparsers(dest="profile_command", metavar="{entropy,bits}")

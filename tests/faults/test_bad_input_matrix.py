@@ -83,6 +83,7 @@ ENTROPY = "profile entropy --model {model} --data {in}/corpus.jsonl --text-field
 RPT = "data rpt --corpus {in}/corpus.jsonl --proxy-model {model} -o {out}/new-rpt"
 RLP = "data rlp --corpus {in}/corpus.jsonl --proxy-model {model} -o {out}/new-rlp"
 EVAL = "eval next-token --model {model} --data {in}/data.jsonl"
+MATH = "eval math --model {model} --data {in}/data.jsonl"  # RPT rows: no `solution` column
 SUBMIT = "submit --config {in}/recipe.yaml --dry-run"
 
 CASES = [
@@ -130,6 +131,11 @@ CASES = [
     Case("eval-temperature-inf", EVAL + " --temperature inf", ["rl eval next-token", "--temperature"]),
     Case("eval-thresholds-nan", EVAL + " --thresholds 0.5,nan,1.5", ["--thresholds", "finite"]),
     Case("eval-limit-zero", EVAL + " --limit 0", ["--limit", "at least 1"]),
+    Case("math-no-solution-column", MATH, ["--data", "no `solution` column"]),
+    Case("math-data-missing", MATH.replace("data.jsonl", "nope.jsonl"), ["--data", "no such file"]),
+    Case("math-samples-zero", MATH + " --samples 0", ["rl eval math", "--samples", "at least 1"]),
+    Case("math-pass-k-above-samples", MATH + " --samples 4 --pass-k 1,8", ["--pass-k", "between 1 and --samples"]),
+    Case("math-output-is-data", MATH + " --output {in}/data.jsonl --overwrite", ["--output", "--data"]),
     # --- recipes: values a run cannot use (rl train; the dry run: DRY_RUN_CASES)
     Case("train-learning-rate-nan", "train --config {in}/lr-nan.yaml", ["learning_rate", "finite"]),
     Case("train-learning-rate-inf", "train --config {in}/lr-inf.yaml", ["learning_rate", "finite"]),
