@@ -150,10 +150,18 @@ def render_sbatch(recipe_path: str | os.PathLike, nodes: int = 1, gpus_per_node:
         accelerate_config = (workdir / accelerate_config).resolve()
         if not accelerate_config.is_file():
             raise UserError(f"--accelerate-config: {accelerate_config} not found")
+    serve = None
     if vllm_server_node:
         vllm_model = vllm_model or override_value(overrides, "model_name_or_path") or data.get("model_name_or_path")
         if not vllm_model:
             raise UserError(f"{recipe}: --vllm-server-node needs model_name_or_path in the recipe")
+        from rl.launch.vllm_server import serve_settings
+
+        try:  # the recipe's vLLM settings for `trl vllm-serve` (rl/launch/vllm_server.py)
+            serve = serve_settings(lambda f: data.get(f) if override_value(overrides, f) is None else override_value(overrides, f),
+                                   model=vllm_model, gpus=None if cpu else procs_per_node)
+        except UserError as exc:
+            raise UserError(f"{recipe}: {exc}") from None
     from rl.runtime.wandb_secrets import SECRET_FLAG
 
     for tok in overrides:  # a secret passed as a flag would land in the kept script
@@ -165,6 +173,7 @@ def render_sbatch(recipe_path: str | os.PathLike, nodes: int = 1, gpus_per_node:
     if override_value(overrides, "resume_from_checkpoint") is None:
         train_args += ["--resume_from_checkpoint", "auto"]
     from rl.launch.shipped import shipped_path
+    from rl.launch.vllm_server import serve_args
 
     template_path = Path(template) if template else shipped_path("slurm/train.sbatch")  # checkout or wheel
     if not template_path.is_file():
@@ -186,7 +195,9 @@ def render_sbatch(recipe_path: str | os.PathLike, nodes: int = 1, gpus_per_node:
         "PROCS_PER_NODE": procs_per_node,
         "CPU_MODE": int(bool(cpu)),
         "VLLM_SERVER_NODE": int(bool(vllm_server_node)),
-        "VLLM_MODEL": vllm_model or "",
+        "VLLM_SERVE_ARGS": serve_args(serve) if serve else [],
+        "VLLM_PORT": serve.served_port if serve else "",
+        "VLLM_TIMEOUT": f"{serve.timeout:g}" if serve else "",
         "SCRIPT_PATH": script_path or run_dir / "slurm" / "train.sbatch",
         "ENTRY_MODULE": entry_module,
         "TRAIN_ARGS": train_args,

@@ -226,6 +226,12 @@ if [ $# -gt 0 ]; then SLURM_PROCID=1 exec "$@"; fi
 """
 # The rendered PYTHON: record argv (accelerate launch args), maybe write the preemption marker.
 FAKE_PYTHON = """#!/bin/bash
+# the job's wait for the vLLM server's /health (rl/launch/vllm_server.py): record it, answer FAKE_HEALTH_RC
+if [ "${2:-}" = rl.launch.vllm_server ]; then
+    printf '%s\\0' "$@" > "$FAKE_DIR/health-args"
+    if [ "${FAKE_HEALTH_RC:-0}" != 0 ]; then echo "error: vLLM server not healthy; see its log" >&2; fi
+    exit "${FAKE_HEALTH_RC:-0}"
+fi
 # the vLLM srun runs in the background: let it record itself before the script kills it
 for i in $(seq 200); do [ "$(ls "$FAKE_DIR" | grep -c '^srun-')" -ge "${FAKE_SRUNS:-1}" ] && break; sleep 0.05; done
 printf '%s\\0' "$@" > "$FAKE_DIR/python-args"
@@ -274,6 +280,43 @@ def test_script_multi_node_vllm_command_lines(recipe, tmp_path, fake_slurm):
                       "-m", "rl.cli", "train", "--config", str(recipe), "--resume_from_checkpoint", "auto",
                       "--use_vllm", "true", "--vllm_mode", "server", "--vllm_server_host", "gpu-a"]
     assert "requeue" not in (tmp_path / "log").read_text()
+    health = (tmp_path / "health-args").read_text().split("\0")[:-1]
+    vllm_log = str(recipe.parent / "runs" / "grpo" / "slurm" / "vllm-123.log")
+    assert health == ["-m", "rl.launch.vllm_server", "--url", "http://gpu-a:8000/health", "--timeout", "240",
+                      "--log", vllm_log, "--pid", health[-1]]
+    assert "vLLM server on gpu-a" in Path(vllm_log).read_text()  # the server's own log, not the job's
+
+
+def test_script_passes_recipe_vllm_settings_to_the_server(recipe, tmp_path, fake_slurm):
+    """Every recipe vLLM setting reaches `trl vllm-serve`, parsed here by TRL 1.16's own vllm-serve parser."""
+    from trl.scripts.vllm_serve import make_parser
+
+    python, env = fake_slurm
+    recipe.write_text(recipe.read_text() + "vllm_max_model_length: 4096\nvllm_gpu_memory_utilization: 0.85\n"
+                      "vllm_tensor_parallel_size: 2\nvllm_server_data_parallel_size: 2\nvllm_server_dtype: bfloat16\n"
+                      "vllm_server_enable_prefix_caching: true\nvllm_server_port: 8123\nvllm_server_timeout: 900\n")
+    text = render(recipe, nodes=3, gpus_per_node=4, vllm_server_node=True, python=str(python))
+    proc = run_script(text, tmp_path, {**env, "FAKE_SRUNS": "2"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    [vllm] = [c for c in srun_calls(tmp_path) if "vllm-serve" in c]
+    served = vllm[vllm.index("vllm-serve") + 1:]
+    (args,) = make_parser().parse_args_and_config(args=served)
+    assert (args.model, args.max_model_len, args.gpu_memory_utilization, args.tensor_parallel_size,
+            args.data_parallel_size, args.dtype, args.enable_prefix_caching, args.port) == \
+        ("Qwen/Qwen3-0.6B", 4096, 0.85, 2, 2, "bfloat16", True, 8123)
+    health = (tmp_path / "health-args").read_text().split("\0")[:-1]
+    assert health[3:6] == ["http://gpu-a:8123/health", "--timeout", "900"]
+
+
+def test_script_stops_when_the_server_is_not_healthy(recipe, tmp_path, fake_slurm):
+    python, env = fake_slurm
+    text = render(recipe, nodes=3, gpus_per_node=8, vllm_server_node=True, python=str(python))
+    proc = run_script(text, tmp_path, {**env, "FAKE_HEALTH_RC": "1"})
+    assert proc.returncode == 1
+    assert [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")] == [
+        "error: vLLM server not healthy; see its log"]
+    assert not [c for c in srun_calls(tmp_path) if "vllm-serve" not in c]  # training never started
+    assert not (tmp_path / "python-args").exists()
 
 
 def test_script_cpu_mode_and_accelerate_config(recipe, tmp_path, fake_slurm):
