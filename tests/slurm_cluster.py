@@ -14,6 +14,8 @@ $ENTROPY_RL_SLURM_REGISTRY (default /tmp/entropy-rl-slurm-registry) with its own
 reaps clusters whose owner is gone (daemons by pid file, verified by command line; then any
 process whose environment names that cluster's slurm.conf: slurmstepd, job scripts).
 Needs root (jobs run as the submitting user; slurmd must be root to launch them).
+A cluster of several nodes, each in its own network namespace, is tests/slurm_netns.py's
+NetnsSlurmCluster, built on the hooks marked below.
 """
 
 from __future__ import annotations
@@ -122,12 +124,12 @@ def kill_cluster_processes(root: Path) -> None:
     """Stop every process belonging to the cluster under `root`: daemons, then stepds and job processes."""
     conf = root / "etc" / "slurm.conf"
     daemons = []
-    for name in ("slurmd", "slurmctld", "munged"):
+    for pid_file in sorted((root / "run").glob("*.pid")):  # munged, slurmctld, slurmd (one per node)
         try:
-            pid = int((root / "run" / f"{name}.pid").read_text().strip())
+            pid = int(pid_file.read_text().strip())
         except (OSError, ValueError):
             continue
-        if str(root) in _cmdline(pid):  # verify: never kill a reused pid
+        if str(root) in _cmdline(pid) and pid not in daemons:  # verify: never kill a reused pid
             daemons.append(pid)
     _terminate(daemons)
     needle, mine = f"SLURM_CONF={conf}".encode() + b"\0", _my_lineage()
@@ -144,6 +146,19 @@ def kill_cluster_processes(root: Path) -> None:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+    delete_netns(root)
+
+
+def delete_netns(root: Path) -> None:
+    """Delete the network namespaces a multi-node cluster under `root` listed in run/netns (their veths and
+    bridge go with them); called after the cluster's processes are gone (a live process keeps its namespace)."""
+    listing = root / "run" / "netns"
+    if not listing.is_file():
+        return
+    for name in listing.read_text().split():
+        if (Path("/run/netns") / name).exists():
+            subprocess.run(["ip", "netns", "del", name], capture_output=True)
+    listing.unlink(missing_ok=True)
 
 
 def reap_stale_clusters() -> list[str]:
@@ -194,15 +209,34 @@ class SlurmCluster:
         os.chmod(root / "munge-run", 0o755)
         self._register()
         t0 = time.monotonic()
+        self._setup_network()
         self._start_munge()
         self.conf = self._write_conf()
-        env = {**os.environ, "SLURM_CONF": str(self.conf)}
-        for name in ("slurmctld", "slurmd"):
-            self._spawn(name, [name, "-D", "-f", str(self.conf)] + (["-c", "-i"] if name == "slurmctld" else []),
-                        env)
+        self._spawn_daemons({**os.environ, "SLURM_CONF": str(self.conf)})
         self._wait_idle()
         self.startup_seconds = time.monotonic() - t0
         return self
+
+    # Hooks a multi-node cluster (tests/slurm_netns.py) overrides: one node on 127.0.0.1 here.
+    node_count = 1
+
+    def _setup_network(self) -> None:
+        """Nothing to set up: controller and node share the host's loopback."""
+
+    def _spawn_daemons(self, env: dict) -> None:
+        self._spawn("slurmctld", ["slurmctld", "-D", "-f", str(self.conf), "-c", "-i"], env)
+        self._spawn("slurmd", ["slurmd", "-D", "-f", str(self.conf)], env)
+
+    def _controller_addr(self) -> str:
+        return "127.0.0.1"
+
+    def _node_lines(self, node_line: str) -> str:
+        """slurm.conf's node definition(s), from `slurmd -C`'s line for this machine."""
+        return f"{node_line} NodeAddr=127.0.0.1 State=UNKNOWN"
+
+    def client_prefix(self) -> list[str]:
+        """What client commands (sbatch, squeue, `rl submit`) run under to reach the controller."""
+        return []
 
     def _register(self) -> None:
         REGISTRY.mkdir(parents=True, exist_ok=True)
@@ -240,9 +274,9 @@ class SlurmCluster:
         user = "root" if os.geteuid() == 0 else os.environ.get("USER", "root")
         ctld_port, slurmd_port = free_ports(2)
         conf = f"""\
-# Written by tests/slurm_cluster.py for a throwaway one-node test cluster.
+# Written by tests/slurm_cluster.py for a throwaway test cluster.
 ClusterName=entropyrl
-SlurmctldHost={self.node_name}(127.0.0.1)
+SlurmctldHost={self.node_name}({self._controller_addr()})
 SlurmctldPort={ctld_port}
 SlurmdPort={slurmd_port}
 SlurmUser={user}
@@ -258,11 +292,11 @@ MpiDefault=none
 ReturnToService=2
 MailProg=/bin/true
 StateSaveLocation={r}/state
-SlurmdSpoolDir={r}/spool
+SlurmdSpoolDir={r}/spool/%n
 SlurmctldPidFile={r}/run/slurmctld.daemon.pid
-SlurmdPidFile={r}/run/slurmd.daemon.pid
+SlurmdPidFile={r}/run/slurmd-%n.daemon.pid
 SlurmctldLogFile={r}/log/slurmctld.log
-SlurmdLogFile={r}/log/slurmd.log
+SlurmdLogFile={r}/log/slurmd-%n.log
 AccountingStorageType=accounting_storage/none
 JobCompType=jobcomp/filetxt
 JobCompLoc={r}/log/jobcomp.txt
@@ -271,7 +305,7 @@ MinJobAge=300
 KillWait=10
 InactiveLimit=0
 SlurmdTimeout=300
-{node_line} NodeAddr=127.0.0.1 State=UNKNOWN
+{self._node_lines(node_line)}
 PartitionName={self.partition} Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 """
         path = r / "etc" / "slurm.conf"
@@ -291,10 +325,10 @@ PartitionName={self.partition} Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 
     def _wait_idle(self) -> None:
         def idle() -> bool:
-            out = subprocess.run(["sinfo", "-h", "-N", "-o", "%t"], env=self.env(), capture_output=True, text=True)
-            return out.returncode == 0 and out.stdout.strip() == "idle"
+            out = self.run("sinfo", "-h", "-N", "-o", "%t", check=False)
+            return out.returncode == 0 and out.stdout.split() == ["idle"] * self.node_count
 
-        self._wait(idle, "node idle", self.ready_timeout)
+        self._wait(idle, "nodes idle", self.ready_timeout)
 
     def logs(self, tail: int = 3000) -> str:
         """Tail of each daemon log (for failure messages)."""
@@ -337,7 +371,7 @@ PartitionName={self.partition} Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 
     def run(self, *cmd: str, check: bool = True, timeout: float = 30, **kw) -> subprocess.CompletedProcess:
         """Run a Slurm client command against this cluster (text output captured)."""
-        proc = subprocess.run(list(cmd), env=kw.pop("env", None) or self.env(), capture_output=True, text=True,
+        proc = subprocess.run([*self.client_prefix(), *cmd], env=kw.pop("env", None) or self.env(), capture_output=True, text=True,
                               timeout=timeout, **kw)
         if check and proc.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}: {proc.stderr.strip()}")

@@ -1,4 +1,5 @@
-"""Session fixture `slurm_cluster`: a real one-node Slurm cluster (tests/slurm_cluster.py) for tests/slurm.
+"""Fixtures `slurm_cluster` (session: a real one-node Slurm cluster, tests/slurm_cluster.py) and `netns_cluster`
+(module: two nodes in network namespaces, tests/slurm_netns.py) for tests/slurm.
 
 Every test in this directory is marked `slurm` (select with `-m slurm`, skip with `-m "not slurm"`).
 Where Slurm is missing and cannot be installed (not root, no apt-get) the tests skip, unless
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.slurm_cluster import SlurmCluster, SlurmUnavailable
+from tests.slurm_netns import NetnsSlurmCluster
 
 HERE = Path(__file__).resolve().parent
 
@@ -27,9 +29,20 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="session")
 def slurm_cluster(tmp_path_factory):
     """A started SlurmCluster; clients use `slurm_cluster.env()` (adds SLURM_CONF)."""
-    cluster = SlurmCluster()
+    yield from _started(SlurmCluster(), tmp_path_factory.mktemp("slurm-cluster"))
+
+
+@pytest.fixture(scope="module")
+def netns_cluster(tmp_path_factory):
+    """A started 2-node NetnsSlurmCluster (tests/slurm_netns.py): nodes n1, n2 in their own network
+    namespaces; clients run under `netns_cluster.client_prefix()` with `netns_cluster.env()`."""
+    yield from _started(NetnsSlurmCluster(nodes=2), tmp_path_factory.mktemp("slurm-netns-cluster"))
+
+
+def _started(cluster, root):
+    """Start `cluster` under `root`, yield it, stop it (also when starting fails); skip where Slurm cannot run."""
     try:
-        cluster.start(tmp_path_factory.mktemp("slurm-cluster"))
+        cluster.start(root)
     except SlurmUnavailable as e:
         cluster.stop()
         if os.environ.get("ENTROPY_RL_REQUIRE_SLURM") == "1":
