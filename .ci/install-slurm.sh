@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install a Slurm controller, node daemon, client tools and munge for the one-node test cluster.
+# Install a Slurm controller, node daemon, client tools and munge for the test clusters, and iproute2
+# (`ip`) for the multi-node one (tests/slurm_netns.py: one network namespace per node; nsenter is util-linux).
 #
 # Idempotent: does nothing when every binary is already present, so CI and tests/slurm_cluster.py
 # can call it unconditionally. Debian/Ubuntu only (apt-get); needs root (or passwordless sudo).
@@ -14,6 +15,9 @@ done
 if ! command -v mungekey >/dev/null 2>&1 && ! command -v create-munge-key >/dev/null 2>&1; then
     need+=(mungekey)
 fi
+pkgs=(slurmctld slurmd slurm-client munge)
+if ! command -v ip >/dev/null 2>&1; then need+=(ip); pkgs+=(iproute2); fi
+if ! command -v nsenter >/dev/null 2>&1; then need+=(nsenter); pkgs+=(util-linux); fi
 if [ "${#need[@]}" -eq 0 ]; then
     echo "install-slurm: already installed ($(slurmctld -V 2>/dev/null || echo slurm))"
     exit 0
@@ -35,8 +39,8 @@ if [ ! -e /usr/sbin/policy-rc.d ]; then
     $SUDO chmod +x /usr/sbin/policy-rc.d
     trap '$SUDO rm -f /usr/sbin/policy-rc.d' EXIT
 fi
-if ! $SUDO apt-get install -y --no-install-recommends slurmctld slurmd slurm-client munge; then
+if ! $SUDO apt-get install -y --no-install-recommends "${pkgs[@]}"; then
     $SUDO apt-get update
-    $SUDO apt-get install -y --no-install-recommends slurmctld slurmd slurm-client munge
+    $SUDO apt-get install -y --no-install-recommends "${pkgs[@]}"
 fi
 echo "install-slurm: done ($(slurmctld -V))"

@@ -34,7 +34,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from tests.slurm_cluster import SlurmCluster, SlurmUnavailable
+from tests.slurm_cluster import INSTALL_SCRIPT, SlurmCluster, SlurmUnavailable
 
 SUBNET = "10.250.0"  # private, and only ever inside this cluster's own namespaces
 CONTROLLER_ADDR = f"{SUBNET}.1"
@@ -65,6 +65,8 @@ class NetnsSlurmCluster(SlurmCluster):
     # ------------------------------------------------------------ hooks of SlurmCluster
 
     def _setup_network(self) -> None:
+        if os.geteuid() == 0 and not all(shutil.which(b) for b in ("ip", "nsenter")) and shutil.which("apt-get"):
+            subprocess.run(["bash", str(INSTALL_SCRIPT)], capture_output=True, timeout=900)  # installs iproute2 too
         why = netns_unavailable()
         if why:
             raise SlurmUnavailable(f"multi-node test cluster: {why}")
