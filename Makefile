@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test test-fast bench bench-smoke clean
+.PHONY: install demo test test-fast bench bench-smoke device-check clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
@@ -32,6 +32,11 @@ bench: $(STAMP)
 
 bench-smoke: $(STAMP)
 	$(BIN)/python -m pytest -q tests/bench
+
+# On a GPU machine (no venv there: its own python with torch; bench/device_check.py says how the rest travels).
+DEVICE_PY ?= python3
+device-check:
+	$(DEVICE_PY) -m bench.device_check
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -181,10 +181,10 @@ def sample_completions(model, tokenizer, prompts: list[str], length: int):
     torch.set_num_threads(1)
     try:
         rows = [p for p in prompts for _ in range(N_GEN)]
-        enc = tokenizer(rows, return_tensors="pt", padding=True, padding_side="left")
+        enc = tokenizer(rows, return_tensors="pt", padding=True, padding_side="left").to(model.device)
         ids, am = enc["input_ids"], enc["attention_mask"]
         step_pos = (am.cumsum(-1) - 1).clamp(min=0)
-        gen = torch.Generator().manual_seed(1)
+        gen = torch.Generator(model.device).manual_seed(1)  # on the model's device (bench/device_check.py: CUDA)
         recorder, entropy_s = GenerationEntropy(TEMPERATURE), 0.0
         out, past, step_ids = [], None, ids
         for _ in range(length):
@@ -241,8 +241,9 @@ def replaying(base, completions: list[list[int]], entropies, meter_ref: dict, ou
 
 
 def make_trainer(impl: str, model_dir: Path, tokenizer, prompts, completions, entropies, out_dir: Path,
-                 length: int, optim: str, gradient_checkpointing: bool = False):
-    """A trainer whose every `train()` call runs exactly one optimizer step on the replayed completions."""
+                 length: int, optim: str, gradient_checkpointing: bool = False, **config):
+    """A trainer whose every `train()` call runs exactly one optimizer step on the replayed completions.
+    `config`: config fields over this bench's (bench/device_check.py: `use_cpu=False, bf16=True`)."""
     from datasets import Dataset
     from transformers import AutoModelForCausalLM
     from trl import GRPOConfig, GRPOTrainer
@@ -257,6 +258,7 @@ def make_trainer(impl: str, model_dir: Path, tokenizer, prompts, completions, en
                   gradient_checkpointing=gradient_checkpointing,
                   use_cpu=True, max_steps=1, logging_steps=1, save_strategy="no", report_to=["none"],
                   seed=0, disable_dropout=True, dataloader_num_workers=0, disable_tqdm=True)
+    common.update(config)
     if impl == "trl":
         args, base = GRPOConfig(**common), GRPOTrainer
     else:
