@@ -101,13 +101,15 @@ def reusable(directory: Path, settings: dict) -> bool:
     return (directory / ROWS).is_file()
 
 
-def generate_answers(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int) -> list[dict]:
+def generate_answers(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int,
+                     chat: bool | None = None) -> list[dict]:
     """The model's own greedy answers, batched (left padding), with a progress bar. Chat-template tokenizers
-    get conversational rows (user turn -> assistant turn), others plain `prompt` + `completion` text."""
+    get conversational rows (user turn -> assistant turn), others plain `prompt` + `completion` text
+    (`chat` forces one or the other)."""
     import torch
     from tqdm.auto import tqdm
 
-    chat = bool(getattr(tokenizer, "chat_template", None))
+    chat = bool(getattr(tokenizer, "chat_template", None)) if chat is None else chat
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
