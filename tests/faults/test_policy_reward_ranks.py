@@ -9,12 +9,11 @@ sample of rank 1 also stops both ranks with the same line."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.ranks import launch_ranks
 
 pytestmark = [pytest.mark.slow, pytest.mark.multiprocess, pytest.mark.timeout(400)]
 
@@ -23,15 +22,8 @@ LAUNCH_TIMEOUT_S = 300
 
 
 def test_one_rank_failing_in_a_policy_scored_reward_stops_every_rank_alike(tmp_path):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "tests.faults.policy_reward_worker", str(tmp_path)]
-    try:
-        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=LAUNCH_TIMEOUT_S)
-    except subprocess.TimeoutExpired as exc:
-        pytest.fail(f"the ranks hung (no exit in {LAUNCH_TIMEOUT_S} s):\n{(exc.stdout or b'')[-3000:]!r}")
-    log = proc.stdout + proc.stderr
-    assert proc.returncode == 0, log[-4000:]
+    launch_ranks(["-m", "tests.faults.policy_reward_worker", str(tmp_path)], env={"ACCELERATE_USE_CPU": "1"},
+                 timeout=LAUNCH_TIMEOUT_S, check=True)
     r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
     by = {s["scenario"]: (a, b) for s, a, b in zip(r0, r0, r1)}
 
@@ -84,18 +76,9 @@ def test_rl_train_two_ranks_stop_alike_when_rlp_fails_on_one(tmp_path, tiny_mode
     recipe = tiny_recipe(tiny_model_dir_plain, tmp_path / "run", dataset_path=str(data), reward_funcs=["rlp"],
                          rlp_teacher="base", use_cpu=False, save_strategy="no", optim="adamw_torch")
     (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe), encoding="utf-8")
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("ACCELERATE_", "DS_", "LOCAL_RANK", "WORLD_SIZE", "RANK", "MASTER_"))}
-    env.update(HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", WANDB_MODE="disabled", OMP_NUM_THREADS="1",
-               ACCELERATE_USE_CPU="1", PYTHONPATH=str(ROOT))
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-           str(ROOT / "recipes" / "accelerate" / "ddp.yaml"), "--num_processes", "2", "--num_machines", "1",
-           "--main_process_port", "0", str(ROOT / "tests" / "faults" / "rlp_rank_fault_worker.py"), "--",
-           "train", "--config", str(tmp_path / "recipe.yaml")]
-    try:
-        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=LAUNCH_TIMEOUT_S)
-    except subprocess.TimeoutExpired as exc:
-        pytest.fail(f"rl train hung (no exit in {LAUNCH_TIMEOUT_S} s):\n{(exc.stderr or b'')[-3000:]!r}")
+    proc = launch_ranks([str(ROOT / "tests" / "faults" / "rlp_rank_fault_worker.py"), "--",
+                         "train", "--config", str(tmp_path / "recipe.yaml")],
+                        env={"ACCELERATE_USE_CPU": "1"}, timeout=LAUNCH_TIMEOUT_S)
     log = proc.stdout + proc.stderr
     errors = [line for line in log.splitlines() if line.startswith("error: ")]
     assert len(errors) == 2, f"expected one error line per rank:\n{log[-4000:]}"

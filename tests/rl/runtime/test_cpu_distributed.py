@@ -88,18 +88,13 @@ def test_real_zero3_two_rank_cli_run_exits_zero(tmp_path, tiny_model_dir):
     data.write_text("".join(json.dumps({"prompt": [{"role": "user", "content": f"What is {a} + 1?"}],
                                         "solution": str(a + 1)}) + "\n" for a in range(8)), encoding="utf-8")
     out = tmp_path / "run"
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("ACCELERATE_", "DS_", "LOCAL_RANK", "WORLD_SIZE", "RANK", "MASTER_",
-                                "ENTROPY_RL_NO_CPU_WORKAROUNDS"))}
-    env.update(PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", WANDB_MODE="disabled",
-               OMP_NUM_THREADS="1", PYTHONFAULTHANDLER="1")
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-           str(ROOT / "recipes" / "accelerate" / "zero3.yaml"), "--num_processes", "2", "--num_machines", "1",
-           "--main_process_port", "0", "-m", "rl.cli", "train",
-           "--config", str(ROOT / "recipes" / "smoke" / "forking-qwen3-8b-dapo.yaml"),
-           "--model_name_or_path", str(tiny_model_dir), "--dataset_path", str(data), "--output_dir", str(out),
-           "--gradient_accumulation_steps", "1", "--per_device_train_batch_size", "2"]
-    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=540)
+    from tests.ranks import launch_ranks
+
+    proc = launch_ranks(["-m", "rl.cli", "train",
+                         "--config", str(ROOT / "recipes" / "smoke" / "forking-qwen3-8b-dapo.yaml"),
+                         "--model_name_or_path", str(tiny_model_dir), "--dataset_path", str(data),
+                         "--output_dir", str(out), "--gradient_accumulation_steps", "1",
+                         "--per_device_train_batch_size", "2"], config="zero3", cwd=tmp_path, timeout=540)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-4000:]
     assert (out / "model.safetensors").is_file() and (out / "checkpoint-2" / "COMPLETE").is_file()

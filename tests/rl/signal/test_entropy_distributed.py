@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import math
 import os
-import socket
-from datetime import timedelta
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from rl.signal.entropy import masked_stats, select_forking_tokens
+from tests.ranks import init_gloo, spawn_ranks
 
 pytestmark = [pytest.mark.multiprocess, pytest.mark.timeout(240)]
 
@@ -83,12 +81,9 @@ def _local(case: dict, rank: int):
     return case["e"][start:stop].reshape(shape), case["valid"][start:stop].reshape(shape), keys
 
 
-def _worker(rank: int, world: int, port: int, outdir: str) -> None:
+def _worker(rank: int, world: int, init_method: str, outdir: str) -> None:
     """One rank: run every case through the real gloo group, save results for the parent."""
-    torch.set_num_threads(1)
-    os.environ["MASTER_ADDR"] = "127.0.0.1"
-    os.environ["MASTER_PORT"] = str(port)
-    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=timedelta(seconds=60))
+    init_gloo(rank, world, init_method)
     try:
         results = {}
         for name, case in CASES_BY_WORLD[world]().items():
@@ -105,15 +100,9 @@ def _worker(rank: int, world: int, port: int, outdir: str) -> None:
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _spawn(tmp_path_factory, world: int) -> list[dict]:
     outdir = tmp_path_factory.mktemp(f"entropy-dist{world}")
-    mp.spawn(_worker, args=(world, _free_port(), str(outdir)), nprocs=world, join=True)
+    spawn_ranks(_worker, world, str(outdir))
     return [torch.load(outdir / f"rank{r}.pt", weights_only=False) for r in range(world)]
 
 

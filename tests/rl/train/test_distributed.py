@@ -36,8 +36,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +45,7 @@ import torch
 import yaml
 
 from tests.kit import build_sharp_model
+from tests.ranks import launch_ranks
 
 ROOT = Path(__file__).resolve().parents[3]
 CONFIGS = ROOT / "recipes" / "accelerate"
@@ -256,30 +255,15 @@ class Run:
         return [e for e in self.infos[0]["log_history"] if "loss" in e]
 
 
-def _child_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("ACCELERATE_", "DS_", "LOCAL_RANK", "WORLD_SIZE", "RANK", "MASTER_"))}
-    env.update(HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", WANDB_MODE="disabled", OMP_NUM_THREADS="1",
-               PYTHONFAULTHANDLER="1",  # a rank that aborts prints its Python stacks into the log
-               PYTHONPATH=os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep))
-    env.update(extra)
-    return env
-
-
 def _launch(name: str, tmp: Path, recipe: Path, *, config: str | None, gas: int, env: dict | None = None,
             worker_flags=(), overrides=()) -> Run:
     out = tmp / f"run-{name}"
     info_dir = tmp / f"info-{name}"
-    cmd = [sys.executable]
-    if config is not None:
-        cmd += ["-m", "accelerate.commands.launch", "--config_file", str(CONFIGS / f"{config}.yaml"),
-                "--num_processes", "2", "--num_machines", "1", "--main_process_port", "0"]
-    cmd += [str(WORKER), "--info-dir", str(info_dir), *worker_flags, "--",
-            "train", "--config", str(recipe), "--output_dir", str(out),
-            "--gradient_accumulation_steps", str(gas), *overrides]
+    target = [str(WORKER), "--info-dir", str(info_dir), *worker_flags, "--",
+              "train", "--config", str(recipe), "--output_dir", str(out),
+              "--gradient_accumulation_steps", str(gas), *overrides]
     start = time.monotonic()
-    proc = subprocess.run(cmd, cwd=ROOT, env=_child_env(**(env or {})), capture_output=True, text=True,
-                          timeout=LAUNCH_TIMEOUT_S)
+    proc = launch_ranks(target, ranks=1 if config is None else 2, config=config, env=env, timeout=LAUNCH_TIMEOUT_S)
     log = proc.stdout + proc.stderr
     (tmp / f"{name}.log").write_text(log)
     assert proc.returncode == 0, f"{name}: exit {proc.returncode}\n{log[-4000:]}"

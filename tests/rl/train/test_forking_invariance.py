@@ -13,29 +13,19 @@ layouts and moves the parameters differently.
 from __future__ import annotations
 
 import math
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from tests.kit import build_sharp_model
+from tests.ranks import launch_ranks
 
 pytestmark = [pytest.mark.multiprocess, pytest.mark.slow, pytest.mark.timeout(900)]
 
 REPO = Path(__file__).resolve().parents[3]
 WORKER = Path(__file__).with_name("forking_worker.py")
 LAYOUTS = {"1x4": (1, 4, 4), "1x1": (1, 16, 1), "2x2": (2, 4, 2)}  # processes, micro-batch, accumulation
-ZERO3_CONFIG = REPO / "recipes" / "accelerate" / "zero3.yaml"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -51,18 +41,12 @@ def run(tmp_path_factory, tiny_model_dir_plain):
         procs, bs, ga = LAYOUTS[layout]
         out = root / f"{layout}{''.join(extra).replace('-', '_')}.pt"
         args = [str(WORKER), "--model-dir", str(model_dir), "--out", str(out), "--bs", str(bs), "--ga", str(ga), *extra]
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "PYTHONPATH": str(REPO)}
         if procs == 1:
-            cmd = [sys.executable, *args]
+            proc = launch_ranks(args, ranks=1, config=None, cwd=root, timeout=600)
         elif "--zero3" in extra:  # rl/runtime/cpu_distributed.py (called by the worker) makes ZeRO-3 run on CPU ranks
-            env["OMP_NUM_THREADS"] = "1"
-            cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ZERO3_CONFIG),
-                   "--num_processes", str(procs), "--main_process_port", str(_free_port()), *args]
-        else:
-            env.update(ACCELERATE_USE_CPU="1", OMP_NUM_THREADS="1")  # without it every rank runs alone
-            cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(procs),
-                   "--num_machines", "1", "--mixed_precision", "no", "--main_process_port", str(_free_port()), *args]
-        proc = subprocess.run(cmd, env=env, cwd=root, capture_output=True, text=True, timeout=600)
+            proc = launch_ranks(args, ranks=procs, config="zero3", cwd=root, timeout=600)
+        else:  # without ACCELERATE_USE_CPU every rank runs alone
+            proc = launch_ranks(args, ranks=procs, config="ddp", cwd=root, env={"ACCELERATE_USE_CPU": "1"}, timeout=600)
         assert proc.returncode == 0, f"{layout} {extra} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
         result = torch.load(out, weights_only=False)
         assert result["world"] == procs

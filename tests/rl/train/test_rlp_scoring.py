@@ -22,6 +22,7 @@ from rl.train.rlp_teacher import (
     make_teacher,
 )
 from rl.train.rlp_trainer import RLPScorer, target_text
+from tests.ranks import init_gloo, spawn_ranks
 
 
 def tiny_lm(seed=0, vocab=97, dtype=torch.float32):
@@ -224,11 +225,10 @@ def test_scored_sequence_layout():
 
 # ---------------------------------------------------------------------------- two ranks (gloo)
 
-def _rank(rank: int, world: int, init_file: str, out_dir: str) -> None:
+def _rank(rank: int, world: int, init_method: str, out_dir: str) -> None:
     import torch.distributed as dist
 
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    init_gloo(rank, world, init_method)
     model = tiny_lm(0)
     calls = []
     model.register_forward_hook(lambda *a: calls.append(1))
@@ -244,9 +244,7 @@ def _rank(rank: int, world: int, init_file: str, out_dir: str) -> None:
 @pytest.mark.slow
 @pytest.mark.multiprocess
 def test_two_ranks_make_the_same_number_of_forward_calls(tmp_path):
-    import torch.multiprocessing as mp
-
-    mp.spawn(_rank, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    spawn_ranks(_rank, 2, str(tmp_path))
     r0, r1 = (torch.load(tmp_path / f"{r}.pt") for r in (0, 1))
     assert r0["calls"] == r1["calls"] == 4
     model = tiny_lm(0)
