@@ -5,7 +5,7 @@ A reward is a plain TRL callable, `f(prompts=..., completions=..., completion_id
 registration is the one place that says which dataset columns it cannot work without, how to
 check a whole dataset before any model loads, what the dry run probes on the first rows, and
 which RPT prompt format it scores. `rl train` (rl/data/loading.py), `rl train --dry-run`
-(rl/launch/dryrun/), the signal check (rl/train/signal_check.py) and the reward guards (rl/runtime/faults.py) read it
+(rl/train/preflight/), the signal check (rl/train/signal_check.py) and the reward guards (rl/runtime/faults.py) read it
 from here, never from attributes on the function or name lists of their own.
 
 Pure Python, no torch: imported by the data tools and the trainer alike.

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from rl.launch.dryrun import parse_for_target as parse_recipe
+from rl.train.preflight.parse import parse_for_target as parse_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted(p for p in (ROOT / "recipes").rglob("*.yaml") if "accelerate" not in p.parts)

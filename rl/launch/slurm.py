@@ -26,10 +26,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from rl.errors import UserError
-from rl.launch.submit_flags import (DEFAULT_SIGNAL_SECONDS, add_submit_arguments, apply_launch_section,
+from rl.train.launch_section import (DEFAULT_SIGNAL_SECONDS, add_submit_arguments, apply_launch_section,
                                      check_launch_section, launch_problem, slurm_time_seconds)
 from rl.runtime.strict_yaml import load_recipe_file
-from rl.train.preflight import override_value
+from rl.train.preflight.rules import override_value
 
 PLACEHOLDER = re.compile(r"\{\{([A-Z_]+)\}\}")
 SECRET_NAMES = ("WANDB_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HUGGINGFACE_HUB_TOKEN", "HF_API_TOKEN",
@@ -245,7 +245,7 @@ def check_run_dir(recipe_path, run_dir: Path, overrides: Sequence[str], workdir:
 def check_recipe_like_dry_run(args, overrides: Sequence[str]) -> None:
     """The checks of `rl train --config RECIPE --dry-run` at the submission's world size, before anything is
     rendered: a recipe the dry-run refuses is refused here (one line), not after queueing."""
-    from rl.launch.dryrun import dry_run
+    from rl.train.preflight.dryrun import dry_run
 
     # The signal check loads the model's weights: the job runs it when it starts, not the submit host.
     argv = ["--config", str(args.config), *overrides, "--signal_check", "off"]

@@ -60,7 +60,7 @@ def run_train_cli(args) -> int:
         make_parser().print_help()
         return 0
     if args.dry_run and not args.help:
-        from rl.launch.dryrun import main as dry_run_main
+        from rl.train.preflight.cli import main as dry_run_main
 
         return dry_run_main((["--config", args.config] if args.config else []) + list(args.extra))
     if args.help or not (args.config or args.extra):

@@ -14,7 +14,7 @@ from trl import GRPOConfig
 
 from rl.data.settings import recipe_fields
 from rl.errors import UserError
-from rl.train.preflight import (
+from rl.train.preflight.rules import (
     current_target,
     generation_batch_problem,
     launch_world_size,

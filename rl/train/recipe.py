@@ -18,7 +18,8 @@ from rl.errors import UserError
 from rl.runtime.strict_yaml import load_recipe_file
 from rl.runtime.values import recipe_value_problem
 from rl.train.config import EntropyGRPOConfig, ScriptArguments
-from rl.train.preflight import (
+from rl.train.launch_section import check_launch_section
+from rl.train.preflight.rules import (
     TargetMachine,
     cli_overrides,
     parsing_for,
@@ -30,7 +31,7 @@ RECIPE_DATACLASSES = (ScriptArguments, EntropyGRPOConfig, ModelConfig)
 
 class RecipeParser(TrlParser):
     """TRL's parser for recipes, less their `launch:` section: that is how `rl submit` and the dry run
-    launch the recipe (rl.launch.submit_flags), not a training field."""
+    launch the recipe (rl.train.launch_section), not a training field."""
 
     def set_defaults_with_config(self, **kwargs) -> list[str]:
         kwargs.pop("launch", None)
@@ -50,8 +51,6 @@ def check_fields(path: Path, data: dict[str, Any], parser: TrlParser) -> None:
                 raise UserError(f"{path}: field 'env' must be a mapping of VARIABLE: value")
             continue
         if key == "launch":
-            from rl.launch.submit_flags import check_launch_section
-
             check_launch_section(str(path), value)
             continue
         if key not in actions:

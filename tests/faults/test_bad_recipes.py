@@ -130,7 +130,8 @@ def test_dry_run_reports_every_recipe_rl_train_refuses(tmp_path, tiny_model_dir,
                                                        extra, expected):
     """Parity of the two doors: whatever `rl train` refuses before loading weights, `rl train --dry-run`
     lists as a problem (exit 2) that names the same thing (one of the train error's needles)."""
-    from rl.launch.dryrun import EXIT_PROBLEMS, dry_run
+    from rl.train.preflight.dryrun import dry_run
+    from rl.train.preflight.report import EXIT_PROBLEMS
 
     report = dry_run(_materialise(tmp_path, tiny_model_dir, spec, extra)[1:])  # [1:]: drop "train"
     problems = "\n".join(report.problems)

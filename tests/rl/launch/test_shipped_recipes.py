@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rl.launch.dryrun import EXIT_OK, EXIT_PROBLEMS, dry_run, main
+from rl.train.preflight.cli import main
+from rl.train.preflight.dryrun import dry_run
+from rl.train.preflight.report import EXIT_OK, EXIT_PROBLEMS
 
 ROOT = Path(__file__).resolve().parents[3]
 RECIPES = sorted(p for p in (ROOT / "recipes").rglob("*.yaml") if "accelerate" not in p.parts)
@@ -152,9 +154,9 @@ def test_recipes_name_their_launch_sources_and_departures():
 @pytest.mark.parametrize("recipe", REAL, ids=rel)
 def test_launch_section_renders_with_rl_submit(recipe, tmp_path):
     """`rl submit --config R` takes nodes, GPUs and the accelerate config from the recipe's launch: section."""
-    from rl.launch.dryrun import submit_parser
+    from rl.train.preflight.world import submit_parser
     from rl.launch.slurm import render_sbatch
-    from rl.launch.submit_flags import apply_launch_section, check_launch_section
+    from rl.train.launch_section import apply_launch_section, check_launch_section
 
     args = apply_launch_section(submit_parser().parse_args(["--config", rel(recipe)]),
                                 check_launch_section(rel(recipe), load(recipe)["launch"]))

@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from rl.train.recipe import parse_recipe
-from rl.launch.dryrun import dry_run
+from rl.train.preflight.dryrun import dry_run
 from rl.errors import UserError
 from tests.faults.helpers import write_recipe
 

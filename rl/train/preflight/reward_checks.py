@@ -9,7 +9,7 @@ from __future__ import annotations
 import inspect
 import logging
 
-from rl.launch.dryrun.report import Report, exc_summary
+from rl.train.preflight.report import Report, exc_summary
 from rl.errors import UserError
 
 PROBE_ROWS = 4  # rows each reward function is called on

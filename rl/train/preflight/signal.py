@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from rl.launch.dryrun.report import Report, exc_summary
+from rl.train.preflight.report import Report, exc_summary
 from rl.errors import UserError
 
 

@@ -35,43 +35,10 @@ What a run resolves, and what the dry-run checks instead (nothing is downloaded,
 Output: a resolved summary, then "not checked offline" items, notes, and a numbered list of
 problems. Exit status 0 with no problems, 2 otherwise (like any user error of `rl`).
 
-Modules: `run` (the order of the checks), `parse` (the recipe as the run's machines parse it),
-`world` (launch plan and world size), `distributed` (accelerate config, DeepSpeed),
-`reward_checks`, `models`, `data` / `dataset_peek` / `corpus` (training data), `batch` (batch
-arithmetic, steps, checkpoints), `generation` (vLLM, lengths), `report` (the printed report),
-`cli` (`main`, also `python -m rl.launch.dryrun`).
+Modules: `rules` (TRL's batch rules, the DeepSpeed config reader, the override scanner and
+`TargetMachine`, shared with the recipe parser), `dryrun` (the order of the report's sections), `parse`
+(the recipe as the run's machines parse it), `world` (launch plan and world size), `distributed`
+(accelerate config, DeepSpeed), `reward_checks`, `models`, `data` / `dataset_peek` / `corpus`
+(training data), `batch` (batch arithmetic, steps, checkpoints), `generation` (vLLM, lengths),
+`report` (the printed report), `cli` (`main`, also `python -m rl.train.preflight`).
 """
-
-from rl.launch.dryrun.cli import DRY_RUN_EXAMPLES, main
-from rl.launch.dryrun.corpus import RPT_COLUMNS
-from rl.launch.dryrun.dataset_peek import PEEK_ROWS, DataInfo
-from rl.launch.dryrun.models import ModelInfo
-from rl.launch.dryrun.parse import parse_for_target
-from rl.launch.dryrun.report import EXIT_OK, EXIT_PROBLEMS, Report
-from rl.launch.dryrun.reward_checks import PROBE_ROWS
-from rl.launch.dryrun.run import dry_run
-from rl.launch.dryrun.world import (
-    LaunchPlan,
-    plan_from_launch,
-    resolve_plan,
-    submit_parser,
-)
-
-__all__ = [
-    "DRY_RUN_EXAMPLES",
-    "EXIT_OK",
-    "EXIT_PROBLEMS",
-    "PEEK_ROWS",
-    "PROBE_ROWS",
-    "RPT_COLUMNS",
-    "DataInfo",
-    "LaunchPlan",
-    "ModelInfo",
-    "Report",
-    "dry_run",
-    "main",
-    "parse_for_target",
-    "plan_from_launch",
-    "resolve_plan",
-    "submit_parser",
-]

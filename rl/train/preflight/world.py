@@ -10,9 +10,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from rl.launch.dryrun.parse import ArgError, raise_error
+from rl.train.preflight.parse import ArgError, raise_error
 from rl.errors import UserError
-from rl.launch.dryrun.report import Report
+from rl.train.preflight.report import Report
 
 
 @dataclasses.dataclass
@@ -31,8 +31,8 @@ class LaunchPlan:
 
 
 def submit_parser() -> argparse.ArgumentParser:
-    """`rl submit`'s parser (its flags from rl.launch.submit_flags), raising ArgError instead of exiting."""
-    from rl.launch.submit_flags import add_submit_arguments
+    """`rl submit`'s parser (its flags from rl.train.launch_section), raising ArgError instead of exiting."""
+    from rl.train.launch_section import add_submit_arguments
 
     parser = add_submit_arguments(argparse.ArgumentParser(prog="rl submit", add_help=False))
     parser.error = raise_error  # type: ignore[method-assign]
@@ -44,7 +44,7 @@ def plan_from_launch(section, where: str, report: Report) -> LaunchPlan | None:
     apply them); None without one. A bad section was already reported by the field check."""
     if not isinstance(section, dict) or not section:
         return None
-    from rl.launch.submit_flags import apply_launch_section, check_launch_section
+    from rl.train.launch_section import apply_launch_section, check_launch_section
 
     try:
         args = apply_launch_section(submit_parser().parse_args(["--config", where]),

@@ -1,4 +1,5 @@
-"""Stand-ins for the data the shipped recipes expect a user to prepare (tests/rl/launch)."""
+"""Stand-ins for the data the shipped recipes expect a user to prepare (the dry-run tests of
+tests/rl/train/preflight and the shipped-recipe tests of tests/rl/launch)."""
 
 from __future__ import annotations
 

@@ -5,17 +5,17 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from rl.launch.dryrun.batch import check_batch, check_output
-from rl.launch.dryrun.data import check_data
-from rl.launch.dryrun.distributed import check_deepspeed, read_accelerate_config
-from rl.launch.dryrun.generation import check_lengths, check_vllm
-from rl.launch.dryrun.models import check_model
-from rl.launch.dryrun.parse import (ArgError, check_fields, raw_field, raw_namespace, restored_environ, script_has_field,
+from rl.train.preflight.batch import check_batch, check_output
+from rl.train.preflight.data import check_data
+from rl.train.preflight.distributed import check_deepspeed, read_accelerate_config
+from rl.train.preflight.generation import check_lengths, check_vllm
+from rl.train.preflight.models import check_model
+from rl.train.preflight.parse import (ArgError, check_fields, raw_field, raw_namespace, restored_environ, script_has_field,
                              target_view)
-from rl.launch.dryrun.report import Report
-from rl.launch.dryrun.reward_checks import check_rewards
-from rl.launch.dryrun.signal import check_format, check_signal
-from rl.launch.dryrun.world import (flags_parser, plan_from_launch, resolve_plan, summarise_launch,
+from rl.train.preflight.report import Report
+from rl.train.preflight.reward_checks import check_rewards
+from rl.train.preflight.signal import check_format, check_signal
+from rl.train.preflight.world import (flags_parser, plan_from_launch, resolve_plan, summarise_launch,
                              world_from_accelerate_config)
 from rl.errors import UserError
 

@@ -11,9 +11,9 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
-from rl.launch.dryrun.report import Report, parsed_or_problem
-from rl.launch.dryrun.world import LaunchPlan
-from rl.train.preflight import read_deepspeed_config
+from rl.train.preflight.report import Report, parsed_or_problem
+from rl.train.preflight.world import LaunchPlan
+from rl.train.preflight.rules import read_deepspeed_config
 
 _DISTRIBUTED_TYPES = ("NO", "MULTI_GPU", "MULTI_CPU", "MULTI_XPU", "MULTI_NPU", "MULTI_MLU", "MULTI_MUSA",
                       "MULTI_HPU", "DEEPSPEED", "FSDP", "XLA", "MEGATRON_LM")

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import math
 
-from rl.launch.dryrun.corpus import check_corpus
-from rl.launch.dryrun.dataset_peek import DataInfo, peek_dataset
-from rl.launch.dryrun.models import ModelInfo, token_ids
-from rl.launch.dryrun.report import Report, first_line
-from rl.launch.dryrun.reward_checks import columns_needed, func_name, probe_rewards, run_reward_probes
+from rl.train.preflight.corpus import check_corpus
+from rl.train.preflight.dataset_peek import DataInfo, peek_dataset
+from rl.train.preflight.models import ModelInfo, token_ids
+from rl.train.preflight.report import Report, first_line
+from rl.train.preflight.reward_checks import columns_needed, func_name, probe_rewards, run_reward_probes
 
 
 def check_data(report: Report, view, funcs, policy: ModelInfo | None) -> DataInfo | None:

@@ -12,7 +12,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from rl.launch.dryrun.report import Report, exc_summary
+from rl.train.preflight.report import Report, exc_summary
 
 
 @dataclasses.dataclass

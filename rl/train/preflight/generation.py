@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import importlib.util
 
-from rl.launch.dryrun.dataset_peek import DataInfo
-from rl.launch.dryrun.models import ModelInfo
-from rl.launch.dryrun.report import Report
-from rl.launch.dryrun.world import LaunchPlan
+from rl.train.preflight.dataset_peek import DataInfo
+from rl.train.preflight.models import ModelInfo
+from rl.train.preflight.report import Report
+from rl.train.preflight.world import LaunchPlan
 
 
 def check_vllm(report: Report, view, world: int, plan: LaunchPlan, ds_info: dict) -> None:

@@ -11,10 +11,10 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from rl.launch.dryrun.dataset_peek import DataInfo
-from rl.launch.dryrun.report import Report
-from rl.launch.dryrun.world import LaunchPlan
-from rl.train.preflight import generation_batch_problem
+from rl.train.preflight.dataset_peek import DataInfo
+from rl.train.preflight.report import Report
+from rl.train.preflight.world import LaunchPlan
+from rl.train.preflight.rules import generation_batch_problem
 
 
 def enum_value(x) -> str:

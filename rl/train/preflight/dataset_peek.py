@@ -10,7 +10,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from rl.launch.dryrun.report import Report, exc_summary, parsed_or_problem
+from rl.train.preflight.report import Report, exc_summary, parsed_or_problem
 from rl.errors import UserError
 
 PEEK_ROWS = 32  # rows read from the dataset for column/type/length checks

@@ -1,4 +1,8 @@
-"""`rl submit`'s flags and a recipe's `launch:` section, in a leaf module.
+"""A recipe's `launch:` section and the `rl submit` flags it mirrors, in a leaf module.
+
+It sits beside the recipe parser because the section is part of the recipe: `rl train` checks it
+with the other fields and its dry run plans the world size from it; `rl submit` (rl/launch/slurm.py)
+builds its parser from here (launch imports train, never the reverse).
 
 A recipe says how it is launched in a `launch:` mapping whose keys are `rl submit`'s flags
 (underscores for dashes), e.g. `launch: {nodes: 8, gpus_per_node: 8, accelerate_config: ...}`.

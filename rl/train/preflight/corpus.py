@@ -7,9 +7,9 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from rl.launch.dryrun.dataset_peek import DataInfo, peek_dataset
-from rl.launch.dryrun.models import ModelInfo, chat_overhead, check_model
-from rl.launch.dryrun.report import Report, exc_summary
+from rl.train.preflight.dataset_peek import DataInfo, peek_dataset
+from rl.train.preflight.models import ModelInfo, chat_overhead, check_model
+from rl.train.preflight.report import Report, exc_summary
 from rl.errors import UserError
 
 # Columns of the rows `rl data rpt` builds (rl/data/rpt.py).

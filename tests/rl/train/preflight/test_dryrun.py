@@ -1,4 +1,4 @@
-"""`rl train --config R --dry-run` (rl/launch/dryrun/): broken recipes yield numbered problems,
+"""`rl train --config R --dry-run` (rl/train/preflight/): broken recipes yield numbered problems,
 launch sections plan the world, and the signal check runs. The shipped recipes' own dry runs are
 tests/rl/launch/test_shipped_recipes.py.
 
@@ -14,9 +14,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rl.launch.dryrun import EXIT_OK, EXIT_PROBLEMS, dry_run, main
+from rl.train.preflight.cli import main
+from rl.train.preflight.dryrun import dry_run
+from rl.train.preflight.report import EXIT_OK, EXIT_PROBLEMS
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[4]
 
 
 @pytest.fixture(autouse=True)
@@ -240,7 +242,7 @@ def test_gpu_recipe_checks_on_this_cpu_machine(tmp_path, tiny_model_dir, small_m
     """bf16 on GPUs is valid for the target even though this machine has no bf16 GPU."""
     base = base_recipe(tmp_path, tiny_model_dir, small_math, bf16=True, use_cpu=False)
     assert problems_of(tmp_path, **base) == []
-    from rl.train.preflight import current_target
+    from rl.train.preflight.rules import current_target
 
     assert current_target() is None  # the target machine applies only while parsing for it
 

@@ -1,10 +1,11 @@
-"""`python -m rl.launch.dryrun` / `rl train --dry-run`: print the report, exit 0 without problems, else 2."""
+"""`python -m rl.train.preflight` / `rl train --dry-run`: print the report, exit 0 without problems, else 2."""
 
 from __future__ import annotations
 
 import sys
 
-from rl.launch.dryrun.run import dry_run
+from rl.train import preflight
+from rl.train.preflight.dryrun import dry_run
 
 DRY_RUN_EXAMPLES = """examples:
   rl train --config recipes/forking/qwen3-8b-dapo.yaml --dry-run
@@ -17,9 +18,7 @@ def main(argv: list[str] | None = None) -> int:
     """Print the dry-run report of `--config RECIPE [overrides] [dry-run flags]`; 0 if no problems, else 2."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if "-h" in argv or "--help" in argv:
-        from rl.launch import dryrun
-
-        print(dryrun.__doc__.split("\n\n")[0] + "\n\nflags: --config R [--nodes N --gpus-per-node G "
+        print(preflight.__doc__.split("\n\n")[0] + "\n\nflags: --config R [--nodes N --gpus-per-node G "
               "[--vllm-server-node]] [--num_processes N] [--accelerate_config PATH] [--<recipe field> VALUE ...]\n\n"
               + DRY_RUN_EXAMPLES)
         return 0

@@ -19,7 +19,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from rl.errors import UserError
-from rl.launch.dryrun.report import Report, exc_summary
+from rl.train.preflight.report import Report, exc_summary
 
 # Batch-size errors of the parse (rl.train.preflight.generation_batch_problem, TRL's eval batch rule): the
 # dry run's own batch check reports the same problem with the batch arithmetic beside it.
@@ -51,7 +51,7 @@ def parse_for_target(argv: list[str], world_size: int = 1):
     GPUs), without initialising DeepSpeed (the `deepspeed` field is checked separately and restored on
     the result); the recipe's `env:` changes os.environ only for the parse."""
     from rl.train.recipe import parse_recipe
-    from rl.train.preflight import TargetMachine
+    from rl.train.preflight.rules import TargetMachine
 
     raw_ds = raw_value(argv, "deepspeed")
     with restored_environ(), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
@@ -99,7 +99,7 @@ def raw_namespace(clean: dict, overrides: list[str], report: Report):
 
 
 def raw_field(clean: dict, overrides: list[str], name: str):
-    from rl.train.preflight import override_value
+    from rl.train.preflight.rules import override_value
 
     value = override_value(overrides, name)
     return value if value is not None else clean.get(name)
