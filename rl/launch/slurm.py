@@ -155,9 +155,9 @@ def render_sbatch(recipe_path: str | os.PathLike, nodes: int = 1, gpus_per_node:
         vllm_model = vllm_model or override_value(overrides, "model_name_or_path") or data.get("model_name_or_path")
         if not vllm_model:
             raise UserError(f"{recipe}: --vllm-server-node needs model_name_or_path in the recipe")
-        from rl.launch.vllm_server import serve_settings
+        from rl.train.vllm_serve import serve_settings
 
-        try:  # the recipe's vLLM settings for `trl vllm-serve` (rl/launch/vllm_server.py)
+        try:  # the recipe's vLLM settings for `trl vllm-serve` (rl/train/vllm_serve.py)
             serve = serve_settings(lambda f: data.get(f) if override_value(overrides, f) is None else override_value(overrides, f),
                                    model=vllm_model, gpus=None if cpu else procs_per_node)
         except UserError as exc:
@@ -173,7 +173,7 @@ def render_sbatch(recipe_path: str | os.PathLike, nodes: int = 1, gpus_per_node:
     if override_value(overrides, "resume_from_checkpoint") is None:
         train_args += ["--resume_from_checkpoint", "auto"]
     from rl.launch.shipped import shipped_path
-    from rl.launch.vllm_server import serve_args
+    from rl.train.vllm_serve import serve_args
 
     template_path = Path(template) if template else shipped_path("slurm/train.sbatch")  # checkout or wheel
     if not template_path.is_file():

@@ -10,6 +10,7 @@ from rl.train.preflight.data import check_data
 from rl.train.preflight.distributed import check_deepspeed, read_accelerate_config
 from rl.train.preflight.generation import check_lengths, check_vllm
 from rl.train.preflight.models import check_model
+from rl.train.preflight.node_layout import node_layout
 from rl.train.preflight.parse import (ArgError, check_fields, raw_field, raw_namespace, restored_environ, script_has_field,
                              target_view)
 from rl.train.preflight.report import Report
@@ -92,6 +93,8 @@ def _dry_run(argv: list[str]) -> Report:
     if trl_batch_error and len(report.problems) == before:
         report.problem(trl_batch_error)
     check_vllm(report, view, world, plan, ds_info)
+    # which node serves / trains, ranks per node; the ZeRO-3 + LoRA weight-sync warning
+    node_layout(plan, world, view, ds_info.get("stage"), lambda f: raw_field(clean, all_overrides, f)).apply(report)
     check_lengths(report, view, policy, data)
     check_output(report, view)
     check_format(report, view, reward_funcs)

@@ -5,9 +5,8 @@ Why: with `rl submit --vllm-server-node` the job's first node runs `trl vllm-ser
 rank, so "4 nodes x 8 GPUs" trains on 24 processes, not 32; a user reading the batch arithmetic should
 see which 24. Pure: `node_layout` takes the launch plan (duck-typed: `nodes`, `job_nodes`,
 `gpus_per_node`, `vllm_server_node`, `cpu`), the world size, the parsed recipe view, the ZeRO stage and a
-getter of raw recipe values, and returns the report's lines; `Layout.apply(report)` adds them to a
-dry-run report (`add`, `note`, `problem`). Imports nothing of `rl.train`, so the dry run (rl/train/preflight)
-may call it.
+getter of raw recipe values, and returns the report's lines; `Layout.apply(report)` adds them to the
+dry-run report (`add`, `note`, `problem`); rl/train/preflight/dryrun.py calls it after the vLLM check.
 
 The weight-sync warning, checked in TRL 1.16's source: `GRPOTrainer` calls `VLLMGeneration.sync_weights`
 (trl/generation/vllm_generation.py) whenever the optimizer step changed (`_last_loaded_step`); for a PEFT
@@ -60,7 +59,7 @@ def _training_nodes(first: int, nodes: int, per_node: int, unit: str) -> list[st
 
 
 def _server_line(view, value: Callable[[str], object], gpus: int | None, layout: Layout) -> str:
-    from rl.launch.vllm_server import serve_settings
+    from rl.train.vllm_serve import serve_settings
 
     try:
         s = serve_settings(value, model=getattr(view, "model_name_or_path", None) or value("model_name_or_path"),

@@ -1,11 +1,11 @@
-"""rl/launch/node_layout.py: the dry run's node layout lines and the ZeRO-3 + LoRA weight-sync warning (pure)."""
+"""rl/train/preflight/node_layout.py: the dry run's node layout lines and the ZeRO-3 + LoRA weight-sync warning (pure)."""
 
 from __future__ import annotations
 
 import inspect
 from types import SimpleNamespace
 
-from rl.launch.node_layout import ZERO3_LORA_SYNC, node_layout
+from rl.train.preflight.node_layout import ZERO3_LORA_SYNC, node_layout
 
 
 def plan(nodes=None, per_node=None, server=False, cpu=False):
@@ -92,3 +92,20 @@ def test_apply_adds_to_a_report():
     assert calls[0][:2] == ("add", "node layout") and calls[0][2].count("\n") == 3  # server, 2 nodes, world
     assert calls[1] == ("note", ZERO3_LORA_SYNC)
 
+
+def test_dry_run_report_shows_the_layout(tmp_path):
+    """Wired into `rl train --dry-run`: the report's `node layout` entry and the warning note."""
+    import json
+
+    from rl.train.preflight.dryrun import dry_run
+
+    data = tmp_path / "math.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"What is {i} + 1?", "solution": str(i + 1)}) + "\n"
+                            for i in range(64)))
+    path = tmp_path / "r.yaml"
+    path.write_text(f"model_name_or_path: Qwen/Qwen3-0.6B\ndataset_path: {data}\noutput_dir: {tmp_path / 'out'}\n"
+                    "reward_funcs: [math]\nuse_vllm: true\nuse_peft: true\nvllm_server_data_parallel_size: 2\n"
+                    "num_generations: 4\nper_device_train_batch_size: 4\n")
+    text = dry_run(["--config", str(path), "--nodes", "3", "--gpus-per-node", "2", "--vllm-server-node"]).format()
+    assert "node layout  node 0: vLLM server (`trl vllm-serve`: tensor parallel 1, data parallel 2, port 8000)" in text
+    assert "node 2: trains, 2 GPUs (ranks 2-3)" in text and "world size 4: the batch arithmetic assumes 4" in text
