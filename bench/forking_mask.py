@@ -216,26 +216,26 @@ def replaying(base, completions: list[list[int]], entropies, meter_ref: dict, ou
     """`base` with generation replayed: the same completions every step and, for ours, the entropies its
     recorder would have kept while sampling them.
 
-    Private on purpose: neither trainer has a public hook that injects completions together with their
-    sampling-time entropies (TRL's public `rollout_func` switches ours' recorder off, so ours would pay a
-    no-grad pre-pass and the row would measure something else). So this overrides TRL's
-    `_generate_single_turn` and fills ours' `_generation_entropy`, and fails loudly (the smoke test with it)
-    when either is gone, instead of silently timing a pre-pass."""
+    Generation is replayed through TRL's `_generate_single_turn` (TRL has no public hook that injects
+    completions without switching ours' recorder off: its `rollout_func` does, and ours would then pay a
+    no-grad pre-pass and the row would measure something else); ours gets the recorded entropies through
+    its public hook `sampling_entropies`. Fails loudly (the smoke test with it) when the hook is gone,
+    instead of silently timing a pre-pass."""
+
+    if ours and not hasattr(base, "sampling_entropies"):
+        raise RuntimeError("EntropyGRPOTrainer has no `sampling_entropies` hook any more: update "
+                           "bench/forking_mask.py `replaying` to hand it the sampling-time entropies")
 
     class Replay(base):
         def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
             t0 = time.perf_counter()
             out = [list(completions[i % len(completions)]) for i in range(len(prompt_ids))]
-            if ours:  # what the recorder kept during sampling
-                if not hasattr(self, "_generation_entropy"):
-                    raise RuntimeError("EntropyGRPOTrainer keeps no _generation_entropy any more: update "
-                                       "bench/forking_mask.py `replaying` to hand it the sampling-time entropies")
-                self._generation_entropy = ([entropies[i % len(entropies)] for i in range(len(prompt_ids))],
-                                            [list(c) for c in out])
-                self._generation_entropy_calls += 1
             meter_ref["sampling_s"] = meter_ref.get("sampling_s", 0.0) + time.perf_counter() - t0
             meter_ref["replayed"] = meter_ref.get("replayed", 0) + 1
             return out, None
+
+        def sampling_entropies(self, recorders, completion_ids):  # what the recorder kept during sampling
+            return [(entropies[i % len(entropies)], list(c)) for i, c in enumerate(completion_ids)]
 
     return Replay
 

@@ -110,7 +110,16 @@ def test_one_old_logprob_call_per_generation_batch_under_the_condition_we_mirror
     assert "generate_every = self.args.steps_per_generation * self.num_iterations" in src
     assert "self.args.gradient_accumulation_steps % generate_every != 0" in src
     assert "self.use_vllm and self.vllm_importance_sampling_correction" in src
-    assert 'output["old_per_token_logps"] = old_per_token_logps' in src  # the identity the capture checks
+    # the very tensor our scan returned (carrying its entropies as an attribute) reaches the batch
+    assert 'output["old_per_token_logps"] = old_per_token_logps' in src
+
+
+def test_extra_fields_of_generate_reach_the_input_rows():
+    """The sampler's entropies leave `_generate` in its extra fields (one value per completion row);
+    TRL merges those into the batch's input rows, where `EntropyGRPOTrainer._batch_entropy` takes them."""
+    score = " ".join(_source(GRPOTrainer._generate_and_score_completions).split())
+    assert "for i, inp in enumerate(inputs): for key, values in extra_fields.items():" in score
+    assert "if isinstance(values, list) and i < len(values): inp[key] = values[i]" in score
 
 
 def test_reward_functions_get_the_keywords_the_registry_lists():

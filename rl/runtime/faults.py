@@ -37,7 +37,8 @@ A training run is hours of cluster time. Bad *input* is refused before any model
   from the logged `grad_norm`/`loss` (set `logging_steps: 1`), refuses to save non-finite weights
   (ZeRO-1/2; ZeRO-3 partitions parameters, nothing to check locally) and stops after
   `max_bad_steps`; fp16 loss scaling skips overflowing steps by itself.
-* `guard_checkpoint_saves`: a checkpoint write that fails for lack of space (ENOSPC, EDQUOT,
+* `FaultGuardsMixin` (the trainer class has the guards: `NonFiniteGuard` placed, and its
+  `_save_checkpoint`): a checkpoint write that fails for lack of space (ENOSPC, EDQUOT,
   EFBIG, read-only, I/O error; safetensors and torch.save wrap these in their own exception types)
   becomes one `CheckpointSaveError` line naming the directory, the free space and the newest
   complete checkpoint, which stays intact (the half-written one has no COMPLETE marker, so
@@ -347,8 +348,8 @@ def _deepspeed_enabled(args) -> bool:
 class NonFiniteGuard(TrainerCallback):
     """Skip optimizer steps with NaN/inf gradients, count them, stop after `max_bad_steps` in a row.
 
-    Put it right after the trainer's DefaultFlowCallback (`install_guard`), so its `should_save`
-    decision for a bad step comes after the default save schedule. See the module docstring.
+    Put it right after the trainer's DefaultFlowCallback (`install_guard`; `FaultGuardsMixin` does), so
+    its `should_save` decision for a bad step comes after the default save schedule. See the module docstring.
     """
 
     def __init__(self, max_bad_steps: int = 3):
@@ -452,23 +453,35 @@ def install_guard(trainer, guard: NonFiniteGuard) -> NonFiniteGuard:
 # ---------------------------------------------------------------------------------------------- checkpoint writes
 
 
-def guard_checkpoint_saves(trainer) -> None:
-    """Turn disk errors inside the trainer's `_save_checkpoint` into one-line `CheckpointSaveError`s."""
-    original = trainer._save_checkpoint
-    if getattr(original, "__rl_fault_wrapped__", False):
+def _translate_save_error(trainer, exc: BaseException) -> None:
+    """Raise the one-line `CheckpointSaveError` for a disk error in a checkpoint write; return otherwise."""
+    if isinstance(exc, CheckpointSaveError):
         return
+    target = Path(trainer.args.output_dir) / f"checkpoint-{trainer.state.global_step}"
+    if is_disk_error(exc, target):
+        raise checkpoint_save_error(target, exc, find_resume_checkpoint(trainer.args.output_dir)) from exc
 
-    @functools.wraps(original)
-    def save(model, trial, *args, **kwargs):
+
+class FaultGuardsMixin:
+    """The run-time guards as part of the trainer class (put first in the bases), so any trainer built
+    from it has them, whoever builds it (`rl train`, `build_trainer`, a test, a bench):
+
+    * `nonfinite_guard`: a `NonFiniteGuard` (`max_bad_steps` from the args, 3 without the field) placed
+      right after DefaultFlowCallback (`install_guard`); one passed in `callbacks` is used instead.
+    * `_save_checkpoint`: a disk error anywhere in the checkpoint write (the HF files and whatever the
+      mixins after this one add, e.g. the RLP teacher's state) becomes one `CheckpointSaveError` line.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        guard = next((cb for cb in self.callback_handler.callbacks if isinstance(cb, NonFiniteGuard)), None)
+        if guard is None:
+            guard = NonFiniteGuard(getattr(self.args, "max_bad_steps", 3))
+        self.nonfinite_guard = install_guard(self, guard)
+
+    def _save_checkpoint(self, model, trial, *args, **kwargs):
         try:
-            return original(model, trial, *args, **kwargs)
-        except CheckpointSaveError:
-            raise
+            return super()._save_checkpoint(model, trial, *args, **kwargs)
         except Exception as exc:  # noqa: BLE001 - re-raised unchanged unless it is a disk error
-            target = Path(trainer.args.output_dir) / f"checkpoint-{trainer.state.global_step}"
-            if not is_disk_error(exc, target):
-                raise
-            raise checkpoint_save_error(target, exc, find_resume_checkpoint(trainer.args.output_dir)) from exc
-
-    save.__rl_fault_wrapped__ = True
-    trainer._save_checkpoint = save
+            _translate_save_error(self, exc)
+            raise

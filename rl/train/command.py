@@ -180,22 +180,19 @@ def _train(script_args, training_args, model_args) -> int:
         if problem:
             raise UserError(problem)
     from rl.runtime.disk_errors import checkpoint_save_error, is_disk_error
-    from rl.runtime.faults import NonFiniteGuard, guard_checkpoint_saves, install_guard
 
     # Old checkpoints are deleted by CheckpointCallback only after the new one is marked COMPLETE
     # (HF's own rotation runs before the marker: with save_total_limit 1 a kill in between lost both).
     keep = training_args.save_total_limit
     training_args.save_total_limit = None
-    guard = NonFiniteGuard(getattr(training_args, "max_bad_steps", 3))
     handler = PreemptionHandler().install()
     try:
         from rl.runtime.wandb_run import wandb_run_callbacks
 
-        callbacks = [CheckpointCallback(keep=keep), PreemptionCallback(handler, check_every=cycle), guard,
+        callbacks = [CheckpointCallback(keep=keep), PreemptionCallback(handler, check_every=cycle),
                      *wandb_run_callbacks(training_args)]  # one W&B run per run dir, across requeues
         trainer = build_trainer(script_args, training_args, model_args, callbacks=callbacks)
-        install_guard(trainer, guard)
-        guard_checkpoint_saves(trainer)
+        guard = trainer.nonfinite_guard  # the trainer class carries the fault guards (rl/runtime/faults.py)
         if resume is None:  # a resumed run was checked when it started
             from rl.train.signal_check import check_signal_before_training
 

@@ -1,6 +1,6 @@
-"""RLP in the trainer: the policy scorer the `rlp` reward uses, the EMA teacher's updates, the
-advantage scaling, and RLP's logs. Mixed into EntropyGRPOTrainer (`RLPTrainerMixin`), so
-rl/train/trainer.py only names the mixin.
+"""RLP in the trainer: the policy scorer the `rlp` reward uses, the EMA teacher's updates and RLP's
+logs (the paper's G/(G-1) advantage scaling applies to any reward: rl/train/advantages.py). Mixed
+into EntropyGRPOTrainer (`RLPTrainerMixin`), so rl/train/trainer.py only names the mixin.
 
 * `_calculate_rewards` (TRL's reward call) runs inside `bind_scorer(self._rlp)` when a recipe uses
   the `rlp` reward: the reward (rewards/rlp.py) hands its rows to `RLPScorer.information_gain`,
@@ -17,8 +17,6 @@ rl/train/trainer.py only names the mixin.
   in a collective; the reward's fault wrapper turns that into the same one-line error on every rank.
 * The teacher's `update()` runs after each optimizer step (a TrainerCallback's `on_step_end`); the
   EMA teacher's state is saved in every checkpoint (`rlp_teacher.pt`) and restored on resume.
-* `advantage_group_scaling`: TRL's `scale_rewards: none` gives r_i - mean(r), not the paper's
-  G/(G-1) (r_i - mean(r)); this multiplies TRL's advantages by G/(G-1) (any reward).
 * Logs per step: rlp/info_gain (mean nats over all ranks), rlp/positive_share, rlp/thought_tokens,
   rlp/closed_share, rlp/policy_logp, rlp/teacher_logp; with wandb in report_to, every
   `rlp_table_steps` steps a W&B table of the best and worst thoughts since the previous table.
@@ -248,7 +246,7 @@ class RLPTrainerMixin:
         self._rlp = None
         self._rlp_table: list = []  # (gain, row) candidates since the last table
         self._rlp_table_step = 0
-        if not any(getattr(spec_of(f), "name", None) == "rlp" for f in self.reward_funcs):
+        if not any(getattr(spec_of(f), "teacher", False) for f in self.reward_funcs):  # registry: scored vs a teacher
             return
         args = self.args
         policy = self.model  # the unwrapped model (PEFT or not); DDP/ZeRO hooks run through its forward
@@ -298,13 +296,6 @@ class RLPTrainerMixin:
         scope = bind_scorer(self._rlp) if self._rlp is not None else contextlib.nullcontext()
         with scope:
             return super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
-
-    def _generate_and_score_completions(self, inputs):
-        out = super()._generate_and_score_completions(inputs)
-        if getattr(self.args, "advantage_group_scaling", False) and self.num_generations > 1:
-            g = self.num_generations
-            out["advantages"] = out["advantages"] * (g / (g - 1))
-        return out
 
     # ------------------------------------------------------------------ logging
 

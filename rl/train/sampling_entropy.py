@@ -10,13 +10,16 @@ from a training-time forward by at most 2.5e-4 nats and pick the same top-20% se
 from __future__ import annotations
 
 import contextlib
+import logging
 
 import torch
 from transformers.generation.logits_process import LogitsProcessor
 
 from rl.signal.entropy import token_entropy
 
-__all__ = ["GenerationEntropy", "record_generation_entropy", "entropy_table"]
+logger = logging.getLogger(__name__)
+
+__all__ = ["GenerationEntropy", "aligned_entropy_table", "record_generation_entropy", "entropy_table"]
 
 
 class GenerationEntropy(LogitsProcessor):
@@ -35,6 +38,7 @@ class GenerationEntropy(LogitsProcessor):
     def __init__(self, temperature: float = 1.0):
         self.temperature = float(temperature)
         self.steps: list[torch.Tensor] = []
+        self.sampled: list[list[int]] | None = None  # the completion tokens generate returned (see below)
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
@@ -66,14 +70,17 @@ class GenerationEntropy(LogitsProcessor):
 @contextlib.contextmanager
 def record_generation_entropy(model, temperature: float):
     """Within the block, every `model.generate` call runs a `GenerationEntropy` first in its
-    processor list; yields the list of recorders, one per generate call.
+    processor list; yields the list of recorders, one per generate call. Each recorder also keeps the
+    completion tokens its call returned (`sampled`: the columns after the prompt), so a caller can tell
+    whether the completions it finally holds are the tokens whose entropies were recorded.
 
     `model` is the transformers model whose `generate` does the decoding (the base model under
     PEFT). Patches the instance's `_get_logits_processor` (the method `generate` builds its list
-    with) and removes the patch on exit.
+    with) and `generate`, and removes both patches on exit.
     """
     recorders: list[GenerationEntropy] = []
     original = model._get_logits_processor
+    original_generate = model.generate
 
     def with_entropy_first(*args, **kwargs):
         processors = original(*args, **kwargs)
@@ -82,11 +89,26 @@ def record_generation_entropy(model, temperature: float):
         processors.insert(0, recorder)
         return processors
 
+    def generate(*args, **kwargs):
+        before = len(recorders)
+        out = original_generate(*args, **kwargs)
+        prompt = kwargs.get("input_ids", args[0] if args else None)
+        seqs = getattr(out, "sequences", out)
+        if len(recorders) == before + 1 and isinstance(prompt, torch.Tensor) and isinstance(seqs, torch.Tensor):
+            recorders[-1].sampled = seqs[:, prompt.shape[1]:].tolist()
+        return out
+
+    own_generate = "generate" in vars(model)  # an instance-level generate (another wrapper) is put back
     model._get_logits_processor = with_entropy_first
+    model.generate = generate
     try:
         yield recorders
     finally:
         del model._get_logits_processor
+        if own_generate:
+            model.generate = original_generate
+        else:
+            del model.generate
 
 
 def entropy_table(rows: list[torch.Tensor], num_cols: int, device=None, dtype=torch.float32) -> torch.Tensor:
@@ -96,3 +118,25 @@ def entropy_table(rows: list[torch.Tensor], num_cols: int, device=None, dtype=to
         n = min(int(r.numel()), num_cols)
         out[i, :n] = r[:n].to(device=device, dtype=dtype)
     return out
+
+
+def aligned_entropy_table(recorded: list, completion_ids: torch.Tensor, completion_mask: torch.Tensor,
+                          dtype=torch.float32) -> torch.Tensor | None:
+    """The recorded (entropies, sampled ids) rows as a (B, T) tensor aligned with a batch's completions (zero
+    on padding), or None if they do not cover it or the batch's completions are not the tokens that were
+    sampled (a subclass or wrapper that edits completions after `generate`): entropies of other tokens
+    would pick a wrong kept set, so the caller recomputes them."""
+    if len(recorded) != completion_mask.shape[0]:
+        return None
+    rows, sampled = [r for r, _ in recorded], [ids for _, ids in recorded]
+    lengths = completion_mask.sum(dim=1).tolist()
+    if any(int(r.numel()) < n for r, n in zip(rows, lengths)):
+        logger.warning("sampling-time entropies do not cover the completions; recomputing them")
+        return None
+    ids = completion_ids.tolist()
+    if any(ids[i][:n] != list(sampled[i][:n]) for i, n in enumerate(lengths)):
+        logger.warning("the completions differ from the sampled tokens (edited after generate); "
+                       "recomputing their entropies with a no-grad forward")
+        return None
+    mask = completion_mask.to(dtype)
+    return entropy_table(rows, completion_mask.shape[1], device=completion_mask.device, dtype=dtype) * mask

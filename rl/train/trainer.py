@@ -17,11 +17,13 @@ the fraction kept; 1.0 turns everything below off):
   1. TRL's transformers `generate` path: recorded WHILE SAMPLING by a logits processor placed
      first in generate's list (rl/train/sampling_entropy.py `GenerationEntropy`), i.e. of the raw logits /
      temperature before any penalty/top-k/top-p processing; one (B,) vector per step, no extra
-     forward. They differ from a training-time forward only by KV-cache/batching numerics
+     forward. They leave `_generate` with their rows in TRL's extra fields (`SAMPLING_ENTROPY_FIELD`,
+     merged by TRL into the batch's input rows) and enter the scored batch as `forking_entropy`. They differ from a training-time forward only by KV-cache/batching numerics
      (bench/forking_mask.py measures it on SmolLM2-135M), and are computed once per sample, so
      every later use (all micro-batches, all passes) sees the same values.
   2. When TRL runs its own no-grad old-log-prob pass (vLLM importance sampling, num_iterations > 1,
-     misaligned accumulation), that pass is replaced by ours, which returns both: still one pass.
+     misaligned accumulation), that pass is replaced by ours, which returns both: still one pass (the
+     entropies ride on the returned log-prob tensor, `OLD_LOGP_ENTROPY_ATTR`, into the batch).
   3. Otherwise (vLLM without that pass, continuous batching, tool loops, custom rollouts): one
      no-grad forward of the generation batch (LM head on completion tokens only, in row chunks,
      never a B x T x V logits tensor).
@@ -33,7 +35,7 @@ the fraction kept; 1.0 turns everything below off):
   tie-free data).
 * `entropy_mask_normalize: kept` (default, Eq. 6): the policy loss is averaged over kept tokens.
   Done by handing TRL's `_compute_loss` float weights instead of its boolean mask
-  (`get_high_entropy_mask`, rl/train/forking.py `loss_weights`), which keeps TRL's loss code untouched,
+  (`forking_loss_weights`, behind TRL's hook name `get_high_entropy_mask`; rl/train/forking.py `loss_weights`), which keeps TRL's loss code untouched,
   the KL term on every token and TRL's metrics over every token. (The alternative, folding the
   mask into `tool_mask`, would also mask the KL term, change the logged metrics and leave
   dr_grpo's constant denominator alone.) With TRL's entropy bonus the bonus is a weighted mean
@@ -50,14 +52,22 @@ the fraction kept; 1.0 turns everything below off):
 * Logs per step: forking/threshold, forking/kept_fraction, forking/entropy_kept,
   forking/entropy_all; with wandb in report_to, every `forking_table_steps` steps a W&B table of
   the most frequent forking tokens since the previous table.
+* Per-batch state travels with the batch: the step's selection (`ForkingStep`) and the entropies
+  it came from are keys of TRL's batch dict. TRL's loss hooks (`_get_per_token_logps_and_entropies`,
+  `get_high_entropy_mask`) receive no batch, so `compute_loss` shows them its micro-batch
+  (`_forking_loss_inputs`) for the duration of that one call only.
+* Settings are read from the recipe fields themselves (`entropy_setting`: EntropyGRPOConfig's
+  default when the trainer gets a plain GRPOConfig). Also in the class: the fault guards
+  (rl/runtime/faults.py `FaultGuardsMixin`), RLP (rl/train/rlp_trainer.py), the G/(G-1) advantage
+  scaling for any reward (rl/train/advantages.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from collections import Counter
-from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
@@ -69,6 +79,9 @@ from trl.models.utils import disable_gradient_checkpointing
 
 from rl.signal.decoding import decode_alone, in_context_texts
 from rl.signal.entropy import masked_stats, select_forking_tokens
+from rl.runtime.faults import FaultGuardsMixin
+from rl.train.advantages import GroupAdvantageScalingMixin
+from rl.train.config import entropy_setting
 from rl.train.losses import LOSS_VARIANTS
 from rl.train.forking import (
     ForkingRequest,
@@ -79,7 +92,7 @@ from rl.train.forking import (
     top_forking_tokens,
 )
 from rl.train.selective_head import has_plain_logits, head_chunk_rows
-from rl.train.sampling_entropy import entropy_table, record_generation_entropy
+from rl.train.sampling_entropy import aligned_entropy_table, record_generation_entropy
 from rl.train.rlp_trainer import RLPTrainerMixin
 
 logger = logging.getLogger(__name__)
@@ -88,6 +101,10 @@ logger = logging.getLogger(__name__)
 _MM_KEYS = ("pixel_values", "image_grid_thw", "num_images", "pixel_attention_mask", "spatial_shapes", "num_tiles",
             "image_sizes", "token_type_ids", "mm_token_type_ids", "image_position_ids")
 TABLE_COLUMNS = ["token", "token_id", "count", "occurrences", "kept_rate", "mean_entropy"]
+#: TRL extra field (one value per completion row) carrying what the sampler recorded: (entropies, sampled ids).
+SAMPLING_ENTROPY_FIELD = "_forking_sampling_entropy"
+#: Attribute of the old-log-prob tensor our scan returns to TRL: the entropies computed in the same pass.
+OLD_LOGP_ENTROPY_ATTR = "forking_entropy"
 
 
 def _plain_message(completion) -> bool:
@@ -97,34 +114,12 @@ def _plain_message(completion) -> bool:
             and isinstance(completion[0]["content"], str))
 
 
-@dataclass
-class OldLogpCapture:
-    """TRL's no-grad old-log-prob pass of one generation batch, served by our scan (log-probs and
-    entropies in one pass).
-
-    Only the first no-grad call on the policy object is served (`armed`), and its entropies are
-    used only if TRL stored exactly the tensor we returned as `old_per_token_logps`
-    (`entropy_for`): with PEFT and beta != 0, TRL's reference pass calls the same method on the
-    same object, so whichever pass came first, the reference model's entropies never become the
-    step's (a mismatch costs one extra scan instead).
-    """
-
-    armed: bool = True
-    logps: torch.Tensor | None = None
-    entropy: torch.Tensor | None = None
-
-    def entropy_for(self, old_logps) -> torch.Tensor | None:
-        """The captured entropies if `old_logps` is the tensor the captured call returned, else None."""
-        if self.logps is None or old_logps is not self.logps:
-            return None
-        return self.entropy
-
-
-class EntropyGRPOTrainer(RLPTrainerMixin, GRPOTrainer):
+class EntropyGRPOTrainer(FaultGuardsMixin, RLPTrainerMixin, GroupAdvantageScalingMixin, GRPOTrainer):
     """GRPOTrainer for entropy-rl recipes (accepts `EntropyGRPOConfig`; plain GRPOConfig gets its defaults).
 
-    RLP (the `rlp` reward's policy scorer, teacher updates, advantage scaling) comes from
-    `RLPTrainerMixin` (rl/train/rlp_trainer.py)."""
+    The fault guards come from `FaultGuardsMixin` (rl/runtime/faults.py), RLP (the `rlp` reward's
+    policy scorer, teacher updates) from `RLPTrainerMixin` (rl/train/rlp_trainer.py), G/(G-1) advantage
+    scaling from `GroupAdvantageScalingMixin` (rl/train/advantages.py)."""
 
     _tag_names = ["trl", "grpo", "entropy-rl"]
     #: Use the selective LM head when allowed (switch off to compare with the full head).
@@ -132,34 +127,36 @@ class EntropyGRPOTrainer(RLPTrainerMixin, GRPOTrainer):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.forking_scope = getattr(self.args, "entropy_mask_scope", "step")
-        self.forking_normalize = getattr(self.args, "entropy_mask_normalize", "kept")
-        self.forking_table_steps = getattr(self.args, "forking_table_steps", 0)
-        self.forking_side = getattr(self.args, "entropy_mask_side", "top")
-        # (per-row entropies, the sampled token ids they belong to), recorded while sampling this generation
-        # batch (transformers path), or None.
-        self._generation_entropy: tuple[list[torch.Tensor], list[list[int]]] | None = None
-        self._generation_entropy_calls = 0
-        self._forking_loss_inputs = None  # the micro-batch inside compute_loss (TRL's loss hooks get no inputs)
-        self._old_logp_capture: OldLogpCapture | None = None  # inside _generate_and_score_completions only
+        self._forking_loss_inputs = None  # the micro-batch during compute_loss only (TRL's loss hooks get none)
         self._forking_table = (Counter(), Counter(), Counter())  # kept counts, valid counts, kept entropy sums
         self._forking_table_step = 0
         target = self.model.get_base_model() if is_peft_model(self.model) else self.model
         install_forking_forward(target)
         self.forking_selective_reason = self._why_not_selective(target)
         if self._forking_on:
-            if self.forking_scope == "step" and self.args.steps_per_generation != self.args.gradient_accumulation_steps:
+            if self._setting("entropy_mask_scope") == "step" and self.args.steps_per_generation != self.args.gradient_accumulation_steps:
                 logger.warning("entropy_mask_scope=step selects over each generation batch (steps_per_generation=%d "
                                "micro-batches), not exactly one optimizer step (gradient_accumulation_steps=%d)",
                                self.args.steps_per_generation, self.args.gradient_accumulation_steps)
-            logger.info("forking mask: scope=%s normalize=%s ratio=%g selective LM head: %s", self.forking_scope,
-                        self.forking_normalize, self.top_entropy_quantile, self.forking_selective_reason or "on")
+            logger.info("forking mask: scope=%s normalize=%s side=%s ratio=%g selective LM head: %s",
+                        self._setting("entropy_mask_scope"), self._setting("entropy_mask_normalize"),
+                        self._setting("entropy_mask_side"), self.top_entropy_quantile,
+                        self.forking_selective_reason or "on")
 
     # ------------------------------------------------------------------ configuration
+
+    def _setting(self, name: str):
+        """A recipe field of this run (its EntropyGRPOConfig default under a plain GRPOConfig)."""
+        return entropy_setting(self.args, name)
 
     @property
     def _forking_on(self) -> bool:
         return self.top_entropy_quantile < 1.0
+
+    @property
+    def _step_scope(self) -> bool:
+        """The step's selection is made at generation time (scope `step`, training)."""
+        return bool(self._forking_on and self._setting("entropy_mask_scope") == "step" and self.model.training)
 
     def _forking_group(self):
         return dist.group.WORLD if self.accelerator.num_processes > 1 else None
@@ -170,7 +167,7 @@ class EntropyGRPOTrainer(RLPTrainerMixin, GRPOTrainer):
         variant = LOSS_VARIANTS.get(self.loss_type)
         checks = [
             (not self._forking_on, "mask off"),
-            (self.forking_scope != "step", "scope micro_batch selects at loss time"),
+            (self._setting("entropy_mask_scope") != "step", "scope micro_batch selects at loss time"),
             (self.beta != 0.0, "beta != 0: the KL term needs every token's log-prob"),
             (self._entropy_bonus_enabled, "the entropy bonus needs entropies with gradient"),
             (self.importance_sampling_level != "token", "sequence-level importance weights read every token"),
@@ -211,96 +208,86 @@ class EntropyGRPOTrainer(RLPTrainerMixin, GRPOTrainer):
     # ------------------------------------------------------------------ completion text
 
     def _generate(self, prompts: list):
-        """TRL's sampling and decoding, with the completion text the rewards (and the completions log) get
-        made the text the model wrote (rl/signal/decoding.py). TRL decodes each completion alone, which
-        drops a SentencePiece-style first token's leading space and, with `clean_up_tokenization_spaces`,
-        the space in " ." / " ," / " 's" (RPT rewards then pay 0 for a right guess):
+        """TRL's sampling and decoding, with two changes.
+
+        The completion text the rewards (and the completions log) get is the text the model wrote
+        (rl/signal/decoding.py). TRL decodes each completion alone, which drops a SentencePiece-style
+        first token's leading space and, with `clean_up_tokenization_spaces`, the space in " ." / " ," /
+        " 's" (RPT rewards then pay 0 for a right guess):
         - a plain-text prompt's completion becomes the text it adds after its prompt;
         - a chat completion keeps TRL's message content (decoded alone, as a message is) without the
-          clean-up. Completions TRL parsed with the tokenizer's response schema, and tool loops, stay TRL's."""
-        out = super()._generate(prompts)
-        prompt_ids, completion_ids, _tool_mask, completions = out[:4]
-        if not prompts or self.tools:
-            return out
-        if not is_conversational({"prompt": prompts[0]}):
-            if all(isinstance(c, str) for c in completions):
-                completions = in_context_texts(self.processing_class, prompt_ids, completion_ids)
-        elif (getattr(self._tokenizer, "clean_up_tokenization_spaces", False)
-              and getattr(self._tokenizer, "response_template", None) is None
-              and getattr(self._tokenizer, "response_schema", None) is None
-              and all(_plain_message(c) for c in completions)):
-            completions = [[{"role": "assistant", "content": text}]
-                           for text in decode_alone(self.processing_class, completion_ids)]
-        return (*out[:3], completions, *out[4:])
+          clean-up. Completions TRL parsed with the tokenizer's response schema, and tool loops, stay TRL's.
+
+        In scope `step` on TRL's plain `generate` path, each sampled token's entropy of softmax(raw logits /
+        temperature) is recorded while sampling and leaves with the batch: one (entropies, sampled ids)
+        pair per completion row in TRL's extra fields (`SAMPLING_ENTROPY_FIELD`)."""
+        record = self._records_generation_entropy()
+        target = self.model.get_base_model() if is_peft_model(self.model) else self.model
+        recording = record_generation_entropy(target, self.temperature) if record else contextlib.nullcontext([])
+        with recording as recorders:
+            out = super()._generate(prompts)
+        prompt_ids, completion_ids, _tool_mask, completions, logprobs, extra = out[:6]
+        rows = self.sampling_entropies(recorders, completion_ids) if record else None
+        if rows is not None:
+            extra = {**(extra or {}), SAMPLING_ENTROPY_FIELD: rows}
+        if prompts and not self.tools:
+            if not is_conversational({"prompt": prompts[0]}):
+                if all(isinstance(c, str) for c in completions):
+                    completions = in_context_texts(self.processing_class, prompt_ids, completion_ids)
+            elif (getattr(self._tokenizer, "clean_up_tokenization_spaces", False)
+                  and getattr(self._tokenizer, "response_template", None) is None
+                  and getattr(self._tokenizer, "response_schema", None) is None
+                  and all(_plain_message(c) for c in completions)):
+                completions = [[{"role": "assistant", "content": text}]
+                               for text in decode_alone(self.processing_class, completion_ids)]
+        return (*out[:3], completions, logprobs, extra, *out[6:])
+
+    def sampling_entropies(self, recorders: list, completion_ids: list) -> list[tuple] | None:
+        """Hook: per completion row, (the entropies recorded while sampling it, the tokens the sampler drew),
+        or None to have them recomputed. Expects exactly one `generate` call per batch (`recorders` holds
+        one recorder per call). The batch uses them only where its completions are the drawn tokens
+        (`aligned_entropy_table`). A rollout that replays completions (bench/forking_mask.py) returns its own."""
+        if len(recorders) != 1 or recorders[0].sampled is None or len(recorders[0].sampled) != len(completion_ids):
+            return None
+        recorder = recorders[0]
+        rows = recorder.per_row([min(len(c), len(recorder.steps)) for c in completion_ids])
+        return list(zip(rows, recorder.sampled))
 
     # ------------------------------------------------------------------ step scope: entropies and selection
 
     def _generate_and_score_completions(self, inputs):
-        if not (self._forking_on and self.forking_scope == "step" and self.model.training):
-            return super()._generate_and_score_completions(inputs)
-        capture = OldLogpCapture() if self._trl_computes_old_logps() else None
-        self._old_logp_capture = capture
-        self._generation_entropy, self._generation_entropy_calls = None, 0
-        try:
-            out = super()._generate_and_score_completions(inputs)
-        finally:
-            self._old_logp_capture = None
+        out = super()._generate_and_score_completions(inputs)
+        if not self._step_scope:
+            return out
         # Sampling-time entropies (no extra pass) > TRL's old-log-prob pass (shared) > one no-grad scan.
-        entropy = self._generation_entropy_for(out)
-        self._generation_entropy = None
-        if entropy is None and capture is not None:
-            entropy = capture.entropy_for(out.get("old_per_token_logps"))
+        entropy = self._batch_entropy(inputs, out)
         if entropy is None:
             entropy = self._forking_scan_batch(out)
         out.update(self._select_step_tokens(out, entropy).to_batch())
         return out
 
     def _records_generation_entropy(self) -> bool:
-        """Whether sampling can record the entropies: TRL's plain transformers `generate` path, once per batch
-        (vLLM, continuous batching and tool loops fall back to TRL's old-log-prob pass or a scan)."""
-        return bool(self._forking_on and self.forking_scope == "step" and self.model.training and not self.use_vllm
+        """Whether sampling can record the entropies: TRL's plain transformers `generate` path (vLLM,
+        continuous batching, tool loops and custom rollouts fall back to TRL's old-log-prob pass or a scan)."""
+        return bool(self._step_scope and not self.use_vllm
                     and not getattr(self, "use_transformers_continuous_batching", False) and not self.tools
-                    and getattr(self, "rollout_func", None) is None and self._generation_entropy_calls == 0)
+                    and getattr(self, "rollout_func", None) is None)
 
-    def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
-        """TRL's sampling, recording each sampled token's entropy of softmax(raw logits / temperature)."""
-        if not self._records_generation_entropy():
-            self._generation_entropy_calls += 1
-            self._generation_entropy = None  # a second call (tool loop) would mix turns: fall back
-            return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations,
-                                                 has_tool_images)
-        self._generation_entropy_calls += 1
-        target = self.model.get_base_model() if is_peft_model(self.model) else self.model
-        with record_generation_entropy(target, self.temperature) as recorders:
-            completion_ids, logprobs = super()._generate_single_turn(
-                prompt_ids, images, multimodal_fields, num_generations, has_tool_images)
-        if len(recorders) == 1:
-            self._generation_entropy = (recorders[0].per_row([len(c) for c in completion_ids]),
-                                        [list(c) for c in completion_ids])
-        return completion_ids, logprobs
-
-    def _generation_entropy_for(self, out: dict) -> torch.Tensor | None:
-        """The recorded entropies as a (B, T) tensor aligned with `out["completion_ids"]`, or None if absent
-        or if the batch's completions are not the tokens that were sampled (a subclass or wrapper that
-        edits completions after `generate`): entropies of other tokens would pick a wrong kept set, so
-        the caller recomputes them."""
-        mask = out["completion_mask"]
-        if self._generation_entropy is None:
-            return None
-        rows, sampled = self._generation_entropy
-        if len(rows) != mask.shape[0]:
-            return None
-        lengths = mask.sum(dim=1).tolist()
-        if any(int(r.numel()) < n for r, n in zip(rows, lengths)):
-            logger.warning("sampling-time entropies do not cover the completions; recomputing them")
-            return None
-        ids = out["completion_ids"].tolist()
-        if any(ids[i][:n] != sampled[i][:n] for i, n in enumerate(lengths)):
-            logger.warning("the completions differ from the sampled tokens (edited after generate); "
-                           "recomputing their entropies with a no-grad forward")
-            return None
-        dtype = torch.float64 if self.model.dtype == torch.float64 else torch.float32
-        return entropy_table(rows, mask.shape[1], device=mask.device, dtype=dtype) * mask.to(dtype)
+    def _batch_entropy(self, inputs: list, out: dict) -> torch.Tensor | None:
+        """The entropies that came with this scored batch, taken out of it: the sampler's (from the input
+        rows, `SAMPLING_ENTROPY_FIELD`), else those of TRL's old-log-prob pass (`OLD_LOGP_ENTROPY_ATTR` on
+        `out["old_per_token_logps"]`), else None."""
+        recorded = [row.pop(SAMPLING_ENTROPY_FIELD, None) if isinstance(row, dict) else None for row in inputs]
+        old = out.get("old_per_token_logps")
+        from_old = getattr(old, OLD_LOGP_ENTROPY_ATTR, None)
+        if from_old is not None:
+            delattr(old, OLD_LOGP_ENTROPY_ATTR)
+        if recorded and all(r is not None for r in recorded):
+            dtype = torch.float64 if self.model.dtype == torch.float64 else torch.float32
+            entropy = aligned_entropy_table(recorded, out["completion_ids"], out["completion_mask"], dtype)
+            if entropy is not None:
+                return entropy
+        return from_old
 
     def _forking_scan(self, input_ids, attention_mask, completion_len: int, batch_size: int):
         """No-grad (log-prob, entropy) of every completion token, (B, T) each, zero on padding."""
@@ -355,7 +342,7 @@ class EntropyGRPOTrainer(RLPTrainerMixin, GRPOTrainer):
 
     def _forking_side_mask(self, top: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """`entropy_mask_side: bottom` trains on the complement of the top set (the paper's bottom-80% ablation)."""
-        return top if self.forking_side == "top" else valid & ~top
+        return top if self._setting("entropy_mask_side") == "top" else valid & ~top
 
     # ------------------------------------------------------------------ loss
 
@@ -367,10 +354,16 @@ class EntropyGRPOTrainer(RLPTrainerMixin, GRPOTrainer):
             self._forking_loss_inputs = None
 
     def get_high_entropy_mask(self, entropies: torch.Tensor, mask: torch.Tensor, threshold: float) -> torch.Tensor:
-        """Float loss weights over the kept tokens (TRL calls this with threshold = 1 - ratio).
+        """TRL's hook, by TRL's name: `_compute_loss` multiplies the per-token policy loss by what it returns.
+        Ours returns float loss weights, not a mask: `forking_loss_weights` (`threshold` = 1 - ratio, unused)."""
+        return self.forking_loss_weights(entropies, mask)
 
-        Scope step: the mask chosen at generation time. Otherwise (scope micro_batch, or eval):
-        selected here from this micro-batch's entropies over all ranks, as TRL does.
+    def forking_loss_weights(self, entropies: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(B, T) float loss weights, zero off the kept tokens (rl/train/forking.py `loss_weights`).
+
+        Scope step: the kept tokens chosen at generation time (the micro-batch's `ForkingStep`).
+        Otherwise (scope micro_batch, or eval): selected here from this micro-batch's entropies over all
+        ranks, as TRL does.
         """
         valid = mask.bool()
         inputs = self._forking_loss_inputs
@@ -386,16 +379,18 @@ class EntropyGRPOTrainer(RLPTrainerMixin, GRPOTrainer):
             n_valid, n_kept = stats["valid_tokens"], stats["kept_tokens"]
             if inputs is not None:
                 self._forking_record(stats, inputs["completion_ids"], valid, kept, entropies.detach())
-        return loss_weights(kept, valid, self.loss_type, self.forking_normalize, population_valid=n_valid,
+        return loss_weights(kept, valid, self.loss_type, self._setting("entropy_mask_normalize"),
+                            population_valid=n_valid,
                             population_kept=n_kept, dtype=torch.promote_types(entropies.dtype, torch.float32))
 
     def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep,
                                            batch_size=None, compute_entropy=False, compute_aux_loss=False, **mm):
         text_only = all(v is None for v in mm.values())
-        capture = self._old_logp_capture
-        if capture is not None and capture.armed and model is self.model and not torch.is_grad_enabled():
-            # TRL's old-log-prob pass: one scan gives log-probs and the step's entropies
-            capture.armed = False
+        if (model is self.model and not torch.is_grad_enabled() and self._step_scope
+                and self._trl_computes_old_logps()):
+            # TRL's old-log-prob pass: one scan gives log-probs and the step's entropies, which ride on the
+            # returned tensor into TRL's batch (`_batch_entropy`). With PEFT and beta != 0 TRL's reference
+            # pass comes here too (adapter disabled): its tensor carries its own entropies, never read.
             if text_only and not compute_aux_loss:
                 logps, ents = self._forking_scan(input_ids, attention_mask, logits_to_keep,
                                                  batch_size or input_ids.shape[0])
@@ -403,7 +398,7 @@ class EntropyGRPOTrainer(RLPTrainerMixin, GRPOTrainer):
             else:
                 logps, ents, aux = super()._get_per_token_logps_and_entropies(
                     model, input_ids, attention_mask, logits_to_keep, batch_size, True, compute_aux_loss, **mm)
-            capture.logps, capture.entropy = logps, ents
+            setattr(logps, OLD_LOGP_ENTROPY_ATTR, ents)
             return logps, (ents if compute_entropy else None), aux
         inputs = self._forking_loss_inputs
         step = ForkingStep.from_batch(inputs)
@@ -435,7 +430,8 @@ class EntropyGRPOTrainer(RLPTrainerMixin, GRPOTrainer):
 
     def _forking_table_on(self) -> bool:
         report_to = self.args.report_to or []
-        return bool(self.forking_table_steps and self.forking_table_steps > 0 and "wandb" in report_to
+        steps = self._setting("forking_table_steps")
+        return bool(steps and steps > 0 and "wandb" in report_to
                     and self.model.training)
 
     def _forking_record(self, stats: dict, completion_ids, valid, kept, entropy) -> None:
@@ -462,7 +458,7 @@ class EntropyGRPOTrainer(RLPTrainerMixin, GRPOTrainer):
         super().log(logs, start_time)
         step = self.state.global_step
         if not (self._forking_table_on() and self._forking_table[0]
-                and step - self._forking_table_step >= self.forking_table_steps):
+                and step - self._forking_table_step >= self._setting("forking_table_steps")):
             return
         kept_counts, valid_counts, sums = self._forking_table
         self._forking_table, self._forking_table_step = (Counter(), Counter(), Counter()), step

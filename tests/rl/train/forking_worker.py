@@ -101,7 +101,8 @@ def prompt_dataset(n_prompts: int):
 
 def make_trainer(model_dir, output_dir, *, impl="ours", bs=4, ga=1, num_generations=4, n_prompts=4,
                  ratio=0.2, loss_type="dapo", scope="step", normalize="kept", lr=1.0, max_steps=1,
-                 use_peft=False, seed=0, report_to=("none",), dtype=torch.float32, **extra):
+                 use_peft=False, seed=0, report_to=("none",), dtype=torch.float32, callbacks=(), reward_funcs=None,
+                 **extra):
     """A fake-generation trainer (ours: EntropyGRPOTrainer, trl: GRPOTrainer) on the tiny model."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import GRPOConfig, GRPOTrainer
@@ -135,8 +136,8 @@ def make_trainer(model_dir, output_dir, *, impl="ours", bs=4, ga=1, num_generati
         peft_config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], lora_dropout=0.0,
                                  task_type="CAUSAL_LM")
     cls = fake_generation_trainer(base)
-    return cls(model=model, reward_funcs=[content_reward], args=config, train_dataset=prompt_dataset(n_prompts),
-               processing_class=tok, peft_config=peft_config)
+    return cls(model=model, reward_funcs=list(reward_funcs or [content_reward]), args=config, train_dataset=prompt_dataset(n_prompts),
+               processing_class=tok, peft_config=peft_config, callbacks=list(callbacks))
 
 
 def trainable_state(trainer) -> dict[str, torch.Tensor]:

@@ -130,7 +130,7 @@ def test_kept_normalisation_divides_by_kept_count(sharp_model_dir, tmp_path):
     trainer = make_trainer(sharp_model_dir, tmp_path, bs=16, ga=1)
     out = generation_batch(trainer)
     loss_kept, _ = loss_and_grads(trainer, out)
-    trainer.forking_normalize = "all"
+    trainer.args.entropy_mask_normalize = "all"
     loss_all, _ = loss_and_grads(trainer, out)
     n, k = float(out["forking_valid_total"]), float(out["forking_kept_total"])
     assert torch.allclose(loss_kept, loss_all * n / k, rtol=1e-5)
