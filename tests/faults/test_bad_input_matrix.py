@@ -162,6 +162,10 @@ CASES = [
     Case("submit-launch-bad-time", "submit --config {in}/launch-bad-time.yaml --dry-run", ["launch.time", "25:99"]),
     Case("submit-launch-cpu-gpus", "submit --config {in}/launch-cpu-gpus.yaml --dry-run", ["launch", "--cpu"]),
     Case("submit-unknown-flag", SUBMIT + " --cpu --bogus 1", ["rl submit", "--bogus"]),
+    Case("submit-vllm-server-more-gpus-than-node", SUBMIT + " --nodes 2 --gpus-per-node 2 --vllm-server-node -- "
+         "--vllm_tensor_parallel_size 4", ["vllm_tensor_parallel_size", "the node has 2"]),
+    Case("submit-vllm-server-bad-dtype", SUBMIT + " --nodes 2 --gpus-per-node 1 --vllm-server-node -- "
+         "--vllm_server_dtype fp8", ["vllm_server_dtype", "'fp8'"]),
 ]
 
 
