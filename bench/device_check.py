@@ -1,6 +1,6 @@
 """Prepared GPU check: the four things only a GPU can show, in one command and one JSON (issue 26, item 5).
 
-    python -m bench.device_check [--out device-check.json]   # one H100/H200: under 8 minutes
+    python -m bench.device_check [--out device-check.json]   # one H100/H200: planned under 8 min (not yet run)
     make device-check                                         # the same (DEVICE_PY=python3 by default)
     python -m bench.device_check --cpu                        # the same code on tiny shapes (CI; `--smoke` too)
 
