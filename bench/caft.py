@@ -21,8 +21,8 @@ concept-first vs concept-internal answer tokens (teacher-forced), base and each 
 top-1 per offset after stage 1. Last line:
 `caft: seeds=N steps=S exact_match_caft_minus_plain=D [L, H] nll_caft_minus_plain=D [L, H]`.
 
-Sizes: `--smoke` (tiny random model, seconds: the same code path), `--quick` (~20-30 min on 2 CPU
-cores: 64 training items, 32 held out, 1 seed x 30 steps), default (~90 min: 256 / 96 items, 3 seeds x
+Sizes: `--smoke` (tiny random model, seconds: the same code path), `--quick` (24 training items, 16 held out,
+1 seed x 16 steps: a check that the arms run and move, not evidence), default (~90 min: 256 / 96 items, 3 seeds x
 80 steps). At 135M a 0.01-weighted auxiliary loss may show nothing; the table says what comes out.
 Measured figures: README's CAFT section.
 """
@@ -39,7 +39,7 @@ AMINO = {"A": "Ala", "R": "Arg", "N": "Asn", "D": "Asp", "C": "Cys", "E": "Glu",
          "H": "His", "I": "Ile", "L": "Leu", "K": "Lys", "M": "Met", "F": "Phe", "P": "Pro", "S": "Ser",
          "T": "Thr", "W": "Trp", "Y": "Tyr", "V": "Val"}
 SIZES = {"smoke": dict(train=8, test=4, heads_steps=1, steps=1, seeds=1, length=(2, 3), nll_docs=2),
-         "quick": dict(train=64, test=32, heads_steps=20, steps=30, seeds=1, length=(3, 5), nll_docs=6),
+         "quick": dict(train=24, test=16, heads_steps=8, steps=16, seeds=1, length=(3, 4), nll_docs=4),
          "full": dict(train=256, test=96, heads_steps=60, steps=80, seeds=3, length=(3, 6), nll_docs=16)}
 
 
@@ -155,7 +155,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--smoke", action="store_true", help="tiny random model, seconds (CI)")
-    mode.add_argument("--quick", action="store_true", help="~20-30 min on 2 CPU cores")
+    mode.add_argument("--quick", action="store_true", help="a small run: the arms train and move (minutes on an idle machine)")
     parser.add_argument("--seeds", type=int, default=None)
     parser.add_argument("--out", default=None, help="work dir (default: a temporary one)")
     args = parser.parse_args(argv)
@@ -193,7 +193,7 @@ def run(size: dict, out: Path, smoke: bool) -> int:
     rows = [{"prompt": prompt_of(s), "completion": " " + a} for s, a in train]
 
     base = AutoModelForCausalLM.from_pretrained(model_dir).eval()
-    own = generate_answers(base, tok, [prompt_of(s) for s, _ in train + test], 32, 16, chat=False)
+    own = generate_answers(base, tok, [prompt_of(s) for s, _ in train + test], 24, 16, chat=False)
     split = len(train)
     heads, top1 = train_heads(model_dir, tok, own[:split], own[split:], out, size["heads_steps"])
     before = {"em": exact_match(base, tok, test), "nll": text_nll(base, tok, docs),

@@ -65,8 +65,9 @@ def make_parser():
     return RecipeParser(dataclass_types=[SFTScriptArguments, CaftSFTConfig, ModelConfig])
 
 
-def parse_sft_recipe(argv: list[str]):
-    """(script_args, training_args, model_args); one line for a bad file, field, value or override."""
+def parse_sft_recipe(argv: list[str], dry: bool = False):
+    """(script_args, training_args, model_args); one line for a bad file, field, value or override.
+    `dry`: parsed for the GPUs the recipe targets, so bf16 is not refused on a CPU login node."""
     from rl.runtime.strict_yaml import load_recipe_file
     from rl.train.preflight.rules import read_deepspeed_config
     from rl.train.recipe import _check_overrides, check_fields  # rl train's own checks, shared as they are
@@ -85,6 +86,11 @@ def parse_sft_recipe(argv: list[str]):
         if problem:
             raise UserError(problem)
     _check_overrides(argv, parser)
+    if dry:
+        from transformers.utils import is_torch_bf16_gpu_available
+
+        if not is_torch_bf16_gpu_available():
+            argv = [*argv, "--bf16", "false"]
     try:
         return parser.parse_args_and_config(argv)
     except SystemExit as exc:
@@ -97,9 +103,11 @@ def parse_sft_recipe(argv: list[str]):
         raise UserError(f"{where}: {lines[0] if lines else type(exc).__name__}") from None
 
 
-def preflight(script_args, training_args, model_args) -> list[str]:
-    """Every problem the weights-free checks find, in order (an empty list: ready to train)."""
+def preflight(script_args, training_args, model_args, notes: list[str] | None = None) -> list[str]:
+    """Every problem the weights-free checks find, in order (an empty list: ready to train); what could not
+    be checked here (a hub model offline) goes to `notes`."""
     problems: list[str] = []
+    notes = [] if notes is None else notes
 
     def check(fn, *a):
         try:
@@ -120,7 +128,14 @@ def preflight(script_args, training_args, model_args) -> list[str]:
         check(read_prompts, training_args.caft_prompts)
     else:
         problems.append("dataset_path: set the SFT rows (stage heads may set caft_prompts instead, to self-distil)")
-    if caft and model_path is not None:
+    if caft and model_path is not None and not Path(model_path).is_dir():
+        # a hub id: its config is not read offline (login nodes); the heads directory still is
+        notes.append(f"model {model_args.model_name_or_path}: a hub id, not checked offline (architecture, heads fit)")
+        if training_args.caft_stage == "finetune":
+            from rl.sft.heads import read_heads_config
+
+            check(read_heads_config, training_args.caft_heads_path)
+    elif caft and model_path is not None:
         config = check(_model_config, model_path, model_args)
         if config is not None:
             check(_check_architecture, config)
@@ -180,8 +195,11 @@ def _check_saved_heads(training_args, config, model_name: str) -> None:
 
 
 def dry_run(argv: list[str]) -> int:
-    script_args, training_args, model_args = parse_sft_recipe(argv)
-    problems = preflight(script_args, training_args, model_args)
+    script_args, training_args, model_args = parse_sft_recipe(argv, dry=True)
+    notes: list[str] = []
+    problems = preflight(script_args, training_args, model_args, notes)
+    for note in notes:
+        print(f"rl sft --dry-run: note: {note}")
     if problems:
         print(f"rl sft --dry-run: {len(problems)} problem(s)")
         for n, problem in enumerate(problems, 1):

@@ -17,7 +17,7 @@ from rl.train.preflight.dryrun import dry_run
 from rl.train.preflight.report import EXIT_OK, EXIT_PROBLEMS
 
 ROOT = Path(__file__).resolve().parents[3]
-RECIPES = sorted(p for p in (ROOT / "recipes").rglob("*.yaml") if "accelerate" not in p.parts)
+RECIPES = sorted(p for p in (ROOT / "recipes").rglob("*.yaml") if not {"accelerate", "caft"} & set(p.parts))  # caft: rl sft recipes (tests/rl/sft)
 REAL = sorted(p for p in RECIPES if p.parent.name in ("rpt", "forking", "rlp"))
 SMOKE = sorted((ROOT / "recipes" / "smoke").glob("*.yaml"))
 
