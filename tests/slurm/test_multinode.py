@@ -28,6 +28,7 @@ interface (its default, the address the hostname resolves to, does not exist ins
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -165,3 +166,78 @@ def test_two_nodes_match_one_node(engine, finished_run, inputs):
     assert any(not (init[k] == final[k]).all() for k in init), "weights did not change: vacuous comparison"
     same = assert_same_training(two["run_dir"], one["run_dir"], tolerance=1e-6)
     print(f"\n{engine}: 2 nodes x 1 rank {two['seconds']:.0f} s, 1 node x 2 ranks {one['seconds']:.0f} s; {same}")
+
+
+def start_two_node_job(cluster, inputs, tmp_path: Path, after_checkpoint: int) -> dict:
+    """Submit the 2-node DDP run and wait until checkpoint-`after_checkpoint` is COMPLETE."""
+    run_dir = tmp_path / "run"
+    sub = rl_submit(cluster, write_recipe(tmp_path / "recipe.yaml", run_dir, inputs), 2, 1)
+    wait_for(lambda: (run_dir / f"checkpoint-{after_checkpoint}" / ck.MARKER_NAME).is_file(),
+             f"checkpoint-{after_checkpoint}/{ck.MARKER_NAME}", cluster, sub["job"], sub["log"])
+    return {**sub, "run_dir": run_dir}
+
+
+def test_two_node_preempt_requeue_resume_is_bitwise(netns_cluster, finished_run, inputs, tmp_path):
+    ref = two_node_ddp(finished_run)
+    t0 = time.monotonic()
+    run = start_two_node_job(netns_cluster, inputs, tmp_path, after_checkpoint=SAVE_STEPS)
+    job, run_dir = run["job"], run["run_dir"]
+    assert netns_cluster.node_job_pids("n2", job), "no process of the job on n2: not a 2-node run"
+    netns_cluster.run("scancel", "--batch", "--signal=USR1", job)  # to the batch shell on n1 only
+    netns_cluster.release_requeued(job, timeout=JOB_TIMEOUT)
+    info = netns_cluster.wait_job(job, timeout=JOB_TIMEOUT)
+    text = read(run["log"])
+    assert info["JobState"] == "COMPLETED" and info["Restarts"] == "1", f"{info}\n{text}\n{netns_cluster.logs()}"
+
+    m = re.search(r"preempted: (\{.*\}); requeueing job " + job, text)
+    assert m, text
+    stopped = json.loads(m.group(1))["step"]
+    assert SAVE_STEPS < stopped < MAX_STEPS, f"preempted at step {stopped}\n{text}"
+    # both ranks (rank 0 on n1, rank 1 on n2) agreed on the same step and stopped there
+    saving = re.findall(r"preemption signal: saving checkpoint-(\d+) and stopping", text.split("requeueing job")[0])
+    assert saving == [str(stopped)] * 2, saving
+    stop_ckpt = run_dir / f"checkpoint-{stopped}"
+    assert ck.check_complete(stop_ckpt) is None
+    assert (stop_ckpt / "rng_state_0.pth").is_file() and (stop_ckpt / "rng_state_1.pth").is_file()
+    restarted = text.split(f"job {job} restart 1")[1]
+    assert f"resume auto: {stop_ckpt}" in restarted and "trainer exited with 0" in restarted, restarted
+
+    same = assert_same_training(run_dir, ref["run_dir"])  # tolerance 0: bitwise
+    print(f"\n2-node preemption: stopped at step {stopped}, resumed, {same}; {time.monotonic() - t0:.0f} s")
+
+
+def test_dead_node_fails_clearly_and_resubmit_resumes(netns_cluster, finished_run, inputs, tmp_path):
+    ref = two_node_ddp(finished_run)
+    t0 = time.monotonic()
+    run = start_two_node_job(netns_cluster, inputs, tmp_path, after_checkpoint=SAVE_STEPS)
+    job, run_dir = run["job"], run["run_dir"]
+    pids = netns_cluster.node_job_pids("n2", job)  # n2's launcher and rank: the node "dies" mid-step
+    assert pids, "no process of the job on n2"
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    info = netns_cluster.wait_job(job, timeout=JOB_TIMEOUT)
+    text = read(run["log"])
+    assert info["JobState"] == "FAILED" and info["ExitCode"] != "0:0", f"{info}\n{text}"
+    assert re.search(r"srun: error: n2: task 1: Killed", text), text  # Slurm names the node that died
+    m = re.search(r"training failed \(exit \d+\): a rank or node stopped; resubmit (\S+) to resume from "
+                  r"(\S+), the newest complete checkpoint$", text, re.M)
+    assert m, text
+    last = Path(m.group(2))
+    assert last.parent == run_dir and ck.checkpoint_step(last) >= SAVE_STEPS
+    for c in ck.list_checkpoints(run_dir):  # whatever the kill interrupted, nothing COMPLETE is damaged
+        if (c / ck.MARKER_NAME).is_file():
+            assert ck.check_complete(c) is None, c
+    assert ck.find_resume_checkpoint(run_dir) == str(last)
+    assert not (run_dir / "model.safetensors").exists()
+
+    again = rl_submit(netns_cluster, tmp_path / "recipe.yaml", 2, 1)  # the user resubmits the same recipe
+    info = netns_cluster.wait_job(again["job"], timeout=JOB_TIMEOUT)
+    text = read(again["log"])
+    assert info["JobState"] == "COMPLETED", f"{info}\n{text}"
+    assert f"resume auto: {last}" in text, text
+    same = assert_same_training(run_dir, ref["run_dir"])
+    print(f"\ndead node: failed after checkpoint-{ck.checkpoint_step(last)} ({m.group(0)!r}), resubmitted, {same}; "
+          f"{time.monotonic() - t0:.0f} s")
