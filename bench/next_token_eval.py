@@ -83,7 +83,7 @@ def main(argv=None) -> None:
         torch.set_num_threads(args.threads)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from rl.eval.next_token import evaluate_next_token
+    from rl.eval.next_token import NextTokenSettings, evaluate_next_token
     from rl.signal.padding import left_pad
     from tests.tiny_models import build_tiny_model
 
@@ -107,11 +107,12 @@ def main(argv=None) -> None:
         return run
 
     def standard():
-        evaluate_next_token("bench", rows, batch_size=bs, model=model, tokenizer=tokenizer, progress=False,
-                            keep_rows=False)
+        evaluate_next_token("bench", rows, NextTokenSettings(batch_size=bs), model=model, tokenizer=tokenizer,
+                            progress=False, keep_rows=False)
 
     plain(limit=bs)()  # warm-up: one batch of each
-    evaluate_next_token("bench", rows[:bs], batch_size=bs, model=model, tokenizer=tokenizer, progress=False)
+    evaluate_next_token("bench", rows[:bs], NextTokenSettings(batch_size=bs), model=model, tokenizer=tokenizer,
+                        progress=False)
     best = interleaved_best(args.repeats, {
         "plain forward (full logits)": plain(),
         "plain forward (last logits only)": plain(logits_to_keep=1),

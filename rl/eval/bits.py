@@ -6,10 +6,18 @@ surprise from rl/signal/surprise.py; this module only orders the work and draws 
 
 from __future__ import annotations
 
+import itertools
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from rl.errors import UserError
+from rl.eval.patch_report import bits_stats, generated_documents, score_documents
+from rl.eval.patches import BLT_THRESHOLD, count_patches, patch_starts, threshold_for_target
+from rl.runtime.outputs import check_output_dir, replace_dir, written_files
+from rl.runtime.values import check_number
+from rl.signal.sampling import SamplingSettings
+from rl.signal.scoring import token_texts
 
 BITS_COMMAND = "rl profile bits"
 
@@ -20,8 +28,6 @@ def patch_modes(threshold: float, threshold_add: float, max_patch_length: int | 
     threshold mode is found by bisection; topk then targets the global mode's mean patch size.
     `targets`: filled with one record per bisected mode (mode, theta, mean bytes per patch reached,
     `reached`: False when no theta gives patches that long, e.g. under max_patch_length)."""
-    from rl.eval.patches import count_patches, threshold_for_target
-
     extra = {"max_patch_length": max_patch_length} if max_patch_length else {}
     seqs = [d["entropy"] for d in docs]
     modes = []
@@ -47,8 +53,6 @@ def save_plots(docs: list[dict], stats: dict, texts: list[str], out: Path, title
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from rl.eval.patches import patch_starts
 
     g = next(m for m in stats["patches"] if m["mode"] == "global")
     d = docs[0]
@@ -138,94 +142,124 @@ def format_bits(result: dict) -> str:
     return "\n".join(lines)
 
 
-def profile_bits(model_path: str, *, data: str | None = None, generate: str | None = None, samples: int = 1,
-                 max_new_tokens: int = 256, temperature: float = 1.0, limit: int | None = None, output_dir: str | Path = "runs/bits-profile",
-                 threshold: float | None = None, threshold_add: float = 0.0, max_patch_length: int | None = None,
-                 target_bytes_per_patch: float | None = None, eta: float = 0.9, alpha: float = 0.1,
-                 window_tokens: int = 1024, batch_size: int = 4, max_documents: int | None = None,
-                 max_tokens: int | None = None, device: str | None = None, model=None, tokenizer=None,
-                 progress: bool = True, overwrite: bool = False, text_field: str = "text") -> dict:
-    """Check the output and arguments, score the corpus (`data`) or the model's own completions of
-    `generate` prompts, compute `bits_stats`, write JSON + PNGs."""
+@dataclass(frozen=True)
+class BitsSettings:
+    """What `rl profile bits` reads, cuts and writes: one field per flag. `check()` refuses bad
+    values, naming the flag, before anything is read."""
+
+    data: str | None = None  # a corpus (teacher-forced), or
+    generate: str | None = None  # prompts whose completions the model samples
+    samples: int = 1
+    max_new_tokens: int = 256
+    temperature: float = 1.0
+    limit: int | None = None
+    output_dir: str | Path = "runs/bits-profile"
+    threshold: float | None = None  # None: BLT's, unless target_bytes_per_patch finds one
+    threshold_add: float = 0.0
+    max_patch_length: int | None = None
+    target_bytes_per_patch: float | None = None
+    eta: float = 0.9
+    alpha: float = 0.1
+    window_tokens: int = 1024
+    batch_size: int = 4
+    max_documents: int | None = None
+    max_tokens: int | None = None
+    device: str | None = None
+    overwrite: bool = False
+    text_field: str = "text"
+
+    def check(self) -> None:
+        if (self.data is None) == (self.generate is None):
+            raise UserError("rl profile bits: give exactly one of --data CORPUS or --generate PROMPTS")
+        check_number("--temperature", self.temperature, 0)
+        check_number("--threshold", self.threshold)
+        check_number("--threshold-add", self.threshold_add)
+        check_number("--target-bytes-per-patch", self.target_bytes_per_patch, 0, low_open=True)
+        if self.temperature < 0 or (self.temperature == 0 and self.samples > 1):
+            raise UserError(f"--temperature: must be >= 0 (0 = one greedy sample), got {self.temperature} "
+                            f"with {self.samples} samples")
+        for name, value in (("--samples", self.samples), ("--max-new-tokens", self.max_new_tokens),
+                            ("--limit", self.limit), ("--window-tokens", self.window_tokens),
+                            ("--batch-size", self.batch_size), ("--max-patch-length", self.max_patch_length),
+                            ("--max-tokens", self.max_tokens), ("--max-documents", self.max_documents)):
+            if value is not None and value < (2 if name == "--window-tokens" else 1):
+                raise UserError(f"{name}: too small ({value})")
+        if self.target_bytes_per_patch is not None and not self.target_bytes_per_patch > 0:
+            raise UserError(f"--target-bytes-per-patch: must be > 0, got {self.target_bytes_per_patch}")
+        if self.target_bytes_per_patch is not None and self.threshold is not None:
+            raise UserError("--threshold and --target-bytes-per-patch: give one (the target finds theta by bisection)")
+        if not (0 <= self.eta <= 1 and 0 <= self.alpha <= 1):
+            raise UserError(f"--eta and --alpha: must be in [0, 1], got {self.eta} and {self.alpha}")
+
+    def sampling(self) -> SamplingSettings:
+        """`--generate`'s sampling: plain temperature sampling, `batch_size` prompts per call, seed 0."""
+        return SamplingSettings(samples=self.samples, max_new_tokens=self.max_new_tokens,
+                                temperature=self.temperature, top_p=1.0, top_k=0, batch_size=self.batch_size,
+                                seed=0)
+
+    def record(self) -> dict:
+        """The settings the JSON reports."""
+        return {"threshold": self.threshold, "threshold_add": self.threshold_add,
+                "max_patch_length": self.max_patch_length, "target_bytes_per_patch": self.target_bytes_per_patch,
+                "eta": self.eta, "alpha": self.alpha, "samples": self.samples, "max_new_tokens": self.max_new_tokens,
+                "temperature": self.temperature, "window_tokens": self.window_tokens,
+                "max_documents": self.max_documents, "max_tokens": self.max_tokens}
+
+
+def _scored(model_path: str, s: BitsSettings, model, tokenizer, progress: bool, check_out) -> tuple:
+    """(docs, source, tokenizer): the corpus or the model's own completions, scored; inputs are read
+    (and refused) before the weights load."""
     from rl.data.corpus import CorpusStats, read_corpus
     from rl.eval.next_token import load_model
-    from rl.eval.patch_report import bits_stats, generated_documents, score_documents
-    from rl.eval.patches import BLT_THRESHOLD
     from rl.eval.profile import read_prompts
-    from rl.signal.scoring import token_texts
     from rl.runtime.models import check_model_arg, quiet_long_input_warning
-    from rl.runtime.outputs import check_output_dir, replace_dir, written_files
-    from rl.runtime.values import check_number
-
-    if (data is None) == (generate is None):
-        raise UserError("rl profile bits: give exactly one of --data CORPUS or --generate PROMPTS")
-    check_number("--temperature", temperature, 0)
-    check_number("--threshold", threshold)
-    check_number("--threshold-add", threshold_add)
-    check_number("--target-bytes-per-patch", target_bytes_per_patch, 0, low_open=True)
-    if temperature < 0 or (temperature == 0 and samples > 1):
-        raise UserError(f"--temperature: must be >= 0 (0 = one greedy sample), got {temperature} with {samples} samples")
-    for name, value in (("--samples", samples), ("--max-new-tokens", max_new_tokens), ("--limit", limit),
-                        ("--window-tokens", window_tokens), ("--batch-size", batch_size),
-                        ("--max-patch-length", max_patch_length), ("--max-tokens", max_tokens),
-                        ("--max-documents", max_documents)):
-        if value is not None and value < (2 if name == "--window-tokens" else 1):
-            raise UserError(f"{name}: too small ({value})")
-    if target_bytes_per_patch is not None and not target_bytes_per_patch > 0:
-        raise UserError(f"--target-bytes-per-patch: must be > 0, got {target_bytes_per_patch}")
-    if target_bytes_per_patch is not None and threshold is not None:
-        raise UserError("--threshold and --target-bytes-per-patch: give one (the target finds theta by bisection)")
-    if not (0 <= eta <= 1 and 0 <= alpha <= 1):
-        raise UserError(f"--eta and --alpha: must be in [0, 1], got {eta} and {alpha}")
-
-    def check_out():
-        return check_output_dir(output_dir, "--output-dir", BITS_COMMAND, overwrite=overwrite,
-                                inputs={"--data": data, "--generate": generate, "--model": model_path},
-                                containers={"--data": data})
 
     check_out()
     if model is None:
         check_model_arg(model_path, "--model")
     corpus_stats = CorpusStats()
-    documents = (read_corpus(data, stats=corpus_stats, text_field=text_field)  # spec errors before loading
-                 if data is not None else None)
+    documents = (read_corpus(s.data, stats=corpus_stats, text_field=s.text_field)  # spec errors before loading
+                 if s.data is not None else None)
     if documents is not None:  # and a corpus with no usable document (e.g. a wrong --text-field) too
-        import itertools
-
         documents = itertools.chain([next(documents)], documents)
-    prompts = read_prompts(generate, limit) if generate is not None else None
+    prompts = read_prompts(s.generate, s.limit) if s.generate is not None else None
     if model is None:
-        model, tokenizer = load_model(model_path, device)
+        model, tokenizer = load_model(model_path, s.device)
     quiet_long_input_warning(tokenizer)
     if documents is not None:
-        docs = score_documents(model, tokenizer, documents, window_tokens=window_tokens, batch_size=batch_size,
-                               max_documents=max_documents, max_tokens=max_tokens, progress=progress)
-        source = {"kind": "corpus (teacher-forced)", "path": data, "documents": len(docs),
-                  "corpus": corpus_stats.summary()}
-    else:
-        import torch
+        docs = score_documents(model, tokenizer, documents, window_tokens=s.window_tokens, batch_size=s.batch_size,
+                               max_documents=s.max_documents, max_tokens=s.max_tokens, progress=progress)
+        return docs, {"kind": "corpus (teacher-forced)", "path": s.data, "documents": len(docs),
+                      "corpus": corpus_stats.summary()}, tokenizer
+    docs = generated_documents(model, tokenizer, prompts, s.sampling(), progress=progress)
+    return docs, {"kind": "generated (scored at T=1)", "path": s.generate, "prompts": len(prompts),
+                  "completions": len(docs)}, tokenizer
 
-        torch.manual_seed(0)
-        docs = generated_documents(model, tokenizer, prompts, samples=samples, max_new_tokens=max_new_tokens,
-                                   temperature=temperature, batch_size=batch_size, progress=progress)
-        source = {"kind": "generated (scored at T=1)", "path": generate, "prompts": len(prompts),
-                  "completions": len(docs)}
+
+def profile_bits(model_path: str, settings: BitsSettings, *, model=None, tokenizer=None,
+                 progress: bool = True) -> dict:
+    """Check the output and settings, score the corpus (`data`) or the model's own completions of
+    `generate` prompts, compute `bits_stats`, write JSON + PNGs."""
+    s = settings
+    s.check()
+
+    def check_out():
+        return check_output_dir(s.output_dir, "--output-dir", BITS_COMMAND, overwrite=s.overwrite,
+                                inputs={"--data": s.data, "--generate": s.generate, "--model": model_path},
+                                containers={"--data": s.data})
+
+    docs, source, tokenizer = _scored(model_path, s, model, tokenizer, progress, check_out)
     texts = [t for d in docs for t in d["texts"]]  # each token's piece of the text (they reassemble it)
     targets: list[dict] = []
-    modes = patch_modes(BLT_THRESHOLD if threshold is None else threshold, threshold_add, max_patch_length, docs,
-                        target_bytes_per_patch, targets)
-    stats = bits_stats(docs, texts, modes=modes, eta=eta, alpha=alpha)
+    modes = patch_modes(BLT_THRESHOLD if s.threshold is None else s.threshold, s.threshold_add, s.max_patch_length,
+                        docs, s.target_bytes_per_patch, targets)
+    stats = bits_stats(docs, texts, modes=modes, eta=s.eta, alpha=s.alpha)
     for dis in stats["disagreement"].values():
         for key in ("high_surprise_low_entropy", "high_entropy_low_surprise"):
             for ex in dis[key]:
                 ex["top_guess"] = token_texts(tokenizer, [ex["top_guess_id"]])[0]
-    out = Path(output_dir)
-    result = {"model": str(model_path), "written_by": BITS_COMMAND,
-              "source": source,
-              "settings": {"threshold": threshold, "threshold_add": threshold_add, "max_patch_length": max_patch_length,
-                           "target_bytes_per_patch": target_bytes_per_patch, "eta": eta, "alpha": alpha,
-                           "samples": samples, "max_new_tokens": max_new_tokens, "temperature": temperature,
-                           "window_tokens": window_tokens, "max_documents": max_documents, "max_tokens": max_tokens},
+    out = Path(s.output_dir)
+    result = {"model": str(model_path), "written_by": BITS_COMMAND, "source": source, "settings": s.record(),
               "targets": targets, "stats": stats}
     with replace_dir(out, BITS_COMMAND, recheck=check_out) as tmp:
         files = save_plots(docs, stats, texts, tmp, Path(str(model_path)).name)

@@ -181,16 +181,16 @@ def register_bits(pr_sub) -> None:
 
 
 def run_bits(args) -> int:
-    from rl.eval.bits import format_bits, profile_bits
+    from rl.eval.bits import BitsSettings, format_bits, profile_bits
 
-    result = profile_bits(
-        args.model, data=args.data, generate=args.generate, samples=args.samples,
+    result = profile_bits(args.model, BitsSettings(
+        data=args.data, generate=args.generate, samples=args.samples,
         max_new_tokens=args.max_new_tokens, temperature=args.temperature, limit=args.limit,
         output_dir=args.output_dir, threshold=args.threshold,
         threshold_add=args.threshold_add, max_patch_length=args.max_patch_length,
         target_bytes_per_patch=args.target_bytes_per_patch, eta=args.eta, alpha=args.alpha,
         window_tokens=args.window_tokens, batch_size=args.batch_size, max_documents=args.max_documents,
-        max_tokens=args.max_tokens, device=args.device, overwrite=args.overwrite, text_field=args.text_field)
+        max_tokens=args.max_tokens, device=args.device, overwrite=args.overwrite, text_field=args.text_field))
     print(format_bits(result))
     for path in result["written"]:
         print(f"wrote {path}")
@@ -205,7 +205,7 @@ def run_eval(args) -> int:
 
     from rl.errors import UserError
     from rl.eval.compare import compare_results, format_table
-    from rl.eval.next_token import evaluate_next_token
+    from rl.eval.next_token import NextTokenSettings, evaluate_next_token
     from rl.runtime.models import check_model_arg
     from rl.runtime.atomic_io import atomic_write_text
     from rl.runtime.outputs import check_output_file
@@ -224,7 +224,7 @@ def run_eval(args) -> int:
     check_model_arg(args.model, "--model")
     if args.compare:
         check_model_arg(args.compare, "--compare")
-    kwargs = dict(
+    settings = NextTokenSettings(
         mode=args.mode, thresholds=args.thresholds, batch_size=args.batch_size, limit=args.limit,
         samples=args.samples, pass_k=args.pass_k, max_new_tokens=args.max_new_tokens,
         temperature=args.temperature, max_context_tokens=args.max_context_tokens, seed=args.seed, device=args.device,
@@ -232,10 +232,10 @@ def run_eval(args) -> int:
     if args.compare and args.mode == "standard":  # + the calibrated NLL (temperature-fair), each model loaded once
         from rl.eval.compare import evaluate_pair
 
-        results, other = evaluate_pair(args.model, args.compare, args.data, args.calibration_data, **kwargs)
+        results, other = evaluate_pair(args.model, args.compare, args.data, args.calibration_data, settings)
     else:
-        results = evaluate_next_token(args.model, args.data, **kwargs)
-        other = evaluate_next_token(args.compare, args.data, **kwargs) if args.compare else None
+        results = evaluate_next_token(args.model, args.data, settings)
+        other = evaluate_next_token(args.compare, args.data, settings) if args.compare else None
     print(format_table(results, other))
     if out is not None:
         payload = {"version": 1, "written_by": EVAL_COMMAND, "model": results, "compare": other,
@@ -247,16 +247,16 @@ def run_eval(args) -> int:
 
 
 def run_profile(args) -> int:
-    from rl.eval.profile import format_profile, profile_entropy
+    from rl.eval.profile import ProfileSettings, format_profile, profile_entropy
 
-    result = profile_entropy(
-        args.model, data=args.data, generate=args.generate, output_dir=args.output_dir,
+    result = profile_entropy(args.model, ProfileSettings(
+        data=args.data, generate=args.generate, output_dir=args.output_dir,
         window_tokens=args.window_tokens, batch_size=args.batch_size, max_documents=args.max_documents,
         max_tokens=args.max_tokens, limit=args.limit, samples=args.samples, max_new_tokens=args.max_new_tokens,
         temperature=args.temperature, seed=args.seed, device=args.device,
         wandb_project=args.wandb_project if args.wandb else None, overwrite=args.overwrite,
         text_field=args.text_field,
-    )
+    ))
     print(format_profile(result))
     if result["source"].get("corpus"):
         print(f"corpus: {result['source']['corpus']}")

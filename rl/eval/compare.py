@@ -147,23 +147,25 @@ def add_calibration(result: dict, calibration: dict) -> dict:
     return result
 
 
-def evaluate_pair(model_path: str, compare_path: str, data, calibration_data=None, **kwargs) -> tuple[dict, dict]:
+def evaluate_pair(model_path: str, compare_path: str, data, calibration_data=None,
+                  settings=None) -> tuple[dict, dict]:
     """Both models of `--compare` on the same rows (standard mode), each loaded once: the next-token
     evaluation, then its calibrated NLL (`calibrate_rows`: on `calibration_data` rows, else
-    cross-fitted)."""
-    from rl.eval.next_token import evaluate_next_token, load_eval_rows, load_model
+    cross-fitted); `settings` is the evaluation's NextTokenSettings."""
+    from rl.eval.next_token import NextTokenSettings, evaluate_next_token, load_eval_rows, load_model
 
+    settings = settings or NextTokenSettings()
     calibration_rows = None
     if calibration_data is not None:
         calibration_rows, _ = load_eval_rows(calibration_data, "standard")
     out = []
     for path in (model_path, compare_path):
-        model, tokenizer = load_model(path, kwargs.get("device"))
-        result = evaluate_next_token(path, data, model=model, tokenizer=tokenizer, **kwargs)
-        rows, _ = load_eval_rows(data, "standard", kwargs.get("limit"))
+        model, tokenizer = load_model(path, settings.device)
+        result = evaluate_next_token(path, data, settings, model=model, tokenizer=tokenizer)
+        rows, _ = load_eval_rows(data, "standard", settings.limit)
         calibration = calibrate_rows(model, tokenizer, rows, calibration_rows,
-                                     max_context_tokens=kwargs.get("max_context_tokens"),
-                                     batch_size=kwargs.get("batch_size", 8), temperature=kwargs.get("temperature"))
+                                     max_context_tokens=settings.max_context_tokens,
+                                     batch_size=settings.batch_size, temperature=settings.temperature)
         out.append(add_calibration(result, calibration))
         del model
     return out[0], out[1]

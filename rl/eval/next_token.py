@@ -22,15 +22,18 @@ ready); rl/eval/compare.py renders one model or two side by side with paired dif
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 from rl.errors import UserError
-from rl.signal.padding import left_pad
+from rl.signal.sampling import SamplingSettings, prompt_ids, sample
+from rl.signal.scoring import text_prefix, token_texts
 
 logger = logging.getLogger(__name__)
 
@@ -248,8 +251,6 @@ def encode_contexts(tokenizer, contexts: list[str], max_tokens: int | None) -> l
     """Token ids of each raw context as an LM prefix: the tokenizer's text prefix (its BOS when it adds
     one, rl.signal.scoring.text_prefix; never an EOS it may append: the model continues the text) and
     the context's own tokens, keeping the last `max_tokens` (the prefix stays)."""
-    from rl.signal.scoring import text_prefix
-
     prefix = text_prefix(tokenizer)
     out = []
     for ids in tokenizer(contexts, add_special_tokens=False)["input_ids"]:
@@ -264,7 +265,6 @@ def _run_standard(model, tokenizer, rows, batch_size, max_context_tokens, temper
     """Greedy top-1 (`score`, as in the RPT paper), expected accuracy at `temperature` and NLL per row
     (rl/eval/metrics.py), from the last-position logits of the raw context."""
     from rl.eval.metrics import position_metrics
-    from rl.signal.scoring import token_texts
 
     if max_context_tokens is None:
         max_context_tokens = getattr(model.config, "max_position_embeddings", None)
@@ -290,109 +290,107 @@ def _run_standard(model, tokenizer, rows, batch_size, max_context_tokens, temper
     return per_row
 
 
-def prompt_text(tokenizer, prompt) -> tuple[str, bool]:
-    """(text, templated): chat messages through the chat template (generation prompt added), or
-    their contents joined when the tokenizer has none; a plain string prompt as is."""
-    if isinstance(prompt, list):
-        if getattr(tokenizer, "chat_template", None):
-            return tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False), True
-        return "\n\n".join(m["content"] for m in prompt), False
-    return prompt, False
-
-
-def _until_stop(ids: list[int], pad_id: int, eos_id: int | None) -> list[int]:
-    """A generated row up to its first EOS or pad (generate pads finished rows)."""
-    stop = {pad_id, eos_id} - {None}
-    return ids[:next((i for i, t in enumerate(ids) if t in stop), len(ids))]
-
-
-def _run_reasoning(model, tokenizer, rows, batch_size, samples, pass_k, max_new_tokens, temperature, progress):
+def _run_reasoning(model, tokenizer, rows, settings: NextTokenSettings, progress) -> list[dict]:
+    """k samples per row's RPT prompt from the one sampler (rl/signal/sampling.py: chat template for
+    messages, BOS for text, shared prefill, seeded), each scored with `rpt_reward` on the text it adds
+    after its prompt, as the trainer gives rewards (decoded alone, a SentencePiece first token loses
+    its space and clean-up rewrites " ." to ".")."""
     from rewards.rpt import extract_prediction, rpt_reward
-    from rl.signal.scoring import scoring, text_prefix
-    from rl.signal.decoding import in_context_texts
 
-    device = next(model.parameters()).device
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    seqs = []
-    for row in rows:
-        text, templated = prompt_text(tokenizer, row["prompt"])  # a template writes its own BOS
-        seqs.append(([] if templated else text_prefix(tokenizer))
-                    + tokenizer(text, add_special_tokens=False)["input_ids"])
-    sampling = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0} if temperature > 0 else {
-        "do_sample": False}
+    k = settings.samples
+    drawn = sample(model, tokenizer, [prompt_ids(tokenizer, row["prompt"]) for row in rows], settings.sampling(),
+                   progress=progress.update if progress is not None else None)
     per_row = []
-    with scoring(model):  # eval mode: no dropout while sampling
-        for start in range(0, len(rows), batch_size):
-            chunk = list(range(start, min(len(rows), start + batch_size)))
-            ids, mask, _ = left_pad([seqs[i] for i in chunk], pad_id, device)
-            out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
-                                 num_return_sequences=samples, pad_token_id=pad_id, **sampling)
-            # the text each completion adds after its prompt, as the trainer gives rewards (rl/signal/decoding.py):
-            # decoded alone, a SentencePiece first token loses its space and clean-up rewrites " ." to "."
-            texts = in_context_texts(tokenizer, [seqs[i] for i in chunk for _ in range(samples)],
-                                     [_until_stop(row, pad_id, tokenizer.eos_token_id)
-                                      for row in out[:, ids.shape[1]:].tolist()])
-            for j, i in enumerate(chunk):
-                row, comps = rows[i], texts[j * samples:(j + 1) * samples]
-                rewards = rpt_reward(comps, continuation=[row["continuation"]] * samples,
-                                     boundaries=[row["boundaries"]] * samples)
-                correct = sum(1 for r in rewards if r and r >= 1.0)
-                per_row.append({"index": i, "entropy": float(row["entropy"]),
-                                "predictions": [extract_prediction(c) for c in comps],
-                                "rewards": rewards, "score": sum(r or 0.0 for r in rewards) / samples,
-                                "pass": pass_at_k(samples, correct, pass_k)})
-            if progress is not None:
-                progress.update(len(chunk))
+    for i, row in enumerate(rows):
+        comps = [s.text for s in drawn[i * k:(i + 1) * k]]
+        rewards = rpt_reward(comps, continuation=[row["continuation"]] * k, boundaries=[row["boundaries"]] * k)
+        correct = sum(1 for r in rewards if r and r >= 1.0)
+        per_row.append({"index": i, "entropy": float(row["entropy"]),
+                        "predictions": [extract_prediction(c) for c in comps],
+                        "rewards": rewards, "score": sum(r or 0.0 for r in rewards) / k,
+                        "pass": pass_at_k(k, correct, settings.pass_k)})
     return per_row
 
 
-def evaluate_next_token(
-    model_path: str, dataset_or_path: Any, mode: str = "standard", *,
-    thresholds: Sequence[float] = DEFAULT_THRESHOLDS, batch_size: int = 8, limit: int | None = None,
-    samples: int = 1, pass_k: int | None = None, max_new_tokens: int = 256, temperature: float = 1.0,
-    max_context_tokens: int | None = None, seed: int = 0, device: str | None = None,
-    model=None, tokenizer=None, progress: bool = True, keep_rows: bool = True,
-) -> dict:
+@dataclass(frozen=True)
+class NextTokenSettings:
+    """What `rl eval next-token` measures and how: one field per flag (`--mode`, `--thresholds`, ...).
+    `checked()` refuses bad values with the flag's name, before any rows or weights load."""
+
+    mode: str = "standard"
+    thresholds: Sequence[float] = DEFAULT_THRESHOLDS
+    batch_size: int = 8
+    limit: int | None = None
+    samples: int = 1  # reasoning mode: samples per position
+    pass_k: int | None = None  # reasoning mode: k of pass@k (None: samples)
+    max_new_tokens: int = 256
+    temperature: float = 1.0  # standard: expected accuracy at T; reasoning: sampling T (0 = greedy)
+    max_context_tokens: int | None = None
+    seed: int = 0
+    device: str | None = None
+
+    def checked(self) -> "NextTokenSettings":
+        """These settings with the thresholds as a tuple and pass_k resolved, or a UserError naming the flag."""
+        if self.mode not in MODES:
+            raise UserError(f"--mode: expected one of {', '.join(MODES)}, got {self.mode!r}")
+        thresholds = check_thresholds(self.thresholds)
+        for name, value in (("--batch-size", self.batch_size), ("--samples", self.samples),
+                            ("--max-new-tokens", self.max_new_tokens)):
+            if int(value) < 1:
+                raise UserError(f"{name}: must be at least 1, got {value}")
+        if self.limit is not None and self.limit < 1:
+            raise UserError(f"--limit: must be at least 1, got {self.limit}")
+        pass_k = self.samples if self.pass_k is None else self.pass_k
+        if self.mode == "standard" and not self.temperature > 0:
+            raise UserError(f"--temperature: standard mode reports the expected accuracy at this temperature; "
+                            f"it must be > 0, got {self.temperature}")
+        if self.mode == "reasoning":
+            if not 1 <= pass_k <= self.samples:
+                raise UserError(f"--pass-k: must be between 1 and --samples ({self.samples}), got {pass_k}")
+            if self.temperature < 0 or (self.temperature == 0 and self.samples > 1):
+                raise UserError("--temperature: must be > 0 to draw several --samples (0 = one greedy sample)")
+        return dataclasses.replace(self, thresholds=thresholds, pass_k=pass_k)
+
+    def sampling(self) -> SamplingSettings:
+        """Reasoning mode's sampling: plain temperature sampling (no top-p/top-k), `batch_size` rows per call."""
+        return SamplingSettings(samples=self.samples, max_new_tokens=self.max_new_tokens,
+                                temperature=self.temperature, top_p=1.0, top_k=0, batch_size=self.batch_size,
+                                seed=self.seed)
+
+    def record(self) -> dict[str, Any]:
+        """The settings a result reports (the sampling ones in reasoning mode only)."""
+        out: dict[str, Any] = {"batch_size": self.batch_size, "limit": self.limit,
+                               "max_context_tokens": self.max_context_tokens, "temperature": self.temperature}
+        if self.mode == "reasoning":
+            out.update(samples=self.samples, pass_k=self.pass_k, max_new_tokens=self.max_new_tokens, seed=self.seed)
+        return out
+
+
+def evaluate_next_token(model_path: str, dataset_or_path: Any, settings: NextTokenSettings | None = None, *,
+                        model=None, tokenizer=None, progress: bool = True, keep_rows: bool = True) -> dict:
     """Evaluate one model on an RPT dataset; returns the JSON-ready result dict (see module doc).
 
     `model`/`tokenizer` may be passed already loaded (then `model_path` is only the label).
     Keys: model, mode, data, rows, thresholds, settings, splits{all,easy,medium,hard}, seconds,
     positions_per_second, and per_row (when keep_rows).
     """
-    import torch
     from tqdm.auto import tqdm
 
-    if mode not in MODES:
-        raise UserError(f"--mode: expected one of {', '.join(MODES)}, got {mode!r}")
-    thresholds = check_thresholds(thresholds)
-    for name, value in (("--batch-size", batch_size), ("--samples", samples), ("--max-new-tokens", max_new_tokens)):
-        if int(value) < 1:
-            raise UserError(f"{name}: must be at least 1, got {value}")
-    if limit is not None and limit < 1:
-        raise UserError(f"--limit: must be at least 1, got {limit}")
-    pass_k = samples if pass_k is None else pass_k
-    if mode == "standard" and not temperature > 0:
-        raise UserError(f"--temperature: standard mode reports the expected accuracy at this temperature; "
-                        f"it must be > 0, got {temperature}")
-    if mode == "reasoning":
-        if not 1 <= pass_k <= samples:
-            raise UserError(f"--pass-k: must be between 1 and --samples ({samples}), got {pass_k}")
-        if temperature < 0 or (temperature == 0 and samples > 1):
-            raise UserError("--temperature: must be > 0 to draw several --samples (0 = one greedy sample)")
-    rows, data_desc = load_eval_rows(dataset_or_path, mode, limit)
+    settings = (settings or NextTokenSettings()).checked()
+    mode = settings.mode
+    rows, data_desc = load_eval_rows(dataset_or_path, mode, settings.limit)
     if model is None:
-        model, tokenizer = load_model(model_path, device)
+        model, tokenizer = load_model(model_path, settings.device)
     elif tokenizer is None:
         raise ValueError("pass the tokenizer together with a preloaded model")
-    torch.manual_seed(seed)
     bar = tqdm(total=len(rows), desc=f"eval {mode}", unit="pos", disable=not progress)
     started = time.perf_counter()
     try:
         if mode == "standard":
-            per_row = _run_standard(model, tokenizer, rows, batch_size, max_context_tokens, temperature, bar)
+            per_row = _run_standard(model, tokenizer, rows, settings.batch_size, settings.max_context_tokens,
+                                    settings.temperature, bar)
         else:
-            per_row = _run_reasoning(model, tokenizer, rows, batch_size, samples, pass_k, max_new_tokens,
-                                     temperature, bar)
+            per_row = _run_reasoning(model, tokenizer, rows, settings, bar)
     finally:
         bar.close()
     seconds = time.perf_counter() - started
@@ -402,14 +400,10 @@ def evaluate_next_token(
     extras = None
     if mode == "standard":
         extras = {"expected_accuracy": [r["expected"] for r in per_row], "nll": [r["nll"] for r in per_row]}
-    settings: dict[str, Any] = {"batch_size": batch_size, "limit": limit, "max_context_tokens": max_context_tokens,
-                                "temperature": temperature}
-    if mode == "reasoning":
-        settings.update(samples=samples, pass_k=pass_k, max_new_tokens=max_new_tokens, seed=seed)
     result = {
         "model": str(model_path), "mode": mode, "data": data_desc, "rows": len(rows),
-        "thresholds": dict(zip(SPLIT_NAMES, thresholds)), "settings": settings,
-        "splits": summarize_splits(scores, entropies, thresholds, passes, extras),
+        "thresholds": dict(zip(SPLIT_NAMES, settings.thresholds)), "settings": settings.record(),
+        "splits": summarize_splits(scores, entropies, settings.thresholds, passes, extras),
         "seconds": seconds, "positions_per_second": len(rows) / seconds if seconds > 0 else None,
     }
     if keep_rows:

@@ -20,6 +20,10 @@ from collections import Counter
 from collections.abc import Sequence
 
 from rl.errors import UserError
+from rl.signal.entropy import token_entropy
+from rl.signal.sampling import SamplingSettings, pad_id, prompt_ids, sample
+from rl.signal.scoring import decoded_pieces, logit_reader, scoring, text_prefix, token_pieces
+from rl.signal.surprise import momentary_surprise, past_surprise, surprisal
 
 TOP_FRACTION = 0.2
 
@@ -29,10 +33,6 @@ def _window_scores(model, windows: list[list[int]], pad_id: int, skip: int = 0) 
     window, per predicted token from index `skip` + 1 on (the first `skip` ids are a prefix such as
     BOS, read but not scored) its entropy, surprisal, momentary surprise and the argmax id."""
     import torch
-
-    from rl.signal.scoring import logit_reader, scoring
-    from rl.signal.surprise import momentary_surprise, surprisal
-    from rl.signal.entropy import token_entropy
 
     device = next(model.parameters()).device
     width = max(len(w) for w in windows)
@@ -70,7 +70,6 @@ def score_documents(model, tokenizer, documents, *, window_tokens=1024, batch_si
     from tqdm.auto import tqdm
 
     from rl.data.rpt import window_plan
-    from rl.signal.scoring import text_prefix, token_pieces
 
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     prefix = text_prefix(tokenizer)
@@ -200,8 +199,6 @@ def bits_stats(docs: list[dict], texts: list[str], *, modes: Sequence[dict], eta
                alpha: float = 0.1) -> dict:
     """All the numbers of `rl profile bits` (pure given the scored documents; `texts` are the decoded
     tokens in document order)."""
-    from rl.signal.surprise import past_surprise
-
     ent = [x for d in docs for x in d["entropy"]]
     forking = top_mask(ent)
     past, memory = [], []
@@ -226,53 +223,34 @@ def bits_stats(docs: list[dict], texts: list[str], *, modes: Sequence[dict], eta
     }
 
 
-def generated_documents(model, tokenizer, prompts, *, samples=1, max_new_tokens=256, temperature=1.0,
-                        batch_size=4, progress=True) -> list[dict]:
-    """The model's own completions as documents for `bits_stats`: sample in eval mode (chat template
-    when the tokenizer has one, else the tokenizer's BOS rule), cut each at its first end-of-sequence
-    token, then re-score prompt + completion unpadded (`_window_scores`) and keep the completion's
-    tokens, scored at T = 1. `texts` are the pieces each token adds to the decoded completion
-    (rl.signal.scoring.decoded_pieces: "" while a character is unfinished, the whole character on the
-    token that completes it); `bytes` their UTF-8 sizes and `starts` their character offsets."""
+def generated_documents(model, tokenizer, prompts, sampling: SamplingSettings, *, progress=True) -> list[dict]:
+    """The model's own completions as documents for `bits_stats`: drawn by the one sampler
+    (rl/signal/sampling.py: eval mode, chat template when the tokenizer has one, else its BOS rule; a
+    completion ends before its EOS), then each prompt + completion re-scored unpadded (`_window_scores`)
+    keeping the completion's tokens, scored at T = 1. `texts` are the pieces each token adds to the
+    decoded completion (rl.signal.scoring.decoded_pieces: "" while a character is unfinished, the whole
+    character on the token that completes it); `bytes` their UTF-8 sizes and `starts` their character
+    offsets. Empty completions are skipped."""
     from tqdm.auto import tqdm
 
-    from rl.signal.scoring import decoded_pieces, scoring, text_prefix
-    from rl.signal.padding import left_pad
-
-    device = next(model.parameters()).device
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    eos = model.generation_config.eos_token_id
-    stop = set(eos if isinstance(eos, list) else [eos] if eos is not None else []) | {pad_id}
     chat = bool(getattr(tokenizer, "chat_template", None))
-    seqs = []
-    for prompt in prompts:
-        messages = prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
-        seqs.append(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
-                                                  return_dict=True)["input_ids"] if chat
-                    else text_prefix(tokenizer) + tokenizer("\n\n".join(m["content"] for m in messages),
-                                                            add_special_tokens=False)["input_ids"])
-    sampling = ({"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0} if temperature > 0
-                else {"do_sample": False})
+    seqs = [prompt_ids(tokenizer, [{"role": "user", "content": p}] if chat and isinstance(p, str) else p)
+            for p in prompts]
+    with tqdm(total=len(seqs), desc="generate", unit="prompt", disable=not progress) as bar:
+        drawn = sample(model, tokenizer, seqs, sampling, progress=bar.update)
+    pad = pad_id(tokenizer)
     docs = []
-    for b in tqdm(range(0, len(seqs), batch_size), desc="generate", unit="batch", disable=not progress):
-        group = seqs[b:b + batch_size]
-        ids, mask, _ = left_pad(group, pad_id, device)
-        with scoring(model):  # eval mode: no dropout while sampling
-            out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
-                                 num_return_sequences=samples, pad_token_id=pad_id, **sampling)
-        for r, row in enumerate(out[:, ids.shape[1]:].tolist()):
-            new = row[:next((t for t, tok in enumerate(row) if tok in stop), len(row))]
-            if not new:
-                continue
-            prompt_ids = group[r // samples]
-            cols = _window_scores(model, [prompt_ids + new], pad_id)[0]
-            keep = slice(len(prompt_ids) - 1, len(prompt_ids) - 1 + len(new))
-            pieces = decoded_pieces(tokenizer, new)
-            starts = list(itertools.accumulate([0] + [len(p) for p in pieces[:-1]]))
-            docs.append({"doc_id": f"prompt{b + r // samples}:sample{r % samples}", "text": "".join(pieces),
-                         "ids": new, "starts": starts, "texts": pieces,
-                         "bytes": [len(p.encode("utf-8")) for p in pieces],
-                         **{k: v[keep] for k, v in cols.items()}})
+    for j, s in enumerate(drawn):
+        if not s.ids:
+            continue
+        prompt = seqs[s.prompt]
+        cols = _window_scores(model, [prompt + s.ids], pad)[0]
+        keep = slice(len(prompt) - 1, len(prompt) - 1 + len(s.ids))
+        pieces = decoded_pieces(tokenizer, s.ids)
+        starts = list(itertools.accumulate([0] + [len(p) for p in pieces[:-1]]))
+        docs.append({"doc_id": f"prompt{s.prompt}:sample{j % sampling.samples}", "text": "".join(pieces),
+                     "ids": s.ids, "starts": starts, "texts": pieces, "bytes": [len(p.encode("utf-8")) for p in pieces],
+                     **{k: v[keep] for k, v in cols.items()}})
     if not docs:
         raise UserError("rl profile bits --generate: every completion was empty; raise --max-new-tokens")
     return docs

@@ -25,10 +25,15 @@ import logging
 import math
 import unicodedata
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 from rl.errors import UserError
+from rl.signal.entropy import token_entropy
+from rl.signal.padding import left_pad
+from rl.signal.sampling import SamplingSettings, pad_id, prompt_ids, sample
+from rl.signal.scoring import logit_reader, scoring, text_prefix, token_texts
 
 logger = logging.getLogger(__name__)
 
@@ -137,9 +142,6 @@ def _entropy_spans(model, ids, mask, pos, spans, temperature: float) -> list[lis
     applied). The LM head runs per row in chunks, so no (batch x length x vocab) tensor."""
     import torch
 
-    from rl.signal.scoring import logit_reader, scoring
-    from rl.signal.entropy import token_entropy
-
     reader = logit_reader(model)
     out = []
     with scoring(model):
@@ -165,7 +167,6 @@ def corpus_entropies(model, tokenizer, documents, *, window_tokens=1024, batch_s
     from tqdm.auto import tqdm
 
     from rl.data.rpt import window_plan
-    from rl.signal.scoring import text_prefix
 
     device = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -252,53 +253,41 @@ def read_prompts(path: str | Path, limit: int | None = None) -> list:
     return prompts[:limit] if limit else prompts
 
 
-def generated_entropies(model, tokenizer, prompts, *, samples=1, max_new_tokens=256, temperature=1.0,
-                        batch_size=4, progress=True) -> tuple[list[float], list[int], int]:
-    """Sample completions (chat template when the tokenizer has one) and return (entropy of each
-    generated token at the sampling temperature, its id, completions). Tokens after the first
-    end-of-sequence token are padding and not counted; the EOS itself is not a text token."""
+def generated_entropies(model, tokenizer, prompts, sampling: SamplingSettings, *,
+                        progress=True) -> tuple[list[float], list[int], int]:
+    """Sample completions with the one sampler (rl/signal/sampling.py; a string prompt becomes a user
+    message when the tokenizer has a chat template) and return (entropy of each generated token at the
+    sampling temperature, its id, completions). A completion ends before its EOS, which is not a text
+    token. Each batch of `batch_size` prompts is re-scored in one forward (prompts left-padded,
+    completions right-padded: no per-step score tensors kept, so memory stays flat)."""
     import torch
     from tqdm.auto import tqdm
 
-    from rl.signal.scoring import scoring, text_prefix
-    from rl.signal.padding import left_pad
-
-    device = next(model.parameters()).device
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    eos = model.generation_config.eos_token_id
-    stop = set(eos if isinstance(eos, list) else [eos] if eos is not None else []) | {pad_id}
     chat = bool(getattr(tokenizer, "chat_template", None))
-    seqs = []
-    for prompt in prompts:
-        messages = prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
-        if chat:
-            seqs.append(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
-                                                      return_dict=True)["input_ids"])
-        else:  # the tokenizer's BOS rule, never an EOS it may append: the model goes on after the prompt
-            seqs.append(text_prefix(tokenizer) + tokenizer("\n\n".join(m["content"] for m in messages),
-                                                          add_special_tokens=False)["input_ids"])
-    sampling = ({"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0} if temperature > 0
-                else {"do_sample": False})
+    seqs = [prompt_ids(tokenizer, [{"role": "user", "content": p}] if chat and isinstance(p, str) else p)
+            for p in prompts]
+    with tqdm(total=len(seqs), desc="generate", unit="prompt", disable=not progress) as bar:
+        drawn = sample(model, tokenizer, seqs, sampling, progress=bar.update)
+    device = next(model.parameters()).device
     entropies: list[float] = []
     token_ids: list[int] = []
-    for start in tqdm(range(0, len(seqs), batch_size), desc="generate", unit="batch", disable=not progress):
-        ids, mask, _ = left_pad(seqs[start:start + batch_size], pad_id, device)
-        with scoring(model):  # eval mode: no dropout while sampling
-            out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
-                                 num_return_sequences=samples, pad_token_id=pad_id, **sampling)
-        width = ids.shape[1]
-        new = out[:, width:].tolist()
-        lengths = [next((t for t, tok in enumerate(row) if tok in stop), len(row)) for row in new]
-        full_mask = torch.cat([mask.repeat_interleave(samples, 0),
-                               torch.tensor([[int(t < n) for t in range(len(new[0]))] for n in lengths],
-                                            device=device, dtype=mask.dtype)], dim=1)
+    rows = sampling.batch_size * sampling.samples
+    for start in range(0, len(drawn), rows):
+        group = drawn[start:start + rows]
+        ids, mask, _ = left_pad([seqs[s.prompt] for s in group], pad_id(tokenizer), device)
+        width, longest = ids.shape[1], max(len(s.ids) for s in group)
+        new = torch.full((len(group), longest), pad_id(tokenizer), dtype=ids.dtype)
+        new_mask = torch.zeros_like(new)
+        for r, s in enumerate(group):
+            new[r, :len(s.ids)], new_mask[r, :len(s.ids)] = torch.tensor(s.ids, dtype=ids.dtype), 1
+        full_mask = torch.cat([mask, new_mask.to(device)], dim=1)
         pos = (full_mask.cumsum(-1) - 1).clamp_min(0)
-        spans = [(width - 1, width - 1 + n) for n in lengths]
-        for row, n, ent in zip(new, lengths, _entropy_spans(model, out, full_mask, pos, spans,
-                                                            temperature if temperature > 0 else 1.0)):
+        spans = [(width - 1, width - 1 + len(s.ids)) for s in group]
+        for s, ent in zip(group, _entropy_spans(model, torch.cat([ids, new.to(device)], dim=1), full_mask, pos, spans,
+                                                sampling.temperature or 1.0)):
             entropies.extend(ent)
-            token_ids.extend(row[:n])
-    return entropies, token_ids, len(seqs) * samples
+            token_ids.extend(s.ids)
+    return entropies, token_ids, len(drawn)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -403,91 +392,114 @@ PROFILE_COMMAND = "rl profile entropy"
 PROFILE_FILES = ("entropy_profile.json", "entropy_histogram.png", "forking_tokens.png")
 
 
-def profile_entropy(model_path: str, *, data: str | None = None, generate: str | None = None,
-                    output_dir: str | Path = "runs/entropy-profile", window_tokens: int = 1024, batch_size: int = 4,
-                    max_documents: int | None = None, max_tokens: int | None = None, limit: int | None = None,
-                    samples: int = 1, max_new_tokens: int = 256, temperature: float = 1.0, seed: int = 0,
-                    device: str | None = None, wandb_project: str | None = None, model=None, tokenizer=None,
-                    progress: bool = True, overwrite: bool = False, text_field: str = "text") -> dict:
+@dataclass(frozen=True)
+class ProfileSettings:
+    """What `rl profile entropy` reads and writes: one field per flag. `check()` refuses bad values,
+    naming the flag, before anything is read."""
+
+    data: str | None = None  # a corpus (teacher-forced), or
+    generate: str | None = None  # prompts whose completions the model samples
+    output_dir: str | Path = "runs/entropy-profile"
+    window_tokens: int = 1024
+    batch_size: int = 4
+    max_documents: int | None = None
+    max_tokens: int | None = None
+    limit: int | None = None
+    samples: int = 1
+    max_new_tokens: int = 256
+    temperature: float = 1.0
+    seed: int = 0
+    device: str | None = None
+    wandb_project: str | None = None
+    overwrite: bool = False
+    text_field: str = "text"
+
+    def check(self) -> None:
+        """Temperature: corpus mode computes the entropy of softmax(logits/T) and needs T > 0; generate
+        mode with T = 0 takes one greedy sample per prompt and scores it at T = 1."""
+        if (self.data is None) == (self.generate is None):
+            raise UserError("rl profile entropy: give exactly one of --data CORPUS or --generate PROMPTS")
+        for name, value in (("--window-tokens", self.window_tokens), ("--batch-size", self.batch_size),
+                            ("--samples", self.samples), ("--max-new-tokens", self.max_new_tokens)):
+            if value < (2 if name == "--window-tokens" else 1):
+                raise UserError(f"{name}: too small ({value})")
+        if self.temperature < 0:
+            raise UserError(f"--temperature: must be >= 0, got {self.temperature}")
+        if self.temperature == 0 and self.data is not None:
+            raise UserError("--temperature: 0 has no entropy to measure on a corpus (softmax(logits/0) is one-hot); "
+                            "use T > 0 (1.0 = the model's own distribution)")
+        if self.temperature == 0 and self.samples > 1:
+            raise UserError("--temperature: must be > 0 to draw several --samples (0 = one greedy sample)")
+        for name, value in (("--max-tokens", self.max_tokens), ("--max-documents", self.max_documents),
+                            ("--limit", self.limit)):
+            if value is not None and value < 1:
+                raise UserError(f"{name}: must be at least 1 (or omit it for no limit), got {value}")
+
+    def sampling(self) -> SamplingSettings:
+        """`--generate`'s sampling: plain temperature sampling, `batch_size` prompts per call."""
+        return SamplingSettings(samples=self.samples, max_new_tokens=self.max_new_tokens,
+                                temperature=self.temperature, top_p=1.0, top_k=0, batch_size=self.batch_size,
+                                seed=self.seed)
+
+    def record(self) -> dict:
+        """The settings the JSON reports."""
+        return {"temperature": self.temperature, "entropy_temperature": self.temperature or 1.0,
+                "window_tokens": self.window_tokens, "samples": self.samples,
+                "max_new_tokens": self.max_new_tokens, "max_tokens": self.max_tokens, "seed": self.seed}
+
+
+def profile_entropy(model_path: str, settings: ProfileSettings, *, model=None, tokenizer=None,
+                    progress: bool = True) -> dict:
     """Score tokens (corpus or own samples), compute the stats, write JSON + PNGs, optionally log to W&B.
 
-    `output_dir` is checked before any work (rl/runtime/outputs.py: a new dir or a previous profile, else
-    `overwrite`) and replaced atomically; `result["written"]` lists every file written.
-    Temperature: corpus mode computes the entropy of softmax(logits/T) and needs T > 0; generate mode
-    with T = 0 takes one greedy sample per prompt and scores its entropy at T = 1
-    (`settings.entropy_temperature` records the temperature the entropies are at)."""
-    import torch
-
+    The output dir is checked before any work (rl/runtime/outputs.py: a new dir or a previous profile,
+    else `overwrite`) and replaced atomically; `result["written"]` lists every file written.
+    `settings.entropy_temperature` in the result records the temperature the entropies are at."""
     from rl.data.corpus import CorpusStats, read_corpus
     from rl.eval.next_token import load_model
-
-    if (data is None) == (generate is None):
-        raise UserError("rl profile entropy: give exactly one of --data CORPUS or --generate PROMPTS")
-    for name, value in (("--window-tokens", window_tokens), ("--batch-size", batch_size), ("--samples", samples),
-                        ("--max-new-tokens", max_new_tokens)):
-        if value < (2 if name == "--window-tokens" else 1):
-            raise UserError(f"{name}: too small ({value})")
-    if temperature < 0:
-        raise UserError(f"--temperature: must be >= 0, got {temperature}")
-    if temperature == 0 and data is not None:
-        raise UserError("--temperature: 0 has no entropy to measure on a corpus (softmax(logits/0) is one-hot); "
-                        "use T > 0 (1.0 = the model's own distribution)")
-    if temperature == 0 and samples > 1:
-        raise UserError("--temperature: must be > 0 to draw several --samples (0 = one greedy sample)")
-    for name, value in (("--max-tokens", max_tokens), ("--max-documents", max_documents), ("--limit", limit)):
-        if value is not None and value < 1:
-            raise UserError(f"{name}: must be at least 1 (or omit it for no limit), got {value}")
-    from rl.runtime.models import check_model_arg
+    from rl.runtime.models import check_model_arg, quiet_long_input_warning
     from rl.runtime.outputs import check_output_dir, replace_dir, written_files
 
+    s = settings
+    s.check()
+
     def check_out():
-        return check_output_dir(output_dir, "--output-dir", PROFILE_COMMAND, overwrite=overwrite,
-                                inputs={"--data": data, "--generate": generate, "--model": model_path},
-                                containers={"--data": data}, legacy=PROFILE_FILES)
+        return check_output_dir(s.output_dir, "--output-dir", PROFILE_COMMAND, overwrite=s.overwrite,
+                                inputs={"--data": s.data, "--generate": s.generate, "--model": model_path},
+                                containers={"--data": s.data}, legacy=PROFILE_FILES)
 
     check_out()
     if model is None:
         check_model_arg(model_path, "--model")
     corpus_stats = CorpusStats()
-    documents = (read_corpus(data, stats=corpus_stats, text_field=text_field)  # spec errors before loading
-                 if data is not None else None)
-    prompts = read_prompts(generate, limit) if generate is not None else None
+    documents = (read_corpus(s.data, stats=corpus_stats, text_field=s.text_field)  # spec errors before loading
+                 if s.data is not None else None)
+    prompts = read_prompts(s.generate, s.limit) if s.generate is not None else None
     if model is None:
-        model, tokenizer = load_model(model_path, device)
-    from rl.runtime.models import quiet_long_input_warning
-
+        model, tokenizer = load_model(model_path, s.device)
     quiet_long_input_warning(tokenizer)  # corpus documents are scored in windows, never whole
-    torch.manual_seed(seed)
     if documents is not None:
-        ents, ids, units = corpus_entropies(model, tokenizer, documents, window_tokens=window_tokens,
-                                            batch_size=batch_size, max_documents=max_documents or limit,
-                                            max_tokens=max_tokens, temperature=temperature or 1.0, progress=progress)
-        source = {"kind": "corpus (teacher-forced)", "path": data, "documents": units,
+        ents, ids, units = corpus_entropies(model, tokenizer, documents, window_tokens=s.window_tokens,
+                                            batch_size=s.batch_size, max_documents=s.max_documents or s.limit,
+                                            max_tokens=s.max_tokens, temperature=s.temperature or 1.0,
+                                            progress=progress)
+        source = {"kind": "corpus (teacher-forced)", "path": s.data, "documents": units,
                   "corpus": corpus_stats.summary()}
     else:
-        ents, ids, units = generated_entropies(model, tokenizer, prompts, samples=samples,
-                                               max_new_tokens=max_new_tokens, temperature=temperature,
-                                               batch_size=batch_size, progress=progress)
-        source = {"kind": "generated", "path": generate, "prompts": len(prompts), "completions": units}
-    from rl.signal.scoring import token_texts
-
+        ents, ids, units = generated_entropies(model, tokenizer, prompts, s.sampling(), progress=progress)
+        source = {"kind": "generated", "path": s.generate, "prompts": len(prompts), "completions": units}
     distinct = sorted(set(ids))  # each token's text as it reads after other text (`▁the` is " the")
     cache = dict(zip(distinct, token_texts(tokenizer, distinct)))
     stats = entropy_profile_stats(ents, [cache[t] for t in ids])
-    out = Path(output_dir)
-    result = {
-        "model": str(model_path), "written_by": PROFILE_COMMAND, "source": source,
-        "settings": {"temperature": temperature, "entropy_temperature": temperature or 1.0,
-                     "window_tokens": window_tokens, "samples": samples,
-                     "max_new_tokens": max_new_tokens, "max_tokens": max_tokens, "seed": seed},
-        "stats": stats, "paper": PAPER,
-    }
+    out = Path(s.output_dir)
+    result = {"model": str(model_path), "written_by": PROFILE_COMMAND, "source": source, "settings": s.record(),
+              "stats": stats, "paper": PAPER}
     with replace_dir(out, PROFILE_COMMAND, recheck=check_out) as tmp:
         files = save_plots(ents, stats, tmp, f"{Path(str(model_path)).name}, {source['kind']}")
         files["json"] = str(tmp / "entropy_profile.json")
         result["files"] = files
-        if wandb_project:
-            result["wandb_dir"] = log_to_wandb(result, wandb_project)
+        if s.wandb_project:
+            result["wandb_dir"] = log_to_wandb(result, s.wandb_project)
         result["files"] = {k: str(out / Path(v).name) for k, v in files.items()}
         (tmp / "entropy_profile.json").write_text(json.dumps(result, indent=2, ensure_ascii=False), encoding="utf-8")
     result["written"] = written_files(out)

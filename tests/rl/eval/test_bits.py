@@ -104,10 +104,12 @@ def test_generated_completions_are_scored_at_their_own_tokens(tiny_model_dir, co
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from rl.eval.patch_report import generated_documents
+    from rl.signal.sampling import SamplingSettings
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
-    docs = generated_documents(model, tok, ["What is 2+2?"], max_new_tokens=6, temperature=0, progress=False)
+    docs = generated_documents(model, tok, ["What is 2+2?"], SamplingSettings(max_new_tokens=6, temperature=0),
+                               progress=False)
     d = docs[0]
     assert d["argmax"] == d["ids"]  # greedy: each completion token is the scored distribution's argmax
     assert len(d["entropy"]) == len(d["ids"]) == len(d["bytes"]) and sum(d["bytes"]) == len(d["text"].encode())

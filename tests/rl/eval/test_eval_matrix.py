@@ -56,9 +56,11 @@ def test_profile_and_bits_scores_equal_a_direct_forward(matrix_scorer):
 
 def test_generated_pieces_reassemble_the_completion(matrix_scorer):
     from rl.eval.patch_report import generated_documents
+    from rl.signal.sampling import SamplingSettings
 
     kind, model, tok = matrix_scorer
-    docs = generated_documents(model, tok, ["Über café: 東京", "The quick brown"], max_new_tokens=12, temperature=1.0,
+    docs = generated_documents(model, tok, ["Über café: 東京", "The quick brown"],
+                               SamplingSettings(max_new_tokens=12, temperature=1.0),
                                progress=False)
     for d in docs:
         assert "".join(d["texts"]) == d["text"] and len(d["texts"]) == len(d["ids"])

@@ -12,11 +12,11 @@ import torch
 from rl.errors import UserError
 from rl.eval.compare import compare_results, format_table
 from rl.eval.next_token import (
+    NextTokenSettings,
     evaluate_next_token,
     load_eval_rows,
     load_model,
     pass_at_k,
-    prompt_text,
     split_indices,
     wilson_interval,
 )
@@ -109,7 +109,8 @@ def test_pass_at_k_is_the_unbiased_estimator():
 
 def test_standard_mode_with_forced_argmax_gives_hand_computed_splits(tiny_model_dir, tokenizer, dataset):
     model = forced_model(tiny_model_dir, tokenizer, " mat")
-    res = evaluate_next_token("forced-mat", dataset, model=model, tokenizer=tokenizer, batch_size=3, progress=False)
+    res = evaluate_next_token("forced-mat", dataset, NextTokenSettings(batch_size=3), model=model, tokenizer=tokenizer,
+                              progress=False)
     got = {name: (s["count"], s["correct"]) for name, s in res["splits"].items()}
     assert got == {"all": (7, 3), "easy": (6, 2), "medium": (3, 1), "hard": (2, 1)}
     assert res["splits"]["hard"]["accuracy"] == 0.5
@@ -136,7 +137,8 @@ def test_standard_mode_matches_an_unpadded_forward(tiny_model_dir, tokenizer, ro
             other = "Q" if not text.startswith("Q") else "Z"
             cont = text + " and so on" if i % 2 == 0 else other + "xyz nothing"
             cases.append(rpt_row(tokenizer, row["context"], cont, row["entropy"], i))
-    res = evaluate_next_token("tiny", cases, model=model, tokenizer=tokenizer, batch_size=4, progress=False)
+    res = evaluate_next_token("tiny", cases, NextTokenSettings(batch_size=4), model=model, tokenizer=tokenizer,
+                              progress=False)
     assert [r["score"] for r in res["per_row"]] == [1.0, 0.0, 1.0, 0.0, 1.0, 0.0, 1.0]
     assert res["splits"]["all"]["correct"] == 4
 
@@ -174,7 +176,7 @@ def test_limit_and_compare_and_table(tiny_model_dir, tokenizer, dataset):
     assert "mat" in text and "table" in text and "+28.6 pts" in text and "difference" in text
     lines = text.splitlines()
     assert [ln.split()[0] for ln in lines[3:7]] == ["all", "easy", "medium", "hard"]
-    limited = evaluate_next_token("mat", dataset, limit=2, model=forced_model(tiny_model_dir, tokenizer, " mat"),
+    limited = evaluate_next_token("mat", dataset, NextTokenSettings(limit=2), model=forced_model(tiny_model_dir, tokenizer, " mat"),
                                   tokenizer=tokenizer, progress=False)
     assert limited["rows"] == 2 and limited["splits"]["all"]["correct"] == 2
 
@@ -187,8 +189,8 @@ def test_standard_mode_reports_expected_accuracy_nll_and_paired_cis(tiny_model_d
     for i, row in enumerate(rows):
         row["doc_id"] = f"doc{i % 3}"
     data = Dataset.from_list(rows)
-    mat = evaluate_next_token("mat", data, model=forced_model(tiny_model_dir, tokenizer, " mat"),
-                              tokenizer=tokenizer, progress=False, temperature=1.0)
+    mat = evaluate_next_token("mat", data, NextTokenSettings(temperature=1.0),
+                              model=forced_model(tiny_model_dir, tokenizer, " mat"), tokenizer=tokenizer, progress=False)
     table = evaluate_next_token("table", data, model=forced_model(tiny_model_dir, tokenizer, " table"),
                                 tokenizer=tokenizer, progress=False)
     # the forced head puts logit 5 on one token and 0 on the other 50,256
@@ -219,7 +221,7 @@ def test_reasoning_mode_refuses_completion_format_rows(rows):
 
 def test_standard_mode_needs_a_positive_temperature(tiny_model_dir, dataset):
     with pytest.raises(UserError, match="--temperature: standard mode"):
-        evaluate_next_token(str(tiny_model_dir), dataset, temperature=0, progress=False)
+        evaluate_next_token(str(tiny_model_dir), dataset, NextTokenSettings(temperature=0), progress=False)
 
 
 # ---------------------------------------------------------------------------------------------- reasoning mode
@@ -237,7 +239,7 @@ def test_reasoning_mode_scores_samples_mean_and_pass_at_k(tiny_model_dir, tokeni
     ])
     seen = {}
 
-    def fake_generate(input_ids, attention_mask, num_return_sequences, **kw):
+    def fake_generate(input_ids, attention_mask, num_return_sequences=1, **kw):  # the sampler repeats prompts itself
         seen.setdefault("prompts", []).extend(tokenizer.batch_decode(input_ids, skip_special_tokens=True))
         seen["kw"] = kw
         outs = [tokenizer(next(answers))["input_ids"] for _ in range(input_ids.shape[0] * num_return_sequences)]
@@ -246,7 +248,8 @@ def test_reasoning_mode_scores_samples_mean_and_pass_at_k(tiny_model_dir, tokeni
         return torch.cat([input_ids.repeat_interleave(num_return_sequences, 0), new], dim=1)
 
     monkeypatch.setattr(model, "generate", fake_generate)
-    res = evaluate_next_token("tiny", rows, mode="reasoning", samples=4, pass_k=2, batch_size=2, temperature=0.7,
+    res = evaluate_next_token("tiny", rows, NextTokenSettings(mode="reasoning", samples=4, pass_k=2, batch_size=2,
+                                                              temperature=0.7),
                               model=model, tokenizer=tokenizer, progress=False)
     assert [r["score"] for r in res["per_row"]] == [0.5, 0.25, 1.0]
     assert [r["pass"] for r in res["per_row"]] == pytest.approx([5 / 6, 0.5, 1.0])
@@ -259,20 +262,13 @@ def test_reasoning_mode_scores_samples_mean_and_pass_at_k(tiny_model_dir, tokeni
     assert "pass@2" in format_table(res)
 
 
-def test_prompt_text_applies_chat_template_only_to_messages(tiny_model_dir, tiny_model_dir_plain):
-    from transformers import AutoTokenizer
-
-    chat, plain = AutoTokenizer.from_pretrained(tiny_model_dir), AutoTokenizer.from_pretrained(tiny_model_dir_plain)
-    msgs = [{"role": "user", "content": "Predict: The cat"}]
-    text, templated = prompt_text(chat, msgs)
-    assert templated and text.endswith("<|im_start|>assistant\n") and "Predict: The cat" in text
-    assert prompt_text(plain, msgs) == ("Predict: The cat", False)
-    assert prompt_text(chat, "raw prompt") == ("raw prompt", False)
+# How a prompt is rendered (chat template for messages only): tests/rl/signal/test_sampling.py.
 
 
 def test_reasoning_mode_runs_real_generation(tiny_model_dir, dataset):
-    res = evaluate_next_token(str(tiny_model_dir), dataset, mode="reasoning", samples=2, max_new_tokens=4,
-                              batch_size=4, progress=False)
+    res = evaluate_next_token(str(tiny_model_dir), dataset, NextTokenSettings(mode="reasoning", samples=2,
+                                                                              max_new_tokens=4, batch_size=4),
+                              progress=False)
     assert res["splits"]["all"]["count"] == 7
     assert all(len(r["rewards"]) == 2 for r in res["per_row"])
     assert 0.0 <= res["splits"]["all"]["accuracy"] <= 1.0
@@ -305,7 +301,7 @@ def test_lora_directory_loads_base_applies_and_merges_adapter(tiny_model_dir, to
         base = load_model(str(tiny_model_dir), device="cpu")[0](input_ids=ids).logits
         got = model(input_ids=ids).logits
     assert torch.allclose(got, expected, atol=1e-4) and not torch.allclose(got, base, atol=1e-3)
-    res = evaluate_next_token(str(tmp_path / "lora"), dataset, progress=False, device="cpu")
+    res = evaluate_next_token(str(tmp_path / "lora"), dataset, NextTokenSettings(device="cpu"), progress=False)
     assert res["splits"]["all"]["count"] == 7
 
 
@@ -345,9 +341,11 @@ def test_bad_rows_and_paths_raise_user_errors(tmp_path, rows, tokenizer):
     with pytest.raises(UserError, match="row 1: `entropy`"):
         load_eval_rows(bad, "standard")
     with pytest.raises(UserError, match="--samples"):
-        evaluate_next_token("x", rows, mode="reasoning", samples=2, temperature=0.0, model=object(), tokenizer=tokenizer)
+        evaluate_next_token("x", rows, NextTokenSettings(mode="reasoning", samples=2, temperature=0.0), model=object(),
+                            tokenizer=tokenizer)
     with pytest.raises(UserError, match="--pass-k"):
-        evaluate_next_token("x", rows, mode="reasoning", samples=2, pass_k=3, model=object(), tokenizer=tokenizer)
+        evaluate_next_token("x", rows, NextTokenSettings(mode="reasoning", samples=2, pass_k=3), model=object(),
+                            tokenizer=tokenizer)
 
 
 def _cli(argv, monkeypatch):

@@ -11,6 +11,7 @@ import torch
 from rl.signal.entropy import token_entropy
 from rl.errors import UserError
 from rl.eval.profile import (
+    ProfileSettings,
     corpus_entropies,
     entropy_profile_stats,
     format_profile,
@@ -19,6 +20,7 @@ from rl.eval.profile import (
     read_prompts,
     token_kind,
 )
+from rl.signal.sampling import SamplingSettings
 
 DOCS = [
     "Let x be a number. Suppose x squared is four; then x is two or minus two. However, wait: check the sign.",
@@ -116,18 +118,18 @@ def test_generated_entropies_equal_an_unpadded_rescoring(tiny, monkeypatch):
 
     def spy(**kw):
         outputs.append((kw["input_ids"], kw["attention_mask"], real_generate(**kw)))
-        assert kw["temperature"] == 0.7 and kw["do_sample"] and kw["num_return_sequences"] == 2
+        assert kw["temperature"] == 0.7 and kw["do_sample"] and kw["input_ids"].shape[0] == 4  # 2 prompts x 2
         return outputs[-1][2]
 
     monkeypatch.setattr(model, "generate", spy)
-    torch.manual_seed(0)
-    ents, toks, n = generated_entropies(model, tok, prompts, samples=2, max_new_tokens=8, temperature=0.7,
-                                        batch_size=2, progress=False)
+    ents, toks, n = generated_entropies(model, tok, prompts, SamplingSettings(samples=2, max_new_tokens=8,
+                                                                              temperature=0.7, batch_size=2),
+                                        progress=False)
     (ids, mask, out), = outputs
     ref_ents, ref_toks = [], []
     with torch.no_grad():
         for row in range(out.shape[0]):
-            prompt_ids = ids[row // 2][mask[row // 2].bool()].tolist()
+            prompt_ids = ids[row][mask[row].bool()].tolist()
             new = out[row, ids.shape[1]:].tolist()
             keep = next((i for i, t in enumerate(new) if t == tok.eos_token_id), len(new))
             full = torch.tensor([prompt_ids + new[:keep]])
@@ -152,8 +154,9 @@ def _corpus(tmp_path):
 def test_profile_writes_json_pngs_and_logs_to_wandb_offline(tiny_model_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
-    res = profile_entropy(str(tiny_model_dir), data=str(_corpus(tmp_path)), output_dir=tmp_path / "out",
-                          window_tokens=16, progress=False, device="cpu", wandb_project="entropy-rl-test")
+    res = profile_entropy(str(tiny_model_dir), ProfileSettings(data=str(_corpus(tmp_path)), output_dir=tmp_path / "out",
+                                                               window_tokens=16, device="cpu",
+                                                               wandb_project="entropy-rl-test"), progress=False)
     for key in ("histogram", "forking_tokens"):
         assert open(res["files"][key], "rb").read(8) == b"\x89PNG\r\n\x1a\n"
     saved = json.loads((tmp_path / "out" / "entropy_profile.json").read_text())

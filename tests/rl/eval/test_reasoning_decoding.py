@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rl.eval.next_token import evaluate_next_token
+from rl.eval.next_token import NextTokenSettings, evaluate_next_token
 from tests.tokenizer_matrix import build_matrix_model
 
 
@@ -22,7 +22,7 @@ def test_reasoning_samples_are_scored_in_context(tmp_path, matrix_root, kind):
     answers = ["I think \\boxed{ .}", "\\boxed{.}"]  # the right guess keeps its space; the second lacks it
     prompts = []
 
-    def fake_generate(input_ids, attention_mask, num_return_sequences, **kw):
+    def fake_generate(input_ids, attention_mask, num_return_sequences=1, **kw):  # the sampler repeats prompts itself
         prompts.extend(input_ids.tolist())
         outs = [tok(a, add_special_tokens=False)["input_ids"] + [tok.eos_token_id] for a in answers]
         width = max(map(len, outs))
@@ -30,7 +30,8 @@ def test_reasoning_samples_are_scored_in_context(tmp_path, matrix_root, kind):
         return torch.cat([input_ids.repeat_interleave(num_return_sequences, 0), new], dim=1)
 
     model.generate = fake_generate
-    res = evaluate_next_token(str(path), rows, mode="reasoning", samples=2, pass_k=1, batch_size=1, temperature=0.7,
+    res = evaluate_next_token(str(path), rows, NextTokenSettings(mode="reasoning", samples=2, pass_k=1, batch_size=1,
+                                                                 temperature=0.7),
                               model=model, tokenizer=tok, progress=False)
     assert res["per_row"][0]["rewards"] == [1.0, 0.0]
     bos = [tok.bos_token_id] if kind == "sentencepiece" else []
