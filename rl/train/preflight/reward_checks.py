@@ -29,7 +29,7 @@ def check_rewards(report: Report, view) -> list:
         report.problem("reward_funcs: no reward functions given; use e.g. [rpt] or [math]")
     for name in names:
         try:
-            func = get_reward_func(name)
+            func = get_reward_func(name, settings=view)  # a reward set by recipe fields is built from them
         except UserError as exc:
             report.problem(str(exc))
             continue
@@ -44,6 +44,9 @@ def check_rewards(report: Report, view) -> list:
         report.problem(f"reward_weights: {len(weights)} weight(s) for {len(names)} reward function(s)")
     if shown:
         report.add("rewards", ", ".join(shown))
+    from rewards.overlong import overlong_summary
+
+    report.add("overlong", overlong_summary(view, names))
     return funcs
 
 
