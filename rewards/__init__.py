@@ -3,23 +3,25 @@
 Every reward is a plain TRL reward callable: `f(prompts, completions, completion_ids, **columns)
 -> list[float | None]`. To add one, write it in its own module here with ONE registration,
 `@register_reward("name", required_columns=..., check_dataset=..., probe=..., example_row=...)`
-(rewards/registry.py), and import the module below. Users can also name their own function by
-dotted import path (`my_pkg.rewards.my_reward`), like TRL's own CLI.
+(rewards/registry.py); every module of this package is imported here, so nothing else changes
+(tests/rewards/test_registry_contract.py then runs the new reward too). Users can also name their own
+function by dotted import path (`my_pkg.rewards.my_reward`), like TRL's own CLI.
 """
 
 from __future__ import annotations
 
 import difflib
 import importlib
+import pkgutil
 from collections.abc import Callable
 
-import rewards.format  # noqa: F401  (each reward module registers its rewards on import)
-import rewards.math  # noqa: F401
-import rewards.overlong  # noqa: F401
-import rewards.rlp  # noqa: F401
-import rewards.rpt  # noqa: F401
 from rewards.registry import REGISTRY
 from rl.errors import UserError
+
+# Each reward module registers its rewards on import: import them all, in name order (the registry's order).
+REWARD_MODULES = sorted(m.name for m in pkgutil.iter_modules(__path__) if m.name != "registry")
+for _module in REWARD_MODULES:
+    importlib.import_module(f"{__name__}.{_module}")
 
 __all__ = ["REWARD_FUNCS", "get_reward_func", "get_reward_funcs"]
 
