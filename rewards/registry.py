@@ -58,6 +58,9 @@ class RewardSpec:
         the fields as attributes; UserError naming the field when they do not fit). The result
         carries `__wrapped__ = func`, so `spec_of` finds this registration through it; `func`
         itself is the reward at documented default settings (what the contract test runs).
+    teacher: it scores the policy against a teacher model (recipe fields `rlp_teacher`,
+        `rlp_ema_decay`; needs `needs_policy`): the trainer builds the teacher for it and the preflight
+        checks that the teacher fits the launch (rl/train/preflight/checks.py), never by the reward's name.
     """
 
     name: str
@@ -71,6 +74,7 @@ class RewardSpec:
     needs_policy: bool = False
     bind_scorer: Callable[[Any], Any] | None = None
     configure: Callable[[Any], Callable[..., list]] | None = None
+    teacher: bool = False
 
 
 REGISTRY: dict[str, RewardSpec] = {}
@@ -79,7 +83,7 @@ REGISTRY: dict[str, RewardSpec] = {}
 def register_reward(name: str, *, required_columns: tuple[str, ...] = (), check_dataset=None, probe=None,
                     rpt_format: str | None = None, boxed_answer: bool = False,
                     example_row: dict[str, Any] | None = None, needs_policy: bool = False, bind_scorer=None,
-                    configure=None):
+                    configure=None, teacher: bool = False):
     """Decorator: register the function under `name` (the name recipes use in `reward_funcs`).
 
     The function is returned unchanged (TRL logs it under its `__name__`). A name registered
@@ -91,8 +95,10 @@ def register_reward(name: str, *, required_columns: tuple[str, ...] = (), check_
             raise ValueError(f"reward {name!r} is registered twice ({REGISTRY[name].func.__module__} and {func.__module__})")
         if needs_policy and bind_scorer is None:
             raise ValueError(f"reward {name!r} needs the policy but registers no bind_scorer to receive it")
+        if teacher and not needs_policy:
+            raise ValueError(f"reward {name!r} scores against a teacher, so it needs the policy (needs_policy=True)")
         REGISTRY[name] = RewardSpec(name, func, tuple(required_columns), check_dataset, probe, rpt_format,
-                                    boxed_answer, dict(example_row or {}), needs_policy, bind_scorer, configure)
+                                    boxed_answer, dict(example_row or {}), needs_policy, bind_scorer, configure, teacher)
         return func
 
     return decorate

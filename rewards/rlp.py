@@ -93,6 +93,7 @@ def current_scorer():
     example_row={"context": "The cat sat", "continuation": " on the mat", "boundaries": [3, 7, 11]},
     needs_policy=True,
     bind_scorer=bind_scorer,
+    teacher=True,
 )
 def rlp_reward(
     prompts: Sequence[Any],

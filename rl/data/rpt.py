@@ -89,6 +89,12 @@ def make_prompt(fmt: str, template: str, context: str, use_chat: bool):
     return [{"role": "user", "content": content}] if use_chat else content
 
 
+def uses_chat(chat: str, tokenizer) -> bool:
+    """Whether rows get chat prompts: the build's `chat` setting (yes | no | auto: the policy tokenizer
+    has a chat template). The builder and `rl train --dry-run`'s prompt bound both read it here."""
+    return chat == "yes" or (chat == "auto" and bool(getattr(tokenizer, "chat_template", None)))
+
+
 def window_plan(n_tokens: int, window: int) -> list[tuple[int, int, int, int]]:
     """Overlapping windows over a document of `n_tokens` tokens.
 
@@ -177,7 +183,7 @@ def iter_rpt_rows(cfg: RPTBuildConfig, model, tokenizer, documents, summary: Bui
     from rl.data.boundaries import split_at_token
     from rl.signal.scoring import text_prefix
 
-    use_chat = cfg.chat == "yes" or (cfg.chat == "auto" and bool(getattr(tokenizer, "chat_template", None)))
+    use_chat = uses_chat(cfg.chat, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
     prefix = text_prefix(tokenizer)  # BOS when the tokenizer adds one: the proxy reads text as it was trained to
     window = max(2, cfg.window_tokens - len(prefix))  # document tokens per window, prefix included in window_tokens

@@ -99,6 +99,31 @@ def looks_local(name: str) -> bool:
     return name.count("/") > 1 or ("/" in name and Path(name).parent.is_dir())
 
 
+def builtin_model_key(name: str) -> str | None:
+    """The builtin model a `builtin:<key>` name names (any case), None for any other name; UserError for
+    an unknown builtin. `resolve_model` and the dry run (which never converts) read builtin names here."""
+    name = name.strip()
+    if not name.lower().startswith(BUILTIN_PREFIX):
+        return None
+    key = name[len(BUILTIN_PREFIX):].strip().lower()
+    if key in BUILTIN_MODELS:
+        return key
+    hint = f" ({name} is a corpus, not a model)" if key in BUILTIN_CORPORA else ""
+    raise UserError(f"model {name!r}: unknown builtin model{hint}; known builtin models: {_known_models()}")
+
+
+def builtin_model_dir(key: str) -> Path:
+    """Where builtin model `key` is converted to, in the cache."""
+    return cache_dir() / "models" / key
+
+
+def converted_builtin(key: str) -> Path | None:
+    """The converted checkpoint of builtin model `key`, None until a conversion completed (its marker,
+    written last, is there)."""
+    final = builtin_model_dir(key)
+    return final if (final / _MARKER).is_file() else None
+
+
 def resolve_model(name_or_path: str) -> str:
     """Turn a model argument into something `from_pretrained` accepts.
 
@@ -107,12 +132,8 @@ def resolve_model(name_or_path: str) -> str:
     returned unchanged. Raises UserError for an unknown builtin or a path that does not exist.
     """
     name = name_or_path.strip()
-    if name.lower().startswith(BUILTIN_PREFIX):
-        key = name[len(BUILTIN_PREFIX):].strip().lower()
-        if key in BUILTIN_MODELS:
-            return str(_ensure_smollm2())
-        hint = f" ({name} is a corpus, not a model)" if key in BUILTIN_CORPORA else ""
-        raise UserError(f"model {name!r}: unknown builtin model{hint}; known builtin models: {_known_models()}")
+    if builtin_model_key(name) is not None:  # the one builtin model so far
+        return str(_ensure_smollm2())
     if looks_local(name):
         path = Path(name).expanduser()
         if not path.exists():
@@ -130,9 +151,9 @@ def resolve_model(name_or_path: str) -> str:
 
 def _ensure_smollm2() -> Path:
     """Return the converted SmolLM2 directory, building it once (under a file lock) if missing."""
-    models = cache_dir() / "models"
-    final = models / "smollm2-135m-instruct"
-    if (final / _MARKER).is_file():
+    final = builtin_model_dir("smollm2-135m-instruct")
+    models = final.parent
+    if converted_builtin("smollm2-135m-instruct") is not None:
         return final
     if final.exists():
         raise UserError(

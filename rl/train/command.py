@@ -164,21 +164,11 @@ def _train(script_args, training_args, model_args) -> int:
     # Resolve before any model loads: a bad path is a one-line error, "auto" finds the newest
     # checkpoint that carries a COMPLETE marker (a truncated newer one is skipped with a warning).
     resume = resolve_resume(training_args.resume_from_checkpoint, training_args.output_dir)
+    from rl.train.preflight.checks import raise_first
+    from rl.train.preflight.plan import RunPlan
+
+    raise_first(RunPlan.for_this_launch(script_args, training_args, model_args))  # the dry run's checks, first problem
     cycle = generation_cycle_steps(training_args)
-    if training_args.save_strategy == "steps" and training_args.save_steps and int(training_args.save_steps) % cycle:
-        raise UserError(
-            f"save_steps: {training_args.save_steps} is not a multiple of the generation cycle ({cycle} optimizer "
-            "steps = lcm(steps_per_generation x num_iterations, gradient_accumulation_steps) / "
-            "gradient_accumulation_steps); a resume is exact only at those boundaries"
-        )
-    if "rlp" in (script_args.reward_funcs or []):  # before the weights load (the trainer checks it again)
-        from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
-
-        from rl.train.rlp_teacher import teacher_problem
-
-        problem = teacher_problem(training_args.rlp_teacher, bool(model_args.use_peft), is_deepspeed_zero3_enabled())
-        if problem:
-            raise UserError(problem)
     from rl.runtime.disk_errors import checkpoint_save_error, is_disk_error
 
     # Old checkpoints are deleted by CheckpointCallback only after the new one is marked COMPLETE

@@ -15,7 +15,9 @@ from trl import GRPOConfig
 from rl.data.settings import recipe_fields
 from rl.errors import UserError
 from rl.train.preflight.rules import (
+    BatchRuleError,
     current_target,
+    eval_batch_problem,
     generation_batch_problem,
     launch_world_size,
 )
@@ -306,12 +308,14 @@ class EntropyGRPOConfig(GRPOConfig):
         if self.max_steps == 0 or self.max_steps < -1:
             raise UserError(f"max_steps: must be a positive number of optimizer steps, or -1 to train for "
                             f"num_train_epochs, got {self.max_steps}")
-        # TRL's batch rules, worded with the fix; the dry run reports the same function's words.
+        # TRL's batch rules, worded with the fix; the dry run reports the same functions' words.
+        world = launch_world_size()
         batch_problem = generation_batch_problem(
             self.per_device_train_batch_size, self.gradient_accumulation_steps, self.num_generations,
-            self.generation_batch_size, self.steps_per_generation, launch_world_size())
+            self.generation_batch_size, self.steps_per_generation, world) or eval_batch_problem(
+            self.eval_strategy, self.per_device_eval_batch_size, world, self.num_generations_eval or self.num_generations)
         if batch_problem:
-            raise UserError(batch_problem)
+            raise BatchRuleError(batch_problem)
         super().__post_init__()
 
     @property

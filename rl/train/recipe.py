@@ -20,6 +20,7 @@ from rl.runtime.values import recipe_value_problem
 from rl.train.config import EntropyGRPOConfig, ScriptArguments
 from rl.train.launch_section import check_launch_section
 from rl.train.preflight.rules import (
+    BatchRuleError,
     TargetMachine,
     cli_overrides,
     parsing_for,
@@ -181,7 +182,8 @@ def parse_recipe(argv: list[str], target: TargetMachine | None = None
         raise UserError("invalid command-line override (see the message above)") from exc
     except UserError as exc:  # a field value the dataclasses refuse: name the recipe too
         message = str(exc)
-        raise (exc if message.startswith(where) else UserError(f"{where}: {message}")) from None
+        kind = BatchRuleError if isinstance(exc, BatchRuleError) else UserError  # the dry run knows batch rules by type
+        raise (exc if message.startswith(where) else kind(f"{where}: {message}")) from None
     except (ValueError, TypeError) as exc:
         lines = str(exc).strip().splitlines()
         raise UserError(f"{where}: {_explain_trl_error(lines[0] if lines else type(exc).__name__)}") from None

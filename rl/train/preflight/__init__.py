@@ -1,6 +1,13 @@
 """`rl train --config RECIPE --dry-run`: check a recipe as a real run would see it, without loading weights.
 
-What a run resolves, and what the dry-run checks instead (nothing is downloaded, no weights loaded):
+The preflight is one list of checks (`checks.CHECKS`), each a function over a `RunPlan` (`plan.py`:
+the parsed recipe, the world size, DeepSpeed's ZeRO stage, the resolved rewards) returning its
+problem in one line or None. `rl train` raises the first problem before any weights load; the dry
+run prints them all beside its report; `rl submit` runs the dry run and refuses on a problem.
+Adding a check is one function and one entry in `CHECKS`.
+
+What a run resolves, and what the dry-run's report shows and checks instead (nothing is
+downloaded, no weights loaded):
 
 * the recipe: every field known and well typed (all bad fields reported, not only the first), the
   command-line overrides, and TRL's own validation (`rl.train.recipe.parse_recipe`), evaluated for the
@@ -35,10 +42,12 @@ What a run resolves, and what the dry-run checks instead (nothing is downloaded,
 Output: a resolved summary, then "not checked offline" items, notes, and a numbered list of
 problems. Exit status 0 with no problems, 2 otherwise (like any user error of `rl`).
 
-Modules: `rules` (TRL's batch rules, the DeepSpeed config reader, the override scanner and
-`TargetMachine`, shared with the recipe parser), `dryrun` (the order of the report's sections), `parse`
-(the recipe as the run's machines parse it), `world` (launch plan and world size), `distributed`
+Modules: `checks` (the check list) and `plan` (`RunPlan`); `rules` (TRL's batch arithmetic and
+rules, the DeepSpeed config reader, the override scanner and `TargetMachine`, shared with the
+recipe parser); the report: `dryrun` (assembles the report's sections in order), `parse` (the
+recipe as the run's machines parse it), `world` (launch plan and world size), `distributed`
 (accelerate config, DeepSpeed), `reward_checks`, `models`, `data` / `dataset_peek` / `corpus`
 (training data), `batch` (batch arithmetic, steps, checkpoints), `generation` (vLLM, lengths),
-`report` (the printed report), `cli` (`main`, also `python -m rl.train.preflight`).
+`node_layout`, `signal` (RPT format, signal check), `report` (the printed report), `cli` (`main`,
+also `python -m rl.train.preflight`).
 """

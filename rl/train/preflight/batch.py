@@ -1,20 +1,18 @@
-"""The batch arithmetic TRL does at the run's world size, and the steps and checkpoints that follow.
+"""The report's batch arithmetic at the run's world size, and the steps and checkpoints that follow.
 
-Completions per optimizer step, the generation batch and the optimizer steps it serves, and the
-divisibility rules: the generation batch holds whole groups of `num_generations`,
-`generation_batch_size` splits into global batches, the dataset holds at least one generation
-batch of prompts, `save_steps` falls on generation-cycle boundaries.
+Completions per optimizer step, the generation batch and the optimizer steps it serves (TRL's
+arithmetic: `RunPlan.generation_batch`), whether the dataset holds one generation batch of
+prompts, and the output directory. The batch rules (whole prompt groups, global batches, the eval
+batch, `save_steps` on generation-cycle boundaries) are the preflight's checks (checks.py).
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 from rl.train.preflight.dataset_peek import DataInfo
+from rl.train.preflight.plan import RunPlan
 from rl.train.preflight.report import Report
-from rl.train.preflight.world import LaunchPlan
-from rl.train.preflight.rules import generation_batch_problem
 
 
 def enum_value(x) -> str:
@@ -22,30 +20,19 @@ def enum_value(x) -> str:
     return str(getattr(x, "value", x))
 
 
-def check_batch(report: Report, view, world: int, plan: LaunchPlan, data: DataInfo | None) -> None:
-    per_device = int(view.per_device_train_batch_size)
-    accum = int(view.gradient_accumulation_steps)
-    G = int(view.num_generations) if view.num_generations is not None else None
-    iters = int(getattr(view, "num_iterations", 1) or 1)
-    gen_batch, spg = view.generation_batch_size, view.steps_per_generation
-    global_batch = per_device * world
-    has_trl_view = hasattr(view, "_trl_generation_batch_size")  # TRL's parse succeeded: the knobs were resolved
-    problem = generation_batch_problem(per_device, accum, G, None if has_trl_view and spg is not None else gen_batch,
-                                       spg, world)
-    if problem:
-        report.problem(problem)
+def check_batch(report: Report, view, run_plan: RunPlan, data: DataInfo | None) -> None:
+    """The batch arithmetic at the run's world size, for the report; the batch rules themselves are the
+    preflight's checks (rl/train/preflight/checks.py), which report a recipe that breaks them."""
+    batch = run_plan.generation_batch()
+    if isinstance(batch, str):
         return
-    if gen_batch is None:
-        spg = int(spg if spg is not None else accum)
-        gen_batch = global_batch * spg
-    else:
-        gen_batch = int(gen_batch)
-        spg = gen_batch // global_batch
-    per_step = global_batch * accum
+    world, per_device, accum, G = batch.world, batch.per_device, batch.accumulation, batch.num_generations
+    iters = int(getattr(view, "num_iterations", 1) or 1)
+    gen_batch, spg, prompts = batch.size, batch.steps_per_generation, batch.prompts
+    per_step = per_device * world * accum
     lines = [f"{per_device} completion(s)/device x {world} process(es) x {accum} accumulation = "
              f"{per_step} completions per optimizer step"
              + (f" = {per_step // G} prompts x {G}" if per_step % G == 0 else f" ({per_step / G:g} prompts x {G})")]
-    prompts = gen_batch // G
     if spg % accum == 0:
         opt_steps = spg * iters // accum
         lines.append(f"generation batch: {gen_batch} completions = {prompts} prompts x {G}, used for {opt_steps} "
@@ -81,18 +68,6 @@ def check_batch(report: Report, view, world: int, plan: LaunchPlan, data: DataIn
         per_epoch = rows // prompts  # TRL's sampler drops an incomplete last generation batch
         lines.append(f"{epochs:g} epoch(s) of {per_epoch:,} generation batch(es) over {rows:,} rows = about "
                      f"{epochs * per_epoch * opt_steps:,.0f} optimizer steps")
-    if getattr(view, "do_eval", False) or enum_value(getattr(view, "eval_strategy", "no")) != "no":
-        g_eval = int(getattr(view, "num_generations_eval", None) or G)
-        eval_global = int(view.per_device_eval_batch_size) * world
-        if eval_global % g_eval:
-            report.problem(f"eval batch: per_device_eval_batch_size {view.per_device_eval_batch_size} x {world} "
-                           f"processes = {eval_global} is not a multiple of {g_eval} generations")
-    cycle = math.lcm(spg * iters, accum) // accum
-    save_steps = getattr(view, "save_steps", None)
-    if enum_value(getattr(view, "save_strategy", "no")) == "steps" and save_steps and float(save_steps) >= 1:
-        if int(save_steps) % cycle:
-            report.problem(f"save_steps: {save_steps} is not a multiple of the generation cycle ({cycle} optimizer "
-                           "steps); `rl train` refuses it because a resume is exact only at those boundaries")
     trl_gb = getattr(view, "_trl_generation_batch_size", None)
     if trl_gb is not None and trl_gb != gen_batch:  # our arithmetic and TRL's must agree
         report.note(f"TRL derived generation_batch_size {trl_gb}, the dry-run {gen_batch}")

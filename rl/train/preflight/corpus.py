@@ -7,8 +7,9 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from rl.data.rpt import make_prompt, uses_chat
 from rl.train.preflight.dataset_peek import DataInfo, peek_dataset
-from rl.train.preflight.models import ModelInfo, chat_overhead, check_model
+from rl.train.preflight.models import ModelInfo, check_model, prompt_tokens
 from rl.train.preflight.report import Report, exc_summary
 from rl.errors import UserError
 
@@ -64,29 +65,13 @@ def check_corpus(report: Report, view, corpus: str, policy: ModelInfo | None) ->
         report.problem(f"rpt_window_tokens {view.rpt_window_tokens} exceeds the proxy model's "
                        f"{proxy.max_positions} positions")
     data = DataInfo(f"corpus {corpus}", list(RPT_COLUMNS), None, [])  # built when the run starts
-    template = str(view.rpt_prompt_template).replace("{context}", "")
-    fmt = getattr(view, "rpt_format", "reasoning")
-    plain_rlp = False
-    if fmt == "rlp":  # RLP's thought prompt: the context + " <think>", or RLP's instruction in the chat template
-        from rewards.rlp import CHAT_PROMPT, THINK_OPEN
-
-        choice = getattr(view, "rlp_thought_prompt", "auto")
-        plain_rlp = choice == "plain" or (choice == "auto" and tok is not None and not chat_overhead(tok))
-        template = THINK_OPEN if plain_rlp else CHAT_PROMPT.replace("{context}", "")
-    if plain_rlp:
-        overhead = len(tok(template, add_special_tokens=True)["input_ids"]) if tok is not None else 4
-        how = "context + ' <think>' (RLP plain thought prompt) plus special tokens"
-    elif fmt == "completion":  # the prompt is the context itself
-        overhead = len(tok("", add_special_tokens=True)["input_ids"]) if tok is not None else 1
-        how = "raw context (completion format) plus the tokenizer's special tokens"
-    elif tok is not None:
-        overhead = len(tok(template, add_special_tokens=True)["input_ids"]) + chat_overhead(tok)
-        how = "instruction and chat template, tokenized"
-    else:
-        overhead = math.ceil(len(template) / 3) + 32
-        how = "instruction at 3 characters/token + 32 for the chat template, estimated"
-    data.max_prompt_tokens = view.rpt_max_context_tokens + overhead
-    data.prompt_bound_note = f"rpt_max_context_tokens {view.rpt_max_context_tokens} + {overhead}: {how}"
+    # the rows' prompt around an empty context, made as `rl data rpt` makes it (rl/data/rpt.py make_prompt)
+    try:
+        cfg = rpt_build_config(view, policy, chat or "auto")
+    except Exception:  # noqa: BLE001 - unreadable corpus files: reported by the corpus read below
+        cfg = None
+    if cfg is not None:
+        _prompt_bound(data, view, cfg, tok)
     try:
         first = next(iter(read_corpus(corpus, text_field=getattr(view, "rpt_text_field", "text"),
                                       id_field=getattr(view, "rpt_id_field", None))), None)
@@ -104,3 +89,22 @@ def check_corpus(report: Report, view, corpus: str, policy: ModelInfo | None) ->
                + (f" top-{view.rpt_top_k}" if view.rpt_entropy == "topk" else "")
                + f" >= {view.rpt_min_entropy} nats, at most {view.rpt_max_per_doc} positions/document)")
     return data
+
+
+def _prompt_bound(data: DataInfo, view, cfg, tok) -> None:
+    """The longest prompt RPT rows can have: `rpt_max_context_tokens` plus the prompt made around an empty
+    context exactly as `rl data rpt` makes it (rl/data/rpt.py make_prompt), tokenized when the policy's
+    tokenizer is at hand, else estimated."""
+    use_chat = uses_chat(cfg.chat, tok) if tok is not None else cfg.chat != "no"  # no tokenizer: assume the template
+    empty = make_prompt(cfg.format, cfg.prompt_template, "", use_chat)
+    layout = f"{cfg.format} prompt" + (" in the chat template" if isinstance(empty, list) else " as plain text")
+    if tok is not None:
+        overhead = prompt_tokens(tok, empty)
+        how = f"{layout} around the context, tokenized"
+    else:
+        text = empty if isinstance(empty, str) else "".join(str(m.get("content", "")) for m in empty)
+        overhead = math.ceil(len(text) / 3) + (32 if isinstance(empty, list) else 1)
+        how = f"{layout} around the context at 3 characters/token" + (
+            " + 32 for the chat template" if isinstance(empty, list) else " + 1 special token") + ", estimated"
+    data.max_prompt_tokens = view.rpt_max_context_tokens + overhead
+    data.prompt_bound_note = f"rpt_max_context_tokens {view.rpt_max_context_tokens} + {overhead}: {how}"

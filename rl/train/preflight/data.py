@@ -9,7 +9,7 @@ import math
 
 from rl.train.preflight.corpus import check_corpus
 from rl.train.preflight.dataset_peek import DataInfo, peek_dataset
-from rl.train.preflight.models import ModelInfo, token_ids
+from rl.train.preflight.models import ModelInfo, prompt_tokens
 from rl.train.preflight.report import Report, first_line
 from rl.train.preflight.reward_checks import columns_needed, func_name, probe_rewards, run_reward_probes
 
@@ -72,13 +72,12 @@ def _check_prompts(report: Report, data: DataInfo, policy: ModelInfo | None) -> 
                             "the run uses the message text as a plain prompt")
                 return
             try:
-                lengths.append(len(token_ids(tok.apply_chat_template(prompt, tokenize=True,
-                                                                     add_generation_prompt=True))))
+                lengths.append(prompt_tokens(tok, prompt))
             except Exception as exc:  # noqa: BLE001
                 report.problem(f"{data.source}: row {i}: the chat template fails on this prompt ({first_line(exc)})")
                 return
         else:
-            lengths.append(len(tok(prompt)["input_ids"]))
+            lengths.append(prompt_tokens(tok, prompt))
     if lengths:
         data.max_prompt_tokens = max(lengths)
         data.prompt_bound_note = f"longest of the first {len(lengths)} prompts" + (

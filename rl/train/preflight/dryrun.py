@@ -1,4 +1,6 @@
-"""The dry run itself: parse the recipe for the run's machines, then run every check in order."""
+"""The dry run itself: parse the recipe for the run's machines, then assemble the report section by
+section (`_dry_run` is where the sections are put in order) and run the preflight's checks
+(checks.py, the ones `rl train` stops at) on the same `RunPlan`."""
 
 from __future__ import annotations
 
@@ -6,6 +8,7 @@ import os
 from pathlib import Path
 
 from rl.train.preflight.batch import check_batch, check_output
+from rl.train.preflight.checks import problems
 from rl.train.preflight.data import check_data
 from rl.train.preflight.distributed import check_deepspeed, read_accelerate_config
 from rl.train.preflight.generation import check_lengths, check_vllm
@@ -13,6 +16,7 @@ from rl.train.preflight.models import check_model
 from rl.train.preflight.node_layout import node_layout
 from rl.train.preflight.parse import (ArgError, check_fields, raw_field, raw_namespace, restored_environ, script_has_field,
                              target_view)
+from rl.train.preflight.plan import RunPlan
 from rl.train.preflight.report import Report
 from rl.train.preflight.reward_checks import check_rewards
 from rl.train.preflight.signal import check_format, check_signal
@@ -79,18 +83,15 @@ def _dry_run(argv: list[str]) -> Report:
     summarise_launch(report, plan, world)
     ds_info = check_deepspeed(report, view, plan, accel, world)
     reward_funcs = check_rewards(report, view)
-    if "rlp" in (getattr(view, "reward_funcs", None) or []):
-        from rl.train.rlp_teacher import teacher_problem
-
-        problem = teacher_problem(getattr(view, "rlp_teacher", "ema"), bool(getattr(view, "use_peft", False)),
-                                  ds_info.get("stage") == 3)
-        if problem:
-            report.problem(problem)
     policy = check_model(report, "model", view.model_name_or_path, view)
     data = check_data(report, view, reward_funcs, policy)
-    before = len(report.problems)
-    check_batch(report, view, world, plan, data)
-    if trl_batch_error and len(report.problems) == before:
+    run_plan = RunPlan(recipe=view, world_size=world, zero_stage=ds_info.get("stage"), rewards=tuple(reward_funcs),
+                       resolved=hasattr(view, "_trl_generation_batch_size"))
+    check_batch(report, view, run_plan, data)
+    found = problems(run_plan)  # the checks `rl train` stops at (rl/train/preflight/checks.py)
+    for problem in found:
+        report.problem(problem)
+    if trl_batch_error and not found:
         report.problem(trl_batch_error)
     check_vllm(report, view, world, plan, ds_info)
     # which node serves / trains, ranks per node; the ZeRO-3 + LoRA weight-sync warning

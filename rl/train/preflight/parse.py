@@ -19,13 +19,9 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from rl.errors import UserError
+from rl.train.preflight.plan import recipe_view
 from rl.train.preflight.report import Report, exc_summary
-
-# Batch-size errors of the parse (rl.train.preflight.generation_batch_problem, TRL's eval batch rule): the
-# dry run's own batch check reports the same problem with the batch arithmetic beside it.
-TRL_BATCH_ERRORS = ("is not a multiple of num_generations", "must be a multiple of the global batch",
-                    "global eval batch size", "can not both be set", "at least 2 generations")
-
+from rl.train.preflight.rules import BatchRuleError
 
 class ArgError(Exception):
     pass
@@ -130,9 +126,9 @@ def target_view(path: Path, clean: dict, bad_keys: list[str], overrides: list[st
                 report: Report) -> tuple[SimpleNamespace | None, str | None]:
     """The full TRL parse for the target machines, merged over the raw namespace `ns`.
 
-    Returns (view, TRL batch error): the view is `ns` itself when TRL's validation fails (and
-    None when `ns` is); a TRL batch-size error is returned, not reported, since the dry-run's own
-    batch check words it better.
+    Returns (view, batch error): the view is `ns` itself when TRL's validation fails (and None
+    when `ns` is); a batch rule the parse refused (`BatchRuleError`) is returned, not reported: the
+    preflight's batch checks report it from the raw values, with the batch arithmetic beside it.
     """
     if ns is None:
         return None, None
@@ -151,8 +147,8 @@ def target_view(path: Path, clean: dict, bad_keys: list[str], overrides: list[st
     except UserError as exc:
         msg = str(exc).replace(str(recipe_path), str(path))
         msg = msg if msg.startswith(str(path)) else f"{path}: {msg}"
-        if any(k in msg for k in TRL_BATCH_ERRORS):
-            trl_batch_error = msg  # reported only if the dry-run's own batch check finds nothing
+        if isinstance(exc, BatchRuleError):
+            trl_batch_error = msg  # reported only if the preflight's checks find nothing
         else:
             report.problem(msg)
     except Exception as exc:  # noqa: BLE001 - any other failure of TRL's validation is a finding
@@ -162,11 +158,6 @@ def target_view(path: Path, clean: dict, bad_keys: list[str], overrides: list[st
             os.unlink(tmp.name)
     if parsed is None:
         return ns, trl_batch_error
-    training_args = parsed[1]
-    merged = {**vars(ns)}
-    for obj in parsed:
-        merged.update({f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)})
-    view = SimpleNamespace(**merged)
-    # what TRL derived for the run's world size
-    view._trl_generation_batch_size = training_args.generation_batch_size
+    view = recipe_view(parsed, ns)
+    view._trl_generation_batch_size = parsed[1].generation_batch_size  # what TRL derived for the run's world size
     return view, trl_batch_error

@@ -1,7 +1,6 @@
-"""Checks both doors run before any weights load: `rl train` stops at the first problem, `rl train
---dry-run` lists them all. Each is written once here, as a function returning its problem (or None),
-so the two doors cannot drift apart (tests/faults/test_bad_recipes.py runs every bad recipe through
-both).
+"""The rules the recipe parser and the preflight share: TRL's batch arithmetic and rules (raised while
+parsing, as `BatchRuleError`; the preflight's batch checks and the dry run's batch report read the same
+functions), the DeepSpeed config reader, the command-line override scanner, and the target machine.
 
 The target machine is an explicit value: `rl train` checks for the processes it runs in
 (`WORLD_SIZE`, set by accelerate/torchrun/DeepSpeed launchers), the dry run for the machines the
@@ -19,6 +18,8 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from rl.errors import UserError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,10 +58,32 @@ def launch_world_size() -> int:
         return 1
 
 
-def generation_batch_problem(per_device: int, accumulation: int, num_generations: int | None,
-                             generation_batch_size: int | None, steps_per_generation: int | None,
-                             world: int) -> str | None:
-    """TRL's GRPO batch rules (GRPOConfig.__post_init__, TRL 1.16), worded with the fix.
+class BatchRuleError(UserError):
+    """A batch rule broken while parsing (`generation_batch_problem`, `eval_batch_problem`): the dry run
+    reports it from its own batch check, beside the arithmetic, and knows it by this type."""
+
+
+@dataclasses.dataclass(frozen=True)
+class GenerationBatch:
+    """TRL's generation batch at a world size: `size` completions, `steps_per_generation` micro-steps
+    of `per_device` x `world` completions each (GRPOConfig.__post_init__, TRL 1.16)."""
+
+    per_device: int
+    world: int
+    accumulation: int
+    num_generations: int
+    size: int
+    steps_per_generation: int
+
+    @property
+    def prompts(self) -> int:
+        return self.size // self.num_generations
+
+
+def generation_batch(per_device: int, accumulation: int, num_generations: int | None,
+                     generation_batch_size: int | None, steps_per_generation: int | None,
+                     world: int) -> GenerationBatch | str:
+    """TRL's GRPO batch arithmetic and rules, worded with the fix: the batch, or the problem (one line).
 
     The generation batch (per_device x world x steps_per_generation, or `generation_batch_size`)
     must hold whole groups of `num_generations`; `generation_batch_size` must split into global
@@ -89,6 +112,27 @@ def generation_batch_problem(per_device: int, accumulation: int, num_generations
                 f"TRL needs whole prompt groups. At {world} processes use e.g. per_device_train_batch_size x "
                 f"steps_per_generation divisible by {G // math.gcd(G, world)}; with these batch settings the "
                 f"world size must be a multiple of {mult}")
+    return GenerationBatch(per_device, world, accumulation, G, gen_batch, spg)
+
+
+def generation_batch_problem(per_device: int, accumulation: int, num_generations: int | None,
+                             generation_batch_size: int | None, steps_per_generation: int | None,
+                             world: int) -> str | None:
+    """The problem `generation_batch` finds, or None."""
+    found = generation_batch(per_device, accumulation, num_generations, generation_batch_size, steps_per_generation,
+                             world)
+    return found if isinstance(found, str) else None
+
+
+def eval_batch_problem(eval_strategy, per_device_eval: int, world: int, generations: int | None) -> str | None:
+    """TRL's eval batch rule (evaluating runs only): the global eval batch holds whole groups."""
+    if str(getattr(eval_strategy, "value", eval_strategy)) == "no" or not generations:
+        return None
+    eval_global = int(per_device_eval) * world
+    if eval_global % generations:
+        return (f"eval batch: per_device_eval_batch_size {per_device_eval} x {world} processes = {eval_global} is "
+                f"not a multiple of {generations} generations; change per_device_eval_batch_size or "
+                "num_generations_eval")
     return None
 
 

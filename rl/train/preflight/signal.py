@@ -1,8 +1,8 @@
 """Will GRPO have signal? The RPT format against the rewards, and the signal check on a local model.
 
-* Format: data built from `corpus` gets `rpt_format` rows; a reward made for the other format
-  (`rpt` on completion rows, `rpt_completion` or `boxed_format` on reasoning rows) would stop the
-  run at its first batch, so the dry run reports it now.
+* Format: data built from `corpus` gets `rpt_format` rows; a reward registered for another format
+  (registry `rpt_format`), or one asking for a `\\boxed{}` answer on completion rows (`boxed_answer`),
+  would stop the run at its first batch, so the dry run reports it now.
 * Signal: when the policy is local (a directory or a builtin) and rows are at hand (a prepared
   dataset, or RPT data already built for this run), the dry run loads the weights (the only check
   that does) and runs the same signal check as `rl train` (rl/train/signal_check.py); otherwise it says
@@ -11,26 +11,27 @@
 
 from __future__ import annotations
 
-from rl.train.preflight.report import Report, exc_summary
+from rewards.registry import REGISTRY, spec_of
 from rl.errors import UserError
+from rl.train.preflight.report import Report, exc_summary
 
 
 def check_format(report: Report, view, funcs) -> None:
     """Rewards that read a fixed RPT format vs the format the corpus will be built in."""
     if getattr(view, "dataset_path", None) or not getattr(view, "corpus", None):
         return  # a prepared dataset's rows are checked by the reward probe on its first rows
-    from rewards.registry import spec_of
-
     fmt = getattr(view, "rpt_format", "reasoning")
+    fits = " or ".join(f"`{s.name}`" for s in REGISTRY.values() if s.rpt_format == fmt) or "one for that format"
     for func in funcs:
         spec = spec_of(func)
-        wanted = spec.rpt_format if spec is not None else None
+        if spec is None:
+            continue
         name = getattr(func, "__name__", repr(func))
-        if wanted is not None and wanted != fmt:
-            report.problem(f"reward_funcs: `{name}` scores {wanted}-format RPT rows but rpt_format is {fmt}; use "
-                           f"reward `{'rpt' if fmt == 'reasoning' else 'rpt_completion'}` or set rpt_format: {wanted}")
-        if name == "boxed_format_reward" and fmt == "completion":
-            report.problem("reward_funcs: `boxed_format` asks for a \\boxed{} answer but rpt_format is completion "
+        if spec.rpt_format is not None and spec.rpt_format != fmt:
+            report.problem(f"reward_funcs: `{name}` scores {spec.rpt_format}-format RPT rows but rpt_format is {fmt}; "
+                           f"use reward {fits} or set rpt_format: {spec.rpt_format}")
+        if spec.boxed_answer and spec.rpt_format is None and fmt == "completion":
+            report.problem(f"reward_funcs: `{spec.name}` asks for a \\boxed{{}} answer but rpt_format is completion "
                            "(the completion itself is the guess); drop it")
 
 
