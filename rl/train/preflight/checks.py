@@ -54,6 +54,16 @@ def save_steps_cycle(plan: RunPlan) -> str | None:
     return None
 
 
+def reward_weights(plan: RunPlan) -> str | None:
+    """One weight per reward: TRL refuses other counts too, but only once the model has loaded."""
+    weights, names = plan.field("reward_weights"), plan.field("reward_funcs") or []
+    names = [names] if isinstance(names, str) else names
+    if weights is not None and len(weights) != len(names):
+        return (f"reward_weights: {len(weights)} weight(s) for {len(names)} reward function(s); give one weight per "
+                "entry of reward_funcs, or leave reward_weights unset")
+    return None
+
+
 def reward_teacher(plan: RunPlan) -> str | None:
     """A reward scored against a teacher (registry `teacher`): the teacher must fit the launch."""
     if not any(spec.teacher for spec in plan.reward_specs):
@@ -66,6 +76,7 @@ CHECKS: list[Callable[[RunPlan], str | None]] = [
     generation_batch,
     eval_batch,
     save_steps_cycle,
+    reward_weights,
     reward_teacher,
 ]
 

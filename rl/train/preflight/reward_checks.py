@@ -39,9 +39,6 @@ def check_rewards(report: Report, view) -> list:
         funcs.append(func)
         module = getattr(func, "__module__", "?")
         shown.append(f"{name} -> {module}.{func_name(func)}")
-    weights = getattr(view, "reward_weights", None)
-    if weights is not None and len(weights) != len(names):
-        report.problem(f"reward_weights: {len(weights)} weight(s) for {len(names)} reward function(s)")
     if shown:
         report.add("rewards", ", ".join(shown))
     from rewards.overlong import overlong_summary

@@ -55,6 +55,8 @@ def test_each_check_finds_its_problem(tmp_path):
     saving = with_fields(clean, save_steps=3)
     assert checks.save_steps_cycle(saving).startswith("save_steps: 3 is not a multiple of the generation cycle "
                                                        "(4 optimizer steps)")
+    assert checks.reward_weights(with_fields(clean, reward_weights=[1.0, 0.5])).startswith(
+        "reward_weights: 2 weight(s) for 1 reward function(s)")
     zero3 = dataclasses.replace(clean, zero_stage=3)
     assert checks.reward_teacher(zero3).startswith("rlp_teacher: `ema` without LoRA needs a whole copy")
     assert checks.reward_teacher(with_fields(zero3, use_peft=True)) is None
