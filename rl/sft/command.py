@@ -73,7 +73,7 @@ def parse_sft_recipe(argv: list[str], dry: bool = False):
     from rl.train.recipe import _check_overrides, check_fields  # rl train's own checks, shared as they are
 
     parser = make_parser()
-    where = "command line"
+    where, data = "command line", {}
     if "--config" in argv:
         idx = argv.index("--config")
         if idx + 1 >= len(argv):
@@ -86,11 +86,12 @@ def parse_sft_recipe(argv: list[str], dry: bool = False):
         if problem:
             raise UserError(problem)
     _check_overrides(argv, parser)
-    if dry:
-        from transformers.utils import is_torch_bf16_gpu_available
+    from transformers.utils import is_torch_bf16_gpu_available
 
-        if not is_torch_bf16_gpu_available():
-            argv = [*argv, "--bf16", "false"]
+    # TRL's SFTConfig defaults to bf16: without bf16 GPUs here, leave it off unless the recipe asks for it
+    # (the dry run always: it checks a recipe for the GPUs it targets, on a CPU login node)
+    if not is_torch_bf16_gpu_available() and (dry or ("--bf16" not in argv and "bf16" not in data)):
+        argv = [*argv, "--bf16", "false"]
     try:
         return parser.parse_args_and_config(argv)
     except SystemExit as exc:

@@ -85,6 +85,7 @@ RLP = "data rlp --corpus {in}/corpus.jsonl --proxy-model {model} -o {out}/new-rl
 EVAL = "eval next-token --model {model} --data {in}/data.jsonl"
 MATH = "eval math --model {model} --data {in}/data.jsonl"  # RPT rows: no `solution` column
 SUBMIT = "submit --config {in}/recipe.yaml --dry-run"
+SFT = "sft --model_name_or_path {model} --dataset_path {in}/corpus.jsonl --aux_mtp caft --output_dir {out}/sft"
 
 CASES = [
     # --- data loss: each command owns its outputs; --overwrite never touches an input
@@ -143,6 +144,14 @@ CASES = [
     Case("train-temperature-0", "train --config {in}/temperature-0.yaml", ["temperature", "> 0"]),
     Case("train-lora-r-0", "train --config {in}/lora-r-0.yaml", ["lora_r", "at least 1"]),
     Case("train-override-nan", "train --config {in}/recipe.yaml --learning_rate nan", ["--learning_rate", "finite"]),
+    Case("train-dynamic-sampling-one-generation", "train --config {in}/recipe.yaml --dynamic_sampling true "
+         "--num_generations 1", ["dynamic_sampling", "num_generations >= 2"]),
+    Case("train-dynamic-sampling-cap-0", "train --config {in}/recipe.yaml --dynamic_sampling_max_batches 0",
+         ["--dynamic_sampling_max_batches", "at least 1"]),
+    Case("train-dynamic-sampling-unknown-metric", "train --config {in}/recipe.yaml --dynamic_sampling true "
+         "--dynamic_sampling_metric no_such_reward", ["dynamic_sampling_metric", "'no_such_reward'", "reward_std"]),
+    Case("train-dynamic-sampling-start-beyond-max-steps", "train --config {in}/recipe.yaml --dynamic_sampling true "
+         "--max_steps 3 --dynamic_sampling_start_step 5", ["dynamic_sampling_start_step", "max_steps 3"]),
     # --- rl submit: Slurm times parsed, ignored flags refused
     Case("submit-cpu-and-gpus", SUBMIT + " --cpu --gpus-per-node 8", ["--gpus-per-node", "--cpu"]),
     Case("submit-time-bad-seconds", SUBMIT + " --cpu --time 25:99", ["rl submit", "--time", "25:99"]),
@@ -151,6 +160,13 @@ CASES = [
     Case("submit-signal-after-time", SUBMIT + " --cpu --time 00:01:00 --signal-seconds 600",
          ["--signal-seconds 600", "--time 00:01:00"]),
     Case("bits-text-field-missing", BITS.replace("--text-field text", "--text-field body"), ["'body'", "--text-field"]),
+    # --- rl sft (CAFT; more in tests/rl/sft/test_sft_command.py: heads of another size or model, no decoder layers)
+    Case("sft-finetune-without-heads", "sft --model_name_or_path {model} --aux_mtp caft --output_dir {out}/sft",
+         ["caft_heads_path", "caft_stage: heads"]),
+    Case("sft-heads-path-missing", SFT + " --caft_heads_path {in}/nope", ["caft_heads_path", "does not exist"]),
+    Case("sft-heads-path-not-heads", SFT + " --caft_heads_path {in}/a-directory", ["caft_heads_path", "no CAFT heads"]),
+    Case("sft-num-heads-0", SFT + " --caft_heads_path {in}/nope --caft_num_heads 0", ["caft_num_heads", "1..16"]),
+    Case("sft-head-kind-unknown", SFT + " --caft_head_kind mlp", ["--caft_head_kind", "decoder_layer"]),
     # --- rl recipes
     Case("recipes-copy-unknown", "recipes copy no-such-recipe -o {out}/recipes", ["no-such-recipe"]),
     # --- argparse: one line naming the subcommand (usage stays in --help)
