@@ -18,6 +18,7 @@ from rl.errors import UserError
 from rl.runtime.strict_yaml import load_recipe_file
 from rl.runtime.values import recipe_value_problem
 from rl.train.config import EntropyGRPOConfig, ScriptArguments
+from rl.train.dynamic_sampling import metric_problem
 from rl.train.launch_section import check_launch_section
 from rl.train.preflight.rules import (
     BatchRuleError,
@@ -187,6 +188,10 @@ def parse_recipe(argv: list[str], target: TargetMachine | None = None
     except (ValueError, TypeError) as exc:
         lines = str(exc).strip().splitlines()
         raise UserError(f"{where}: {_explain_trl_error(lines[0] if lines else type(exc).__name__)}") from None
+    ds_problem = metric_problem(training_args.dynamic_sampling, training_args.dynamic_sampling_metric,
+                                script_args.reward_funcs)
+    if ds_problem:  # needs the reward list, so after both dataclasses parsed
+        raise UserError(f"{where}: {ds_problem}")
     if bf16_back is not None or (target is not None and target.bf16_gpus and not _bf16_supported_here()):
         # as TRL resolves it: unset means bf16 unless fp16
         training_args.bf16 = bf16_back if bf16_back is not None else not training_args.fp16

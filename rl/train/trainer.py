@@ -82,6 +82,7 @@ from rl.signal.entropy import masked_stats, select_forking_tokens
 from rl.runtime.faults import FaultGuardsMixin
 from rl.train.advantages import GroupAdvantageScalingMixin
 from rl.train.config import entropy_setting
+from rl.train.dynamic_sampling_trainer import DynamicSamplingMixin
 from rl.train.losses import LOSS_VARIANTS
 from rl.train.forking import (
     ForkingRequest,
@@ -114,12 +115,15 @@ def _plain_message(completion) -> bool:
             and isinstance(completion[0]["content"], str))
 
 
-class EntropyGRPOTrainer(FaultGuardsMixin, RLPTrainerMixin, GroupAdvantageScalingMixin, GRPOTrainer):
+class EntropyGRPOTrainer(FaultGuardsMixin, RLPTrainerMixin, DynamicSamplingMixin, GroupAdvantageScalingMixin,
+                         GRPOTrainer):
     """GRPOTrainer for entropy-rl recipes (accepts `EntropyGRPOConfig`; plain GRPOConfig gets its defaults).
 
     The fault guards come from `FaultGuardsMixin` (rl/runtime/faults.py), RLP (the `rlp` reward's
-    policy scorer, teacher updates) from `RLPTrainerMixin` (rl/train/rlp_trainer.py), G/(G-1) advantage
-    scaling from `GroupAdvantageScalingMixin` (rl/train/advantages.py)."""
+    policy scorer, teacher updates) from `RLPTrainerMixin` (rl/train/rlp_trainer.py), DAPO dynamic sampling
+    from `DynamicSamplingMixin` (rl/train/dynamic_sampling_trainer.py: one or more generation rounds, the
+    kept samples form the batch the step's selection sees), G/(G-1) advantage scaling from
+    `GroupAdvantageScalingMixin` (rl/train/advantages.py)."""
 
     _tag_names = ["trl", "grpo", "entropy-rl"]
     #: Use the selective LM head when allowed (switch off to compare with the full head).
@@ -255,12 +259,22 @@ class EntropyGRPOTrainer(FaultGuardsMixin, RLPTrainerMixin, GroupAdvantageScalin
 
     # ------------------------------------------------------------------ step scope: entropies and selection
 
+    def _generation_round(self, inputs: list) -> dict:
+        """One scored generation round (dynamic sampling may run several per batch): the entropies that
+        came with it enter its batch as `forking_entropy`."""
+        out = super()._generation_round(inputs)
+        if self._step_scope:
+            entropy = self._batch_entropy(inputs, out)
+            if entropy is not None:
+                out["forking_entropy"] = entropy
+        return out
+
     def _generate_and_score_completions(self, inputs):
         out = super()._generate_and_score_completions(inputs)
         if not self._step_scope:
             return out
         # Sampling-time entropies (no extra pass) > TRL's old-log-prob pass (shared) > one no-grad scan.
-        entropy = self._batch_entropy(inputs, out)
+        entropy = out.pop("forking_entropy", None)
         if entropy is None:
             entropy = self._forking_scan_batch(out)
         out.update(self._select_step_tokens(out, entropy).to_batch())

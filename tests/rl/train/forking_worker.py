@@ -50,6 +50,15 @@ def content_reward(completions, completion_ids, **kwargs) -> list[float]:
     return [sum(1 for t in ids if t % 2 == 0) / max(1, len(ids)) for ids in completion_ids]
 
 
+FLAT = ("The", "Seven")  # prompts starting with these get one reward for every completion (dynamic sampling tests)
+
+
+def half_flat_reward(prompts, completions, completion_ids, **kwargs) -> list[float]:
+    """Constant for prompts starting with FLAT (their groups never vary), `content_reward` otherwise."""
+    varied = content_reward(completions, completion_ids)
+    return [1.0 if str(p).startswith(FLAT) else v for p, v in zip(prompts, varied)]
+
+
 def fake_generation_trainer(base):
     """Subclass of `base` with deterministic generation and a record of kept (sample, position) pairs."""
 
@@ -168,8 +177,13 @@ def main(argv=None) -> int:
     p.add_argument("--no-selective", action="store_true")
     p.add_argument("--dtype", default="float64", choices=["float32", "float64"])
     p.add_argument("--zero3", action="store_true", help="launched with recipes/accelerate/zero3.yaml (CPU ranks)")
+    p.add_argument("--dynamic-sampling", action="store_true",
+                   help="8 prompts, half_flat_reward, dynamic sampling on (up to 4 generation batches)")
     args = p.parse_args(argv)
     extra = {}
+    if args.dynamic_sampling:
+        extra.update(dynamic_sampling=True, dynamic_sampling_max_batches=4, n_prompts=8,
+                     reward_funcs=[half_flat_reward])
     if args.zero3:
         from rl.runtime.cpu_distributed import apply_cpu_workarounds
 
