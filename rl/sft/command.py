@@ -174,13 +174,14 @@ def _model_config(path: str, model_args):
 def _check_architecture(config) -> None:
     """Find the decoder layers on a weightless (meta-device) model built from the config."""
     import torch
-    from transformers import AutoModelForCausalLM
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
 
     from rl.sft.heads import find_trunk
 
-    try:
+    try:  # the class itself, not from_config: under ZeRO-3 from_config would partition (and fail on meta)
+        model_class = MODEL_FOR_CAUSAL_LM_MAPPING[type(config)]
         with torch.device("meta"):
-            model = AutoModelForCausalLM.from_config(config)
+            model = model_class(config)
     except Exception as exc:  # noqa: BLE001 - not a causal LM transformers can build
         raise UserError(f"aux_mtp: caft needs a causal LM; {config.model_type} is not one transformers builds "
                         f"({str(exc).splitlines()[0][:160]})") from None
