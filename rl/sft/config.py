@@ -39,11 +39,6 @@ class SFTScriptArguments:
         metadata={"help": "Fraction of the rows held out (seeded split) for evaluation; stage `heads` reports "
                   "each head's held-out top-1 on them. 0: no held-out rows."},
     )
-    accelerate_config: str | None = field(
-        default=None,
-        metadata={"help": "Accelerate config this recipe is meant for (e.g. recipes/accelerate/zero3.yaml); "
-                  "`rl sft --dry-run` checks it."},
-    )
 
 
 @dataclass

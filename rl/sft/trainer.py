@@ -109,7 +109,8 @@ class CaftSFTTrainer(SFTTrainer):
 
     def _record(self, k: int, ce_sum, count, hits) -> None:
         mode = "train" if self.model.training else "eval"
-        stats = self.accelerator.gather_for_metrics(torch.stack([ce_sum.float(), count.float(), hits.float()])
+        # gather, not gather_for_metrics: that trims an eval's last batch by rows, and these are per-rank sums
+        stats = self.accelerator.gather(torch.stack([ce_sum.float(), count.float(), hits.float()])
                                                     .reshape(1, 3)).reshape(-1, 3).sum(0)
         n = stats[1].item()
         self._metrics[mode][f"caft/ce_{k}"].append(stats[0].item() / n if n else 0.0)
