@@ -22,7 +22,8 @@ The data and reward setup is test_train_e2e's (8 RPT rows, 4 steps per epoch, a 
 weights move), shortened to 6 steps. `OMP_NUM_THREADS=1` and `GLOO_SOCKET_IFNAME=eth0` come from the
 submitting environment, as a user sets them on a real cluster: the first keeps both layouts on the
 same kernels (and the 2 shared cores not oversubscribed), the second makes gloo use the inter-node
-interface (its default, the address the hostname resolves to, does not exist inside the namespaces).
+interface (its default is the address the hostname resolves to, 127.0.0.1 on this machine: measured,
+without it both ranks fail in connectFullMesh, "Connection refused, remote=[127.0.0.1]").
 """
 
 from __future__ import annotations
