@@ -32,13 +32,32 @@ def math_data(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def smoke_model_dir(tiny_model_dir, tmp_path_factory) -> Path:
+    """The tiny model with an EOS it can write: its EOS is also its pad token, whose (tied) embedding row
+    starts at zero, so the EOS logit is exactly 0 at every step and no logits processor can raise it (the
+    DAPO smokes' `exponential_decay_length_penalty` makes lengths vary, the way a real model's do)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    with torch.no_grad():
+        row = model.get_input_embeddings().weight
+        row[tokenizer.eos_token_id] = torch.randn(row.shape[1], generator=torch.Generator().manual_seed(0)) * 0.02
+    path = tmp_path_factory.mktemp("smoke-model")
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("recipe", SMOKE, ids=lambda p: p.stem)
-def test_smoke_recipe_trains(recipe, tmp_path, tiny_model_dir, math_data, monkeypatch, capsys):
+def test_smoke_recipe_trains(recipe, tmp_path, smoke_model_dir, math_data, monkeypatch, capsys):
     monkeypatch.chdir(ROOT)
     fields = yaml.safe_load(recipe.read_text(encoding="utf-8"))
     run = tmp_path / "run"
-    argv = ["train", "--config", str(recipe.relative_to(ROOT)), "--model_name_or_path", str(tiny_model_dir),
+    argv = ["train", "--config", str(recipe.relative_to(ROOT)), "--model_name_or_path", str(smoke_model_dir),
             "--output_dir", str(run)]
     if fields.get("dataset_path"):
         argv += ["--dataset_path", str(math_data)]

@@ -23,7 +23,11 @@ other data), or a .jsonl / .parquet file or `save_to_disk` dir with a `solution`
 answer, bare or with a final \\boxed{}) and either a `prompt` column (text or chat messages, used as
 given) or a `problem` column (put into DAPO's instruction as one user message, as the math recipes
 train). Problems whose gold answer math-verify cannot parse are left out before any sampling and
-counted (`skipped`); CHAMP has such answers (e.g. `C(10, 5), or equivalently 252`).
+counted (`skipped`). All 270 CHAMP answers parse, but some are prose (`C(10, 5), or equivalently 252`
+parses as a set of two expressions) that a right answer may not verify against: on CHAMP avg@k is a
+lower bound, meant for comparing models (--compare), not for comparing with published numbers.
+Measured: builtin:smollm2-135m-instruct, first 20 CHAMP problems, k = 4 at T = 1, 192 new tokens:
+avg@4 0.00% [0.00, 0.00], pass@4 0.00%, 48.75% of completions truncated (610 s on a loaded 2-core CPU).
 """
 
 from __future__ import annotations
