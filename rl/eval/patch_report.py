@@ -233,9 +233,7 @@ def generated_documents(model, tokenizer, prompts, sampling: SamplingSettings, *
     offsets. Empty completions are skipped."""
     from tqdm.auto import tqdm
 
-    chat = bool(getattr(tokenizer, "chat_template", None))
-    seqs = [prompt_ids(tokenizer, [{"role": "user", "content": p}] if chat and isinstance(p, str) else p)
-            for p in prompts]
+    seqs = [prompt_ids(tokenizer, p, user_turn=True) for p in prompts]
     with tqdm(total=len(seqs), desc="generate", unit="prompt", disable=not progress) as bar:
         drawn = sample(model, tokenizer, seqs, sampling, progress=bar.update)
     pad = pad_id(tokenizer)

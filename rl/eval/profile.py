@@ -255,17 +255,14 @@ def read_prompts(path: str | Path, limit: int | None = None) -> list:
 
 def generated_entropies(model, tokenizer, prompts, sampling: SamplingSettings, *,
                         progress=True) -> tuple[list[float], list[int], int]:
-    """Sample completions with the one sampler (rl/signal/sampling.py; a string prompt becomes a user
-    message when the tokenizer has a chat template) and return (entropy of each generated token at the
-    sampling temperature, its id, completions). A completion ends before its EOS, which is not a text
-    token. Each batch of `batch_size` prompts is re-scored in one forward (prompts left-padded,
+    """Completions from the one sampler (rl/signal/sampling.py; a string prompt is a user turn) and
+    (entropy of each generated token at the sampling temperature, its id, completions). A completion
+    ends before its EOS, not a text token. Each batch is re-scored in one forward (prompts left-padded,
     completions right-padded: no per-step score tensors kept, so memory stays flat)."""
     import torch
     from tqdm.auto import tqdm
 
-    chat = bool(getattr(tokenizer, "chat_template", None))
-    seqs = [prompt_ids(tokenizer, [{"role": "user", "content": p}] if chat and isinstance(p, str) else p)
-            for p in prompts]
+    seqs = [prompt_ids(tokenizer, p, user_turn=True) for p in prompts]
     with tqdm(total=len(seqs), desc="generate", unit="prompt", disable=not progress) as bar:
         drawn = sample(model, tokenizer, seqs, sampling, progress=bar.update)
     device = next(model.parameters()).device
@@ -394,8 +391,7 @@ PROFILE_FILES = ("entropy_profile.json", "entropy_histogram.png", "forking_token
 
 @dataclass(frozen=True)
 class ProfileSettings:
-    """What `rl profile entropy` reads and writes: one field per flag. `check()` refuses bad values,
-    naming the flag, before anything is read."""
+    """What `rl profile entropy` reads and writes: one field per flag; `check()` names the bad flag."""
 
     data: str | None = None  # a corpus (teacher-forced), or
     generate: str | None = None  # prompts whose completions the model samples
@@ -435,14 +431,11 @@ class ProfileSettings:
             if value is not None and value < 1:
                 raise UserError(f"{name}: must be at least 1 (or omit it for no limit), got {value}")
 
-    def sampling(self) -> SamplingSettings:
-        """`--generate`'s sampling: plain temperature sampling, `batch_size` prompts per call."""
-        return SamplingSettings(samples=self.samples, max_new_tokens=self.max_new_tokens,
-                                temperature=self.temperature, top_p=1.0, top_k=0, batch_size=self.batch_size,
-                                seed=self.seed)
+    def sampling(self) -> SamplingSettings:  # plain temperature sampling, `batch_size` prompts per call
+        return SamplingSettings(samples=self.samples, max_new_tokens=self.max_new_tokens, temperature=self.temperature,
+                                top_p=1.0, top_k=0, batch_size=self.batch_size, seed=self.seed)
 
-    def record(self) -> dict:
-        """The settings the JSON reports."""
+    def record(self) -> dict:  # the settings the JSON reports
         return {"temperature": self.temperature, "entropy_temperature": self.temperature or 1.0,
                 "window_tokens": self.window_tokens, "samples": self.samples,
                 "max_new_tokens": self.max_new_tokens, "max_tokens": self.max_tokens, "seed": self.seed}

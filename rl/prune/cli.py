@@ -12,6 +12,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import dataclass, field, fields
 
 from rl.errors import UserError
 from rl.prune.chains import read_chains
@@ -100,38 +101,83 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
+@dataclass
+class PruneJob:
+    """One `rl prune` run: one field per flag, read once from argparse's namespace (`from_args`), so
+    the pipeline's functions take named settings rather than the namespace."""
+
+    data: str
+    model: str
+    output_dir: str
+    keep: list[float] = field(default_factory=lambda: [0.3, 0.5, 0.7])
+    mode: str = "exact"
+    objective: str = "answer"
+    candidates: int = 16
+    per_step: float = 0.1
+    batch_size: int = 16
+    limit: int | None = None
+    max_chain_tokens: int | None = None
+    question_field: str = "question"
+    reasoning_field: str = "reasoning"
+    answer_field: str = "answer"
+    sample: int | None = None  # --sample N: the policy's own chains
+    reward: str | None = None
+    policy: str | None = None
+    min_reward: float = 1.0
+    per_question: int = 1
+    max_new_tokens: int = 256
+    temperature: float = 1.0
+    seed: int = 0
+    few_shot: str | None = None
+    overwrite: bool = False
+
+    @classmethod
+    def from_args(cls, args) -> "PruneJob":
+        return cls(**{f.name: getattr(args, f.name) for f in fields(cls)})
+
+    @property
+    def row_fields(self) -> tuple[str, str, str]:
+        """The JSONL fields holding question, reasoning and answer."""
+        return self.question_field, self.reasoning_field, self.answer_field
+
+
 def run(args) -> int:
+    """`rl prune` from its parsed flags."""
+    return prune_command(PruneJob.from_args(args))
+
+
+def prune_command(job: PruneJob) -> int:
+    """The run (see the module doc): check everything, sample when asked, prune, write, print."""
     from rl.prune.pruner import PruneSettings
     from rl.runtime.models import check_model_arg, check_not_adapter
     from rl.runtime.outputs import check_output_dir, replace_dir, written_files
 
     try:
-        settings = PruneSettings(mode=args.mode, objective=args.objective, batch_size=args.batch_size,
-                                 candidates=args.candidates, per_step=args.per_step)
+        settings = PruneSettings(mode=job.mode, objective=job.objective, batch_size=job.batch_size,
+                                 candidates=job.candidates, per_step=job.per_step)
     except ValueError as exc:
         raise UserError(f"--batch-size/--candidates/--per-step: {exc}") from None
-    if args.limit is not None and args.limit < 1:
-        raise UserError(f"--limit: must be >= 1, got {args.limit}")
-    sampling = _sample_settings(args)
-    inputs = {"--data": args.data, "--model": args.model, "--policy": args.policy, "--few-shot": args.few_shot}
+    if job.limit is not None and job.limit < 1:
+        raise UserError(f"--limit: must be >= 1, got {job.limit}")
+    sampling = _sample_settings(job)
+    inputs = {"--data": job.data, "--model": job.model, "--policy": job.policy, "--few-shot": job.few_shot}
 
     def check_out():
-        return check_output_dir(args.output_dir, "--output-dir", COMMAND, overwrite=args.overwrite, inputs=inputs)
+        return check_output_dir(job.output_dir, "--output-dir", COMMAND, overwrite=job.overwrite, inputs=inputs)
 
     out = check_out()
-    model_path = check_model_arg(args.model, "--model")
+    model_path = check_model_arg(job.model, "--model")
     check_not_adapter(model_path, "--model")  # the pruner loads full weights (as rl data rpt's proxy)
     policy_path = model_path
-    if sampling and args.policy:
-        policy_path = check_model_arg(args.policy, "--policy")
+    if sampling and job.policy:
+        policy_path = check_model_arg(job.policy, "--policy")
         check_not_adapter(policy_path, "--policy")
-    tok, max_len = _tokenizer(model_path, args.model)
-    fields = (args.question_field, args.reasoning_field, args.answer_field)
+    tok, max_len = _tokenizer(model_path, job.model)
     if sampling:
-        questions, reward, policy_tok = _check_sampling(args, sampling, fields, policy_path, model_path, tok, max_len)
+        questions, reward, policy_tok = _check_sampling(job, sampling, policy_path, model_path, tok, max_len)
     else:
-        limit = None if args.max_chain_tokens else args.limit  # --limit counts rows that pass the length cap
-        rows = _encode_rows(args, read_chains(args.data, fields, limit), tok, max_len, args.limit)
+        limit = None if job.max_chain_tokens else job.limit  # --limit counts rows that pass the length cap
+        rows = _encode_rows(job, read_chains(job.data, job.row_fields, limit), tok, max_len, job.limit)
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -140,19 +186,19 @@ def run(args) -> int:
         return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
 
     t0 = time.monotonic()
-    source, records, model = {"kind": "rows", "data": args.data}, None, None
+    source, records, model = {"kind": "rows", "data": job.data}, None, None
     if sampling:
         # a separate policy is loaded, used and freed before the pruner loads (one model in memory at a time)
         model = load(model_path) if policy_path == model_path else None
         policy = model or load(policy_path)
-        rows, source, records = _sample(args, sampling, questions, reward, policy, policy_tok, tok, max_len)
+        rows, source, records = _sample(job, sampling, questions, reward, policy, policy_tok, tok, max_len)
         del policy
     model = model or load(model_path)
-    chains, sft = _prune_all(model, tok, rows, settings, args.keep)
-    summary = _summary(args, settings, chains, sft, time.monotonic() - t0)
+    chains, sft = _prune_all(model, tok, rows, settings, job.keep)
+    summary = _summary(job, settings, chains, sft, time.monotonic() - t0)
     summary["source"] = source
     with replace_dir(out, COMMAND, recheck=check_out) as tmp:
-        _write(tmp, chains, sft, summary, args.keep, records)
+        _write(tmp, chains, sft, summary, job.keep, records)
     if sampling:
         print(f"policy samples: {source['correct']}/{source['drawn']} correct ({source['pass_rate']:.1%}) over "
               f"{source['questions']} questions; {len(chains)} chains pruned")
@@ -166,21 +212,21 @@ def run(args) -> int:
     return 0
 
 
-def _sample_settings(args):
+def _sample_settings(job: PruneJob):
     """SampleSettings when --sample is given (checked with the flags that go with it), else None."""
     from rl.prune.samples import SampleSettings
 
-    flags = [f for f, given in (("--reward", args.reward), ("--policy", args.policy), ("--few-shot", args.few_shot))
+    flags = [f for f, given in (("--reward", job.reward), ("--policy", job.policy), ("--few-shot", job.few_shot))
              if given]
-    if args.sample is None:
+    if job.sample is None:
         if flags:
             raise UserError(f"{flags[0]}: only used with --sample N (the policy writes the chains)")
         return None
-    if not args.reward:
+    if not job.reward:
         raise UserError("--sample: needs --reward NAME to tell correct samples from wrong ones (e.g. --reward math)")
     try:
-        return SampleSettings(samples=args.sample, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                              min_reward=args.min_reward, per_question=args.per_question, seed=args.seed)
+        return SampleSettings(samples=job.sample, max_new_tokens=job.max_new_tokens, temperature=job.temperature,
+                              min_reward=job.min_reward, per_question=job.per_question, seed=job.seed)
     except ValueError as exc:
         raise UserError(f"--sample/--max-new-tokens/--per-question/--temperature: {exc}") from None
 
@@ -195,7 +241,7 @@ def _tokenizer(model_path, name):
     return tok, getattr(AutoConfig.from_pretrained(model_path), "max_position_embeddings", None)
 
 
-def _check_sampling(args, sampling, fields, policy_path, model_path, tok, max_len):
+def _check_sampling(job: PruneJob, sampling, policy_path, model_path, tok, max_len):
     """Questions, reward and the policy's tokenizer, all checked before any weights load."""
     from transformers import AutoConfig, AutoTokenizer
 
@@ -204,77 +250,77 @@ def _check_sampling(args, sampling, fields, policy_path, model_path, tok, max_le
     from rl.prune.pruner import PROMPT_TEMPLATE
     from rl.prune.samples import check_reward_columns
 
-    questions = read_chains(args.data, fields, args.limit, need_reasoning=False)
-    if args.few_shot:
+    questions = read_chains(job.data, job.row_fields, job.limit, need_reasoning=False)
+    if job.few_shot:
         from rl.prune.samples import few_shot_prefix
 
-        if args.few_shot.strip().lower().startswith("builtin:"):
-            raise UserError(f"--few-shot {args.few_shot}: give a JSONL file of worked examples")
-        sampling.prefix = few_shot_prefix(read_chains(args.few_shot, fields, flag="--few-shot"))
+        if job.few_shot.strip().lower().startswith("builtin:"):
+            raise UserError(f"--few-shot {job.few_shot}: give a JSONL file of worked examples")
+        sampling.prefix = few_shot_prefix(read_chains(job.few_shot, job.row_fields, flag="--few-shot"))
     try:
-        reward = get_reward_func(args.reward)
+        reward = get_reward_func(job.reward)
     except UserError as exc:  # the registry speaks of the recipe field; here it is the flag
         message = str(exc).removeprefix("reward_funcs: ")
-        raise UserError(f"--reward {args.reward}: {message}") from None
-    check_reward_columns(reward, questions, f"--data {args.data}")
+        raise UserError(f"--reward {job.reward}: {message}") from None
+    check_reward_columns(reward, questions, f"--data {job.data}")
     policy_tok = tok if policy_path == model_path else AutoTokenizer.from_pretrained(policy_path)
     policy_len = getattr(AutoConfig.from_pretrained(policy_path), "max_position_embeddings", None)
     for who, t, limit, prefix in (("--policy", policy_tok, policy_len, sampling.prefix), ("--model", tok, max_len, "")):
         for q in questions:
             prompt = prefix + PROMPT_TEMPLATE.format(question=q.question.strip())
             n = len(text_prefix(t)) + len(t(prompt, add_special_tokens=False)["input_ids"])  # BOS counts
-            if limit and n + args.max_new_tokens > limit:
-                raise UserError(f"row {q.id}: its prompt ({n} tokens) + --max-new-tokens {args.max_new_tokens} is "
+            if limit and n + job.max_new_tokens > limit:
+                raise UserError(f"row {q.id}: its prompt ({n} tokens) + --max-new-tokens {job.max_new_tokens} is "
                                 f"longer than the {who} context of {limit}; lower --max-new-tokens")
     return questions, reward, policy_tok
 
 
-def _sample(args, sampling, questions, reward, policy, policy_tok, tok, max_len):
+def _sample(job: PruneJob, sampling, questions, reward, policy, policy_tok, tok, max_len):
     """Draw, score and keep the policy's correct chains; encoded rows, source summary, sample records."""
     from rewards.registry import reward_name
     from rl.prune.samples import sample_chains, source_summary
 
     log = (lambda line: print(line, file=sys.stderr, flush=True))
     chains, records = sample_chains(policy, policy_tok, questions, reward, sampling, log=log)
-    source = source_summary(records, chains, len(questions), sampling, args.policy or args.model, reward_name(reward))
+    source = source_summary(records, chains, len(questions), sampling, job.policy or job.model, reward_name(reward))
     if not chains:
-        raise UserError(f"--sample {args.sample}: none of {source['drawn']} completions over {len(questions)} "
+        raise UserError(f"--sample {job.sample}: none of {source['drawn']} completions over {len(questions)} "
                         f"questions was correct ({source['with_answer_line']} wrote an 'Answer:' line); nothing to "
                         "prune: draw more (--sample), raise --max-new-tokens or use a stronger --policy")
-    rows = _encode_rows(args, chains, tok, max_len, None, skip_long=True)
+    rows = _encode_rows(job, chains, tok, max_len, None, skip_long=True)
     return rows, source, records
 
 
-def _encode_rows(args, chains, tok, max_len, limit, skip_long=False):
+def _encode_rows(job: PruneJob, chains, tok, max_len, limit, skip_long=False):
     """(chain, encoded) pairs, checked against the context; rows over --max-chain-tokens skipped
     (and, for the policy's own chains, `skip_long`, rows longer than the pruner's context)."""
     from rl.prune.chains import check_fits
     from rl.prune.pruner import encode
 
-    fields = (args.question_field, args.reasoning_field, args.answer_field)
+    row_fields = job.row_fields
     rows, skipped = [], 0
     for ch in chains:
         if limit is not None and len(rows) >= limit:
             break
         enc = encode(tok, ch.question, ch.reasoning, ch.answer)
         too_long = bool(max_len) and enc.total_len > max_len
-        over_cap = args.max_chain_tokens is not None and len(enc.chain_ids) > args.max_chain_tokens
+        over_cap = job.max_chain_tokens is not None and len(enc.chain_ids) > job.max_chain_tokens
         if over_cap or (skip_long and too_long):
             skipped += 1
             continue
         if not enc.chain_ids:
-            raise UserError(f"row {ch.id}: field {fields[1]!r} has no tokens; a non-empty chain is needed")
+            raise UserError(f"row {ch.id}: field {row_fields[1]!r} has no tokens; a non-empty chain is needed")
         if not enc.answer_ids:
-            raise UserError(f"row {ch.id}: field {fields[2]!r} has no tokens; an answer is needed")
+            raise UserError(f"row {ch.id}: field {row_fields[2]!r} has no tokens; an answer is needed")
         check_fits(enc.total_len, max_len, ch.id, len(enc.chain_ids))
         rows.append((ch, enc))
     if not rows and skip_long:
-        raise UserError(f"--sample: every correct chain is longer than --max-chain-tokens {args.max_chain_tokens} "
+        raise UserError(f"--sample: every correct chain is longer than --max-chain-tokens {job.max_chain_tokens} "
                         "or the pruner's context; raise the cap or lower --max-new-tokens")
     if not rows:
-        raise UserError(f"--max-chain-tokens {args.max_chain_tokens}: every row's chain is longer; raise it")
+        raise UserError(f"--max-chain-tokens {job.max_chain_tokens}: every row's chain is longer; raise it")
     if skipped:
-        print(f"[rl prune] skipped {skipped} rows with more than {args.max_chain_tokens} chain tokens "
+        print(f"[rl prune] skipped {skipped} rows with more than {job.max_chain_tokens} chain tokens "
               "(or longer than the pruner's context)", file=sys.stderr)
     return rows
 
@@ -305,21 +351,21 @@ def _prune_all(model, tok, rows, settings, keeps):
     return chains, sft
 
 
-def _summary(args, settings, chains, sft, seconds) -> dict:
+def _summary(job: PruneJob, settings, chains, sft, seconds) -> dict:
     from dataclasses import asdict
 
     from rl.prune.report import category_stats, survival_table
 
-    stats = category_stats(chains, args.keep)
+    stats = category_stats(chains, job.keep)
     curve = {"1.0": {"mean": sum(c["full_answer_loglik"] for c in chains) / len(chains), "chains": len(chains)}}
-    for k in args.keep:
+    for k in job.keep:
         vals = [c["answer_loglik"][str(k)] for c in chains]
         curve[str(k)] = {"mean": sum(vals) / len(vals), "chains": len(vals)}
-    return {"written_by": COMMAND, "data": args.data, "model": args.model, "settings": asdict(settings),
+    return {"written_by": COMMAND, "data": job.data, "model": job.model, "settings": asdict(settings),
             "approximations": settings.approximations() or ["none: exact greedy deletion"],
-            "keep": args.keep, "chains": len(chains), "tokens": sum(c["n"] for c in chains),
+            "keep": job.keep, "chains": len(chains), "tokens": sum(c["n"] for c in chains),
             "seconds": round(seconds, 1), "answer_loglik": curve, "categories": stats,
-            "table": survival_table(stats, args.keep)}
+            "table": survival_table(stats, job.keep)}
 
 
 def _write(tmp, chains, sft, summary, keeps, records=None) -> None:

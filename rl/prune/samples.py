@@ -18,11 +18,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-import torch
-
 from rl.errors import UserError
 from rl.prune.chains import Chain
 from rl.prune.pruner import PROMPT_TEMPLATE, SEP
+from rl.signal.sampling import SamplingSettings, prompt_ids, sample, seeded
 
 _ANSWER_LINE_DONE = re.compile(re.escape(SEP) + r"[^\n]*\S[^\n]*\n")
 
@@ -45,6 +44,12 @@ class SampleSettings:
             raise ValueError("samples, max_new_tokens, per_question and batch_size must be >= 1")
         if not self.temperature > 0:
             raise ValueError(f"temperature must be > 0 (sampling), got {self.temperature}")
+
+    def sampling(self) -> SamplingSettings:
+        """The sampler's settings: plain temperature sampling, one question per call, at most
+        `batch_size` completions per call, from the caller's RNG (`sample_chains` seeds it once)."""
+        return SamplingSettings(samples=self.samples, max_new_tokens=self.max_new_tokens, temperature=self.temperature,
+                                top_p=1.0, top_k=0, batch_size=1, max_rows=self.batch_size, seed=None)
 
 
 def few_shot_prefix(examples: list[Chain]) -> str:
@@ -94,77 +99,62 @@ def check_reward_columns(reward_func, chains: list[Chain], where: str) -> None:
                             f"{', '.join(missing)}; add them to the row")
 
 
-class _AnswerLineDone:
-    """Stopping criterion: a row is done once its completion holds a finished `Answer:` line."""
-
-    def __init__(self, tokenizer, prompt_len: int):
-        self.tokenizer, self.prompt_len = tokenizer, prompt_len
-
-    def __call__(self, input_ids, scores, **kwargs):
-        texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_len:], skip_special_tokens=True)
-        return torch.tensor([bool(_ANSWER_LINE_DONE.search(t)) for t in texts], device=input_ids.device)
+def answer_line_done(text: str) -> bool:
+    """Whether a completion so far holds a finished `Answer:` line (sampling stops there)."""
+    return bool(_ANSWER_LINE_DONE.search(text))
 
 
-@torch.inference_mode()
 def draw(policy, tokenizer, question: str, settings: SampleSettings) -> list[tuple[str, list[int]]]:
-    """`settings.samples` completions of one question: (text, token ids), in draw order. The text is
-    what the completion adds after the prompt (rl/signal/decoding.py), as the trainer gives rewards: a
-    completion decoded alone loses its leading space with SentencePiece-style tokenizers, and " ."
-    its space with `clean_up_tokenization_spaces`."""
-    from transformers import StoppingCriteriaList
-
-    from rl.signal.scoring import text_prefix
-    from rl.signal.decoding import in_context_texts
-
-    # as the model read text in training: BOS first where the tokenizer adds one, never an appended EOS
-    prompt_ids = text_prefix(tokenizer) + tokenizer(policy_prompt(question, settings), add_special_tokens=False)["input_ids"]
-    enc = {"input_ids": torch.tensor([prompt_ids]), "attention_mask": torch.ones(1, len(prompt_ids), dtype=torch.long)}
-    plen = len(prompt_ids)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    out = []
-    left = settings.samples
-    while left:
-        n = min(left, settings.batch_size)
-        seq = policy.generate(**enc, do_sample=True, temperature=settings.temperature, top_p=1.0, top_k=0,
-                              max_new_tokens=settings.max_new_tokens, num_return_sequences=n, pad_token_id=pad,
-                              stopping_criteria=StoppingCriteriaList([_AnswerLineDone(tokenizer, plen)]))
-        stop = {pad, tokenizer.eos_token_id} - {None}
-        rows = [row[:next((i for i, t in enumerate(row) if t in stop), len(row))]  # finished rows are padded
-                for row in seq[:, plen:].tolist()]
-        out.extend(zip(in_context_texts(tokenizer, [prompt_ids] * len(rows), rows), rows))
-        left -= n
-    return out
+    """`settings.samples` completions of one question from the one sampler (rl/signal/sampling.py):
+    (text, token ids), in draw order, from the caller's RNG. The prompt is read as the model read text
+    in training (BOS first where the tokenizer adds one, never an appended EOS); each completion stops
+    at EOS or once its `Answer:` line is finished. The text is what the completion adds after the
+    prompt (rl/signal/decoding.py), as the trainer gives rewards: a completion decoded alone loses its
+    leading space with SentencePiece-style tokenizers, and " ." its space with clean-up."""
+    prompt = prompt_ids(tokenizer, policy_prompt(question, settings))
+    return [(s.text, s.ids) for s in sample(policy, tokenizer, [prompt], settings.sampling(),
+                                            stop_after=answer_line_done)]
 
 
 def sample_chains(policy, tokenizer, questions: list[Chain], reward_func, settings: SampleSettings,
                   log=None) -> tuple[list[Chain], list[dict]]:
-    """The correct chains to prune, and one record per drawn completion (for samples.jsonl)."""
-    torch.manual_seed(settings.seed)
+    """The correct chains to prune, and one record per drawn completion (for samples.jsonl). The
+    draws of all questions are one stream seeded with `settings.seed` (the caller's RNG untouched)."""
     chains, records = [], []
-    for i, row in enumerate(questions, 1):
-        drawn = draw(policy, tokenizer, row.question, settings)
-        prompt = policy_prompt(row.question, settings)
-        parts = [split_sample(text) for text, _ in drawn]
-        columns = reward_columns(row)
-        rewards = reward_func(prompts=[prompt] * len(drawn), completions=[p[2] if p else t for p, (t, _) in
-                                                                          zip(parts, drawn)],
-                              completion_ids=[ids for _, ids in drawn],
-                              **{k: [v] * len(drawn) for k, v in columns.items()})
-        if len(rewards) != len(drawn):
-            raise UserError(f"--reward: returned {len(rewards)} values for {len(drawn)} completions; a TRL reward "
-                            "returns one per completion")
-        seen = set()
-        for k, ((text, _), part, reward) in enumerate(zip(drawn, parts, rewards)):
-            correct = part is not None and reward is not None and reward >= settings.min_reward
-            kept = correct and part[:2] not in seen and len(seen) < settings.per_question
-            if kept:
-                seen.add(part[:2])
-                chains.append(Chain(f"{row.id}#s{k}", row.question, part[0], part[1], dict(row.columns)))
-            records.append({"id": row.id, "sample": k, "completion": text, "has_answer_line": part is not None,
-                            "reward": None if reward is None else float(reward), "correct": correct, "pruned": kept})
-        if log:
-            n_ok = sum(r["correct"] for r in records[-len(drawn):])
-            log(f"[rl prune] sampled {i}/{len(questions)} {row.id}: {n_ok}/{len(drawn)} correct")
+    with seeded(settings.seed, next(policy.parameters()).device):
+        for i, row in enumerate(questions, 1):
+            drawn = draw(policy, tokenizer, row.question, settings)
+            chains_i, records_i = _judge(row, drawn, reward_func, settings)
+            chains += chains_i
+            records += records_i
+            if log:
+                log(f"[rl prune] sampled {i}/{len(questions)} {row.id}: "
+                    f"{sum(r['correct'] for r in records_i)}/{len(drawn)} correct")
+    return chains, records
+
+
+def _judge(row: Chain, drawn: list[tuple[str, list[int]]], reward_func,
+           settings: SampleSettings) -> tuple[list[Chain], list[dict]]:
+    """One question's completions scored by the reward (called as TRL calls it): its kept chains and records."""
+    prompt = policy_prompt(row.question, settings)
+    parts = [split_sample(text) for text, _ in drawn]
+    columns = reward_columns(row)
+    rewards = reward_func(prompts=[prompt] * len(drawn), completions=[p[2] if p else t for p, (t, _) in
+                                                                      zip(parts, drawn)],
+                          completion_ids=[ids for _, ids in drawn],
+                          **{k: [v] * len(drawn) for k, v in columns.items()})
+    if len(rewards) != len(drawn):
+        raise UserError(f"--reward: returned {len(rewards)} values for {len(drawn)} completions; a TRL reward "
+                        "returns one per completion")
+    chains, records, seen = [], [], set()
+    for k, ((text, _), part, reward) in enumerate(zip(drawn, parts, rewards)):
+        correct = part is not None and reward is not None and reward >= settings.min_reward
+        kept = correct and part[:2] not in seen and len(seen) < settings.per_question
+        if kept:
+            seen.add(part[:2])
+            chains.append(Chain(f"{row.id}#s{k}", row.question, part[0], part[1], dict(row.columns)))
+        records.append({"id": row.id, "sample": k, "completion": text, "has_answer_line": part is not None,
+                        "reward": None if reward is None else float(reward), "correct": correct, "pruned": kept})
     return chains, records
 
 

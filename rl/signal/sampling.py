@@ -87,11 +87,14 @@ class Sample:
     text: str
 
 
-def prompt_ids(tokenizer, prompt) -> list[int]:
+def prompt_ids(tokenizer, prompt, *, user_turn: bool = False) -> list[int]:
     """Token ids of a prompt as the model reads it: chat messages through the chat template (generation
     prompt added; the template writes its own BOS) when the tokenizer has one, else their contents
     joined by blank lines and read as text; text after the tokenizer's text prefix (BOS where it adds
-    one, never an appended EOS: the model goes on after the prompt)."""
+    one, never an appended EOS: the model goes on after the prompt). `user_turn`: a string prompt is
+    one user message when the tokenizer has a chat template (`rl profile ... --generate`)."""
+    if user_turn and isinstance(prompt, str) and getattr(tokenizer, "chat_template", None):
+        prompt = [{"role": "user", "content": prompt}]
     if isinstance(prompt, list):
         if getattr(tokenizer, "chat_template", None):
             ids = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True, return_dict=True)
