@@ -213,9 +213,11 @@ def test_cli_dry_run(recipe, tmp_path, monkeypatch, capsys):
 
 FAKE_SCONTROL = """#!/bin/bash
 echo "scontrol $*" >> "$FAKE_LOG"
-case "$1" in
-  show) printf 'gpu-a\\ngpu-b\\ngpu-c\\n' ;;
-  requeue) exit "${FAKE_REQUEUE_RC:-0}" ;;
+case "$1 $2" in
+  "show hostnames") printf 'gpu-a\\ngpu-b\\ngpu-c\\n' ;;
+  # a node's address differs from its name (it need not resolve on other nodes): the script uses it
+  "show node") echo "NodeName=$3 Arch=x86_64 NodeAddr=10.0.0.${3#gpu-} NodeHostName=$3" ;;
+  requeue\ *) exit "${FAKE_REQUEUE_RC:-0}" ;;
 esac
 """
 # srun: record the step; run the training step's task as node rank 1 (SLURM_PROCID=1).
@@ -276,13 +278,13 @@ def test_script_multi_node_vllm_command_lines(recipe, tmp_path, fake_slurm):
     launch = (tmp_path / "python-args").read_text().split("\0")[:-1]
     port = str(20000 + (123 * 10) % 20000)
     assert launch == ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_machines", "2", "--machine_rank", "1",
-                      "--main_process_ip", "gpu-b", "--main_process_port", port, "--num_processes", "16",
+                      "--main_process_ip", "10.0.0.b", "--main_process_port", port, "--num_processes", "16",
                       "-m", "rl.cli", "train", "--config", str(recipe), "--resume_from_checkpoint", "auto",
-                      "--use_vllm", "true", "--vllm_mode", "server", "--vllm_server_host", "gpu-a"]
+                      "--use_vllm", "true", "--vllm_mode", "server", "--vllm_server_host", "10.0.0.a"]
     assert "requeue" not in (tmp_path / "log").read_text()
     health = (tmp_path / "health-args").read_text().split("\0")[:-1]
     vllm_log = str(recipe.parent / "runs" / "grpo" / "slurm" / "vllm-123.log")
-    assert health == ["-m", "rl.launch.vllm_server", "--url", "http://gpu-a:8000/health", "--timeout", "240",
+    assert health == ["-m", "rl.launch.vllm_server", "--url", "http://10.0.0.a:8000/health", "--timeout", "240",
                       "--log", vllm_log, "--pid", health[-1]]
     assert "vLLM server on gpu-a" in Path(vllm_log).read_text()  # the server's own log, not the job's
 
@@ -305,7 +307,7 @@ def test_script_passes_recipe_vllm_settings_to_the_server(recipe, tmp_path, fake
             args.data_parallel_size, args.dtype, args.enable_prefix_caching, args.port) == \
         ("Qwen/Qwen3-0.6B", 4096, 0.85, 2, 2, "bfloat16", True, 8123)
     health = (tmp_path / "health-args").read_text().split("\0")[:-1]
-    assert health[3:6] == ["http://gpu-a:8123/health", "--timeout", "900"]
+    assert health[3:6] == ["http://10.0.0.a:8123/health", "--timeout", "900"]
 
 
 def test_script_stops_when_the_server_is_not_healthy(recipe, tmp_path, fake_slurm):
