@@ -24,7 +24,22 @@ top-1 per offset after stage 1. Last line:
 Sizes: `--smoke` (tiny random model, seconds: the same code path), `--quick` (24 training items, 16 held out,
 1 seed x 16 steps: a check that the arms run and move, not evidence), default (~90 min: 256 / 96 items, 3 seeds x
 80 steps). At 135M a 0.01-weighted auxiliary loss may show nothing; the table says what comes out.
-Measured figures: README's CAFT section.
+
+Measured 2026-12-07, `--quick` (one run, 21 min on this 2-core machine shared at load ~18; the full mode
+has not been run):
+
+    stage-1 heads, held-out top-1 (self-distilled answers): t+2: 10.3% (n=398), t+3: 11.8%, t+4: 7.8%, t+5: 10.8%
+              exact match  text NLL  H(first)  H(internal)
+    base             0.0%    1.8952     4.376        1.664
+    plain            0.0%    1.9073     4.088        1.357
+    caft             0.0%    1.9071     4.101        1.372
+    exact match caft - plain: +0.00 pts [+0.00, +0.00] (16 items)
+    plain-text NLL caft - plain: -0.0002 [-0.0004, -0.0000] (nats/token)
+
+Read: 16 LoRA steps teach neither arm the task (0 of 16 exact); both lower the entropy at concept-first
+and internal tokens by about the same amount; CAFT's plain-text NLL is 0.0002 nats/token below plain's
+(both are ~0.012 above the base). Eight stage-1 steps leave the heads weak (top-1 ~10%), so the 0.01-
+weighted term had little to say. Nothing here shows a CAFT effect either way.
 """
 
 from __future__ import annotations
