@@ -1,4 +1,4 @@
-"""Dynamic sampling on 2 gloo ranks (accelerate, DDP) against 1 process: the ranks agree on the groups kept
+"""Dynamic sampling on 2 gloo ranks (accelerate: DDP, and DeepSpeed ZeRO-3) against 1 process: the ranks agree on the groups kept
 and hold the same number of samples, and the step is the one-process step.
 
 One optimizer step (tests/rl/train/forking_worker.py --dynamic-sampling: 8 prompts, a reward that is flat
@@ -26,26 +26,52 @@ pytestmark = [pytest.mark.multiprocess, pytest.mark.slow, pytest.mark.timeout(90
 WORKER = Path(__file__).with_name("forking_worker.py")
 
 
-def test_two_ranks_keep_the_same_groups_and_step_as_one_process(tmp_path, tiny_model_dir_plain):
-    model_dir = build_sharp_model(tiny_model_dir_plain, tmp_path / "model")
-    results = {}
-    for name, (procs, bs, ga) in {"1x4": (1, 4, 4), "2x2": (2, 4, 2)}.items():
-        out = tmp_path / f"{name}.pt"
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, tiny_model_dir_plain):
+    root = tmp_path_factory.mktemp("dynamic-sampling-ranks")
+    model_dir = build_sharp_model(tiny_model_dir_plain, root / "model")
+
+    def _run(name: str, procs: int, bs: int, ga: int, *extra: str) -> dict:
+        out = root / f"{name}.pt"
         args = [str(WORKER), "--model-dir", str(model_dir), "--out", str(out), "--bs", str(bs), "--ga", str(ga),
-                "--dynamic-sampling"]
+                "--dynamic-sampling", *extra]
         if procs == 1:
-            proc = launch_ranks(args, ranks=1, config=None, cwd=tmp_path, timeout=600)
+            proc = launch_ranks(args, ranks=1, config=None, cwd=root, timeout=600)
+        elif "--zero3" in extra:  # the worker applies rl/runtime/cpu_distributed.py's CPU workarounds
+            proc = launch_ranks(args, ranks=2, config="zero3", cwd=root, timeout=600)
         else:
-            proc = launch_ranks(args, ranks=2, config="ddp", cwd=tmp_path, env={"ACCELERATE_USE_CPU": "1"}, timeout=600)
+            proc = launch_ranks(args, ranks=2, config="ddp", cwd=root, env={"ACCELERATE_USE_CPU": "1"}, timeout=600)
         assert proc.returncode == 0, f"{name}:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
-        results[name] = torch.load(out, weights_only=False)
-        assert results[name]["world"] == procs
-    one, two = results["1x4"], results["2x2"]
+        result = torch.load(out, weights_only=False)
+        assert result["world"] == procs
+        return result
+
+    return _run
+
+
+def same_plan(one: dict, two: dict) -> None:
     logs = [next(e for e in r["log"] if "dynamic_sampling/generation_batches" in e) for r in (one, two)]
     assert logs[0]["dynamic_sampling/generation_batches"] >= 2  # a flat group was dropped and refilled
     for key in ("generation_batches", "dropped_share", "prompts", "kept_groups", "short"):
         assert logs[0][f"dynamic_sampling/{key}"] == logs[1][f"dynamic_sampling/{key}"], key
     assert one["kept"] == two["kept"] and len(one["kept"]) > 10
+
+
+def test_two_ranks_keep_the_same_groups_and_step_as_one_process(run):
+    one, two = run("1x4", 1, 4, 4), run("2x2", 2, 4, 2)
+    same_plan(one, two)
     assert all(math.isclose(x[2], y[2], rel_tol=1e-12) for x, y in zip(one["weights"], two["weights"]))
     per, total = rel_diffs(two["update"], one["update"])
     assert per < 1e-5 and total < 1e-6, (per, total)
+
+
+@pytest.mark.deepspeed
+def test_zero3_ranks_keep_the_same_groups_and_step_as_one_process(run):
+    """ZeRO-3 (2 CPU ranks): every round's generate gathers the weights on all ranks together, so the ranks
+    must run the same number of rounds; float32, as the forking mask's ZeRO-3 invariance test."""
+    pytest.importorskip("deepspeed")
+    one = run("1x4-fp32", 1, 4, 4, "--dtype", "float32")
+    zero3 = run("2x2-zero3", 2, 4, 2, "--dtype", "float32", "--zero3")
+    same_plan(one, zero3)
+    per, total = rel_diffs(zero3["update"], one["update"])
+    assert per < 1e-4 and total < 1e-5, (per, total)
