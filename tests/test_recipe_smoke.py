@@ -75,6 +75,9 @@ def test_smoke_recipe_trains(recipe, tmp_path, smoke_model_dir, math_data, monke
     if fields.get("top_entropy_quantile", 1.0) < 1.0:
         kept = [e["forking/kept_fraction"] for e in logs if "forking/kept_fraction" in e]
         assert kept and all(0.0 < k <= 0.5 for k in kept), kept  # ~20% of the completion tokens
+    if fields.get("dynamic_sampling"):  # it acted: the trainer logged its generation batches
+        rounds = [e["dynamic_sampling/generation_batches"] for e in logs if "dynamic_sampling/generation_batches" in e]
+        assert rounds and all(r >= 1 for r in rounds), rounds
     if fields.get("use_peft"):
         assert (run / "adapter_model.safetensors").exists()
     else:
