@@ -13,7 +13,8 @@ can score (slightly under 1: the last k tokens of each sequence have no target).
 The heads hang off the unwrapped model as `caft_heads` (DDP and DeepSpeed see them; they are
 attached after PEFT, so they never get LoRA layers), but the policy checkpoint leaves them out
 (`_save`): it stays a plain model or adapter that TRL, vLLM and `rl eval` load unchanged. Stage
-`heads` also writes them into each checkpoint's `caft-heads/` and reloads that on resume.
+`heads` also writes them into each checkpoint's `caft-heads/` and reloads that on resume (transformers first
+lists the heads' keys as missing from the checkpoint's model.safetensors: expected, they load right after).
 """
 
 from __future__ import annotations
