@@ -22,6 +22,10 @@ paper's) or `completion` (the raw context; the completion is the guess).
 the continuation), `continuation` is the next `continuation_tokens` tokens cut back to a whole
 character, and `boundaries` are the byte offsets where those ground-truth tokens end
 (rl/data/boundaries.py), which is what `rewards.rpt.rpt_reward` scores against.
+
+Documents are processed in blocks of `block_documents` (rl/data/shards.py): a block's windows go to
+the proxy sorted by length (little padding), `proxy_batch_size` at a time, and its rows are written to
+disk as soon as the block is done, so memory stays flat; shards, progress and resume work in blocks.
 """
 
 from __future__ import annotations
@@ -29,39 +33,32 @@ from __future__ import annotations
 import json
 import logging
 import random
+import time
 import zlib
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 from rl.data.proxy import load_proxy
 from rl.data.settings import RPTBuildConfig
-from rl.errors import UserError
+from rl.data.shards import (
+    ShardPlan,
+    blocks,
+    check_siblings,
+    create_shard,
+    merge_shards,
+    merged_config,
+    open_shard,
+    run_shard,
+    shards_root,
+)
+from rl.data.summary import BuildSummary
+from rl.signal.entropy import token_entropy, topk_entropy
+from rl.signal.scoring import logit_reader, scoring, text_prefix
+from rl.signal.surprise import momentary_surprise, surprisal
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class BuildSummary:
-    documents: int = 0
-    documents_too_short: int = 0
-    tokens: int = 0
-    candidate_positions: int = 0
-    positions_above_threshold: int = 0
-    positions_kept: int = 0
-    entropy_percentiles: dict = field(default_factory=dict)
-    corpus_summary: str = ""
-    files: list = field(default_factory=list)  # every file written (set by build_rpt_dataset)
-
-    def format(self) -> str:
-        pct = ", ".join(f"p{k}={v:.3f}" for k, v in self.entropy_percentiles.items())
-        return (
-            f"documents: {self.documents} read, {self.documents_too_short} too short for one task\n"
-            f"tokens: {self.tokens}; positions scored: {self.candidate_positions}; "
-            f"at/above min entropy: {self.positions_above_threshold}; kept: {self.positions_kept}\n"
-            f"entropy percentiles (nats): {pct or 'n/a'}\n"
-            f"corpus: {self.corpus_summary}"
-        )
+# Logits held at once while scoring one window (elements): 2^26 = 128 MiB in bf16, 256 MiB in float32.
+LOGIT_ELEMENTS = 1 << 26
 
 
 def format_prompt(template: str, context: str) -> str:
@@ -125,14 +122,11 @@ def _forward_entropies(model, batch_ids: list[list[int]], pad_id: int, cfg: RPTB
     Each window is read as `prefix + window` (the tokenizer's BOS when it adds one: the text as the
     model sees text); entry j of the lists is for the distribution predicting window token j + 1.
     The model's real logits (rl.signal.scoring.logit_reader: soft-capping and logit scaling applied)
-    are read row by row from the backbone's hidden states, so the full (batch x window x vocab)
-    logits tensor never exists at once.
+    are read `LOGIT_ELEMENTS // vocab` positions at a time from the backbone's hidden states at the
+    rows' real positions (inference mode, the model's dtype), so no (batch x window x vocab) logits
+    tensor, and no float32 copy of one, ever exists.
     """
     import torch
-
-    from rl.signal.scoring import logit_reader, scoring
-    from rl.signal.surprise import momentary_surprise, surprisal
-    from rl.signal.entropy import token_entropy, topk_entropy
 
     prefix = list(prefix)
     skip = len(prefix)
@@ -146,136 +140,153 @@ def _forward_entropies(model, batch_ids: list[list[int]], pad_id: int, cfg: RPTB
     device = next(model.parameters()).device
     input_ids, attention = input_ids.to(device), attention.to(device)
     reader = logit_reader(model)
-    results = []
+    vocab = int(getattr(getattr(model, "config", None), "vocab_size", 0) or 65536)
+    chunk = max(1, LOGIT_ELEMENTS // vocab)  # positions whose logits exist at once (model dtype)
+    spans = [(row, skip, len(ids) - 1) for row, ids in enumerate(rows_ids)]  # states read per row
     with scoring(model):
         states = reader.states(input_ids, attention)
-        for row, ids in enumerate(rows_ids):
-            logits = reader.logits(states[row, skip: len(ids) - 1])
-            if cfg.entropy == "topk":
-                ent = topk_entropy(logits, k=cfg.top_k)
-            else:
-                ent = token_entropy(logits)
-            target = input_ids[row, skip + 1: len(ids)]
+        # every row's real positions in one (positions x hidden) matrix: no padding is projected, and
+        # the head runs on large chunks of positions across rows
+        flat = torch.cat([states[row, lo:hi] for row, lo, hi in spans])
+        targets = torch.cat([input_ids[row, lo + 1: hi + 1] for row, lo, hi in spans])
+        ents, scores = [], []
+        for lo in range(0, flat.shape[0], chunk):
+            logits = reader.logits(flat[lo: lo + chunk])
+            ent = topk_entropy(logits, k=cfg.top_k) if cfg.entropy == "topk" else token_entropy(logits)
+            ents.append(ent.float())
             if cfg.select_by == "surprisal":
-                score = surprisal(logits, target)
+                scores.append(surprisal(logits, targets[lo: lo + chunk]).float())
             elif cfg.select_by == "surprise":
-                score = momentary_surprise(logits, target)
-            else:
-                score = ent
-            results.append((ent.float().cpu().tolist(), score.float().cpu().tolist()))
-    return results
+                scores.append(momentary_surprise(logits, targets[lo: lo + chunk]).float())
+    sizes = [hi - lo for _, lo, hi in spans]
+    ent_rows = [t.tolist() for t in torch.cat(ents).cpu().split(sizes)]
+    score_rows = [t.tolist() for t in torch.cat(scores).cpu().split(sizes)] if scores else ent_rows
+    return list(zip(ent_rows, score_rows))
 
 
-def _percentiles(values: list[float]) -> dict:
-    if not values:
-        return {}
-    ordered = sorted(values)
-    out = {}
-    for q in (10, 50, 80, 90, 99):
-        out[q] = ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
-    return out
+class RowMaker:
+    """Turns one block of documents into its rows: tokenize, score every window (sorted by length,
+    `proxy_batch_size` per forward), choose positions, cut rows. The same block gives the same rows
+    in whichever process and run it is built (what shards and resume rely on)."""
 
+    def __init__(self, cfg: RPTBuildConfig, model, tokenizer):
+        self.cfg, self.model, self.tokenizer = cfg, model, tokenizer
+        self.use_chat = uses_chat(cfg.chat, tokenizer)
+        pad = tokenizer.pad_token_id
+        self.pad_id = pad if pad is not None else (tokenizer.eos_token_id or 0)
+        self.prefix = text_prefix(tokenizer)  # BOS when the tokenizer adds one: the proxy reads text as trained
+        self.window = max(2, cfg.window_tokens - len(self.prefix))  # document tokens per window (prefix counted)
+        self.tokens_scored = 0
 
-def iter_rpt_rows(cfg: RPTBuildConfig, model, tokenizer, documents, summary: BuildSummary) -> Iterator[dict]:
-    """Yield RPT rows for `documents` (an iterable of rl.data.corpus.Document)."""
-    from tqdm.auto import tqdm
+    def features(self):
+        """The datasets Features of the rows (the prompt is chat messages or text), fixed before any row."""
+        from datasets import Features, List, Value
 
-    from rl.data.boundaries import split_at_token
-    from rl.signal.scoring import text_prefix
+        prompt = make_prompt(self.cfg.format, self.cfg.prompt_template, "x", self.use_chat)
+        prompt_type = List({"role": Value("string"), "content": Value("string")}) if isinstance(prompt, list) \
+            else Value("string")
+        return Features({"prompt": prompt_type, "rpt_format": Value("string"), "context": Value("string"),
+                         "continuation": Value("string"), "boundaries": List(Value("int64")),
+                         "entropy": Value("float64"), "doc_id": Value("string"), "position": Value("int64")})
 
-    use_chat = uses_chat(cfg.chat, tokenizer)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
-    prefix = text_prefix(tokenizer)  # BOS when the tokenizer adds one: the proxy reads text as it was trained to
-    window = max(2, cfg.window_tokens - len(prefix))  # document tokens per window, prefix included in window_tokens
-    all_entropies: list[float] = []
-    pending: dict[int, dict[str, Any]] = {}
-    queue: list[tuple[int, int, list[int], int]] = []  # (doc_key, window idx, ids, offset)
+    def block(self, docs: list) -> tuple[list[dict], BuildSummary]:
+        cfg, summary = self.cfg, BuildSummary()
+        texts = [doc.text for doc in docs]
+        enc = self.tokenizer(texts, return_offsets_mapping=True, add_special_tokens=False) if texts else None
+        pending, windows = [], []
+        for i, doc in enumerate(docs):
+            summary.documents += 1
+            ids, offsets = list(enc["input_ids"][i]), [tuple(o) for o in enc["offset_mapping"][i]]
+            summary.tokens += len(ids)
+            if len(ids) < cfg.min_context_tokens + 1:
+                summary.documents_too_short += 1
+                continue
+            entry = {"doc": doc, "ids": ids, "offsets": offsets, "entropy": [0.0] * len(ids), "score": [0.0] * len(ids)}
+            pending.append(entry)
+            for start, end, own_from, own_to in window_plan(len(ids), self.window):
+                windows.append((entry, start, own_from, own_to, ids[start:end]))
+        order = sorted(range(len(windows)), key=lambda w: (-len(windows[w][4]), w))  # by length: little padding
+        for at in range(0, len(order), cfg.proxy_batch_size):
+            batch = [windows[w] for w in order[at: at + cfg.proxy_batch_size]]
+            scored = _forward_entropies(self.model, [w[4] for w in batch], self.pad_id, cfg, self.prefix)
+            for (entry, start, own_from, own_to, _), (ent, score) in zip(batch, scored):
+                for p in range(own_from, own_to):
+                    entry["entropy"][p] = ent[p - start - 1]
+                    entry["score"][p] = score[p - start - 1]
+                self.tokens_scored += own_to - own_from
+        rows = []
+        for entry in pending:
+            rows += self._doc_rows(entry, summary)
+        return rows, summary
 
-    def finish_doc(key: int) -> Iterator[dict]:
-        doc = pending.pop(key)
-        entropy = doc["entropy"]  # entropy[p] for predicted position p (index 0 unused)
-        score = doc["score"]  # the select_by score at p (the entropy when select_by is entropy)
+    def _doc_rows(self, entry: dict, summary: BuildSummary) -> list[dict]:
+        """The kept positions of one scored document, as rows in position order."""
+        from rl.data.boundaries import split_at_token
+
+        cfg = self.cfg
+        entropy, score = entry["entropy"], entry["score"]  # at predicted position p (index 0 unused)
         threshold = cfg.min_entropy if cfg.select_by == "entropy" else cfg.min_surprise
-        ids, offsets, text = doc["ids"], doc["offsets"], doc["text"]
-        n = len(ids)
+        ids, offsets, doc = entry["ids"], entry["offsets"], entry["doc"]
         candidates = []
-        for p in range(max(1, cfg.min_context_tokens), n):
+        for p in range(max(1, cfg.min_context_tokens), len(ids)):
             summary.candidate_positions += 1
-            all_entropies.append(entropy[p])
+            summary.add_entropy(entropy[p])
             if cfg.select_by == "random" or score[p] >= threshold:
                 candidates.append(p)
         summary.positions_above_threshold += len(candidates)
-        rng = random.Random(cfg.seed * 1_000_003 + zlib.crc32(doc["doc_id"].encode("utf-8")))
+        rng = random.Random(cfg.seed * 1_000_003 + zlib.crc32(doc.doc_id.encode("utf-8")))
         rng.shuffle(candidates)
         chosen = []
         for p in candidates:
             if len(chosen) >= cfg.max_per_doc:
                 break
-            cut = split_at_token(text, offsets, p, cfg.continuation_tokens, cfg.max_context_tokens)
+            cut = split_at_token(doc.text, offsets, p, cfg.continuation_tokens, cfg.max_context_tokens)
             if cut is not None and cut.context.strip():
                 chosen.append((p, cut))
+        rows = []
         for p, cut in sorted(chosen, key=lambda item: item[0]):
             summary.positions_kept += 1
-            yield {
-                "prompt": make_prompt(cfg.format, cfg.prompt_template, cut.context, use_chat),
+            rows.append({
+                "prompt": make_prompt(cfg.format, cfg.prompt_template, cut.context, self.use_chat),
                 "rpt_format": cfg.format,
                 "context": cut.context,
                 "continuation": cut.continuation,
                 "boundaries": list(cut.boundaries),
                 "entropy": float(entropy[p]),
-                "doc_id": doc["doc_id"],
+                "doc_id": doc.doc_id,
                 "position": int(p),
-            }
+            })
+        return rows
 
-    def flush() -> Iterator[dict]:
-        if not queue:
-            return
-        ents = _forward_entropies(model, [item[2] for item in queue], pad_id, cfg, prefix)
-        for (key, _, _ids, start), (ent, score) in zip(queue, ents):
-            doc = pending[key]
-            own_from, own_to = doc["plans_owned"].pop(start)
-            for p in range(own_from, own_to):
-                doc["entropy"][p] = ent[p - start - 1]
-                doc["score"][p] = score[p - start - 1]
-            doc["windows_left"] -= 1
-            scored[0] += own_to - own_from
-        queue.clear()
-        # progress inside a long document too (the bar itself counts documents)
-        progress.set_postfix(tokens_scored=scored[0], kept=summary.positions_kept)
-        for key in [k for k, d in pending.items() if d["windows_left"] == 0]:
-            yield from finish_doc(key)
 
-    min_tokens = cfg.min_context_tokens + 1
-    scored = [0]
-    progress = tqdm(documents, desc="rpt data", unit="doc", total=cfg.max_documents)
-    for key, doc in enumerate(progress):
-        if cfg.max_documents is not None and key >= cfg.max_documents:
-            break
-        summary.documents += 1
-        enc = tokenizer(doc.text, return_offsets_mapping=True, add_special_tokens=False)
-        ids, offsets = list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
-        summary.tokens += len(ids)
-        if len(ids) < min_tokens:
-            summary.documents_too_short += 1
-            continue
-        plans = window_plan(len(ids), window)
-        pending[key] = {
-            "doc_id": doc.doc_id,
-            "text": doc.text,
-            "ids": ids,
-            "offsets": offsets,
-            "entropy": [0.0] * len(ids),
-            "score": [0.0] * len(ids),
-            "windows_left": len(plans),
-            "plans_owned": {start: (own_from, own_to) for start, _, own_from, own_to in plans},
-        }
-        for idx, (start, end, _, _) in enumerate(plans):
-            queue.append((key, idx, ids[start:end], start))
-            if len(queue) >= cfg.proxy_batch_size:
-                yield from flush()
-        progress.set_postfix(tokens_scored=scored[0], kept=summary.positions_kept)
-    yield from flush()
-    summary.entropy_percentiles = _percentiles(all_entropies)
+def iter_rpt_rows(cfg: RPTBuildConfig, model, tokenizer, documents, summary: BuildSummary) -> Iterator[dict]:
+    """Yield RPT rows for `documents` (an iterable of rl.data.corpus.Document), block by block, in memory
+    (`build_rpt_dataset` writes them to disk instead); `summary` gets the counts."""
+    maker = RowMaker(cfg, model, tokenizer)
+    for docs in blocks(documents, cfg.block_documents, cfg.max_documents):
+        rows, block_summary = maker.block(docs)
+        summary.add(block_summary)
+        yield from rows
+
+
+class _Progress:
+    """The shard's progress line: documents built, tokens scored per second, rows kept, ETA when the
+    number of documents is known (max_documents)."""
+
+    def __init__(self, maker: RowMaker, plan: ShardPlan, total: int | None):
+        from tqdm.auto import tqdm
+
+        self.maker, self.start, self.kept = maker, time.monotonic(), 0
+        name = "rpt data" if plan.num_shards == 1 else f"rpt data {plan.name}"
+        self.bar = tqdm(desc=name, unit="doc", total=total, dynamic_ncols=True)
+
+    def __call__(self, docs):
+        rows, summary = self.maker.block(docs)
+        rate = self.maker.tokens_scored / max(1e-9, time.monotonic() - self.start)
+        self.bar.update(len(docs))
+        self.kept += len(rows)
+        self.bar.set_postfix(tok_s=f"{rate:,.0f}", rows=self.kept, refresh=False)
+        return rows, summary
 
 
 def saved_build_config(output_dir: str | Path) -> dict | None:
@@ -321,7 +332,7 @@ def no_rows_reason(cfg: RPTBuildConfig, summary: BuildSummary) -> str:
         return (f"{where}; no position's {cfg.select_by} reaches min_surprise {cfg.min_surprise}: lower min_surprise "
                 "(--min-surprise)")
     if summary.positions_above_threshold == 0:
-        top = max(summary.entropy_percentiles.values(), default=None)
+        top = max(summary.percentiles().values(), default=None)
         seen = f" (99th percentile {top:.3f} nats)" if top is not None else ""
         return (f"{where}; no position reaches min_entropy {cfg.min_entropy}{seen}: lower min_entropy "
                 "(--min-entropy)")
@@ -331,54 +342,110 @@ def no_rows_reason(cfg: RPTBuildConfig, summary: BuildSummary) -> str:
 
 
 def build_rpt_dataset(cfg: RPTBuildConfig, output_dir: str | Path, jsonl: bool = False, chat_tokenizer=None,
-                      overwrite: bool = False, flag: str = "--output", proxy_flag: str = "--proxy-model"):
-    """Build and save the RPT dataset; returns (datasets.Dataset, BuildSummary).
+                      overwrite: bool = False, flag: str = "--output", proxy_flag: str = "--proxy-model",
+                      plan: ShardPlan = ShardPlan(), device: str | None = None, proxy=None):
+    """Build the RPT dataset (or this process's shard of it); returns (datasets.Dataset, BuildSummary), or
+    (None, shard summary) when other shards are still to come or another process merges, or (None, None)
+    when a shard finds OUTPUT merged already from the same settings and files.
 
-    The output is checked before any work (rl/runtime/outputs.py: never over the user's files or an input;
-    `overwrite` replaces a directory that is not a previous `rl data rpt` output) and written
-    atomically; `jsonl` also writes OUTPUT/rows.jsonl inside it. `summary.files` lists every file
-    written. `chat_tokenizer`: the policy's tokenizer, which decides (with `cfg.chat == "auto"`)
-    whether prompts are chat messages; default the proxy's. `flag`/`proxy_flag`: names in errors.
+    The output is checked before any work (rl/runtime/outputs.py: never over the user's files or an
+    input; `overwrite` replaces a directory that is not a previous `rl data rpt` output). Rows are written
+    block by block into the shard's directory (rl/data/shards.py); a killed build run again resumes at
+    its next block; when every shard of `plan` is finished, they are merged into `output_dir`
+    atomically, `jsonl` adding OUTPUT/rows.jsonl. `summary.files` lists every file written.
+    `chat_tokenizer`: the policy's tokenizer, which decides (with `cfg.chat == "auto"`) whether prompts
+    are chat messages; default the proxy's. `flag`/`proxy_flag`: names in errors. `device`: the proxy's
+    device (default: the GPU when there is one). `proxy`: (model, tokenizer) already loaded from
+    `cfg.proxy_model` (bench/rpt_build_speed.py), else loaded here.
     """
-    from datasets import Dataset
-
     from rl.data.corpus import CorpusStats, read_corpus
-    from rl.runtime.outputs import replace_dir, written_files
-
-    import itertools
 
     cfg.validate()
     output_dir = Path(output_dir)
     check_rpt_output(cfg, output_dir, flag, overwrite)
-    fingerprint = cfg.fingerprint()  # the inputs as they are when reading starts
-    stats = CorpusStats()
-    # Read up to the first usable document before the proxy model loads: a corpus that is wrong or
-    # all bad (empty, binary, non-UTF-8 files) fails in seconds, not after the model is in memory.
-    documents = read_corpus(cfg.corpus, stats=stats, text_field=cfg.text_field, id_field=cfg.id_field)
-    first = next(documents)  # raises UserError when nothing usable is left
-    model, tokenizer = load_proxy(cfg.proxy_model, flag=proxy_flag)
     if chat_tokenizer is not None and cfg.chat == "auto":
         cfg.chat = "yes" if getattr(chat_tokenizer, "chat_template", None) else "no"
-        fingerprint["chat"] = cfg.chat
-    summary = BuildSummary()
-    rows = list(iter_rpt_rows(cfg, model, tokenizer, itertools.chain([first], documents), summary))
-    summary.corpus_summary = stats.summary()
-    if not rows:
-        raise UserError(no_rows_reason(cfg, summary))
-    dataset = Dataset.from_list(rows)
+    fingerprint = cfg.fingerprint()  # the inputs as they are when reading starts
+    command = build_command(cfg)
+    if plan.num_shards > 1 and merged_config(output_dir) == fingerprint:
+        return None, None  # merged already: this shard is not built again
+    inputs = {"corpus": cfg.corpus, "proxy model": cfg.proxy_model}
+    shard_flag = f"{flag} (its shard {shards_root(output_dir).name}/{plan.name})"
+    check_siblings(output_dir, plan, fingerprint)
+    shard_dir, progress = open_shard(output_dir, plan, fingerprint, command, flag=shard_flag, inputs=inputs,
+                                     overwrite=overwrite)
+    if not progress["done"]:
+        stats = CorpusStats()
+        # Read up to the first usable document before the proxy model loads and anything is written: a
+        # corpus that is wrong or all bad (empty, binary, non-UTF-8 files) fails in seconds, leaving nothing.
+        documents = read_corpus(cfg.corpus, stats=stats, text_field=cfg.text_field, id_field=cfg.id_field)
+        first = next(documents)  # raises UserError when nothing usable is left
+        model, tokenizer = proxy or load_proxy(cfg.proxy_model, device=device, flag=proxy_flag)
+        if progress["next_block"]:
+            logger.info("resuming %s at block %d (%d blocks of it built before are kept)", shard_dir,
+                        progress["next_block"], progress["blocks_built"])
+        create_shard(shard_dir, progress, command)
+        maker = RowMaker(cfg, model, tokenizer)
+        total = -(-cfg.max_documents // plan.num_shards) if cfg.max_documents else None
+        bar = _Progress(maker, plan, total)
+        documents = _chain_first(first, documents)
+        run_shard(shard_dir, progress, plan, documents, cfg.block_documents, cfg.max_documents, bar,
+                  maker.features(), command, describe_corpus=stats.summary)
+        bar.bar.close()
+    else:
+        logger.info("%s is finished already; not built again", shard_dir)
     _remove_legacy_tmp(output_dir)
-    with replace_dir(output_dir, build_command(cfg), recheck=lambda: check_rpt_output(cfg, output_dir, flag, overwrite)) as tmp:
-        dataset.save_to_disk(str(tmp))
-        record = {k: v for k, v in asdict(summary).items() if k != "files"}
-        (tmp / "rpt_build.json").write_text(
-            json.dumps({"config": fingerprint, "summary": record}, indent=2, default=str)
-        )
-        if jsonl:
-            with open(tmp / "rows.jsonl", "w", encoding="utf-8") as handle:
-                for row in rows:
-                    handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-    summary.files = written_files(output_dir)
+    dataset, summary = merge_rpt_shards(output_dir, plan.num_shards, cfg, jsonl=jsonl, overwrite=overwrite,
+                                        flag=flag, expected=fingerprint, missing_ok=plan.num_shards > 1)
+    if dataset is None:
+        shard_summary = BuildSummary()
+        shard_summary.add(progress["summary"])
+        return None, shard_summary
     return dataset, summary
+
+
+def _chain_first(first, rest):
+    yield first
+    yield from rest
+
+
+def merge_rpt_shards(output_dir: str | Path, num_shards: int, cfg: RPTBuildConfig | None = None, *, jsonl: bool = False,
+                     overwrite: bool = False, flag: str = "--output", expected: dict | None = None,
+                     missing_ok: bool = False):
+    """Merge the finished shards of OUTPUT into OUTPUT (`rl data merge`, and the last shard of a build);
+    returns (Dataset, BuildSummary), or (None, None) when `missing_ok` and shards are still to come, or
+    another process merges. Without `cfg` the settings come from the shards' own record."""
+    from rl.data.shards import ShardsNotReady, check_shards
+
+    output_dir = Path(output_dir)
+    if missing_ok:
+        try:
+            check_shards(output_dir, num_shards, expected)
+        except ShardsNotReady as exc:
+            logger.info("not merged yet: %s", exc)
+            return None, None
+    saved = read_shard_config(output_dir, num_shards) if cfg is None else None
+    command = build_command(cfg) if cfg is not None else ("rl data rlp" if saved.get("format") == "rlp" else RPT_COMMAND)
+    corpus = cfg.corpus if cfg is not None else saved.get("corpus")
+    proxy = cfg.proxy_model if cfg is not None else saved.get("proxy_model")
+    no_rows = (lambda s: no_rows_reason(cfg, s)) if cfg is not None else (
+        lambda s: f"{shards_root(output_dir)}: the shards hold no rows ({s.documents} documents, {s.tokens} tokens)")
+    dataset, summary = merge_shards(output_dir, num_shards, command, flag=flag,
+                                    inputs={"corpus": corpus, "proxy model": proxy}, overwrite=overwrite, jsonl=jsonl,
+                                    expected=expected, no_rows=no_rows,
+                                    legacy=RPT_LEGACY_FILES if command == RPT_COMMAND else ())
+    if dataset is not None:
+        from rl.runtime.outputs import written_files
+
+        summary.files = written_files(output_dir)
+    return dataset, summary
+
+
+def read_shard_config(output_dir: Path, num_shards: int) -> dict:
+    """The build fingerprint recorded by shard 0 of `num_shards` (`rl data merge` has no settings of its own)."""
+    from rl.data.shards import check_shards
+
+    return check_shards(output_dir, num_shards)[0][1]["config"]
 
 
 def _remove_legacy_tmp(output_dir: Path) -> None:

@@ -40,10 +40,9 @@ SELECT_BY = ("entropy", "surprisal", "surprise", "random")
 BUILD_FORMATS = FORMATS + ("rlp",)
 # Raised when the same settings and inputs would now give other rows, so saved data built before is
 # rebuilt instead of reused. 2: the proxy reads BOS first where the tokenizer adds one, with the
-# model's real (scaled / soft-capped) logits, in eval mode.
-BUILDER_VERSION = 2
-# Fingerprint keys kept under their earlier names, so data built before a rename stays reusable.
-FINGERPRINT_NAMES = {"proxy_batch_size": "batch_size"}
+# model's real (scaled / soft-capped) logits, in eval mode. 3: windows are batched by length within
+# blocks of `block_documents` (other batches, so last-bit-different entropies); the histogram summary.
+BUILDER_VERSION = 3
 
 
 def setting(default, help: str, *, flag: str | None | bool = True, recipe: bool = True, type=None, choices=None):
@@ -82,7 +81,11 @@ class RPTBuildConfig:
                                       type=POSITIVE_INT)
     window_tokens: int = setting(1024, "Proxy forward window in tokens (BOS included); windows overlap by half.",
                                  type=Number(int, 2))
-    proxy_batch_size: int = setting(4, "Windows per proxy forward pass.", type=POSITIVE_INT)
+    proxy_batch_size: int = setting(4, "Windows per proxy forward pass (windows of a block sorted by length).",
+                                    type=POSITIVE_INT)
+    block_documents: int = setting(64, "Documents per block: the proxy's batches are formed within a block; shards "
+                                   "take whole blocks; progress is saved after each (a killed build resumes there).",
+                                   type=POSITIVE_INT)
     max_documents: typing.Optional[int] = setting(None, "Read at most this many documents of the corpus (unset: all).",
                                                   type=POSITIVE_INT)
     prompt_template: str = setting(
@@ -118,8 +121,6 @@ class RPTBuildConfig:
         from rl.data.fingerprint import corpus_fingerprint, model_fingerprint
 
         settings = json.loads(json.dumps(dataclasses.asdict(self), default=str))
-        for name, saved_as in FINGERPRINT_NAMES.items():
-            settings[saved_as] = settings.pop(name)
         if self.select_by == "entropy":  # data built before select_by existed stays reusable
             settings.pop("select_by")
             settings.pop("min_surprise")
@@ -134,7 +135,7 @@ class RPTBuildConfig:
         if self.select_by not in SELECT_BY:
             raise UserError(f"select_by: expected one of {', '.join(SELECT_BY)}, got {self.select_by!r}")
         positive = ("top_k", "max_per_doc", "continuation_tokens", "max_context_tokens", "window_tokens",
-                    "proxy_batch_size")
+                    "proxy_batch_size", "block_documents")
         for name in positive:
             if int(getattr(self, name)) < 1:
                 raise UserError(f"{name}: must be at least 1, got {getattr(self, name)}")

@@ -82,10 +82,9 @@ def test_rlp_has_no_format_flag_and_uses_its_own_prompt():
     assert cfg.format == "rlp" and cfg.prompt_template == ""
 
 
-def test_fingerprint_keeps_the_earlier_key_of_a_renamed_setting():
-    """Data built before `batch_size` became `proxy_batch_size` is still recognised (same meaning)."""
+def test_fingerprint_names_each_setting_as_declared():
     fp = RPTBuildConfig(corpus="builtin:champ", proxy_model="m", proxy_batch_size=5).fingerprint()
-    assert fp["batch_size"] == 5 and "proxy_batch_size" not in fp
+    assert fp["proxy_batch_size"] == 5 and "batch_size" not in fp and fp["block_documents"] == 64
 
 
 def test_data_layer_does_not_import_train():
