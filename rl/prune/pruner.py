@@ -34,6 +34,9 @@ from dataclasses import dataclass, field
 
 import torch
 
+from rl.errors import UserError
+from rl.signal.scoring import scoring, text_prefix, token_pieces
+
 EXACT, APPROX = "exact", "approx"
 ANSWER, JOINT = "answer", "joint"
 PROMPT_TEMPLATE = "Question: {question}\nReasoning:\n"
@@ -126,8 +129,6 @@ def encode(tokenizer, question: str, reasoning: str, answer: str) -> Encoded:
     scored as exactly the text it is (a SentencePiece tokenizer puts a `▁` before each part tokenised
     alone). When no token boundary falls where two parts meet (a `.\\n` token of byte-level BPE), each
     part is tokenised on its own instead."""
-    from rl.signal.scoring import text_prefix
-
     parts = [PROMPT_TEMPLATE.format(question=question.strip()), reasoning, SEP, " " + answer.strip()]
     text = "".join(parts)
     joint = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
@@ -175,8 +176,6 @@ def _part_cuts(tokenizer, text: str, chars: list[int], ids: list[int], offsets) 
 def chain_pieces(enc: Encoded) -> list[str]:
     """Each chain token's piece of the chain text (rl.signal.scoring.token_pieces): they reassemble it,
     a character split over byte tokens going to the token that completes it."""
-    from rl.signal.scoring import token_pieces
-
     pieces = token_pieces(enc.chain_text, enc.chain_offsets)
     if pieces:
         covered = sum(len(p) for p in pieces)
@@ -188,8 +187,6 @@ def _scoring(fn):
     """Run `fn(model, ...)` in eval mode (dropout off) under inference mode (rl.signal.scoring.scoring)."""
     @functools.wraps(fn)
     def wrapper(model, *args, **kwargs):
-        from rl.signal.scoring import scoring
-
         with scoring(model):
             return fn(model, *args, **kwargs)
 
@@ -240,8 +237,6 @@ def _prefix_cache(cache, length: int, batch: int):
 
     kinds = {type(layer).__name__ for layer in cache.layers}
     if kinds != {"DynamicLayer"}:  # sliding-window / linear-attention layers cannot be cut at a position
-        from rl.errors import UserError
-
         raise UserError(f"--model: its KV cache has {', '.join(sorted(kinds))} layers; rl prune shares the prefix "
                         "cache of full-attention models only (Llama, Qwen2, SmolLM2, ...)")
     return DynamicCache(ddp_cache_data=[(layer.keys[:, :, :length].expand(batch, -1, -1, -1),
