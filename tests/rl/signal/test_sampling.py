@@ -78,6 +78,9 @@ def test_prompt_ids_read_text_after_bos_and_messages_through_the_template(matrix
     assert templated.endswith("<|im_start|>assistant\n") and "Predict: The cat" in templated
     assert prompt_ids(plain, msgs) == prompt_ids(plain, "Predict: The cat")  # no template: the contents as text
     assert chat.decode(prompt_ids(chat, "raw prompt")) == "raw prompt"  # a string is never templated
+    # ... unless asked to be one user turn (rl profile --generate), which a tokenizer without a template ignores
+    assert prompt_ids(chat, "Predict: The cat", user_turn=True) == prompt_ids(chat, msgs)
+    assert prompt_ids(plain, "Predict: The cat", user_turn=True) == prompt_ids(plain, "Predict: The cat")
 
 
 def test_shared_prefill_sampling_equals_plain_generate(tiny):
