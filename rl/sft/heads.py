@@ -193,10 +193,20 @@ def head_hidden(heads: CaftHeads, model: nn.Module, k: int, hidden: torch.Tensor
     return norm(out)
 
 
+def logit_softcap(model: nn.Module) -> float | None:
+    """The model's final logit soft-cap (Gemma 2 style: c * tanh(z / c)), which its heads share; None without."""
+    cap = getattr(_base_model(model).config.get_text_config(), "final_logit_softcapping", None)
+    return float(cap) if cap else None
+
+
+def apply_softcap(logits: torch.Tensor, cap: float | None) -> torch.Tensor:
+    return logits if cap is None else cap * torch.tanh(logits / cap)
+
+
 def head_logits(heads: CaftHeads, model: nn.Module, k: int, hidden: torch.Tensor, layer_kwargs: dict) -> torch.Tensor:
-    """Head k's logits at every position (B, T, V): for tests and small evaluations."""
+    """Head k's logits at every position (B, T, V), soft-capped as the model's own: for tests and evaluations."""
     _, _, lm_head = find_trunk(model)
-    return lm_head(head_hidden(heads, model, k, hidden, layer_kwargs))
+    return apply_softcap(lm_head(head_hidden(heads, model, k, hidden, layer_kwargs)), logit_softcap(model))
 
 
 # --- saving and loading, apart from the policy ---

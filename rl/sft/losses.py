@@ -34,11 +34,14 @@ def head_targets(labels: torch.Tensor, k: int, position_ids: torch.Tensor | None
     return valid, torch.where(valid, target, torch.zeros_like(target))
 
 
-def head_ce_sum(hidden: torch.Tensor, lm_head, valid: torch.Tensor, target: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(summed CE, count, top-1 hits) of the LM head over the valid positions only (no full logits tensor)."""
+def head_ce_sum(hidden: torch.Tensor, lm_head, valid: torch.Tensor, target: torch.Tensor,
+                softcap: float | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(summed CE, count, top-1 hits) of the LM head over the valid positions only (no full logits tensor);
+    `softcap`: the model's final logit soft-cap c (c * tanh(z / c)), as its own next-token logits get."""
     rows = hidden[valid]
     logits = lm_head(rows).float()
+    if softcap:
+        logits = softcap * torch.tanh(logits / softcap)
     tgt = target[valid]
     ce = F.cross_entropy(logits, tgt, reduction="sum") if tgt.numel() else logits.sum() * 0.0
     hits = (logits.argmax(-1) == tgt).sum() if tgt.numel() else torch.zeros((), dtype=torch.long,

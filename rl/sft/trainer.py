@@ -35,6 +35,7 @@ from rl.sft.heads import (
     heads_of,
     heads_state,
     load_heads_into,
+    logit_softcap,
     model_identity,
     write_heads,
 )
@@ -100,7 +101,7 @@ class CaftSFTTrainer(SFTTrainer):
             for k in range(1, heads_of(model).num_heads + 1):
                 valid, target = head_targets(labels, k, position_ids)
                 h = head_hidden(heads_of(model), model, k, hidden, layer_kwargs)
-                ce, count, hits = head_ce_sum(h, find_trunk(model)[2], valid, target)
+                ce, count, hits = head_ce_sum(h, find_trunk(model)[2], valid, target, logit_softcap(model))
                 terms.append(ce / denominator * factor)
                 self._record(k, ce.detach(), count, hits)
         loss = combine(loss, terms, head_weights(len(terms), self.args.caft_decay), scale, include_ce0=not heads_stage)

@@ -120,3 +120,32 @@ def test_save_load_round_trip_and_strict_checks(tiny_model_dir, tmp_path):
     (tmp_path / "heads" / "caft_heads.json").write_text(json.dumps({"format_version": 99}))
     with pytest.raises(UserError, match=r"^caft_heads_path: .*not a version-1"):
         read_heads_config(tmp_path / "heads")
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen3", "gemma2"])
+def test_heads_attach_causally_to_other_decoder_families(family):
+    """SmolLM2 is a Llama; Qwen3 adds q/k norms; Gemma2 alternates sliding-window layers and soft-caps:
+    each head is the last layer's own class with its own attention type, reading that layer's mask."""
+    import transformers
+
+    config_class = {"llama": transformers.LlamaConfig, "qwen3": transformers.Qwen3Config,
+                    "gemma2": transformers.Gemma2Config}[family]
+    kwargs = dict(vocab_size=512, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, head_dim=8, max_position_embeddings=64)
+    if family == "gemma2":  # the heads must see exactly the window the last layer sees, and share its soft-cap
+        kwargs.update(sliding_window=4, final_logit_softcapping=0.05)  # a cap the tiny logits reach
+    torch.manual_seed(0)
+    model = transformers.AutoModelForCausalLM.from_config(config_class(**kwargs), attn_implementation="eager").eval()
+    heads = attach(model, build_heads(model, 1, "decoder_layer"), trainable=False)
+    capture = LastLayerInputs(model)
+    ids = torch.randint(0, 512, (2, 10))
+    mask = torch.ones_like(ids)
+    mask[1, 7:] = 0
+    changed = ids.clone()
+    changed[:, 5:] = torch.randint(0, 512, (2, 5))
+    before = _head_logits(model, heads, capture, 1, input_ids=ids, attention_mask=mask)
+    after = _head_logits(model, heads, capture, 1, input_ids=changed, attention_mask=mask)
+    assert torch.equal(before[:, :5], after[:, :5])
+    with torch.no_grad():  # a fresh head is the last layer: its logits are the model's own
+        own = model(input_ids=ids, attention_mask=mask).logits
+    torch.testing.assert_close(before[0], own[0], atol=1e-4, rtol=1e-4)
