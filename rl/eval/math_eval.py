@@ -41,6 +41,7 @@ from typing import Any
 from rl.errors import UserError
 from rl.eval.next_token import load_model, pass_at_k
 from rl.eval.stats import paired_bootstrap
+from rl.signal.sampling import SamplingSettings, prompt_ids, sample
 
 __all__ = ["MathEvalSettings", "Problem", "compare_math", "evaluate_math", "format_math", "load_problems", "register",
            "run_math"]
@@ -194,8 +195,6 @@ def gradable(problems: list[Problem]) -> tuple[list[Problem], list[str]]:
 
 def _generate(model, tokenizer, problems: list[Problem], settings: MathEvalSettings, progress) -> list[list]:
     """k `rl.signal.sampling.Sample`s per problem, problem-major."""
-    from rl.signal.sampling import SamplingSettings, prompt_ids, sample
-
     sampling = SamplingSettings(samples=settings.samples, max_new_tokens=settings.max_new_tokens,
                                 temperature=settings.temperature, top_p=settings.top_p, top_k=0,
                                 batch_size=settings.batch_size, seed=settings.seed)
