@@ -5,6 +5,8 @@ tests/rl/train/test_dynamic_sampling_distributed.py."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -95,3 +97,20 @@ def test_unknown_metric_reward_is_refused_by_the_trainer(sharp_model_dir, tmp_pa
     trainer = make_trainer(sharp_model_dir, tmp_path, reward_funcs=[half_flat_reward], dynamic_sampling=True,
                            dynamic_sampling_metric="half_flat_reward")
     assert trainer._dynamic_metric == 0
+
+
+def test_trains_with_lora_iterations_and_more_micro_batches_than_accumulation(sharp_model_dir, tmp_path):
+    """num_iterations 2 (TRL's old-log-prob pass, served by the forking scan, in every round), steps_per_generation
+    4 > gradient_accumulation_steps 2 (a generation batch spans 2 optimizer steps), LoRA: the filtered batch
+    splits into TRL's 4 micro-batches of 4 and the run trains."""
+    trainer = make_trainer(sharp_model_dir, tmp_path, bs=4, ga=2, n_prompts=8, reward_funcs=[half_flat_reward],
+                           dynamic_sampling=True, num_iterations=2, steps_per_generation=4, use_peft=True,
+                           max_steps=4, lr=1e-2)
+    assert trainer._trl_computes_old_logps()
+    out = generation_batch(trainer, n_prompts=4)
+    assert out["completion_ids"].shape[0] == 16 and "old_per_token_logps" in out
+    assert out["old_per_token_logps"].shape == out["completion_ids"].shape
+    assert not any(t.startswith(FLAT) for t in prompts_of(trainer, out))
+    trainer.train()
+    logs = [e for e in trainer.state.log_history if "dynamic_sampling/generation_batches" in e]
+    assert trainer.state.global_step == 4 and logs and all(math.isfinite(e["loss"]) for e in logs)
