@@ -114,6 +114,16 @@ def test_one_old_logprob_call_per_generation_batch_under_the_condition_we_mirror
     assert 'output["old_per_token_logps"] = old_per_token_logps' in src
 
 
+def test_calculate_rewards_returns_every_ranks_rewards():
+    """Dynamic sampling (rl/train/dynamic_sampling_trainer.py) decides which groups to keep from what
+    `_calculate_rewards` returns: it must be the gathered (all ranks) matrix, so every rank decides alike;
+    and the sampler's batch layout (groups of num_generations consecutive rows) is what `_refill_rows` copies."""
+    src = " ".join(_source(GRPOTrainer._calculate_rewards).split())
+    assert src.endswith("rewards_per_func = gather(rewards_per_func) return rewards_per_func")
+    assert "for index in chunk: for _ in range(self.mini_repeat_count): yield index" in " ".join(
+        _source(trl_utils.RepeatSampler.__iter__).split())
+
+
 def test_extra_fields_of_generate_reach_the_input_rows():
     """The sampler's entropies leave `_generate` in its extra fields (one value per completion row);
     TRL merges those into the batch's input rows, where `EntropyGRPOTrainer._batch_entropy` takes them."""
