@@ -12,6 +12,8 @@ import importlib
 import logging
 import sys
 
+from rl.errors import UserError
+
 # Order = order in `rl --help`.
 SUBCOMMAND_MODULES = ["rl.data.cli", "rl.train.command", "rl.sft.command", "rl.train.merge", "rl.eval.cli", "rl.prune.cli",
                       "rl.launch.slurm", "rl.launch.recipes"]
@@ -32,8 +34,6 @@ class Parser(argparse.ArgumentParser):
     whose parser found the problem (the usage stays in --help). Subparsers inherit the class."""
 
     def error(self, message: str):
-        from rl.errors import UserError
-
         raise UserError(f"{self.prog}: {message} (see `{self.prog} --help`)")
 
     def parse_known_args(self, args=None, namespace=None):
@@ -59,8 +59,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from rl.errors import UserError
-
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     try:

@@ -30,6 +30,8 @@ import sys
 import time
 from pathlib import Path
 
+from rl.errors import UserError
+
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "rpt_smollm2_cpu.yaml"
 PROBE_ROWS = 48  # training rows in the probe set
 PROBE_SAMPLES = 16  # completions per probe row, for each model (1-token guesses: cheap)
@@ -60,7 +62,6 @@ def main(argv: list[str] | None = None) -> int:
 
     import_integrations_quietly()  # before the recipe's `env:` sets WANDB_MODE (its import-time banner)
     from rl.train.recipe import parse_recipe
-    from rl.errors import UserError
     from rl.train.command import train
 
     argv = list(sys.argv[1:] if argv is None else argv)

@@ -7,6 +7,7 @@ import argparse
 
 from rl.runtime.values import FINITE, FRACTION, NON_NEGATIVE, POSITIVE, POSITIVE_INT, Number
 from rl.eval.math_eval import register as register_math
+from rl.errors import UserError
 
 EVAL_EXAMPLES = """examples:
   rl eval next-token --model builtin:smollm2-135m-instruct --data runs/champ-rpt --limit 200
@@ -203,7 +204,6 @@ EVAL_COMMAND = "rl eval next-token"
 def run_eval(args) -> int:
     import json
 
-    from rl.errors import UserError
     from rl.eval.compare import compare_results, format_table
     from rl.eval.next_token import NextTokenSettings, evaluate_next_token
     from rl.runtime.models import check_model_arg

@@ -40,6 +40,10 @@ import math
 import weakref
 from typing import Any, Sequence
 
+from rl.signal.entropy import token_entropy, topk_entropy
+from rl.signal.padding import left_pad
+from rl.signal.scoring import logit_reader, scoring, text_prefix, token_texts
+
 _CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
@@ -53,7 +57,6 @@ def token_bytes_index(tokenizer) -> dict[bytes, list[int]]:
         pass
     special = set(getattr(tokenizer, "all_special_ids", []) or [])
     ids = [i for i in range(len(tokenizer)) if i not in special]
-    from rl.signal.scoring import token_texts
 
     texts = token_texts(tokenizer, ids, skip_special_tokens=True)  # as each reads after text: `▁the` is " the"
     index: dict[bytes, list[int]] = {}
@@ -88,9 +91,6 @@ def _forward_kwargs(model) -> tuple[dict, bool]:
 def _last_logits(model, tokenizer, contexts: list[list[int]], batch_size: int):
     """Yield (row indices, last-position logits (rows, V) float32) over longest-first left-padded batches
     (the model's own forward, in eval mode)."""
-    from rl.signal.scoring import scoring
-    from rl.signal.padding import left_pad
-
     kwargs, takes_positions = _forward_kwargs(model)
     device = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -167,8 +167,6 @@ def _window_logits(model, tokenizer, pieces, batch_size: int):
     real logits (rl/signal/scoring.py); the LM head runs per row, so no batch x window x vocab tensor."""
     import torch
 
-    from rl.signal.scoring import logit_reader, scoring, text_prefix
-
     device = next(model.parameters()).device
     reader = logit_reader(model)
     prefix = text_prefix(tokenizer)
@@ -203,8 +201,6 @@ def token_metrics(model, tokenizer, texts: list[str], *, temperature: float = 1.
     tokens by a proxy's entropy when this model is the proxy."""
     import numpy as np
     import torch
-
-    from rl.signal.entropy import token_entropy, topk_entropy
 
     temps = [temperature] + ([calibrated_temperature] if calibrated_temperature is not None else []) + list(grid or [])
     if any(not t > 0 for t in temps):
