@@ -251,8 +251,11 @@ def check_recipe_like_dry_run(args, overrides: Sequence[str]) -> None:
     argv = ["--config", str(args.config), *overrides, "--signal_check", "off"]
     if args.run_dir is not None and override_value(overrides, "output_dir") is None:
         argv += ["--output_dir", str(args.run_dir)]
-    if args.cpu:
-        argv += ["--num_processes", str(args.nodes * (args.procs_per_node or 2))]
+    if args.cpu:  # the server node (--vllm-server-node) runs no training rank
+        train_nodes = args.nodes - 1 if args.vllm_server_node else args.nodes
+        argv += ["--num_processes", str(max(train_nodes, 0) * (args.procs_per_node or 2))]
+        if args.vllm_server_node:
+            argv += ["--nodes", str(args.nodes)]
     else:
         argv += ["--nodes", str(args.nodes)] + (["--gpus-per-node", str(args.gpus_per_node)]
                                                 if args.gpus_per_node else [])

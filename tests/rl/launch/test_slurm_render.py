@@ -338,6 +338,12 @@ def test_script_cpu_mode_and_accelerate_config(recipe, tmp_path, fake_slurm):
     assert launch[2:5] == ["--multi_gpu", "--mixed_precision", "no"]
     assert launch[launch.index("--num_processes") + 1] == "2"
     assert not any(a.startswith("--gpus") for a in srun_calls(tmp_path)[-1])
+    # one CPU process in all: accelerate refuses --multi_gpu below 2 processes ("at least 2 processes")
+    proc = run_script(render(recipe, nodes=1, cpu=True, procs_per_node=1, python=str(python)), tmp_path, env)
+    assert proc.returncode == 0, proc.stderr
+    launch = (tmp_path / "python-args").read_text().split("\0")[:-1]
+    assert launch[2:4] == ["--mixed_precision", "no"] and "--multi_gpu" not in launch
+    assert launch[launch.index("--num_processes") + 1] == "1"
 
 
 def test_script_requeues_when_trainer_leaves_marker(recipe, tmp_path, fake_slurm):
@@ -367,6 +373,25 @@ def test_submit_runs_the_dry_run_checks_first(recipe, tmp_path, monkeypatch, cap
     assert captured.out == ""  # nothing rendered
     err = captured.err.strip()
     assert err.startswith("error: ") and "\n" not in err and message in err, err
+
+
+@pytest.mark.parametrize("nodes, procs, world", [("2", "1", "1"), ("3", "2", "4")])
+def test_submit_cpu_vllm_server_node_checks_the_training_world(recipe, tmp_path, monkeypatch, capsys, nodes, procs,
+                                                               world):
+    """`--cpu --vllm-server-node`: the dry-run check sees the training ranks only ((nodes - 1) x procs per node;
+    the server node runs none). It once counted every node and, with --vllm-server-node, no --nodes, so the
+    dry run took the job for one node that the server takes whole and refused every CPU server-node job."""
+    from rl.train.preflight import dryrun
+
+    monkeypatch.chdir(tmp_path)
+    seen, real = [], dryrun.dry_run
+    monkeypatch.setattr(dryrun, "dry_run", lambda argv: seen.append(argv) or real(argv))
+    argv = ["--config", str(_with_data(recipe)), "--cpu", "--nodes", nodes, "--procs-per-node", procs,
+            "--vllm-server-node", "--dry-run"]
+    assert _submit_cli(argv) == 0, capsys.readouterr().err
+    assert "VLLM_SERVER_NODE=1" in capsys.readouterr().out
+    [checked] = seen
+    assert checked[checked.index("--num_processes") + 1] == world and checked[checked.index("--nodes") + 1] == nodes
 
 
 @pytest.mark.parametrize("flag", ["--procs-per-node", "--cpus-per-task", "--nodes"])

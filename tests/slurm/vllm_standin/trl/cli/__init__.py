@@ -1,0 +1,1 @@
+"""Stand-in `trl.cli` (see ../__init__.py)."""
