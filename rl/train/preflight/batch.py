@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rl.errors import UserError
 from rl.train.preflight.dataset_peek import DataInfo
 from rl.train.preflight.plan import RunPlan
 from rl.train.preflight.report import Report
@@ -92,7 +93,6 @@ def check_output(report: Report, view) -> None:
     report.add("output", text)
     resume = getattr(view, "resume_from_checkpoint", None)
     if resume is not None:
-        from rl.errors import UserError
         from rl.runtime.checkpoint import resolve_resume
 
         try:  # the run resolves it the same way before any model loads
