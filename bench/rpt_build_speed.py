@@ -10,14 +10,16 @@ Not a test. Two arms over the same documents, the same proxy, the same threads:
 tokens/s counts the document tokens scored (each position once). The ratio build / forward is what
 the builder keeps of the bare forward (the issue's goal: >= 0.8). `--processes 2` adds the same
 build as 2 shards in 2 processes (one thread each) against 1 process (one thread), wall time.
+`--memory 100,10000`: the peak RSS of one build process over 100 and 10,000 synthetic documents (rows
+go to disk block by block, so it should not grow with the corpus).
 
     .venv/bin/python -m bench.rpt_build_speed                       # builtin SmolLM2, 64 CHAMP documents
     .venv/bin/python -m bench.rpt_build_speed --shape qwen3-0.6b    # a random Qwen3-0.6B-shaped proxy
     .venv/bin/python -m bench.rpt_build_speed --smoke               # tiny model and corpus: seconds
 
-Last line: `rpt_build_speed: build_tok_s=B forward_tok_s=F ratio=R`.
+Last line: `rpt_build_speed: build_tok_s=B forward_tok_s=F ratio=R[ rss_ratio=M]`.
 
-Measured: docs/bench/rpt_build_speed.md (smoke only so far, on a machine at load 15).
+Measured: docs/bench/rpt_build_speed.md (this CPU under load: SmolLM2 build 104 tokens/s vs bare forward 153, 0.68).
 """
 
 from __future__ import annotations
@@ -103,6 +105,31 @@ def processes_wall(argv: list[str], shards: int) -> float:
     return time.perf_counter() - start
 
 
+def peak_rss_mib(argv: list[str]) -> float:
+    """Peak resident memory (MiB) of one `rl data rpt ARGV` process (one thread), from its own rusage."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    proc = subprocess.Popen([sys.executable, "-m", "rl.cli", *argv], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    if status:
+        raise SystemExit(f"the build failed: {proc.stderr.read().decode()[-2000:]}")
+    return usage.ru_maxrss / 1024
+
+
+def synthetic_corpus(path: Path, documents: int) -> Path:
+    """`documents` JSONL documents of 150-400 words (seeded), for the memory arm."""
+    import json
+    import random
+
+    rng = random.Random(0)
+    words = ("the of and to in is that for it as was with be by on not he this are or his from at which but have "
+             "an they you were her all she there would their we him been has when who will more no if out so").split()
+    with open(path, "w", encoding="utf-8") as f:
+        for _ in range(documents):
+            f.write(json.dumps({"text": " ".join(rng.choice(words) for _ in range(rng.randint(150, 400)))}) + "\n")
+    return path
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--proxy-model", default="builtin:smollm2-135m-instruct")
@@ -114,6 +141,8 @@ def main(argv=None) -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's choice)")
     parser.add_argument("--processes", type=int, default=1, help="also time N shard processes against 1")
+    parser.add_argument("--memory", default="100,10000",
+                        help="document counts whose builds' peak RSS is compared (synthetic corpus; '' to skip)")
     parser.add_argument("--smoke", action="store_true", help="tiny model and corpus, one round: checks that it runs")
     args = parser.parse_args(argv)
 
@@ -134,6 +163,7 @@ def main(argv=None) -> None:
 
             proxy, corpus = str(_shaped_model(tmp, "tiny")), str(tiny_corpus(tmp))
             args.documents, args.repeats, args.window_tokens, args.processes = 16, 1, 32, min(args.processes, 2)
+            args.memory = "16,64" if args.memory else ""
         elif args.shape:
             proxy = str(_shaped_model(tmp, args.shape))
         cfg = RPTBuildConfig(corpus=corpus, proxy_model=proxy, min_entropy=1.0, max_documents=args.documents,
@@ -170,8 +200,17 @@ def main(argv=None) -> None:
             many = processes_wall([*common, "--output", str(tmp / "pn")], args.processes)
             print(f"processes: 1 -> {one:.1f} s, {args.processes} -> {many:.1f} s wall ({one / many:.2f}x), "
                   "loading and imports included")
+        rss = ""
+        if args.memory:
+            counts = [int(n) for n in args.memory.split(",")]
+            corpus_m = synthetic_corpus(tmp / "memory.jsonl", max(counts))
+            peaks = [peak_rss_mib(["data", "rpt", "--corpus", str(corpus_m), "--proxy-model", proxy, "--output",
+                                   str(tmp / f"m{n}"), "--max-documents", str(n), "--min-entropy", "1.0",
+                                   "--window-tokens", str(args.window_tokens)]) for n in counts]
+            print("peak RSS of one build process: " + ", ".join(f"{n} documents {p:.0f} MiB" for n, p in zip(counts, peaks)))
+            rss = f" rss_ratio={peaks[-1] / peaks[0]:.2f}"
         print(f"rpt_build_speed: build_tok_s={build_tps:.1f} forward_tok_s={forward_tps:.1f} "
-              f"ratio={build_tps / forward_tps:.2f}")
+              f"ratio={build_tps / forward_tps:.2f}{rss}")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from rl.data.settings import add_build_flags
+from rl.errors import UserError
 from rl.runtime.values import NON_NEGATIVE_INT, POSITIVE_INT
 
 RPT_EXAMPLES = """examples:
@@ -102,7 +103,6 @@ def shard_plan(args):
     import os
 
     from rl.data.shards import ShardPlan
-    from rl.errors import UserError
 
     if (args.num_shards is None) != (args.shard_index is None):
         raise UserError("--num-shards and --shard-index: give both (shard I of N) or neither")
@@ -142,7 +142,6 @@ def run_rpt(args) -> int:
 def run_merge(args) -> int:
     from rl.data.rpt import merge_rpt_shards
     from rl.data.shards import shard_counts, shards_root
-    from rl.errors import UserError
 
     root = shards_root(args.output)
     counts = shard_counts(root)
