@@ -23,7 +23,11 @@ generation is not free, so the fair comparison is at an equal number of *generat
 share of even token ids) so that a random model's groups vary at all; one seed, a budget of 3 steps of
 2 prompts x 2 completions, 4 held-out problems: the same code path, numbers that mean nothing.
 
-Measured: not yet on this machine (see README / the issue note when it is).
+Measured 2026-12-07, a first small reading (`--seeds 1 --steps 4 --prompts 2 --heldout 32`, 32 completions per
+arm, 4 min at load ~18): base 0.250; grpo 0.375 (4 steps); ds 0.438 (+0.062 [-0.062, +0.188] vs grpo) and
+ds_top20 0.438 (+0.062 [-0.062, +0.188]), each 1 step: 88% of the base model's groups of 4 scored all-equal,
+so the budget bought one step of 4 generation batches that still held only 1 of its 2 groups (short, trained
+on 4 samples). No difference is shown at this size; the budget is far too small to say more.
 
 The last line is `dapo_sampling: ds_vs_grpo=D [L, H] ds_top20_vs_grpo=D [L, H] samples=N`.
 """
