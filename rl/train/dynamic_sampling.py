@@ -15,7 +15,8 @@ it is tested directly (tests/rl/train/test_dynamic_sampling.py).
   round, up to the target number of groups; then cut to the same count on every rank, a multiple of
   `steps_per_generation` (TRL splits each rank's batch into that many micro-batches). Only a short
   batch (the cap was reached) is cut; when it holds fewer samples than one per micro-batch on each
-  rank, samples of dropped groups fill it with advantage 0 (`Plan.filler`), so no micro-batch is empty.
+  rank, samples of dropped groups fill it with advantage 0 (`Plan.filler`), so no micro-batch is empty
+  (with `allow_empty`, a step without any informative group is all filler: one sample per micro-batch).
 * `refill_prompts`: the dataset rows of an extra round, a pure function of (seed, optimizer step,
   round): every rank draws the same rows, and a resumed run draws them again bit for bit without any
   saved state. TRL's own sampler order is not touched, so its epochs, HF's step accounting and the
@@ -112,12 +113,13 @@ def enough(informative: list[torch.Tensor], target_groups: int) -> bool:
 
 
 def plan_batch(informative: list[torch.Tensor], group_size: int, target_groups: int, ranks: int,
-               micro_batches: int) -> Plan:
+               micro_batches: int, allow_empty: bool = False) -> Plan:
     """Lay out the training batch (see the module docstring). `informative[r]`: round r's flags, one per
-    group, global (the same on every rank). Raises ValueError when no group is informative."""
+    group, global (the same on every rank). Raises ValueError when no group is informative, unless
+    `allow_empty` (then the batch is one filler sample per micro-batch)."""
     kept = [(r, g) for r, flags in enumerate(informative) for g in flags.nonzero().flatten().tolist()]
     generated = sum(int(f.numel()) for f in informative)
-    if not kept:
+    if not kept and not allow_empty:
         raise ValueError("no informative group")
     used = kept[:target_groups]
     samples = [(r, g * group_size + j) for r, g in used for j in range(group_size)]

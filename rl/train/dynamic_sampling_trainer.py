@@ -22,8 +22,10 @@ reached `dynamic_sampling_start_step` (training only):
    into its micro-batches as usual (gradient accumulation, `steps_per_generation`, `num_iterations`
    unchanged).
 4. At the cap with too few informative groups it trains on what there is (warned once, metric
-   `dynamic_sampling/short`); with none at all the run stops in one line naming the reward(s) that
-   never varied.
+   `dynamic_sampling/short`). With none at all, the step trains on one advantage-0 sample per
+   micro-batch (no policy gradient; a rare reward can leave one step empty); after `EMPTY_STEPS_STOP`
+   such steps in a row the run stops in one line naming the reward(s) that never varied. (The count
+   restarts on resume: it only decides when a run with no signal stops, never what a step trains on.)
 
 Logs per step: dynamic_sampling/generation_batches, dynamic_sampling/dropped_share (dropped groups /
 generated groups), dynamic_sampling/prompts (prompts consumed), dynamic_sampling/kept_groups,
@@ -58,6 +60,7 @@ logger = logging.getLogger(__name__)
 
 #: Input-row key under which a round's gathered rewards (N_global, F) leave `_calculate_rewards`.
 REWARDS_FIELD = "_dynamic_sampling_rewards"
+EMPTY_STEPS_STOP = 3  # consecutive generation batches without any informative group: the reward never varies
 _LEFT = ("prompt_ids", "prompt_mask")  # TRL pads prompts on the left, everything else on the right
 _RECOUNTED = ("num_items_in_batch",)
 _MULTIMODAL = ("pixel_values", "image_grid_thw", "num_images", "pixel_attention_mask", "spatial_shapes",
@@ -70,6 +73,7 @@ class DynamicSamplingMixin:
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._dynamic_warned = False
+        self._dynamic_empty_steps = 0  # consecutive generation batches without an informative group
         self._dynamic_metric = None
         if not entropy_setting(self.args, "dynamic_sampling"):
             return
@@ -130,10 +134,11 @@ class DynamicSamplingMixin:
             if enough(flags, target) or len(rounds) >= cap:
                 break
             rows = self._refill_rows(len(rounds), local, target)
-        try:
-            plan = plan_batch(flags, group, target, ranks, self.args.steps_per_generation)
-        except ValueError:
-            raise UserError(self._never_varies(rewards, len(rounds))) from None
+        empty = not any(bool(f.any()) for f in flags)
+        self._dynamic_empty_steps = self._dynamic_empty_steps + 1 if empty else 0
+        if self._dynamic_empty_steps >= EMPTY_STEPS_STOP:
+            raise UserError(self._never_varies(rewards, len(rounds)))
+        plan = plan_batch(flags, group, target, ranks, self.args.steps_per_generation, allow_empty=True)
         self._log_dynamic(plan, len(rounds), target)
         return self._take_rows(rounds, plan)
 
@@ -218,14 +223,15 @@ class DynamicSamplingMixin:
                            entropy_setting(self.args, "dynamic_sampling_metric"), num_rounds, plan.per_rank)
 
     def _never_varies(self, rewards: list[torch.Tensor], num_rounds: int) -> str:
-        """The one line for a batch without any informative group, naming the reward(s) that never varied."""
+        """The one line for a run whose last steps had no informative group, naming the reward(s) that never varied."""
         allr = torch.cat(rewards, dim=0)
         flat = [name for i, name in enumerate(self.reward_func_names)
                 if not bool(group_varies(allr[:, i], self.num_generations).any())]
         metric = entropy_setting(self.args, "dynamic_sampling_metric")
         which = (f"reward `{self.reward_func_names[self._dynamic_metric]}`" if self._dynamic_metric is not None
                  else f"the total reward (never varying: {', '.join(f'`{n}`' for n in flat) or 'none alone'})")
-        return (f"dynamic_sampling: at step {self.state.global_step}, {which} scored every completion of each of the "
-                f"{allr.shape[0] // self.num_generations} groups of {num_rounds} generation batches the same "
-                f"(dynamic_sampling_metric: {metric}), so there is nothing to train on; check the reward on a few "
+        return (f"dynamic_sampling: up to step {self.state.global_step}, {which} scored every completion of each "
+                f"group the same in {EMPTY_STEPS_STOP} steps in a row ({num_rounds} generation batches each, "
+                f"{allr.shape[0] // self.num_generations} groups in the last) (dynamic_sampling_metric: {metric}), so "
+                "there is nothing to train on; check the reward on a few "
                 "completions (rl train's signal check), or raise dynamic_sampling_max_batches")

@@ -82,6 +82,8 @@ def test_tiny_short_batch_is_filled_with_dropped_samples():
     assert plan.samples == [(0, 2), (0, 3), (0, 0), (0, 1)] and plan.filler == 2 and plan.per_rank == 2
     with pytest.raises(ValueError, match="no informative group"):
         plan_batch([flags(0, 0)], group_size=2, target_groups=2, ranks=1, micro_batches=1)
+    empty = plan_batch([flags(0, 0)], group_size=2, target_groups=2, ranks=2, micro_batches=1, allow_empty=True)
+    assert empty.samples == [(0, 0), (0, 1)] and empty.filler == 2 and empty.kept_groups == 0 and empty.short
 
 
 def test_refill_prompts_are_a_function_of_seed_step_and_round():

@@ -83,11 +83,34 @@ def test_at_the_cap_it_trains_on_what_there_is(sharp_model_dir, tmp_path, caplog
 
 
 def test_a_reward_that_never_varies_stops_in_one_line(sharp_model_dir, tmp_path):
-    trainer = make_trainer(sharp_model_dir, tmp_path, bs=4, ga=1, n_prompts=8, reward_funcs=[flat_reward],
+    """A step without any informative group trains on advantage-0 filler (one sample per micro-batch: a rare
+    reward may leave one step empty); EMPTY_STEPS_STOP such steps in a row stop the run in one line."""
+    from rl.train.dynamic_sampling_trainer import EMPTY_STEPS_STOP
+
+    trainer = make_trainer(sharp_model_dir, tmp_path, bs=4, ga=2, n_prompts=8, reward_funcs=[flat_reward],
                            dynamic_sampling=True, dynamic_sampling_max_batches=2)
+    for _ in range(EMPTY_STEPS_STOP - 1):
+        out = generation_batch(trainer, n_prompts=2)
+        assert out["completion_ids"].shape[0] == 2 and not out["advantages"].any()  # 2 micro-batches of 1
+        assert trainer._metrics["train"]["dynamic_sampling/kept_groups"][-1] == 0
     with pytest.raises(UserError, match="never varying: `flat_reward`") as info:
-        generation_batch(trainer, n_prompts=1)
-    assert "\n" not in str(info.value) and "2 generation batches" in str(info.value)
+        generation_batch(trainer, n_prompts=2)
+    assert "\n" not in str(info.value) and f"{EMPTY_STEPS_STOP} steps in a row (2 generation batches" in str(info.value)
+
+
+def test_an_informative_step_resets_the_empty_count(sharp_model_dir, tmp_path):
+    from rl.train.dynamic_sampling_trainer import EMPTY_STEPS_STOP
+
+    trainer = make_trainer(sharp_model_dir, tmp_path, bs=4, ga=1, n_prompts=8, reward_funcs=[half_flat_reward],
+                           dynamic_sampling=True, dynamic_sampling_max_batches=1)
+    trainer.model.train()
+    trainer._dynamic_empty_steps = EMPTY_STEPS_STOP - 1
+    trainer._generate_and_score_completions([{"prompt": PROMPTS[1]} for _ in range(4)])  # this group varies
+    assert trainer._dynamic_empty_steps == 0
+    for _ in range(EMPTY_STEPS_STOP - 1):  # "The sum ..." never varies
+        trainer._generate_and_score_completions([{"prompt": PROMPTS[0]} for _ in range(4)])
+    with pytest.raises(UserError, match="never varying"):
+        trainer._generate_and_score_completions([{"prompt": PROMPTS[0]} for _ in range(4)])
 
 
 def test_unknown_metric_reward_is_refused_by_the_trainer(sharp_model_dir, tmp_path):
