@@ -95,6 +95,10 @@ def _add_build_args(p, rlp: bool = False) -> None:
     p.add_argument("--shard-index", type=NON_NEGATIVE_INT, default=None,
                    help="which shard, 0 to N-1 (default: RANK under accelerate/torchrun)")
     p.add_argument("--jsonl", action="store_true", help="also write the rows as OUTPUT/rows.jsonl")
+    p.add_argument("--dry-run", action="store_true",
+                   help="check the settings and OUTPUT, print the shard plan (--num-shards N, default 1) and the "
+                        "work per shard (documents, characters exact; tokens to score estimated from a sample); "
+                        "no model is loaded, nothing is written")
 
 
 def shard_plan(args):
@@ -122,6 +126,8 @@ def run_rpt(args) -> int:
     from rl.data.settings import config_from_args
 
     cfg = config_from_args(args, corpus=args.corpus, proxy_model=args.proxy_model)
+    if getattr(args, "dry_run", False):
+        return dry_run_rpt(args, cfg)
     plan, device = shard_plan(args)
     dataset, summary = build_rpt_dataset(cfg, args.output, jsonl=args.jsonl, overwrite=args.overwrite, plan=plan,
                                          device=device)
@@ -136,6 +142,20 @@ def run_rpt(args) -> int:
     for path in summary.files:
         print(f"wrote {path}")
     print(f"saved {len(dataset)} rows to {args.output}")
+    return 0
+
+
+def dry_run_rpt(args, cfg) -> int:
+    """`rl data rpt --dry-run`: the checks of a build (settings, OUTPUT), then the shard plan and the work."""
+    from rl.data.estimate import estimate_build
+    from rl.data.rpt import check_rpt_output
+
+    if args.shard_index is not None and args.num_shards is None:
+        raise UserError("--shard-index: give --num-shards too (shard I of N)")
+    cfg.validate()
+    check_rpt_output(cfg, args.output, overwrite=args.overwrite)
+    print(estimate_build(cfg, args.num_shards or 1).format(args.output))
+    print("dry run: nothing built, nothing written")
     return 0
 
 

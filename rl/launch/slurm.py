@@ -313,6 +313,21 @@ def submit(recipe_path: str | os.PathLike, *, dry_run: bool = False, sbatch: str
 
 def _main(args: argparse.Namespace) -> int:
     overrides = list(args.overrides or [])
+    if overrides[:1] == ["data"]:  # `rl submit data rpt ...`: an rl data build as an array job
+        given = [f"--{k.replace('_', '-')}" for k, v in vars(args).items()
+                 if k not in ("overrides", "func", "rl_parser", "extra", "command", "verbose") and v not in (None, False)]
+        if given:
+            raise UserError(f"rl submit data: {given[0]} goes after `rl submit data rpt` (a data build takes no "
+                            "recipe; its Slurm flags follow the command)")
+        if len(overrides) < 2:
+            raise UserError("rl submit data: name the build, e.g. rl submit data rpt --corpus ... --output ... "
+                            "--num-shards 8")
+        from rl.launch.data_submit import submit_data
+
+        submit_data(overrides[1], overrides[2:])
+        return 0
+    if args.config is None:
+        raise UserError("rl submit: --config RECIPE is required (or `rl submit data rpt ...` for a data build)")
     if overrides and overrides[0] == "--":
         overrides = overrides[1:]
     recipe = load_recipe(args.config)
@@ -339,7 +354,9 @@ def register(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "submit", help="render slurm/train.sbatch for a recipe and submit it with sbatch",
         description="Submit `rl train --config RECIPE` as a Slurm job (requeued on preemption, resumed "
-                    "from the newest complete checkpoint). Trainer overrides go after `--`.")
+                    "from the newest complete checkpoint). Trainer overrides go after `--`. "
+                    "`rl submit data rpt|rlp ...` submits an `rl data` build as an array job, one task per "
+                    "shard (rl submit data rpt --help).")
     add_submit_arguments(p)
     p.set_defaults(func=_main)
     return p

@@ -88,7 +88,7 @@ def launch_problem(settings: dict[str, Any]) -> str | None:
 
 def add_submit_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add `rl submit`'s flags (and the trailing `-- overrides`) to `p`."""
-    p.add_argument("--config", required=True, help="recipe YAML")
+    p.add_argument("--config", help="recipe YAML (required; `rl submit data rpt ...` submits a data build instead)")
     p.add_argument("--nodes", type=int, help="nodes to train on (default: the recipe's launch.nodes, else 1)")
     p.add_argument("--gpus-per-node", type=int, help="GPUs (= training ranks) per node; required unless --cpu")
     p.add_argument("--partition", help="Slurm partition (queue) to submit to (default: the cluster's default)")
