@@ -36,6 +36,7 @@ class BuildEstimate:
     sample_tokens: int = 0
     sample_scored: int = 0  # tokens of the sampled documents long enough to give a position
     skipped: str = ""
+    read: str = "read in full"
 
     @property
     def documents(self) -> int:
@@ -53,14 +54,14 @@ class BuildEstimate:
         from rl.data.shards import ShardPlan, shards_root
 
         n = self.num_shards
-        ratio = self.sample_tokens / self.sample_characters if self.sample_characters else 0.0
+        ratio = self.sample_scored / self.sample_characters if self.sample_characters else 0.0
         lines = [
             f"shard plan: {n} shard{'s' if n != 1 else ''} of {output}, blocks of {self.block_documents} documents, "
             f"block b -> shard b mod {n}; shard i writes {shards_root(output)}/{ShardPlan(n, 0).name.replace('00000-of', 'I-of')}",
-            f"corpus: {self.documents:,} documents, {self.characters:,} characters (read in full, exact)"
+            f"corpus: {self.documents:,} documents, {self.characters:,} characters ({self.read}, exact)"
             + (f"; {self.skipped}" if self.skipped else ""),
-            f"tokens to score: ~{self.tokens(self.characters):,} (estimate: {ratio:.3f} tokens/character of the proxy's "
-            f"tokenizer over the first {self.sample_documents} documents; the proxy forward reads up to 2x that, "
+            f"tokens to score: ~{self.tokens(self.characters):,} (estimate: {ratio:.3f} tokens to score per character, "
+            f"the proxy's tokenizer over the first {self.sample_documents} documents; the proxy forward reads up to 2x that, "
             "windows overlap by half)",
             f"{'shard':>5} {'blocks':>7} {'documents':>10} {'characters':>13} {'~tokens to score':>17}",
         ]
@@ -106,6 +107,8 @@ def estimate_build(cfg: RPTBuildConfig, num_shards: int, tokenizer=None,
                     est.sample_scored += len(ids) - 1
     if not est.documents:
         raise UserError(f"--corpus {cfg.corpus}: no document to build from")
+    if cfg.max_documents:
+        est.read = f"read up to max_documents {cfg.max_documents}"
     if stats.total_skipped:
         est.skipped = stats.summary()
     return est
