@@ -150,3 +150,9 @@ def test_help_lists_build_and_slurm_flags(capsys):
                  "--account", "--cpu", "--max-running", "--log-dir", "--dry-run"):
         assert flag in text, flag
     assert "--shard-index" in text  # a build flag, refused when given (the array picks it)
+
+
+def test_a_secret_never_enters_the_script(work, tiny_model_dir, capsys, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_secretvalue123")
+    err = refused(capsys, submit(tiny_model_dir, "runs/hf_secretvalue123", "--num-shards", "2", "--dry-run"), "$HF_TOKEN")
+    assert "hf_secretvalue123" not in err
