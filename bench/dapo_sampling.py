@@ -29,6 +29,15 @@ ds_top20 0.438 (+0.062 [-0.062, +0.188]), each 1 step: 88% of the base model's g
 so the budget bought one step of 4 generation batches that still held only 1 of its 2 groups (short, trained
 on 4 samples). No difference is shown at this size; the budget is far too small to say more.
 
+Measured 2026-12-07 (`--seeds 1 2 --steps 8 --prompts 2 --heldout 64`, 64 completions per arm, 19 min at load
+~18): base 0.266; grpo 0.695 (8 steps); ds 0.617, -0.078 [-0.164, +0.008] vs grpo (3.5 steps, 80 generated,
+2.96 generation batches per step, 63% of groups dropped); ds_top20 0.602, -0.094 [-0.180, -0.008]. Per seed
+(grpo / ds / ds_top20): 0.750 / 0.453 / 0.438 and 0.641 / 0.781 / 0.766: seed 1 favours grpo, seed 2 dynamic
+sampling, and pooled the CI of ds touches 0. At this small budget dynamic
+sampling is not better (worse pooled): it spends the same samples on fewer updates (3.5 instead of 8) and overshoots
+the budget by 25%; the step-scope mask on top changes little. DAPO's gain is reported at scale, where the
+batch is large and most groups vary; this setting (a 135M model, 2 prompts per step) does not reproduce it.
+
 The last line is `dapo_sampling: ds_vs_grpo=D [L, H] ds_top20_vs_grpo=D [L, H] samples=N`.
 """
 
