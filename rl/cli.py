@@ -13,6 +13,9 @@ import logging
 import sys
 
 from rl.errors import UserError
+from rl.runtime.cpu_distributed import exit_process
+from rl.runtime.outputs import check_outputs_spare_inputs
+from rl.runtime.values import non_finite_options
 
 # Order = order in `rl --help`.
 SUBCOMMAND_MODULES = ["rl.data.cli", "rl.train.command", "rl.sft.command", "rl.train.merge", "rl.eval.cli", "rl.prune.cli",
@@ -82,9 +85,6 @@ def main(argv: list[str] | None = None) -> int:
 def _parse(parser: Parser, argv: list[str]) -> argparse.Namespace:
     """Parse `argv`, then the checks every subcommand shares, before any work: unknown flags (named with the
     subcommand), numbers finite (rl/runtime/values.py), outputs never an input (rl/runtime/outputs.py)."""
-    from rl.runtime.outputs import check_outputs_spare_inputs
-    from rl.runtime.values import non_finite_options
-
     # `rl train` passes unknown flags through to TRL's parser (recipe overrides); others reject them.
     args, extra = parser.parse_known_args(argv)
     sub = getattr(args, "rl_parser", parser)
@@ -100,8 +100,6 @@ def _parse(parser: Parser, argv: list[str]) -> argparse.Namespace:
 
 def run() -> None:
     """The `rl` console script and `python -m rl.cli`: main(), then exit (rl/runtime/cpu_distributed.py, item 4)."""
-    from rl.runtime.cpu_distributed import exit_process
-
     exit_process(main())
 
 

@@ -31,6 +31,15 @@ import time
 from pathlib import Path
 
 from rl.errors import UserError
+from rl.data.corpus import read_corpus
+from rl.data.loading import split_by_document
+from rl.eval.learning_report import build_report, learning_line, model_values, plot_rewards, save_report
+from rl.eval.next_token import load_model
+from rl.eval.stats import paired_bootstrap
+from rl.runtime.assets import resolve_model
+from rl.runtime.library_noise import import_integrations_quietly
+from rl.train.command import train
+from rl.train.signal_check import combine_rewards, pick_rows, sample_completions, score_completions
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "rpt_smollm2_cpu.yaml"
 PROBE_ROWS = 48  # training rows in the probe set
@@ -47,8 +56,6 @@ def probe_rewards(model, tokenizer, rows: list[dict], reward_funcs, reward_weigh
 
     It lives here, not in rl/eval, because it uses the training run's own sampling and reward
     combination (rl/train/signal_check.py), and eval sits below train."""
-    from rl.train.signal_check import combine_rewards, sample_completions, score_completions
-
     prompts = [row["prompt"] for row in rows]
     completions, completion_ids = sample_completions(model, tokenizer, prompts, samples, max_new_tokens=max_new_tokens,
                                                      temperature=temperature, top_p=top_p, top_k=top_k, seed=seed)
@@ -58,11 +65,9 @@ def probe_rewards(model, tokenizer, rows: list[dict], reward_funcs, reward_weigh
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from rl.runtime.library_noise import import_integrations_quietly
 
     import_integrations_quietly()  # before the recipe's `env:` sets WANDB_MODE (its import-time banner)
     from rl.train.recipe import parse_recipe
-    from rl.train.command import train
 
     argv = list(sys.argv[1:] if argv is None else argv)
     args = ["--config", str(RECIPE), *argv]
@@ -81,7 +86,6 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from rl.eval.learning_report import learning_line, plot_rewards, save_report
 
     checkpoints = sorted(out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
     wandb_runs = sorted((out / "wandb").glob("offline-run-*"))
@@ -116,14 +120,7 @@ def measure(script_args, training_args, model_args):
     from datasets import load_from_disk
 
     from rewards import get_reward_funcs
-    from rl.runtime.assets import resolve_model
-    from rl.data.corpus import read_corpus
-    from rl.data.loading import split_by_document
-    from rl.eval.next_token import load_model
-    from rl.eval.learning_report import build_report, model_values
     from rl.eval.metrics import temperature_grid, token_metrics
-    from rl.train.signal_check import pick_rows
-    from rl.eval.stats import paired_bootstrap
 
     out = Path(training_args.output_dir)
     data = load_from_disk(str(out / "rpt-data"))

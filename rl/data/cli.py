@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from rl.data.settings import add_build_flags
 from rl.errors import UserError
 from rl.runtime.values import NON_NEGATIVE_INT, POSITIVE_INT
+from rl.data.estimate import estimate_build
+from rl.data.settings import add_build_flags, config_from_args
+from rl.data.shards import ShardPlan, shard_counts, shards_root
 
 RPT_EXAMPLES = """examples:
   rl data rpt --corpus builtin:champ --proxy-model builtin:smollm2-135m-instruct --output runs/champ-rpt
@@ -106,8 +108,6 @@ def shard_plan(args):
     per rank: LOCAL_RANK), else one shard."""
     import os
 
-    from rl.data.shards import ShardPlan
-
     if (args.num_shards is None) != (args.shard_index is None):
         raise UserError("--num-shards and --shard-index: give both (shard I of N) or neither")
     if args.num_shards is not None:
@@ -123,7 +123,6 @@ def shard_plan(args):
 
 def run_rpt(args) -> int:
     from rl.data.rpt import build_rpt_dataset
-    from rl.data.settings import config_from_args
 
     cfg = config_from_args(args, corpus=args.corpus, proxy_model=args.proxy_model)
     if getattr(args, "dry_run", False):
@@ -147,7 +146,6 @@ def run_rpt(args) -> int:
 
 def dry_run_rpt(args, cfg) -> int:
     """`rl data rpt --dry-run`: the checks of a build (settings, OUTPUT), then the shard plan and the work."""
-    from rl.data.estimate import estimate_build
     from rl.data.rpt import check_rpt_output
 
     if args.shard_index is not None and args.num_shards is None:
@@ -161,7 +159,6 @@ def dry_run_rpt(args, cfg) -> int:
 
 def run_merge(args) -> int:
     from rl.data.rpt import merge_rpt_shards
-    from rl.data.shards import shard_counts, shards_root
 
     root = shards_root(args.output)
     counts = shard_counts(root)

@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 
 from rl.data.settings import RPTBuildConfig
 from rl.errors import UserError
+from rl.data.corpus import CorpusStats, read_corpus
+from rl.data.proxy import check_proxy
+from rl.data.shards import ShardPlan, blocks, shards_root
 
 SAMPLE_DOCUMENTS = 256
 
@@ -51,8 +54,6 @@ class BuildEstimate:
         return round(characters * self.sample_scored / self.sample_characters) if self.sample_characters else 0
 
     def format(self, output: str) -> str:
-        from rl.data.shards import ShardPlan, shards_root
-
         n = self.num_shards
         ratio = self.sample_scored / self.sample_characters if self.sample_characters else 0.0
         lines = [
@@ -79,14 +80,9 @@ def estimate_build(cfg: RPTBuildConfig, num_shards: int, tokenizer=None,
     """Read the corpus (lazily) and count each shard's blocks, documents and characters; tokenize a sample.
 
     `tokenizer`: the proxy's (default: loaded from cfg.proxy_model without weights, rl/data/proxy.py)."""
-    from rl.data.corpus import CorpusStats, read_corpus
-    from rl.data.shards import ShardPlan, blocks
-
     cfg.validate()
     ShardPlan(num_shards, 0)
     if tokenizer is None:
-        from rl.data.proxy import check_proxy
-
         _, tokenizer = check_proxy(cfg.proxy_model)
     est = BuildEstimate(num_shards, cfg.block_documents, [ShardWork() for _ in range(num_shards)])
     stats = CorpusStats()

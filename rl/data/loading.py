@@ -13,6 +13,8 @@ import zlib
 from pathlib import Path
 
 from rl.errors import UserError
+from rl.data.fingerprint import describe_change
+from rl.data.settings import config_from_recipe
 
 logger = logging.getLogger(__name__)
 
@@ -186,8 +188,6 @@ def rpt_config_for_run(script_args, model_path: str, tokenizer, *, chat: str | N
     """The RPTBuildConfig `rl train` builds `<output_dir>/rpt-data` with: the chat form from the
     policy's tokenizer, or `chat` when given (the dry run may have no tokenizer); every other setting is
     its `rpt_*` recipe field (rl/data/settings.py). `rl train --dry-run` uses it too."""
-    from rl.data.settings import config_from_recipe
-
     return config_from_recipe(
         script_args, corpus=script_args.corpus, proxy_model=script_args.proxy_model or model_path,
         chat=_chat_for(script_args) or chat or ("yes" if getattr(tokenizer, "chat_template", None) else "no"),
@@ -212,8 +212,6 @@ def rpt_reuse_decision(cfg, out: Path) -> tuple[bool, str]:
 
 def rpt_change(saved: dict | None, current: dict) -> str:
     """Why saved RPT data does not match the run's settings, in a few words."""
-    from rl.data.fingerprint import describe_change
-
     if saved is None:
         return "no RPT data there yet"
     if saved.get("builder") != current.get("builder"):

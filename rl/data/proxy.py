@@ -5,14 +5,16 @@ checkpoint), then loaded in eval mode (bf16 on a GPU, fp32 on CPU)."""
 from __future__ import annotations
 
 from rl.errors import UserError
+from rl.runtime.assets import resolve_model
+from rl.runtime.models import (
+    check_model_dir, check_tokenizer, check_tokenizer_files, first_message_line, quiet_long_input_warning,
+)
 
 
 def load_proxy(model_name_or_path: str, device: str | None = None, flag: str = "--proxy-model"):
     """Load the proxy model (eval mode, fp32 on CPU) and its fast tokenizer; `flag` names the argument in errors."""
     import torch
     from transformers import AutoModelForCausalLM
-
-    from rl.runtime.models import check_tokenizer, first_message_line, quiet_long_input_warning
 
     path, tokenizer = check_proxy(model_name_or_path, flag)
     check_tokenizer(tokenizer, path, flag)
@@ -32,9 +34,6 @@ def check_proxy(model_name_or_path: str, flag: str = "--proxy-model"):
     """Resolve the proxy model and load its tokenizer (no weights): (path, tokenizer). One-line errors
     for a missing dir, a LoRA adapter, missing tokenizer files or a truncated checkpoint."""
     from transformers import AutoTokenizer
-
-    from rl.runtime.assets import resolve_model
-    from rl.runtime.models import check_model_dir, check_tokenizer_files, first_message_line
 
     try:
         path = resolve_model(model_name_or_path)

@@ -40,21 +40,16 @@ from typing import Iterator
 
 from rl.data.proxy import load_proxy
 from rl.data.settings import RPTBuildConfig
-from rl.data.shards import (
-    ShardPlan,
-    blocks,
-    check_siblings,
-    create_shard,
-    merge_shards,
-    merged_config,
-    open_shard,
-    run_shard,
-    shards_root,
-)
 from rl.data.summary import BuildSummary
 from rl.signal.entropy import token_entropy, topk_entropy
 from rl.signal.scoring import logit_reader, scoring, text_prefix
 from rl.signal.surprise import momentary_surprise, surprisal
+from rl.data.boundaries import split_at_token
+from rl.data.corpus import CorpusStats, read_corpus
+from rl.data.shards import (
+    ShardPlan, ShardsNotReady, blocks, check_shards, check_siblings, create_shard, merge_shards, merged_config, open_shard, run_shard, shards_root,
+)
+from rl.runtime.outputs import check_output_dir, written_files
 
 logger = logging.getLogger(__name__)
 # Logits held at once while scoring one window (elements): 2^26 = 128 MiB in bf16, 256 MiB in float32.
@@ -221,8 +216,6 @@ class RowMaker:
 
     def _doc_rows(self, entry: dict, summary: BuildSummary) -> list[dict]:
         """The kept positions of one scored document, as rows in position order."""
-        from rl.data.boundaries import split_at_token
-
         cfg = self.cfg
         entropy, score = entry["entropy"], entry["score"]  # at predicted position p (index 0 unused)
         threshold = cfg.min_entropy if cfg.select_by == "entropy" else cfg.min_surprise
@@ -312,8 +305,6 @@ def build_command(cfg: RPTBuildConfig) -> str:
 def check_rpt_output(cfg: RPTBuildConfig, output_dir: str | Path, flag: str = "--output", overwrite: bool = False,
                      overwrite_flag: str | None = "--overwrite") -> Path:
     """Refuse an RPT output path that is dangerous or holds what `rl data rpt` did not write (rl/runtime/outputs.py)."""
-    from rl.runtime.outputs import check_output_dir
-
     return check_output_dir(output_dir, flag, build_command(cfg), overwrite=overwrite,
                             inputs={"corpus": cfg.corpus, "proxy model": cfg.proxy_model},
                             containers={"corpus": cfg.corpus},
@@ -358,8 +349,6 @@ def build_rpt_dataset(cfg: RPTBuildConfig, output_dir: str | Path, jsonl: bool =
     device (default: the GPU when there is one). `proxy`: (model, tokenizer) already loaded from
     `cfg.proxy_model` (bench/rpt_build_speed.py), else loaded here.
     """
-    from rl.data.corpus import CorpusStats, read_corpus
-
     cfg.validate()
     output_dir = Path(output_dir)
     check_rpt_output(cfg, output_dir, flag, overwrite)
@@ -415,8 +404,6 @@ def merge_rpt_shards(output_dir: str | Path, num_shards: int, cfg: RPTBuildConfi
     """Merge the finished shards of OUTPUT into OUTPUT (`rl data merge`, and the last shard of a build);
     returns (Dataset, BuildSummary), or (None, None) when `missing_ok` and shards are still to come, or
     another process merges. Without `cfg` the settings come from the shards' own record."""
-    from rl.data.shards import ShardsNotReady, check_shards
-
     output_dir = Path(output_dir)
     if missing_ok:
         try:
@@ -435,16 +422,12 @@ def merge_rpt_shards(output_dir: str | Path, num_shards: int, cfg: RPTBuildConfi
                                     expected=expected, no_rows=no_rows,
                                     legacy=RPT_LEGACY_FILES if command == RPT_COMMAND else ())
     if dataset is not None:
-        from rl.runtime.outputs import written_files
-
         summary.files = written_files(output_dir)
     return dataset, summary
 
 
 def read_shard_config(output_dir: Path, num_shards: int) -> dict:
     """The build fingerprint recorded by shard 0 of `num_shards` (`rl data merge` has no settings of its own)."""
-    from rl.data.shards import check_shards
-
     return check_shards(output_dir, num_shards)[0][1]["config"]
 
 

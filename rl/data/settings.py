@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from rewards.rpt import FORMATS
 from rl.errors import UserError
 from rl.runtime.values import FINITE, POSITIVE_INT, Number
+from rl.data.fingerprint import corpus_fingerprint, model_fingerprint
 
 DEFAULT_RPT_PROMPT = (
     'Complete the text under "### Context" by predicting its next token.\n'
@@ -118,8 +119,6 @@ class RPTBuildConfig:
         """What decides the rows, as saved in rpt_build.json (for reuse checks): the settings plus
         `inputs`, the corpus and proxy-model files they were built from (size + mtime_ns per file,
         rl/data/fingerprint.py), so rewritten corpus files never lead to stale rows being reused."""
-        from rl.data.fingerprint import corpus_fingerprint, model_fingerprint
-
         settings = json.loads(json.dumps(dataclasses.asdict(self), default=str))
         if self.select_by == "entropy":  # data built before select_by existed stays reusable
             settings.pop("select_by")

@@ -36,7 +36,8 @@ from typing import Callable, Iterable, Iterator
 from rl.data.summary import BuildSummary
 from rl.errors import UserError
 from rl.runtime.atomic_io import atomic_write_text, fsync_dir
-from rl.runtime.outputs import MARKER, check_output_dir, read_marker, replace_dir
+from rl.data.fingerprint import corpus_fingerprint, describe_change, model_fingerprint
+from rl.runtime.outputs import MARKER, _pid_alive, check_output_dir, read_marker, replace_dir
 
 PROGRESS = "progress.json"
 LOCK = "merge.lock"
@@ -110,8 +111,6 @@ def read_progress(shard_dir: Path) -> dict | None:
 
 def changed_settings(saved: dict, current: dict) -> str:
     """What differs between two build fingerprints, in a few words (settings first, then inputs)."""
-    from rl.data.fingerprint import describe_change
-
     keys = sorted(k for k in set(saved) | set(current) if k != "inputs" and saved.get(k) != current.get(k))
     if keys:
         return f"other settings: {', '.join(keys)}"
@@ -123,8 +122,6 @@ def changed_settings(saved: dict, current: dict) -> str:
 
 def _clean_own_temps(shard_dir: Path) -> None:
     """Temp files of a killed write in a shard directory of ours (`.NAME.tmp.PID`, its process gone)."""
-    from rl.runtime.outputs import _pid_alive
-
     if not shard_dir.is_dir():
         return
     for f in shard_dir.iterdir():
@@ -244,8 +241,6 @@ def shard_counts(root: Path) -> list[int]:
 def check_shards(output_dir: Path, num_shards: int, expected: dict | None = None) -> list[tuple[Path, dict]]:
     """Every shard of `num_shards` present, finished, with one fingerprint (`expected` when given) whose
     input files are unchanged; else one line naming the shard and what is wrong."""
-    from rl.data.fingerprint import corpus_fingerprint, model_fingerprint
-
     root = shards_root(output_dir)
     found = []
     for i in range(num_shards):
@@ -277,8 +272,6 @@ def check_shards(output_dir: Path, num_shards: int, expected: dict | None = None
 def merge_lock(root: Path) -> Iterator[bool]:
     """Yields True for the one process that may merge (an O_EXCL lock file with pid and host), False
     while another live process holds it; a lock left by a dead process on this host is taken over."""
-    from rl.runtime.outputs import _pid_alive
-
     path = root / LOCK
     me = f"{os.getpid()} {socket.gethostname()}"
     for _ in range(2):

@@ -18,6 +18,9 @@ from rl.runtime.outputs import check_output_dir, replace_dir, written_files
 from rl.runtime.values import check_number
 from rl.signal.sampling import SamplingSettings
 from rl.signal.scoring import token_texts
+from rl.data.corpus import CorpusStats, read_corpus
+from rl.eval.next_token import load_model
+from rl.runtime.models import check_model_arg, quiet_long_input_warning
 
 BITS_COMMAND = "rl profile bits"
 
@@ -209,10 +212,7 @@ class BitsSettings:
 def _scored(model_path: str, s: BitsSettings, model, tokenizer, progress: bool, check_out) -> tuple:
     """(docs, source, tokenizer): the corpus or the model's own completions, scored; inputs are read
     (and refused) before the weights load."""
-    from rl.data.corpus import CorpusStats, read_corpus
-    from rl.eval.next_token import load_model
     from rl.eval.profile import read_prompts
-    from rl.runtime.models import check_model_arg, quiet_long_input_warning
 
     check_out()
     if model is None:

@@ -8,6 +8,11 @@ import argparse
 from rl.runtime.values import FINITE, FRACTION, NON_NEGATIVE, POSITIVE, POSITIVE_INT, Number
 from rl.eval.math_eval import register as register_math
 from rl.errors import UserError
+from rl.eval.compare import compare_results, evaluate_pair, format_table
+from rl.eval.next_token import NextTokenSettings, evaluate_next_token
+from rl.runtime.atomic_io import atomic_write_text
+from rl.runtime.models import check_model_arg
+from rl.runtime.outputs import check_output_file
 
 EVAL_EXAMPLES = """examples:
   rl eval next-token --model builtin:smollm2-135m-instruct --data runs/champ-rpt --limit 200
@@ -204,12 +209,6 @@ EVAL_COMMAND = "rl eval next-token"
 def run_eval(args) -> int:
     import json
 
-    from rl.eval.compare import compare_results, format_table
-    from rl.eval.next_token import NextTokenSettings, evaluate_next_token
-    from rl.runtime.models import check_model_arg
-    from rl.runtime.atomic_io import atomic_write_text
-    from rl.runtime.outputs import check_output_file
-
     # Everything that can be wrong is checked before the first (possibly hour-long) evaluation.
     out = None
     if args.output:
@@ -230,7 +229,6 @@ def run_eval(args) -> int:
         temperature=args.temperature, max_context_tokens=args.max_context_tokens, seed=args.seed, device=args.device,
     )
     if args.compare and args.mode == "standard":  # + the calibrated NLL (temperature-fair), each model loaded once
-        from rl.eval.compare import evaluate_pair
 
         results, other = evaluate_pair(args.model, args.compare, args.data, args.calibration_data, settings)
     else:

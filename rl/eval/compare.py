@@ -20,7 +20,11 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from rl.eval.next_token import split_indices
+from rl.eval.learning_report import sharpening_share
+from rl.eval.next_token import (
+    NextTokenSettings, encode_contexts, evaluate_next_token, load_eval_rows, load_model, split_indices,
+)
+from rl.eval.stats import group_sums, paired_bootstrap
 
 # Per-row values compared, with the label the table gives them.
 METRICS = (("score", "accuracy"), ("expected", "expected_accuracy"), ("nll", "nll"), ("nll_cal", "calibrated_nll"))
@@ -39,7 +43,6 @@ def calibrate_rows(model, tokenizer, rows: list[dict], calibration_rows: list[di
     `temperature_grid(temperature)` (for the sharpening share of `compare_results`)."""
     from rl.eval.metrics import (distribution_stats, fit_temperature, nll_at_temperature, position_logits,
                                  temperature_grid, token_bytes_index, token_candidates)
-    from rl.eval.next_token import encode_contexts
 
     grid = temperature_grid(temperature) if temperature else None
     index = token_bytes_index(tokenizer)
@@ -152,8 +155,6 @@ def evaluate_pair(model_path: str, compare_path: str, data, calibration_data=Non
     """Both models of `--compare` on the same rows (standard mode), each loaded once: the next-token
     evaluation, then its calibrated NLL (`calibrate_rows`: on `calibration_data` rows, else
     cross-fitted); `settings` is the evaluation's NextTokenSettings."""
-    from rl.eval.next_token import NextTokenSettings, evaluate_next_token, load_eval_rows, load_model
-
     settings = settings or NextTokenSettings()
     calibration_rows = None
     if calibration_data is not None:
@@ -176,8 +177,6 @@ def compare_results(a: dict, b: dict, *, n_boot: int = 4000, seed: int = 0) -> d
     positions only a / only b got right, and the paired difference with its 95% CI for accuracy,
     expected accuracy and NLL (`paired`: {metric: {before, after, diff, ci95, groups, units}},
     where "after" is a and "before" is b)."""
-    from rl.eval.stats import paired_bootstrap
-
     diff = {}
     for name, split in a["splits"].items():
         other = b["splits"].get(name, {})
@@ -212,9 +211,6 @@ def _sharpening(grid, temperature, members, rows_a, rows_b, seed) -> dict:
     """The sharpening share over `members` (rl/eval/learning_report.py `sharpening_share`): the
     second model (before) at the temperature where its mean entropy equals the first's at T."""
     import numpy as np
-
-    from rl.eval.learning_report import sharpening_share
-    from rl.eval.stats import group_sums
 
     center = min(range(len(grid)), key=lambda k: abs(grid[k] - temperature))
     groups = [rows_a[i].get("doc_id") if rows_a[i].get("doc_id") is not None else f"row{i}" for i in members]

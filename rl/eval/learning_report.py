@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rl.eval.stats import PairedDiff, paired_bootstrap, paired_bootstrap_sums
+from rl.eval.next_token import encode_contexts
 
 SPLITS = (("all", None), ("easy", 0.5), ("medium", 1.0), ("hard", 1.5))
 FAIR_SPLIT = "hard"  # the split the learning line's temperature-fair clause reports ("all" when it is empty)
@@ -199,7 +200,6 @@ def _pair(d: PairedDiff, scale: float, unit: str, digits: int) -> str:
 
 def position_values(model, tokenizer, rows: list[dict], temperature: float, max_context_tokens: int | None,
                     batch_size: int = 8, calibrated_temperature: float | None = None) -> list[dict]:
-    from rl.eval.next_token import encode_contexts
     from rl.eval.metrics import position_metrics
 
     seqs = encode_contexts(tokenizer, [r["context"] for r in rows], max_context_tokens)
@@ -213,7 +213,6 @@ def calibration_temperature(model, tokenizer, rows: list[dict], max_context_toke
     """(T minimising the model's mean NLL of the first true token over `rows`, units with a target):
     the temperature the calibrated NLL applies on held-out data; (None, 0) without usable rows."""
     from rl.eval.metrics import fit_temperature, position_logits
-    from rl.eval.next_token import encode_contexts
 
     if not rows:
         return None, 0

@@ -42,6 +42,11 @@ from rl.errors import UserError
 from rl.eval.next_token import load_model, pass_at_k
 from rl.eval.stats import paired_bootstrap
 from rl.signal.sampling import SamplingSettings, prompt_ids, sample
+from rl.data.loading import read_dataset
+from rl.runtime.atomic_io import atomic_write_text
+from rl.runtime.models import check_model_arg
+from rl.runtime.outputs import check_output_file
+from rl.runtime.values import FRACTION, NON_NEGATIVE, POSITIVE_INT
 
 __all__ = ["MathEvalSettings", "Problem", "compare_math", "evaluate_math", "format_math", "load_problems", "register",
            "run_math"]
@@ -114,8 +119,6 @@ def _champ() -> list[Problem]:
 
 def _file_rows(spec: str) -> list[dict]:
     from datasets import DatasetDict
-
-    from rl.data.loading import read_dataset
 
     if not Path(spec).expanduser().exists():
         raise UserError(f"--data {spec}: no such file or directory; give a .jsonl/.parquet file, a save_to_disk dir "
@@ -318,8 +321,6 @@ def register(ev_sub) -> None:
     """`rl eval math`'s parser, under `rl eval` (rl/eval/cli.py)."""
     import argparse
 
-    from rl.runtime.values import FRACTION, NON_NEGATIVE, POSITIVE_INT
-
     p = ev_sub.add_parser(
         "math", help="avg@k and pass@k on math problems, scored by the math reward",
         description="k samples per problem at a temperature, each scored by rewards/math.py (math-verify): avg@k "
@@ -358,10 +359,6 @@ def _pass_ks(text: str | None) -> tuple[int, ...]:
 def run_math(args) -> int:
     """Everything that can be wrong is checked before a model loads; then evaluate, print, write."""
     import json
-
-    from rl.runtime.atomic_io import atomic_write_text
-    from rl.runtime.models import check_model_arg
-    from rl.runtime.outputs import check_output_file
 
     out = None
     if args.output:

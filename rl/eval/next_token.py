@@ -34,6 +34,8 @@ from typing import Any, Sequence
 from rl.errors import UserError
 from rl.signal.sampling import SamplingSettings, prompt_ids, sample
 from rl.signal.scoring import text_prefix, token_texts
+from rl.data.loading import read_dataset
+from rl.runtime.assets import resolve_model
 
 logger = logging.getLogger(__name__)
 
@@ -163,8 +165,6 @@ def load_eval_rows(data: Any, mode: str, limit: int | None = None) -> tuple[list
 def _read_dataset(path: Path):
     from datasets import DatasetDict
 
-    from rl.data.loading import read_dataset
-
     data = read_dataset(str(path), field="--data")
     if isinstance(data, DatasetDict):
         name = next((s for s in ("test", "validation", "eval", "train") if s in data), list(data)[0])
@@ -207,8 +207,6 @@ def load_model(name_or_path: str, device: str | None = None):
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from rl.runtime.assets import resolve_model
 
     path = resolve_model(str(name_or_path))
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")

@@ -24,6 +24,7 @@ from rl.signal.entropy import token_entropy
 from rl.signal.sampling import SamplingSettings, pad_id, prompt_ids, sample
 from rl.signal.scoring import decoded_pieces, logit_reader, scoring, text_prefix, token_pieces
 from rl.signal.surprise import momentary_surprise, past_surprise, surprisal
+from rl.eval.patches import patch_lengths, patch_starts
 
 TOP_FRACTION = 0.2
 
@@ -123,7 +124,6 @@ def patch_summary(docs: list[dict], mode: str, threshold: float, forking: list[b
                   **kwargs) -> dict:
     """Patches of every document cut in one mode: counts, lengths in tokens and bytes, the share of
     global steps, the kinds and most frequent tokens that start patches, overlap with forking tokens."""
-    from rl.eval.patches import patch_lengths, patch_starts
     from rl.eval.profile import KINDS, token_kind
 
     n = sum(len(d["ids"]) for d in docs)

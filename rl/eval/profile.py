@@ -34,6 +34,10 @@ from rl.signal.entropy import token_entropy
 from rl.signal.padding import left_pad
 from rl.signal.sampling import SamplingSettings, pad_id, prompt_ids, sample
 from rl.signal.scoring import logit_reader, scoring, text_prefix, token_texts
+from rl.data.corpus import CorpusStats, read_corpus
+from rl.eval.next_token import load_model
+from rl.runtime.models import check_model_arg, quiet_long_input_warning
+from rl.runtime.outputs import check_output_dir, replace_dir, written_files
 
 logger = logging.getLogger(__name__)
 
@@ -448,11 +452,6 @@ def profile_entropy(model_path: str, settings: ProfileSettings, *, model=None, t
     The output dir is checked before any work (rl/runtime/outputs.py: a new dir or a previous profile,
     else `overwrite`) and replaced atomically; `result["written"]` lists every file written.
     `settings.entropy_temperature` in the result records the temperature the entropies are at."""
-    from rl.data.corpus import CorpusStats, read_corpus
-    from rl.eval.next_token import load_model
-    from rl.runtime.models import check_model_arg, quiet_long_input_warning
-    from rl.runtime.outputs import check_output_dir, replace_dir, written_files
-
     s = settings
     s.check()
 

@@ -35,6 +35,18 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from rl.errors import UserError
+from rl.data.cli import _add_build_args
+from rl.data.corpus import read_corpus
+from rl.data.proxy import check_proxy
+from rl.data.settings import config_from_args
+from rl.data.shards import shard_counts, shards_root
+from rl.launch.shipped import shipped_path
+from rl.launch.slurm import check_no_secrets, fill_template
+from rl.runtime.atomic_io import atomic_write_text
+from rl.runtime.outputs import check_not_dangerous, check_outputs_spare_inputs
+from rl.runtime.values import non_finite_options
+from rl.runtime.wandb_secrets import SECRET_FLAG
+from rl.train.launch_section import DEFAULT_SIGNAL_SECONDS, add_submit_arguments, launch_problem
 
 COMMANDS = ("rpt", "rlp")
 # rl submit's flags that an array job shares with training (rl/train/launch_section.py add_submit_arguments)
@@ -89,9 +101,6 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser(command: str) -> argparse.ArgumentParser:
     """`rl submit data rpt|rlp`: rl data's build flags (declared once, rl/data/cli.py) + rl submit's Slurm flags."""
-    from rl.data.cli import _add_build_args
-    from rl.train.launch_section import add_submit_arguments
-
     p = _Parser(prog=f"rl submit data {command}", allow_abbrev=False,
                 description=f"Submit `rl data {command}` as a Slurm array job: one task per shard (--num-shards), "
                 "requeued on SIGUSR1 and resumed at its last block, one log per task; the last task to finish "
@@ -142,10 +151,6 @@ def build_args(parser: argparse.ArgumentParser, argv: Sequence[str]) -> list[str
 def render(command: str, args: argparse.Namespace, passed: Sequence[str], *, workdir: Path, log_dir: Path,
            python: str | None = None, environ: Mapping[str, str] | None = None) -> str:
     """The array job's script: the header above, then slurm/rpt_data.sbatch from `set -euo pipefail` on."""
-    from rl.launch.shipped import shipped_path
-    from rl.launch.slurm import check_no_secrets, fill_template
-    from rl.train.launch_section import DEFAULT_SIGNAL_SECONDS
-
     body = shipped_path("slurm/rpt_data.sbatch").read_text(encoding="utf-8")
     start = body.find("\nset -euo pipefail")
     if start < 0:
@@ -175,14 +180,7 @@ def render(command: str, args: argparse.Namespace, passed: Sequence[str], *, wor
 
 def check(command: str, args: argparse.Namespace, workdir: Path) -> tuple[Path, object]:
     """Everything a task would refuse, refused here in one line before anything is queued; returns (log dir, cfg)."""
-    from rl.data.corpus import read_corpus
-    from rl.data.proxy import check_proxy
     from rl.data.rpt import check_rpt_output
-    from rl.data.settings import config_from_args
-    from rl.data.shards import shard_counts, shards_root
-    from rl.runtime.outputs import check_not_dangerous
-    from rl.runtime.wandb_secrets import SECRET_FLAG
-    from rl.train.launch_section import launch_problem
 
     if args.num_shards is None:
         raise UserError(f"rl submit data {command}: --num-shards N is required (the array's size: one task per shard)")
@@ -231,9 +229,6 @@ def check(command: str, args: argparse.Namespace, workdir: Path) -> tuple[Path, 
 def submit_data(command: str, argv: Sequence[str], *, sbatch: str = "sbatch", env: Mapping[str, str] | None = None,
                 out=None, workdir: str | os.PathLike | None = None, python: str | None = None) -> str | None:
     """Parse `rl submit data COMMAND ARGV`, check, render, and submit (or print, --dry-run); returns the job id."""
-    from rl.runtime.outputs import check_outputs_spare_inputs
-    from rl.runtime.values import non_finite_options
-
     out = out or sys.stdout
     if command not in COMMANDS:
         raise UserError(f"rl submit data {command}: unknown; expected one of {', '.join(COMMANDS)} "
@@ -268,7 +263,6 @@ def submit_data(command: str, argv: Sequence[str], *, sbatch: str = "sbatch", en
     if exe is None:
         raise UserError(f"{sbatch}: not found on PATH; run `rl submit` on a Slurm login node "
                         "(or use --dry-run to only print the script)")
-    from rl.runtime.atomic_io import atomic_write_text
 
     try:
         atomic_write_text(script, text, exclusive=True, make_parents=True)

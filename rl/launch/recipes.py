@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Iterable, TextIO
 
 from rl.errors import UserError
+from rl.launch.shipped import shipped_path
 
 # A recipe names another shipped file as `recipes/...yaml` (launch lines, `accelerate_config:`).
 ACCELERATE_REFERENCE = re.compile(r"recipes/(accelerate/[A-Za-z0-9_.-]+\.ya?ml)")
@@ -40,8 +41,6 @@ class Recipe:
 
 def recipes_dir() -> Path:
     """The shipped `recipes/` folder (wheel copy or source checkout)."""
-    from rl.launch.shipped import shipped_path
-
     return shipped_path("recipes")
 
 

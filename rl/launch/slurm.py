@@ -30,6 +30,11 @@ from rl.train.launch_section import (DEFAULT_SIGNAL_SECONDS, add_submit_argument
                                      check_launch_section, launch_problem, slurm_time_seconds)
 from rl.runtime.strict_yaml import load_recipe_file
 from rl.train.preflight.rules import override_value
+from rl.launch.shipped import shipped_path
+from rl.runtime.atomic_io import atomic_write_text
+from rl.runtime.outputs import check_not_dangerous
+from rl.runtime.wandb_secrets import SECRET_FLAG
+from rl.train.vllm_serve import serve_args, serve_settings
 
 PLACEHOLDER = re.compile(r"\{\{([A-Z_]+)\}\}")
 SECRET_NAMES = ("WANDB_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HUGGINGFACE_HUB_TOKEN", "HF_API_TOKEN",
@@ -155,14 +160,12 @@ def render_sbatch(recipe_path: str | os.PathLike, nodes: int = 1, gpus_per_node:
         vllm_model = vllm_model or override_value(overrides, "model_name_or_path") or data.get("model_name_or_path")
         if not vllm_model:
             raise UserError(f"{recipe}: --vllm-server-node needs model_name_or_path in the recipe")
-        from rl.train.vllm_serve import serve_settings
 
         try:  # the recipe's vLLM settings for `trl vllm-serve` (rl/train/vllm_serve.py)
             serve = serve_settings(lambda f: data.get(f) if override_value(overrides, f) is None else override_value(overrides, f),
                                    model=vllm_model, gpus=None if cpu else procs_per_node)
         except UserError as exc:
             raise UserError(f"{recipe}: {exc}") from None
-    from rl.runtime.wandb_secrets import SECRET_FLAG
 
     for tok in overrides:  # a secret passed as a flag would land in the kept script
         name = str(tok).split("=", 1)[0]
@@ -172,8 +175,6 @@ def render_sbatch(recipe_path: str | os.PathLike, nodes: int = 1, gpus_per_node:
     train_args = ["train", "--config", str(recipe), *overrides]
     if override_value(overrides, "resume_from_checkpoint") is None:
         train_args += ["--resume_from_checkpoint", "auto"]
-    from rl.launch.shipped import shipped_path
-    from rl.train.vllm_serve import serve_args
 
     template_path = Path(template) if template else shipped_path("slurm/train.sbatch")  # checkout or wheel
     if not template_path.is_file():
@@ -222,8 +223,6 @@ def check_run_dir(recipe_path, run_dir: Path, overrides: Sequence[str], workdir:
     """The run dir (where the trainer, its logs and the kept script go): refused when it is `.`/`..`/above
     the submitting directory, the recipe, the data, the corpus or a model (or contains one), or an
     existing file. An existing run dir is fine: submissions only add new files (resume needs it)."""
-    from rl.runtime.outputs import check_not_dangerous
-
     recipe = (workdir / recipe_path).resolve()
     data = load_recipe(recipe)
     inputs = {"recipe": recipe}
@@ -294,7 +293,6 @@ def submit(recipe_path: str | os.PathLike, *, dry_run: bool = False, sbatch: str
     if exe is None:
         raise UserError(f"{sbatch}: not found on PATH; run `rl submit` on a Slurm login node "
                         "(or use --dry-run to only print the script)")
-    from rl.runtime.atomic_io import atomic_write_text
 
     try:
         atomic_write_text(script, text, exclusive=True, make_parents=True)  # a kept script is never replaced
@@ -322,7 +320,7 @@ def _main(args: argparse.Namespace) -> int:
         if len(overrides) < 2:
             raise UserError("rl submit data: name the build, e.g. rl submit data rpt --corpus ... --output ... "
                             "--num-shards 8")
-        from rl.launch.data_submit import submit_data
+        from rl.launch.data_submit import submit_data  # it builds on this module: imported here, no cycle
 
         submit_data(overrides[1], overrides[2:])
         return 0

@@ -15,8 +15,13 @@ import time
 from dataclasses import dataclass, field, fields
 
 from rl.errors import UserError
-from rl.prune.chains import read_chains
 from rl.runtime.values import FINITE, POSITIVE, POSITIVE_INT, Number
+from rl.prune.categories import categorise_tokens
+from rl.prune.chains import check_fits, read_chains
+from rl.prune.report import category_stats, plot_curves, sft_name, survival_table, write_sft
+from rl.runtime.models import check_model_arg, check_not_adapter
+from rl.runtime.outputs import check_output_dir, replace_dir, written_files
+from rl.signal.scoring import text_prefix
 
 COMMAND = "rl prune"
 EXAMPLES = """examples:
@@ -35,8 +40,6 @@ with --sample also OUT/samples.jsonl (every drawn completion, its reward and whe
 
 def _keeps(text: str) -> list[float]:
     """Keep ratios: numbers in [0, 1], each with its own SFT file name (two decimals)."""
-    from rl.prune.report import sft_name
-
     shape = f"expected comma-separated ratios like 0.3,0.5,0.7, got {text!r}"
     try:
         keeps = sorted({float(x) for x in text.split(",") if x.strip()})
@@ -149,8 +152,6 @@ def run(args) -> int:
 def prune_command(job: PruneJob) -> int:
     """The run (see the module doc): check everything, sample when asked, prune, write, print."""
     from rl.prune.pruner import PruneSettings
-    from rl.runtime.models import check_model_arg, check_not_adapter
-    from rl.runtime.outputs import check_output_dir, replace_dir, written_files
 
     try:
         settings = PruneSettings(mode=job.mode, objective=job.objective, batch_size=job.batch_size,
@@ -246,7 +247,6 @@ def _check_sampling(job: PruneJob, sampling, policy_path, model_path, tok, max_l
     from transformers import AutoConfig, AutoTokenizer
 
     from rewards import get_reward_func
-    from rl.signal.scoring import text_prefix
     from rl.prune.pruner import PROMPT_TEMPLATE
     from rl.prune.samples import check_reward_columns
 
@@ -294,7 +294,6 @@ def _sample(job: PruneJob, sampling, questions, reward, policy, policy_tok, tok,
 def _encode_rows(job: PruneJob, chains, tok, max_len, limit, skip_long=False):
     """(chain, encoded) pairs, checked against the context; rows over --max-chain-tokens skipped
     (and, for the policy's own chains, `skip_long`, rows longer than the pruner's context)."""
-    from rl.prune.chains import check_fits
     from rl.prune.pruner import encode
 
     row_fields = job.row_fields
@@ -326,7 +325,6 @@ def _encode_rows(job: PruneJob, chains, tok, max_len, limit, skip_long=False):
 
 
 def _prune_all(model, tok, rows, settings, keeps):
-    from rl.prune.categories import categorise_tokens
     from rl.prune.pruner import PROMPT_TEMPLATE, SEP, chain_pieces, prune, pruned_text, score_kept
 
     chains, sft = [], {k: [] for k in keeps}
@@ -354,8 +352,6 @@ def _prune_all(model, tok, rows, settings, keeps):
 def _summary(job: PruneJob, settings, chains, sft, seconds) -> dict:
     from dataclasses import asdict
 
-    from rl.prune.report import category_stats, survival_table
-
     stats = category_stats(chains, job.keep)
     curve = {"1.0": {"mean": sum(c["full_answer_loglik"] for c in chains) / len(chains), "chains": len(chains)}}
     for k in job.keep:
@@ -369,8 +365,6 @@ def _summary(job: PruneJob, settings, chains, sft, seconds) -> dict:
 
 
 def _write(tmp, chains, sft, summary, keeps, records=None) -> None:
-    from rl.prune.report import plot_curves, write_sft
-
     if records is not None:
         with (tmp / "samples.jsonl").open("w", encoding="utf-8") as fh:
             for rec in records:

@@ -11,6 +11,7 @@ import logging
 from pathlib import Path
 
 from rl.errors import UserError
+from rl.runtime.assets import resolve_model
 
 logger = logging.getLogger(__name__)
 
@@ -172,8 +173,6 @@ def check_model_arg(name_or_path: str, flag: str) -> str:
     (builtin names, local paths), a local dir is complete (or a LoRA adapter whose base is), and its
     config reads (hub ids from the local cache). Returns the resolved path; one-line UserError naming `flag`."""
     import json
-
-    from rl.runtime.assets import resolve_model
 
     try:
         path = resolve_model(str(name_or_path))

@@ -22,6 +22,15 @@ import os
 from pathlib import Path
 
 from rl.errors import UserError
+from rl.runtime.assets import resolve_model
+from rl.runtime.cpu_distributed import apply_cpu_workarounds
+from rl.runtime.library_noise import import_integrations_quietly
+from rl.runtime.models import check_model_dir, load_tokenizer
+from rl.runtime.outputs import check_output_dir, replace_dir
+from rl.runtime.strict_yaml import load_recipe_file
+from rl.runtime.wandb_secrets import move_secret_args, wandb_fallback
+from rl.sft.data import load_rows, read_prompts
+from rl.train.preflight.rules import read_deepspeed_config
 
 EXAMPLES = """examples:
   rl sft --config recipes/caft/smoke-heads.yaml               # CAFT stage 1: self-distil, train the heads (CPU)
@@ -68,8 +77,6 @@ def make_parser():
 def parse_sft_recipe(argv: list[str], dry: bool = False):
     """(script_args, training_args, model_args); one line for a bad file, field, value or override.
     `dry`: parsed for the GPUs the recipe targets, so bf16 is not refused on a CPU login node."""
-    from rl.runtime.strict_yaml import load_recipe_file
-    from rl.train.preflight.rules import read_deepspeed_config
     from rl.train.recipe import _check_overrides, check_fields  # rl train's own checks, shared as they are
 
     parser = make_parser()
@@ -124,8 +131,6 @@ def preflight(script_args, training_args, model_args, notes: list[str] | None = 
     if script_args.dataset_path:
         check(_rows, script_args.dataset_path)
     elif caft and training_args.caft_stage == "heads" and training_args.caft_prompts:
-        from rl.sft.data import read_prompts
-
         check(read_prompts, training_args.caft_prompts)
     else:
         problems.append("dataset_path: set the SFT rows (stage heads may set caft_prompts instead, to self-distil)")
@@ -146,9 +151,6 @@ def preflight(script_args, training_args, model_args, notes: list[str] | None = 
 
 
 def _model_path(model_args) -> str:
-    from rl.runtime.assets import resolve_model
-    from rl.runtime.models import check_model_dir
-
     if not model_args.model_name_or_path:
         raise UserError("model_name_or_path: set it (builtin:smollm2-135m-instruct, a hub id or a local dir)")
     path = resolve_model(model_args.model_name_or_path)
@@ -157,8 +159,6 @@ def _model_path(model_args) -> str:
 
 
 def _rows(path: str):
-    from rl.sft.data import load_rows
-
     return load_rows(path)
 
 
@@ -214,11 +214,7 @@ def dry_run(argv: list[str]) -> int:
 
 
 def train(argv: list[str]) -> int:
-    from rl.runtime.cpu_distributed import apply_cpu_workarounds
-
     apply_cpu_workarounds()  # before accelerate state exists
-    from rl.runtime.library_noise import import_integrations_quietly
-    from rl.runtime.wandb_secrets import move_secret_args, wandb_fallback
 
     import_integrations_quietly()
     script_args, training_args, model_args = parse_sft_recipe(argv)
@@ -262,7 +258,6 @@ def _dataset(script_args, training_args, model_args, model_path: str, tokenizer)
 def build_trainer(script_args, training_args, model_args, callbacks=()):
     from trl import get_peft_config
 
-    from rl.runtime.models import load_tokenizer
     from rl.sft.trainer import CaftSFTTrainer
 
     model_path = _model_path(model_args)
@@ -281,7 +276,6 @@ def build_trainer(script_args, training_args, model_args, callbacks=()):
 
 def _train(script_args, training_args, model_args) -> int:
     from rl.runtime.checkpoint import CheckpointCallback, resolve_resume
-    from rl.runtime.outputs import check_output_dir
     from rl.runtime.preemption import PreemptionCallback, PreemptionHandler
     from rl.runtime.wandb_run import wandb_run_callbacks
 
@@ -317,7 +311,6 @@ def _train(script_args, training_args, model_args) -> int:
 
 def _finish_heads(trainer, training_args) -> None:
     """Stage 1's end: held-out top-1 per head offset, then the heads (with that report) apart from the policy."""
-    from rl.runtime.outputs import replace_dir
     from rl.sft.heads import heads_of, heads_state, write_heads
 
     report = trainer.heldout_top1()

@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 from rl.errors import UserError
+from rl.runtime.outputs import check_output_dir, replace_dir
 
 DISTILL_COMMAND = "rl sft (self-distilled set)"
 ROWS = "rows.jsonl"
@@ -141,8 +142,6 @@ def build_distilled(directory: Path, settings: dict, model_path: str, tokenizer,
     """Generate and write the set atomically into `directory` (rows + settings + the outputs marker)."""
     import torch
     from transformers import AutoModelForCausalLM
-
-    from rl.runtime.outputs import check_output_dir, replace_dir
 
     check_output_dir(directory, "output_dir", DISTILL_COMMAND)
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32 if not torch.cuda.is_available()

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from rl.errors import UserError
+from rl.runtime.atomic_io import atomic_write_text
 
 CONFIG_NAME = "caft_heads.json"
 WEIGHTS_NAME = "caft_heads.safetensors"
@@ -228,8 +229,6 @@ def write_heads(directory: str | Path, state: dict[str, torch.Tensor], heads: Ca
                 extra: dict | None = None) -> list[Path]:
     """Write the heads' weights and config into `directory` (created); one process writes."""
     from safetensors.torch import save_file
-
-    from rl.runtime.atomic_io import atomic_write_text
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)

@@ -21,6 +21,9 @@ import json
 from pathlib import Path
 
 from rl.errors import UserError
+from rl.runtime.library_noise import quiet_library_deprecations
+from rl.runtime.models import check_model_arg, check_not_adapter
+from rl.runtime.outputs import check_output_dir, replace_dir, written_files
 
 COMMAND = "rl merge"
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -110,8 +113,6 @@ def _newest_adapter_checkpoint(run_dir: Path) -> str | None:
 def check_base(base: str | None, adapter: str, config: dict) -> str:
     """The base model to load: `--base`, else the adapter's base_model_name_or_path; a full model whose
     config reads (no weights load). Returns the resolved path or hub id."""
-    from rl.runtime.models import check_model_arg, check_not_adapter
-
     if base is not None:
         flag = "--base"
     else:
@@ -163,8 +164,6 @@ def merge_adapter(adapter: str, base: str, dtype):
 
 
 def run(args) -> int:
-    from rl.runtime.outputs import check_output_dir, replace_dir, written_files
-
     adapter = str(Path(args.adapter).expanduser())
     inputs = {"ADAPTER": adapter, "--base": args.base}
 
@@ -177,8 +176,6 @@ def run(args) -> int:
     inputs["base model"] = base  # a base named by the adapter config is an input too
     out = check_out()
     dtype = save_dtype(args.dtype, base)
-
-    from rl.runtime.library_noise import quiet_library_deprecations
 
     print(f"merging {adapter} into {base} ...", flush=True)
     with quiet_library_deprecations():  # peft and save_pretrained call transformers' renamed checkpointing methods

@@ -12,6 +12,8 @@ from rl.train.preflight.dataset_peek import DataInfo, peek_dataset
 from rl.train.preflight.models import ModelInfo, check_model, prompt_tokens
 from rl.train.preflight.report import Report, exc_summary
 from rl.errors import UserError
+from rl.data.corpus import read_corpus
+from rl.data.loading import rpt_change, rpt_config_for_run
 
 # Columns of the rows `rl data rpt` builds (rl/data/rpt.py).
 RPT_COLUMNS = ("prompt", "rpt_format", "context", "continuation", "boundaries", "entropy", "doc_id", "position")
@@ -19,18 +21,14 @@ RPT_COLUMNS = ("prompt", "rpt_format", "context", "continuation", "boundaries", 
 
 def rpt_build_config(view, policy: ModelInfo | None, chat: str):
     """The RPTBuildConfig `rl train` would build from this recipe (the same mapping: rl.data.loading)."""
-    from rl.data.loading import rpt_config_for_run
-
     model_path = policy.path if policy is not None and policy.path else view.model_name_or_path
     return rpt_config_for_run(view, model_path, None, chat=chat)
 
 
 def check_corpus(report: Report, view, corpus: str, policy: ModelInfo | None) -> DataInfo | None:
     """RPT data built from `corpus` at the start of the run (or reused from <output_dir>/rpt-data)."""
-    from rl.data.corpus import read_corpus
     from rl.data.rpt import saved_build_config
 
-    from rl.data.loading import rpt_change
     from rl.data.rpt import check_rpt_output
 
     tok = policy.tokenizer if policy is not None else None

@@ -23,6 +23,7 @@ from rl.train.preflight.signal import check_format, check_signal
 from rl.train.preflight.world import (flags_parser, plan_from_launch, resolve_plan, summarise_launch,
                              world_from_accelerate_config)
 from rl.errors import UserError
+from rl.runtime.strict_yaml import load_recipe_file
 
 
 def dry_run(argv: list[str]) -> Report:
@@ -32,8 +33,6 @@ def dry_run(argv: list[str]) -> Report:
 
 
 def _dry_run(argv: list[str]) -> Report:
-    from rl.runtime.strict_yaml import load_recipe_file
-
     try:
         opts, overrides = flags_parser().parse_known_args(argv)
     except ArgError as exc:

@@ -15,6 +15,7 @@ from typing import Any
 from rl.errors import UserError
 from rl.runtime.assets import builtin_model_dir, builtin_model_key, converted_builtin, looks_local
 from rl.train.preflight.report import Report, exc_summary
+from rl.runtime.models import check_not_adapter, check_tokenizer_files
 
 
 @dataclasses.dataclass
@@ -58,7 +59,6 @@ def check_model(report: Report, label: str, name: str | None, view) -> ModelInfo
             report.problem(f"{label} {name!r}: no such directory; give an existing checkpoint directory, a hub id "
                            "like 'org/model', or builtin:smollm2-135m-instruct")
             return None
-        from rl.runtime.models import check_not_adapter, check_tokenizer_files
 
         field = "proxy_model" if label == "proxy model" else "model_name_or_path"
         try:  # the same refusals as the run, in the run's words

@@ -21,6 +21,7 @@ import dataclasses
 from collections.abc import Callable
 
 from rl.errors import UserError
+from rl.train.vllm_serve import serve_settings
 
 ZERO3_LORA_SYNC = ("ZeRO-3 + LoRA + vLLM: TRL 1.16 gathers the WHOLE model on every rank at each weight sync (once per "
                    "optimizer step: trl/generation/vllm_generation.py VLLMGeneration._iter_named_params gathers all "
@@ -59,8 +60,6 @@ def _training_nodes(first: int, nodes: int, per_node: int, unit: str) -> list[st
 
 
 def _server_line(view, value: Callable[[str], object], gpus: int | None, layout: Layout) -> str:
-    from rl.train.vllm_serve import serve_settings
-
     try:
         s = serve_settings(value, model=getattr(view, "model_name_or_path", None) or value("model_name_or_path"),
                            gpus=gpus)

@@ -21,7 +21,8 @@ from types import SimpleNamespace
 from rl.errors import UserError
 from rl.train.preflight.plan import recipe_view
 from rl.train.preflight.report import Report, exc_summary
-from rl.train.preflight.rules import BatchRuleError
+from rl.runtime.strict_yaml import load_recipe_file
+from rl.train.preflight.rules import BatchRuleError, TargetMachine, override_value
 
 class ArgError(Exception):
     pass
@@ -47,7 +48,6 @@ def parse_for_target(argv: list[str], world_size: int = 1):
     GPUs), without initialising DeepSpeed (the `deepspeed` field is checked separately and restored on
     the result); the recipe's `env:` changes os.environ only for the parse."""
     from rl.train.recipe import parse_recipe
-    from rl.train.preflight.rules import TargetMachine
 
     raw_ds = raw_value(argv, "deepspeed")
     with restored_environ(), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
@@ -70,8 +70,6 @@ def _recipe_parser(values: dict):
 
 def raw_value(argv: list[str], name: str):
     """The value of one recipe field after file + overrides, without building the dataclasses."""
-    from rl.runtime.strict_yaml import load_recipe_file
-
     argv = list(argv)
     data = {}
     if "--config" in argv:
@@ -95,8 +93,6 @@ def raw_namespace(clean: dict, overrides: list[str], report: Report):
 
 
 def raw_field(clean: dict, overrides: list[str], name: str):
-    from rl.train.preflight.rules import override_value
-
     value = override_value(overrides, name)
     return value if value is not None else clean.get(name)
 

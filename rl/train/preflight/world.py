@@ -13,6 +13,7 @@ import dataclasses
 from rl.train.preflight.parse import ArgError, raise_error
 from rl.errors import UserError
 from rl.train.preflight.report import Report
+from rl.train.launch_section import add_submit_arguments, apply_launch_section, check_launch_section
 
 
 @dataclasses.dataclass
@@ -32,8 +33,6 @@ class LaunchPlan:
 
 def submit_parser() -> argparse.ArgumentParser:
     """`rl submit`'s parser (its flags from rl.train.launch_section), raising ArgError instead of exiting."""
-    from rl.train.launch_section import add_submit_arguments
-
     parser = add_submit_arguments(argparse.ArgumentParser(prog="rl submit", add_help=False))
     parser.error = raise_error  # type: ignore[method-assign]
     return parser
@@ -44,7 +43,6 @@ def plan_from_launch(section, where: str, report: Report) -> LaunchPlan | None:
     apply them); None without one. A bad section was already reported by the field check."""
     if not isinstance(section, dict) or not section:
         return None
-    from rl.train.launch_section import apply_launch_section, check_launch_section
 
     try:
         args = apply_launch_section(submit_parser().parse_args(["--config", where]),

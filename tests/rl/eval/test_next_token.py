@@ -306,6 +306,7 @@ def test_lora_directory_loads_base_applies_and_merges_adapter(tiny_model_dir, to
 
 
 def test_lora_base_builtin_name_is_resolved(tiny_model_dir, tokenizer, tmp_path, monkeypatch):
+    import rl.eval.next_token
     import rl.runtime.assets
 
     _save_lora(tiny_model_dir, tmp_path / "lora", tokenizer)
@@ -320,7 +321,7 @@ def test_lora_base_builtin_name_is_resolved(tiny_model_dir, tokenizer, tmp_path,
         calls.append(name)
         return str(tiny_model_dir) if name.startswith("builtin:") else real(name)
 
-    monkeypatch.setattr(rl.runtime.assets, "resolve_model", fake)
+    monkeypatch.setattr(rl.eval.next_token, "resolve_model", fake)  # where load_model looks it up
     model, _ = load_model(str(tmp_path / "lora"), device="cpu")
     assert "builtin:smollm2-135m-instruct" in calls and model.config.vocab_size == len(tokenizer)
 
