@@ -36,7 +36,7 @@ BUILTIN = "builtin:smollm2-135m-instruct"
 
 
 def build_rows(out: Path, documents: int, corpus: str = "builtin:champ", proxy: str = BUILTIN, **extra):
-    from rl.train.config import DEFAULT_RPT_PROMPT
+    from rl.data.settings import DEFAULT_RPT_PROMPT
     from rl.data.rpt import RPTBuildConfig, build_rpt_dataset
 
     cfg = RPTBuildConfig(corpus=corpus, proxy_model=proxy, min_entropy=1.0,
@@ -63,7 +63,7 @@ def main(argv=None) -> int:
 
     from rewards.rpt import rpt_completion_exact_reward, rpt_completion_reward, rpt_reward
     from rl.runtime.assets import resolve_model
-    from rl.train.config import DEFAULT_RPT_PROMPT
+    from rl.data.settings import DEFAULT_RPT_PROMPT
     from rl.data.rpt import make_prompt
     from rl.train.signal_check import run_signal_check
 

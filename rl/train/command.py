@@ -19,6 +19,16 @@ import os
 from pathlib import Path
 
 from rl.errors import UserError
+from rl.data.loading import check_columns, check_reward_signatures, prepare_dataset
+from rl.runtime.assets import resolve_model
+from rl.runtime.cpu_distributed import apply_cpu_workarounds
+from rl.runtime.disk_errors import checkpoint_save_error, is_disk_error
+from rl.runtime.library_noise import (
+    import_integrations_quietly, quiet_checkpointing_rename, quiet_library_deprecations,
+)
+from rl.runtime.models import check_model_dir, load_tokenizer
+from rl.runtime.wandb_secrets import move_secret_args, wandb_fallback
+from rl.train.preflight.plan import RunPlan
 
 logger = logging.getLogger(__name__)
 
@@ -74,9 +84,6 @@ def build_trainer(script_args, training_args, model_args, callbacks=()):
     from trl import get_peft_config
 
     from rewards import get_reward_funcs
-    from rl.runtime.assets import resolve_model
-    from rl.data.loading import check_columns, check_reward_signatures, prepare_dataset
-    from rl.runtime.models import check_model_dir, load_tokenizer
     from rl.train.trainer import EntropyGRPOTrainer
 
     if not model_args.model_name_or_path:
@@ -121,13 +128,8 @@ def reward_summary(log_history: list[dict]) -> tuple[float | None, float | None]
 
 
 def train(argv: list[str]) -> int:
-    from rl.runtime.cpu_distributed import apply_cpu_workarounds
-
     apply_cpu_workarounds()  # before accelerate state exists; a no-op with CUDA or one process
     from rl.train.recipe import parse_recipe
-
-    from rl.runtime.wandb_secrets import move_secret_args, wandb_fallback
-    from rl.runtime.library_noise import import_integrations_quietly, quiet_checkpointing_rename, quiet_library_deprecations
 
     import_integrations_quietly()  # before the recipe's `env:` (WANDB_MODE) applies
     user_wandb_dir = os.environ.get("WANDB_DIR")
@@ -165,11 +167,9 @@ def _train(script_args, training_args, model_args) -> int:
     # checkpoint that carries a COMPLETE marker (a truncated newer one is skipped with a warning).
     resume = resolve_resume(training_args.resume_from_checkpoint, training_args.output_dir)
     from rl.train.preflight.checks import raise_first
-    from rl.train.preflight.plan import RunPlan
 
     raise_first(RunPlan.for_this_launch(script_args, training_args, model_args))  # the dry run's checks, first problem
     cycle = generation_cycle_steps(training_args)
-    from rl.runtime.disk_errors import checkpoint_save_error, is_disk_error
 
     # Old checkpoints are deleted by CheckpointCallback only after the new one is marked COMPLETE
     # (HF's own rotation runs before the marker: with save_total_limit 1 a kill in between lost both).
