@@ -19,6 +19,7 @@ from rl.train.preflight.parse import (ArgError, check_fields, raw_field, raw_nam
 from rl.train.preflight.plan import RunPlan
 from rl.train.preflight.report import Report
 from rl.train.preflight.reward_checks import check_rewards
+from rl.train.preflight.sampling_cost import check_dynamic_sampling
 from rl.train.preflight.signal import check_format, check_signal
 from rl.train.preflight.world import (flags_parser, plan_from_launch, resolve_plan, summarise_launch,
                              world_from_accelerate_config)
@@ -98,6 +99,8 @@ def _dry_run(argv: list[str]) -> Report:
     check_lengths(report, view, policy, data)
     check_output(report, view)
     check_format(report, view, reward_funcs)
+    signal = None
     if not report.problems:  # the one check that loads weights: only for a recipe that would start
-        check_signal(report, view, reward_funcs, policy, data.rows if data is not None else None)
+        signal = check_signal(report, view, reward_funcs, policy, data.rows if data is not None else None)
+    check_dynamic_sampling(report, view, signal)  # its extra generation cost, from the signal check's share
     return report

@@ -35,18 +35,19 @@ def check_format(report: Report, view, funcs) -> None:
                            "(the completion itself is the guess); drop it")
 
 
-def check_signal(report: Report, view, funcs, policy, rows: list[dict] | None) -> None:
-    """Run the signal check when the model is local and training rows are at hand."""
+def check_signal(report: Report, view, funcs, policy, rows: list[dict] | None):
+    """Run the signal check when the model is local and training rows are at hand; its SignalReport
+    (the dynamic-sampling cost reads it), or None when it did not run."""
     action = getattr(view, "signal_check", "stop")
     if action == "off":
         report.add("signal check", "off (signal_check: off)")
-        return
+        return None
     if policy is None or policy.kind not in ("local", "builtin") or not policy.path:
         report.offline.append("signal check: runs when training starts (the model is not local here)")
-        return
+        return None
     if not rows:
         report.add("signal check", "runs when training starts, on the RPT rows built then")
-        return
+        return None
     try:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -65,10 +66,10 @@ def check_signal(report: Report, view, funcs, policy, rows: list[dict] | None) -
             repetition_penalty=float(view.repetition_penalty), seed=int(view.seed))
     except UserError as exc:
         report.problem(str(exc))
-        return
+        return None
     except Exception as exc:  # noqa: BLE001 - the run would fail the same way at its first batch
         report.problem(f"signal check: sampling or scoring failed ({exc_summary(exc)})")
-        return
+        return None
     report.add("signal check", result.format().removeprefix("signal check: ") + " (weights loaded for this check)")
     if result.groups_with_signal == 0:
         message = result.no_signal_message(format_hint(funcs))
@@ -76,3 +77,4 @@ def check_signal(report: Report, view, funcs, policy, rows: list[dict] | None) -
             report.problem(message)
         else:
             report.note(message)
+    return result

@@ -313,3 +313,28 @@ def test_rlp_teacher_that_zero3_cannot_hold_is_a_problem(tmp_path, tiny_model_di
     lora = {"use_peft": True, "lora_target_modules": ["q_proj", "v_proj"]}
     assert problems_of(tmp_path, *zero3, **base, **lora) == []
     assert problems_of(tmp_path, **base) == []  # one process: the copy fits
+
+
+def test_dynamic_sampling_cost_comes_from_the_signal_checks_share(tmp_path, tiny_model_dir, small_math):
+    """The dry run states dynamic sampling's extra generation cost from the share of groups the signal
+    check saw vary (rl/train/preflight/sampling_cost.py), with the recipe's cap and start step."""
+    path = recipe_file(tmp_path, **base_recipe(tmp_path, tiny_model_dir, small_math, signal_check="stop",
+                                               signal_check_prompts=2, num_generations=2,
+                                               per_device_train_batch_size=2, max_completion_length=6,
+                                               reward_funcs=["tests.slurm.rewards_for_tests.length_reward"],
+                                               dynamic_sampling=True, dynamic_sampling_max_batches=4,
+                                               dynamic_sampling_start_step=1, max_steps=3))
+    report = dry_run(["--config", str(path)])
+    assert report.problems == [], report.format()
+    summary = dict(report.summary)
+    share = summary["signal check"].split(" groups have unequal")[0].rsplit("; ", 1)[-1]  # "k of 2"
+    seen, prompts = (int(x) for x in share.split(" of "))
+    line = summary["dynamic sampling"]
+    assert line.startswith("groups whose 2 completions all get the same total reward are dropped")
+    assert "from step 1" in line and "at most 4 generation batch(es) per step" in line
+    assert f"the signal check saw p = {seen}/{prompts}" in line
+    if seen:
+        expected = min(4.0, prompts / seen)
+        assert f"about {expected:.2g} generation batches per step at the start" in line
+    else:
+        assert "every step would run to the cap" in line
