@@ -177,6 +177,7 @@ def main(argv=None) -> int:
     p.add_argument("--no-selective", action="store_true")
     p.add_argument("--dtype", default="float64", choices=["float32", "float64"])
     p.add_argument("--zero3", action="store_true", help="launched with recipes/accelerate/zero3.yaml (CPU ranks)")
+    p.add_argument("--zero2", action="store_true", help="launched with recipes/accelerate/zero2.yaml (CPU ranks)")
     p.add_argument("--dynamic-sampling", action="store_true",
                    help="8 prompts, half_flat_reward, dynamic sampling on (up to 4 generation batches)")
     args = p.parse_args(argv)
@@ -184,7 +185,7 @@ def main(argv=None) -> int:
     if args.dynamic_sampling:
         extra.update(dynamic_sampling=True, dynamic_sampling_max_batches=4, n_prompts=8,
                      reward_funcs=[half_flat_reward])
-    if args.zero3:
+    if args.zero3 or args.zero2:  # DeepSpeed on CPU ranks: the same workarounds as `rl train`
         from rl.runtime.cpu_distributed import apply_cpu_workarounds
 
         apply_cpu_workarounds()
@@ -215,9 +216,12 @@ def main(argv=None) -> int:
     kept = sorted(set(sum(gather_object([trainer.kept_records]), [])))
     weights = sorted(sum(gather_object([trainer.weight_records]), []))
     world = trainer.accelerator.num_processes
+    plugin = trainer.accelerator.state.deepspeed_plugin
+    zero_stage = plugin.zero_stage if plugin is not None else None  # a layout that silently fell back shows here
     if trainer.accelerator.is_main_process:
         torch.save({"update": {n: after[n] - before[n] for n in after}, "kept": kept, "weights": weights,
-                    "world": world, "log": trainer.state.log_history, "selective_calls": len(selective_calls),
+                    "world": world, "zero_stage": zero_stage, "log": trainer.state.log_history,
+                    "selective_calls": len(selective_calls),
                     "head_grad_into_param": sorted({in_place for _, in_place in selective_calls}),
                     "selective": getattr(trainer, "forking_selective_reason", "n/a")}, args.out)
     if dist.is_initialized():

@@ -1,4 +1,4 @@
-"""Dynamic sampling on 2 gloo ranks (accelerate: DDP, and DeepSpeed ZeRO-3) against 1 process: the ranks agree on the groups kept
+"""Dynamic sampling on 2 gloo ranks (accelerate: DDP, DeepSpeed ZeRO-2 and ZeRO-3) against 1 process: the ranks agree on the groups kept
 and hold the same number of samples, and the step is the one-process step.
 
 One optimizer step (tests/rl/train/forking_worker.py --dynamic-sampling: 8 prompts, a reward that is flat
@@ -37,8 +37,8 @@ def run(tmp_path_factory, tiny_model_dir_plain):
                 "--dynamic-sampling", *extra]
         if procs == 1:
             proc = launch_ranks(args, ranks=1, config=None, cwd=root, timeout=600)
-        elif "--zero3" in extra:  # the worker applies rl/runtime/cpu_distributed.py's CPU workarounds
-            proc = launch_ranks(args, ranks=2, config="zero3", cwd=root, timeout=600)
+        elif "--zero3" in extra or "--zero2" in extra:  # the worker applies rl/runtime/cpu_distributed.py's workarounds
+            proc = launch_ranks(args, ranks=2, config="zero3" if "--zero3" in extra else "zero2", cwd=root, timeout=600)
         else:
             proc = launch_ranks(args, ranks=2, config="ddp", cwd=root, env={"ACCELERATE_USE_CPU": "1"}, timeout=600)
         assert proc.returncode == 0, f"{name}:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
@@ -66,12 +66,16 @@ def test_two_ranks_keep_the_same_groups_and_step_as_one_process(run):
 
 
 @pytest.mark.deepspeed
-def test_zero3_ranks_keep_the_same_groups_and_step_as_one_process(run):
-    """ZeRO-3 (2 CPU ranks): every round's generate gathers the weights on all ranks together, so the ranks
-    must run the same number of rounds; float32, as the forking mask's ZeRO-3 invariance test."""
+@pytest.mark.parametrize("stage", ["zero2", "zero3"])
+def test_deepspeed_ranks_keep_the_same_groups_and_step_as_one_process(run, stage):
+    """ZeRO-2 and ZeRO-3 (2 CPU ranks): under ZeRO-3 every round's generate gathers the weights on all ranks
+    together, so the ranks must run the same number of rounds; ZeRO-2 partitions the gradients and optimizer
+    state, so the kept samples' gradients must reduce as DDP's do. float32, as the forking mask's ZeRO-3
+    invariance test."""
     pytest.importorskip("deepspeed")
     one = run("1x4-fp32", 1, 4, 4, "--dtype", "float32")
-    zero3 = run("2x2-zero3", 2, 4, 2, "--dtype", "float32", "--zero3")
-    same_plan(one, zero3)
-    per, total = rel_diffs(zero3["update"], one["update"])
+    sharded = run(f"2x2-{stage}", 2, 4, 2, "--dtype", "float32", f"--{stage}")
+    assert one["zero_stage"] is None and sharded["zero_stage"] == int(stage[-1])  # DeepSpeed ran, not a fallback
+    same_plan(one, sharded)
+    per, total = rel_diffs(sharded["update"], one["update"])
     assert per < 1e-4 and total < 1e-5, (per, total)
