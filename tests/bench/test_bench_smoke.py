@@ -49,8 +49,10 @@ LAST_LINE = {
     "prune_sft": rf"prune_sft: likelihood_minus_random={CI} likelihood_minus_surprisal={CI}",
     "prune_speed": rf"prune_speed: speedup={NUM} approx_tokens=\d+->\d+ approx_seconds={NUM}",
     "rlp_cost": rf"rlp_cost: reward_vs_generation={NUM} full_logits_vs_generation={NUM}",
-    "rlp_vs_rpt": rf"rlp_vs_rpt: seeds=1 steps=\d+ heldout_expected_pts rpt={CI} rlp={CI} rlp_minus_rpt={CI}",
-    "rpt_select_by": rf"rpt_select_by: seeds=1 steps=\d+( \w+={NUM})+",
+    "rlp_vs_rpt": rf"rlp_vs_rpt: seeds=1 steps=\d+ heldout_top1_pts rpt={CI} rlp={CI} rlp_minus_rpt={CI} "
+                  rf"\| sharpening-inclusive heldout_expected_pts rpt={CI} rlp={CI} rlp_minus_rpt={CI}",
+    "rpt_select_by": rf"rpt_select_by: seeds=1 steps=\d+ hard_top1_pts( \w+=(?:{NUM}|n/a))+ "
+                     rf"hard_cal_nll( \w+=(?:{NUM}|n/a))+ \| sharpening-inclusive expected_pts( \w+={NUM})+",
     "rpt_signal": rf"signal: completion_1tok={NUM} completion_4tok_prefix={NUM} completion_4tok_exact={NUM} "
                   rf"reasoning={NUM}",
 }
