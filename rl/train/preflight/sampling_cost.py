@@ -52,12 +52,14 @@ def describe_dynamic_sampling(view, signal=None) -> str | None:
         measured += " (on the total reward)"
     if share == 0.0:
         return text + f"; {measured}: every step would run to the cap"
-    # p falls as accuracy saturates (DAPO's Fig. 3b): the start is the cheapest point, not the average
+    # p falls as accuracy saturates (more groups all right): the start is the cheapest point, not the average
     return text + (f"; {measured}: about {batches:.2g} generation batches per step at the start "
                    f"(+{100 * (batches - 1):.0f}% generation time), more as accuracy saturates")
 
 
 def check_dynamic_sampling(report: Report, view, signal=None) -> None:
+    """Add the `dynamic sampling` line to the report when the recipe turns it on (a statement, never a problem:
+    the fields' own rules are checked where the recipe is parsed)."""
     line = describe_dynamic_sampling(view, signal)
     if line is not None:
         report.add("dynamic sampling", line)
