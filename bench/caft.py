@@ -188,7 +188,6 @@ def run(size: dict, out: Path, smoke: bool) -> int:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from rl.data.corpus import read_corpus
-    from rl.eval.stats import paired_bootstrap
     from rl.sft.data import generate_answers
 
     torch.manual_seed(0)

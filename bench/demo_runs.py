@@ -33,6 +33,12 @@ def t_interval(values: list[float]) -> tuple[float, float, float]:
     return mean, mean - half, mean + half
 
 
+def heldout_metric(summary: dict, split: str, key: str) -> dict | None:
+    """{before, after, diff, ci95} of one held-out token split's metric in a demo summary
+    (rl/eval/learning_report.py: splits `all`, `hard`; keys `top1`, `nll_cal`, `expected`, ...), or None."""
+    return (summary.get("heldout_token_splits", {}).get(split, {}).get("metrics") or {}).get(key)
+
+
 def run_demo(run_dir: Path, log: Path, args: list[str], data: Path | None) -> tuple[int, dict]:
     """`python -m rl.demo --output_dir RUN_DIR ARGS` (RPT rows copied from `data` into RUN_DIR/rpt-data
     first when given, so runs train on the same rows), its output in `log`: (exit code, its

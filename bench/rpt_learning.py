@@ -67,7 +67,7 @@ import json
 import sys
 from pathlib import Path
 
-from bench.demo_runs import run_demo
+from bench.demo_runs import heldout_metric, run_demo
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -114,16 +114,11 @@ def run_one(setting: str, overrides: list[str], seed: int, out: Path, data: Path
     return summary
 
 
-def metric(summary: dict, split: str, key: str) -> dict | None:
-    """{before, after, diff, ci95} of a held-out token split's metric, or None."""
-    return (summary.get("heldout_token_splits", {}).get(split, {}).get("metrics") or {}).get(key)
-
-
 def fair_gain(summary: dict) -> bool:
     """This seed's hard split improves on a temperature-fair metric (CI excludes 0) and the all-token
     calibrated NLL is not worse (its CI does not lie above 0)."""
-    top1, cal = metric(summary, "hard", "top1"), metric(summary, "hard", "nll_cal")
-    everything = metric(summary, "all", "nll_cal")
+    top1, cal = heldout_metric(summary, "hard", "top1"), heldout_metric(summary, "hard", "nll_cal")
+    everything = heldout_metric(summary, "all", "nll_cal")
     hard_up = (top1 is not None and top1["ci95"][0] > 0) or (cal is not None and cal["ci95"][1] < 0)
     return bool(hard_up and everything is not None and everything["ci95"][0] <= 0)
 
@@ -158,7 +153,8 @@ def table(results: dict[str, dict[int, dict]]) -> list[str]:
             hard = summary.get("heldout_token_splits", {}).get("hard", {})
             probe = summary.get("probe_reward")
             lines.append([setting, str(seed), str(hard.get("count", 0))]
-                         + [cell(metric(summary, split, key), scale, digits) for _, split, key, scale, digits in COLUMNS]
+                         + [cell(heldout_metric(summary, split, key), scale, digits)
+                            for _, split, key, scale, digits in COLUMNS]
                          + [cell(probe, 1.0, 3), f"{summary['wall_seconds']:.0f}", "yes" if fair_gain(summary) else "no"])
     widths = [max(len(h), *(len(r[i]) for r in lines)) if lines else len(h) for i, h in enumerate(head)]
     fmt = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths))  # noqa: E731
@@ -222,14 +218,15 @@ def main(argv: list[str] | None = None) -> int:
             built = out / name / f"seed{seed}" / "rpt-data"
             data.setdefault(name if changes_data(overrides) else "__default__", built)
         print(f"{name} seed {seed}: " + (summary["error"] if "error" in summary else
-              f"hard top-1 {cell(metric(summary, 'hard', 'top1'), 100.0, 2)} pts, hard calibrated NLL "
-              f"{cell(metric(summary, 'hard', 'nll_cal'), 1.0, 3)}; {summary['wall_seconds']:.0f} s"), flush=True)
+              f"hard top-1 {cell(heldout_metric(summary, 'hard', 'top1'), 100.0, 2)} pts, hard calibrated NLL "
+              f"{cell(heldout_metric(summary, 'hard', 'nll_cal'), 1.0, 3)}; {summary['wall_seconds']:.0f} s"), flush=True)
 
     for name in names:  # stage 1: every setting, first seed
         run(name, seeds[0])
     if len(seeds) > 1:  # stage 2: the best settings, remaining seeds
         def score(name):
-            entry = metric(results[name][seeds[0]], "hard", "top1") if "error" not in results[name][seeds[0]] else None
+            first = results[name][seeds[0]]
+            entry = heldout_metric(first, "hard", "top1") if "error" not in first else None
             return entry["ci95"][0] if entry else float("-inf")
         chosen = sorted(names, key=score, reverse=True)[: args.confirm or len(names)]
         for name in chosen:

@@ -38,7 +38,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench.demo_runs import ROOT, run_seed, t_interval
+from bench.demo_runs import ROOT, heldout_metric, run_seed, t_interval
 
 #: reported metric -> (held-out token split, key in the demo summary, scale, digits); rl/eval/learning_report.py
 METRICS = {
@@ -46,11 +46,6 @@ METRICS = {
     "hard_cal_nll": ("hard", "nll_cal", 1.0, 3),      # temperature-fair: NLL at each model's fitted temperature
     "expected_pts": ("all", "expected", 100.0, 2),    # sharpening-inclusive: expected accuracy at the sampling T
 }
-
-
-def heldout_metric(summary: dict, split: str, key: str) -> dict | None:
-    """{before, after, diff, ci95} of one held-out token split's metric in a demo summary, or None."""
-    return (summary.get("heldout_token_splits", {}).get(split, {}).get("metrics") or {}).get(key)
 
 
 ARMS = {
